@@ -1,0 +1,166 @@
+package ingest
+
+import (
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// BusSink publishes a camera's access units on the bus and keeps its live
+// status (state, codec, size, fps, bitrate, last error).
+type BusSink struct {
+	nc       *nats.Conn
+	subjects bus.Subjects
+	camera   string
+	// onChange is called (outside the lock) with a copy of the status after
+	// every state change, to publish events and update metrics.
+	onChange func(*busv1.CameraStatus)
+
+	mu     sync.Mutex
+	status busv1.CameraStatus
+	seq    uint64
+	// Rate window: fps and bitrate are averaged over the last rateWindow.
+	winStart  time.Time
+	winFrames int
+	winBytes  int
+	// Totals for metrics.
+	frames, bytes uint64
+}
+
+const rateWindow = 2 * time.Second
+
+// NewBusSink builds the sink of one camera.
+func NewBusSink(nc *nats.Conn, subjects bus.Subjects, camera string, onChange func(*busv1.CameraStatus)) *BusSink {
+	s := &BusSink{nc: nc, subjects: subjects, camera: camera, onChange: onChange}
+	s.status.State = StateOffline
+	s.status.SinceUnixNano = time.Now().UnixNano()
+	return s
+}
+
+// WriteAccessUnit implements Sink.
+func (s *BusSink) WriteAccessUnit(au *busv1.AccessUnit) error {
+	now := time.Now()
+	size := len(au.Data)
+	for _, n := range au.Nalus {
+		size += len(n)
+	}
+	s.mu.Lock()
+	s.seq++
+	if au.Camera == "" {
+		au.Camera = s.camera
+	}
+	if au.Sequence == 0 {
+		au.Sequence = s.seq
+	}
+	if au.IngestUnixNano == 0 {
+		au.IngestUnixNano = now.UnixNano()
+	}
+	isVideo := au.Codec < busv1.Codec_CODEC_AAC
+	var changed *busv1.CameraStatus
+	if isVideo {
+		s.frames++
+		s.bytes += uint64(size)
+		s.winFrames++
+		s.winBytes += size
+		if s.winStart.IsZero() {
+			s.winStart = now
+		} else if el := now.Sub(s.winStart); el >= rateWindow {
+			s.status.Fps = float64(s.winFrames) / el.Seconds()
+			s.status.Bitrate = float64(s.winBytes*8) / el.Seconds()
+			s.winStart, s.winFrames, s.winBytes = now, 0, 0
+		}
+		if s.status.State != StateOnline {
+			s.status.State = StateOnline
+			s.status.SinceUnixNano = now.UnixNano()
+			changed = proto.Clone(&s.status).(*busv1.CameraStatus)
+		}
+	}
+	s.mu.Unlock()
+	if changed != nil && s.onChange != nil {
+		s.onChange(changed)
+	}
+	subject := s.subjects.Video(s.camera)
+	if !isVideo {
+		subject = s.subjects.Audio(s.camera)
+	}
+	return bus.Publish(s.nc, subject, au)
+}
+
+// SetState implements Sink.
+func (s *BusSink) SetState(state string, err error) {
+	s.mu.Lock()
+	changed := s.status.State != state
+	s.status.State = state
+	if err != nil {
+		s.status.LastError = err.Error()
+		changed = true
+	}
+	if changed {
+		s.status.SinceUnixNano = time.Now().UnixNano()
+	}
+	if state != StateOnline {
+		s.status.Fps, s.status.Bitrate = 0, 0
+		s.winStart, s.winFrames, s.winBytes = time.Time{}, 0, 0
+	}
+	st := proto.Clone(&s.status).(*busv1.CameraStatus)
+	s.mu.Unlock()
+	if changed && s.onChange != nil {
+		s.onChange(st)
+	}
+}
+
+// SetTrack implements Sink.
+func (s *BusSink) SetTrack(codec busv1.Codec, width, height int) {
+	s.mu.Lock()
+	s.status.Codec = CodecName(codec)
+	if width > 0 && height > 0 {
+		s.status.Width, s.status.Height = uint32(width), uint32(height)
+	}
+	s.mu.Unlock()
+}
+
+// Status returns a copy of the current status.
+func (s *BusSink) Status() *busv1.CameraStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return proto.Clone(&s.status).(*busv1.CameraStatus)
+}
+
+// Totals returns the video frames and bytes written so far.
+func (s *BusSink) Totals() (frames, bytes uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.frames, s.bytes
+}
+
+// CodecName is the short lower-case name of a codec ("h264").
+func CodecName(c busv1.Codec) string {
+	switch c {
+	case busv1.Codec_CODEC_H264:
+		return "h264"
+	case busv1.Codec_CODEC_H265:
+		return "h265"
+	case busv1.Codec_CODEC_VP8:
+		return "vp8"
+	case busv1.Codec_CODEC_VP9:
+		return "vp9"
+	case busv1.Codec_CODEC_AV1:
+		return "av1"
+	case busv1.Codec_CODEC_MJPEG:
+		return "mjpeg"
+	case busv1.Codec_CODEC_AAC:
+		return "aac"
+	case busv1.Codec_CODEC_OPUS:
+		return "opus"
+	case busv1.Codec_CODEC_PCMU:
+		return "pcmu"
+	case busv1.Codec_CODEC_PCMA:
+		return "pcma"
+	}
+	return ""
+}

@@ -1,0 +1,344 @@
+import { useEffect, useRef, useState } from 'react';
+import { cameraPath, cameraStatus, errorMessage, formatBitrate, getCamera, type Camera } from '../api';
+import { drawOverlay } from '../draw';
+import { initLiveIfc, type LiveIfc } from '../ifc';
+import { ResultBuffer, parseMessage, type OverlayResult } from '../overlay';
+import { Link, publishURL } from '../router';
+import { deleteSession, exchangeSdp, waitIceGathering } from '../webrtc';
+import { StateBadge } from './common';
+
+const RETRY_MS = 3000;
+const POLL_MS = 2000;
+/** Without a frame RTP timestamp (browsers that do not report it), show the newest result for this long. */
+const FALLBACK_MAX_AGE_MS = 500;
+
+export function CameraLive({ id }: { id: string }) {
+  const videoRef = useRef<HTMLVideoElement>(null);
+  const canvasRef = useRef<HTMLCanvasElement>(null);
+  const ifcRef = useRef<LiveIfc | null>(null);
+  const bufferRef = useRef(new ResultBuffer(64));
+  const lastResultAtRef = useRef(0);
+  const overlayOnRef = useRef(true);
+
+  const [conn, setConn] = useState('new');
+  const [connError, setConnError] = useState<string | null>(null);
+  const [camera, setCamera] = useState<Camera | null>(null);
+  const [cameraError, setCameraError] = useState<string | null>(null);
+  const [muted, setMuted] = useState(true);
+  const [overlayOn, setOverlayOn] = useState(true);
+  const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null });
+  const [attempt, setAttempt] = useState(0);
+
+  if (ifcRef.current === null || ifcRef.current.camera !== id) ifcRef.current = initLiveIfc(id);
+
+  overlayOnRef.current = overlayOn;
+
+  // Camera state, refreshed every 2 s.
+  useEffect(() => {
+    let stop = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const poll = async () => {
+      try {
+        const c = await getCamera(id);
+        if (!stop) {
+          setCamera(c);
+          setCameraError(null);
+        }
+      } catch (e) {
+        if (!stop) setCameraError(errorMessage(e));
+      }
+      if (!stop) timer = setTimeout(poll, POLL_MS);
+    };
+    void poll();
+    return () => {
+      stop = true;
+      clearTimeout(timer);
+    };
+  }, [id]);
+
+  // WHEP session: connect, retry on failure, DELETE the session on leave.
+  useEffect(() => {
+    const ifc = ifcRef.current ?? initLiveIfc(id);
+    window.__ifc = ifc;
+    const buffer = bufferRef.current;
+    let cancelled = false;
+    let pc: RTCPeerConnection | null = null;
+    let location: string | null = null;
+    let retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+    const setState = (s: string) => {
+      ifc.state = s;
+      if (!cancelled) setConn(s);
+    };
+    const setError = (msg: string | null) => {
+      ifc.error = msg;
+      if (!cancelled) setConnError(msg);
+    };
+    const teardown = () => {
+      if (location) void deleteSession(location);
+      location = null;
+      if (pc) {
+        pc.ontrack = null;
+        pc.onconnectionstatechange = null;
+        pc.close();
+      }
+      pc = null;
+    };
+    const scheduleRetry = () => {
+      if (cancelled) return;
+      teardown();
+      setState('retrying');
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(() => void connect(), RETRY_MS);
+    };
+
+    const connect = async () => {
+      if (cancelled) return;
+      setState('connecting');
+      buffer.clear();
+      const p = new RTCPeerConnection();
+      pc = p;
+      p.addTransceiver('video', { direction: 'recvonly' });
+      p.addTransceiver('audio', { direction: 'recvonly' });
+
+      // Created before the offer so that the SDP carries an application m-line.
+      const dc = p.createDataChannel('results');
+      dc.binaryType = 'arraybuffer';
+      const decoder = new TextDecoder();
+      dc.onmessage = (ev: MessageEvent) => {
+        const text = typeof ev.data === 'string' ? ev.data : ev.data instanceof ArrayBuffer ? decoder.decode(ev.data) : '';
+        for (const r of parseMessage(text)) {
+          buffer.add(r);
+          ifc.resultsReceived++;
+          lastResultAtRef.current = performance.now();
+        }
+      };
+
+      const stream = new MediaStream();
+      p.ontrack = (ev) => {
+        stream.addTrack(ev.track);
+        const v = videoRef.current;
+        if (v && v.srcObject !== stream) {
+          v.srcObject = stream;
+          v.play().catch(() => {
+            /* autoplay refused: the muted video normally plays; controls let the user start it */
+          });
+        }
+      };
+      p.onconnectionstatechange = () => {
+        if (pc !== p) return;
+        switch (p.connectionState) {
+          case 'connected':
+            setError(null);
+            setState('connected');
+            break;
+          case 'disconnected':
+            setState('disconnected'); // may recover by itself; 'failed' follows otherwise
+            break;
+          case 'failed':
+            setError('WebRTC connection failed');
+            scheduleRetry();
+            break;
+          default:
+            break;
+        }
+      };
+
+      try {
+        await p.setLocalDescription(await p.createOffer());
+        await waitIceGathering(p, 2000);
+        if (cancelled || pc !== p) return;
+        const answer = await exchangeSdp(`${cameraPath(id)}/whep`, p.localDescription?.sdp ?? '');
+        if (cancelled || pc !== p) {
+          if (answer.location) void deleteSession(answer.location);
+          return;
+        }
+        location = answer.location;
+        await p.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+      } catch (e) {
+        if (cancelled || pc !== p) return;
+        setError(errorMessage(e));
+        scheduleRetry();
+      }
+    };
+
+    void connect();
+    const onPageHide = () => teardown();
+    window.addEventListener('pagehide', onPageHide);
+    return () => {
+      cancelled = true;
+      clearTimeout(retryTimer);
+      window.removeEventListener('pagehide', onPageHide);
+      teardown();
+      ifc.state = 'closed';
+    };
+  }, [id, attempt]);
+
+  // Overlay: on every presented frame pick the result for that frame's RTP timestamp.
+  useEffect(() => {
+    const video = videoRef.current;
+    const canvas = canvasRef.current;
+    if (!video || !canvas) return;
+    const buffer = bufferRef.current;
+    let stopped = false;
+    let vfcHandle: number | null = null;
+    let rafHandle: number | null = null;
+
+    const render = (frameRtp: number | null) => {
+      const ifc = ifcRef.current;
+      if (!ifc) return;
+      let result: OverlayResult | null = null;
+      if (!overlayOnRef.current) result = null;
+      else if (frameRtp !== null) result = buffer.pick(frameRtp);
+      else if (performance.now() - lastResultAtRef.current <= FALLBACK_MAX_AGE_MS) result = buffer.latest();
+      const n = drawOverlay(canvas, video, result);
+      if (result) {
+        ifc.boxesDrawn += n;
+        ifc.lastDrawn = { frameRtp: frameRtp ?? -1, resultRtp: result.rtp_timestamp, count: n };
+      }
+    };
+
+    const supportsVFC = typeof video.requestVideoFrameCallback === 'function';
+    if (supportsVFC) {
+      let callbacks = 0;
+      const onFrame: VideoFrameRequestCallback = (_now, meta) => {
+        if (stopped) return;
+        const ifc = ifcRef.current;
+        callbacks++;
+        const rtp = typeof meta.rtpTimestamp === 'number' ? meta.rtpTimestamp >>> 0 : null;
+        if (ifc) {
+          ifc.framesDecoded = typeof meta.presentedFrames === 'number' ? meta.presentedFrames : callbacks;
+          ifc.lastFrameRtp = rtp;
+        }
+        render(rtp);
+        vfcHandle = video.requestVideoFrameCallback(onFrame);
+      };
+      vfcHandle = video.requestVideoFrameCallback(onFrame);
+    } else {
+      // No per-frame callback: redraw each animation frame from the newest fresh result.
+      let lastTime = -1;
+      const tick = () => {
+        if (stopped) return;
+        const ifc = ifcRef.current;
+        if (ifc && video.currentTime !== lastTime) {
+          lastTime = video.currentTime;
+          ifc.framesDecoded++;
+        }
+        render(null);
+        rafHandle = requestAnimationFrame(tick);
+      };
+      rafHandle = requestAnimationFrame(tick);
+    }
+
+    // Human-readable counters, refreshed once a second.
+    const statsTimer = setInterval(() => {
+      const ifc = ifcRef.current;
+      if (ifc) setStats({ frames: ifc.framesDecoded, results: ifc.resultsReceived, boxes: ifc.boxesDrawn, rtp: ifc.lastFrameRtp });
+    }, 1000);
+
+    // Clear stale boxes when the overlay is switched off or the element resizes between frames.
+    const ro = typeof ResizeObserver === 'function' ? new ResizeObserver(() => render(ifcRef.current?.lastFrameRtp ?? null)) : null;
+    ro?.observe(video);
+
+    return () => {
+      stopped = true;
+      if (vfcHandle !== null && typeof video.cancelVideoFrameCallback === 'function') video.cancelVideoFrameCallback(vfcHandle);
+      if (rafHandle !== null) cancelAnimationFrame(rafHandle);
+      clearInterval(statsTimer);
+      ro?.disconnect();
+    };
+  }, [id]);
+
+  useEffect(() => {
+    const v = videoRef.current;
+    const c = canvasRef.current;
+    if (v && c && !overlayOn) drawOverlay(c, v, null);
+  }, [overlayOn]);
+
+  const st = cameraStatus(camera);
+  const title = camera?.name || id;
+
+  return (
+    <div className="page live" data-testid="live-page">
+      <div className="page-head">
+        <div>
+          <Link to="/" className="back">
+            ← Cameras
+          </Link>
+          <h1 data-testid="camera-title">{title}</h1>
+          <div className="muted mono">{id}</div>
+        </div>
+        <div className="head-actions">
+          <span className="muted">Stream</span>
+          <StateBadge state={conn} testId="connection-state" />
+        </div>
+      </div>
+
+      <div className="live-layout">
+        <section className="player-col">
+          <div className="player" data-testid="player">
+            <video ref={videoRef} data-testid="live-video" autoPlay playsInline muted={muted} />
+            <canvas ref={canvasRef} className="overlay" data-testid="overlay-canvas" />
+            {conn !== 'connected' && (
+              <div className="player-msg" data-testid="player-message">
+                {conn === 'retrying' ? 'Reconnecting…' : conn === 'disconnected' ? 'Connection interrupted…' : 'Connecting…'}
+              </div>
+            )}
+          </div>
+          {connError && (
+            <div className="error" data-testid="connection-error">
+              {connError}{' '}
+              <button className="link-button" onClick={() => setAttempt((a) => a + 1)}>
+                Retry now
+              </button>
+            </div>
+          )}
+          <div className="toolbar">
+            <button onClick={() => setMuted((m) => !m)} data-testid="mute-toggle">
+              {muted ? 'Unmute' : 'Mute'}
+            </button>
+            <label className="check">
+              <input type="checkbox" checked={overlayOn} onChange={(e) => setOverlayOn(e.target.checked)} data-testid="overlay-toggle" />
+              Show detections
+            </label>
+            <span className="muted small" data-testid="overlay-stats">
+              frames {stats.frames} · results {stats.results} · boxes {stats.boxes}
+              {stats.rtp !== null ? ` · rtp ${stats.rtp}` : ''}
+            </span>
+          </div>
+        </section>
+
+        <aside className="card info-card" data-testid="camera-info">
+          <h2>Camera</h2>
+          {cameraError && <div className="error" data-testid="camera-error">{cameraError}</div>}
+          <dl className="kv">
+            <dt>State</dt>
+            <dd>
+              <StateBadge state={st.state ?? 'unknown'} testId="camera-state" />
+            </dd>
+            <dt>Codec</dt>
+            <dd data-testid="camera-codec">{st.codec || '—'}</dd>
+            <dt>Resolution</dt>
+            <dd data-testid="camera-resolution">{st.width && st.height ? `${st.width}×${st.height}` : '—'}</dd>
+            <dt>Frame rate</dt>
+            <dd data-testid="camera-fps">{st.fps !== undefined ? `${st.fps.toFixed(1)} fps` : '—'}</dd>
+            <dt>Bitrate</dt>
+            <dd data-testid="camera-bitrate">{formatBitrate(st.bitrate)}</dd>
+            <dt>Source</dt>
+            <dd className="mono wrap">{camera?.source || '—'}</dd>
+            <dt>Pipeline</dt>
+            <dd className="mono">{camera?.pipeline || '—'}</dd>
+          </dl>
+          {st.last_error && (
+            <div className="error" data-testid="camera-last-error">
+              <strong>Last error:</strong> {st.last_error}
+            </div>
+          )}
+          <p className="muted small">
+            Publishing from a browser? Open <Link to={publishURL(id)}>the publish page</Link> on the sending device.
+          </p>
+        </aside>
+      </div>
+    </div>
+  );
+}
