@@ -1,0 +1,115 @@
+// Command imageflow is the ImageFlowCanvas edge media server and its tools.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/imageflowcanvas/imageflow/server"
+)
+
+const usage = `imageflow — edge media server
+
+Usage:
+  imageflow serve [flags]              run the server (embedded NATS, REST, RTSP, WebRTC, gRPC)
+  imageflow processor serve <name>     run one built-in processor as a gRPC service
+  imageflow infer serve                run a KServe v2 (Triton protocol) inference server
+  imageflow help                       this text
+
+Run "imageflow <command> -h" for the flags of a command.
+`
+
+// commands maps a subcommand to its entry point; more are added by the files
+// that implement them.
+var commands = map[string]func(ctx context.Context, args []string) error{
+	"serve": serve,
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
+		fmt.Fprint(os.Stderr, usage)
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "imageflow: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd(ctx, os.Args[2:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "imageflow: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// loadConfig runs the configuration pipeline: defaults → --config file →
+// IFC_* environment → flags → Validate.
+func loadConfig(name string, args []string) (server.Config, error) {
+	cfg := server.Defaults()
+	// The file must be read before the flags override it, so find --config
+	// first with a throwaway flag set.
+	pre := flag.NewFlagSet(name, flag.ContinueOnError)
+	pre.SetOutput(nopWriter{})
+	configPath := pre.String("config", "", "")
+	cfg.BindFlags(pre)
+	_ = pre.Parse(args)
+	if *configPath != "" {
+		if err := cfg.LoadFile(*configPath); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.LoadEnv(os.LookupEnv); err != nil {
+		return cfg, err
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.String("config", *configPath, "YAML configuration file")
+	cfg.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return cfg, cfg.Validate()
+}
+
+type nopWriter struct{}
+
+func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+func serve(ctx context.Context, args []string) error {
+	cfg, err := loadConfig("serve", args)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg.LogLevel)
+	srv := &server.Server{Config: cfg, Logger: logger}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	err = srv.Wait(ctx)
+	logger.Info("shutting down")
+	if cerr := srv.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	return err
+}

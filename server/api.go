@@ -1,0 +1,439 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// route is one REST endpoint; the same table registers the handlers and
+// writes the OpenAPI document, so the two cannot drift apart.
+type route struct {
+	method, path, summary string
+	handler             fiber.Handler
+	// request and response name schemas of the OpenAPI document.
+	request, response string
+	statuses          []int
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{method: "GET", path: "/api/v1/health", summary: "Liveness", handler: s.health, response: "Health", statuses: []int{200}},
+		{method: "GET", path: "/api/v1/ready", summary: "Readiness: bus and stores up", handler: s.ready, response: "Health", statuses: []int{200, 503}},
+		{method: "GET", path: "/api/v1/cameras", summary: "List cameras", handler: s.listCameras, response: "CameraList", statuses: []int{200}},
+		{method: "POST", path: "/api/v1/cameras", summary: "Create a camera", handler: s.createCamera, request: "CameraInput", response: "Camera", statuses: []int{201, 400, 409, 413}},
+		{method: "GET", path: "/api/v1/cameras/:id", summary: "Get a camera with its live state", handler: s.getCamera, response: "Camera", statuses: []int{200, 400, 404}},
+		{method: "PUT", path: "/api/v1/cameras/:id", summary: "Replace a camera", handler: s.updateCamera, request: "CameraInput", response: "Camera", statuses: []int{200, 400, 404, 409}},
+		{method: "DELETE", path: "/api/v1/cameras/:id", summary: "Delete a camera", handler: s.deleteCamera, statuses: []int{204, 400, 404}},
+		{method: "GET", path: "/api/v1/pipelines", summary: "List pipelines", handler: s.listPipelines, response: "PipelineList", statuses: []int{200}},
+		{method: "POST", path: "/api/v1/pipelines", summary: "Create a pipeline (validated DAG)", handler: s.createPipeline, request: "Pipeline", response: "Pipeline", statuses: []int{201, 400, 409, 413}},
+		{method: "GET", path: "/api/v1/pipelines/:id", summary: "Get a pipeline", handler: s.getPipeline, response: "Pipeline", statuses: []int{200, 400, 404}},
+		{method: "PUT", path: "/api/v1/pipelines/:id", summary: "Replace a pipeline", handler: s.updatePipeline, request: "Pipeline", response: "Pipeline", statuses: []int{200, 400, 404, 409}},
+		{method: "DELETE", path: "/api/v1/pipelines/:id", summary: "Delete a pipeline not used by a camera", handler: s.deletePipeline, statuses: []int{204, 400, 404, 409}},
+		{method: "GET", path: "/api/v1/processors", summary: "List processors and their parameters", handler: s.listProcessors, response: "ProcessorList", statuses: []int{200}},
+		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, statuses: []int{200}},
+	}
+}
+
+// allRoutes is the REST table plus the media endpoints (WHIP/WHEP).
+func (s *Server) allRoutes() []route { return append(s.routes(), s.mediaRoutes()...) }
+
+func (s *Server) newApp() *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "imageflow",
+		DisableStartupMessage: true,
+		BodyLimit:             s.Config.BodyLimit,
+		ReadTimeout:           30 * time.Second,
+		IdleTimeout:           2 * time.Minute,
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			var fe *fiber.Error
+			if errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge {
+				err = fmt.Errorf("%w: body over the limit of %d bytes", ErrTooLarge, s.Config.BodyLimit)
+			}
+			return writeError(c, err)
+		},
+	})
+	app.Use(s.metrics.middleware, s.authMiddleware)
+	for _, r := range s.allRoutes() {
+		app.Add(r.method, r.path, r.handler)
+	}
+	app.Get("/metrics", s.metricsHandler())
+	app.All("/api/*", func(c *fiber.Ctx) error {
+		return writeError(c, fmt.Errorf("%w: no route %s %s", ErrNotFound, c.Method(), c.Path()))
+	})
+	s.addWebUI(app)
+	return app
+}
+
+func (s *Server) health(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"status": "ok"})
+}
+
+func (s *Server) ready(c *fiber.Ctx) error {
+	if err := s.bus.Ready(c.UserContext()); err != nil {
+		return writeError(c, fmt.Errorf("%w: %v", ErrUnavailable, err))
+	}
+	if _, err := s.bus.KV(bus.BucketCameras).Status(c.UserContext()); err != nil {
+		return writeError(c, fmt.Errorf("%w: camera store: %v", ErrUnavailable, err))
+	}
+	if _, err := s.bus.Objects().Status(c.UserContext()); err != nil {
+		return writeError(c, fmt.Errorf("%w: object store: %v", ErrUnavailable, err))
+	}
+	return c.JSON(fiber.Map{"status": "ready"})
+}
+
+// decodeStrict decodes one JSON object, rejecting unknown fields and
+// trailing data.
+func decodeStrict(body []byte, v any) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return invalidf("empty body: want a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalidf("malformed JSON: %v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return invalidf("malformed JSON: data after the object")
+	}
+	return nil
+}
+
+func pathID(c *fiber.Ctx) (string, error) {
+	id := c.Params("id")
+	if err := bus.ValidateToken(id); err != nil {
+		return "", invalidf("id %q: %v", id, err)
+	}
+	return id, nil
+}
+
+// cameraInput is the writable part of a camera.
+type cameraInput struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Source   string `json:"source"`
+	Enabled  *bool  `json:"enabled"`
+	Pipeline string `json:"pipeline"`
+	Archive  bool   `json:"archive"`
+}
+
+// cameraView is a camera as the API shows it: credentials redacted, live
+// state beside the configuration.
+type cameraView struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Source    string    `json:"source"`
+	Enabled   bool      `json:"enabled"`
+	Pipeline  string    `json:"pipeline"`
+	Archive   bool      `json:"archive"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	State     string    `json:"state"`
+	Codec     string    `json:"codec,omitempty"`
+	Width     uint32    `json:"width,omitempty"`
+	Height    uint32    `json:"height,omitempty"`
+	FPS       float64   `json:"fps"`
+	Bitrate   float64   `json:"bitrate"`
+	LastError string    `json:"last_error,omitempty"`
+	StateSince time.Time `json:"state_since"`
+}
+
+func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
+	v := cameraView{
+		ID: cam.Id, Name: cam.Name, Source: RedactURL(cam.Source), Enabled: cam.Enabled,
+		Pipeline: cam.Pipeline, Archive: cam.Archive,
+		CreatedAt: time.Unix(0, cam.CreatedUnixNano).UTC(), UpdatedAt: time.Unix(0, cam.UpdatedUnixNano).UTC(),
+		State: "offline",
+	}
+	if st := s.super.status(cam.Id); st != nil {
+		v.State, v.Codec, v.Width, v.Height = st.State, st.Codec, st.Width, st.Height
+		v.FPS, v.Bitrate, v.LastError = st.Fps, st.Bitrate, redactError(st.LastError, cam.Source)
+		v.StateSince = time.Unix(0, st.SinceUnixNano).UTC()
+	}
+	return v
+}
+
+// redactError removes a source URL's secrets from an error text that may
+// quote it.
+func redactError(msg, source string) string {
+	if msg == "" || source == "" {
+		return msg
+	}
+	return strings.ReplaceAll(msg, source, RedactURL(source))
+}
+
+// checkCamera validates input and fills a stored camera from it. keepSource
+// is the stored source: a redacted source sent back unchanged keeps it.
+func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (*busv1.Camera, error) {
+	if err := bus.ValidateToken(in.ID); err != nil {
+		return nil, invalidf("id %q: %v", in.ID, err)
+	}
+	if len(in.Name) > 256 {
+		return nil, invalidf("name: %d characters, at most 256", len(in.Name))
+	}
+	if keepSource != "" && in.Source == RedactURL(keepSource) {
+		in.Source = keepSource
+	}
+	if err := validateSource(in.Source); err != nil {
+		return nil, err
+	}
+	if in.Pipeline != "" {
+		if err := bus.ValidateToken(in.Pipeline); err != nil {
+			return nil, invalidf("pipeline %q: %v", in.Pipeline, err)
+		}
+		if _, _, err := s.pipelines.get(c.UserContext(), in.Pipeline); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, invalidf("pipeline %q does not exist", in.Pipeline)
+			}
+			return nil, err
+		}
+	}
+	enabled := true
+	if in.Enabled != nil {
+		enabled = *in.Enabled
+	}
+	name := in.Name
+	if name == "" {
+		name = in.ID
+	}
+	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive}, nil
+}
+
+func (s *Server) listCameras(c *fiber.Ctx) error {
+	cams, err := s.cameras.list(c.UserContext())
+	if err != nil {
+		return writeError(c, err)
+	}
+	items := make([]cameraView, 0, len(cams))
+	for _, cam := range cams {
+		items = append(items, s.viewCamera(cam))
+	}
+	return c.JSON(fiber.Map{"items": items})
+}
+
+func (s *Server) createCamera(c *fiber.Ctx) error {
+	var in cameraInput
+	if err := decodeStrict(c.Body(), &in); err != nil {
+		return writeError(c, err)
+	}
+	cam, err := s.checkCamera(c, &in, "")
+	if err != nil {
+		return writeError(c, err)
+	}
+	now := time.Now().UnixNano()
+	cam.CreatedUnixNano, cam.UpdatedUnixNano = now, now
+	if err := s.cameras.create(c.UserContext(), cam.Id, cam); err != nil {
+		return writeError(c, err)
+	}
+	s.Logger.Info("camera created", "camera", cam.Id, "source", RedactURL(cam.Source))
+	s.super.apply(cam)
+	c.Location("/api/v1/cameras/" + cam.Id)
+	return c.Status(fiber.StatusCreated).JSON(s.viewCamera(cam))
+}
+
+func (s *Server) getCamera(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	cam, _, err := s.cameras.get(c.UserContext(), id)
+	if err != nil {
+		return writeError(c, err)
+	}
+	return c.JSON(s.viewCamera(cam))
+}
+
+func (s *Server) updateCamera(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	var in cameraInput
+	if err := decodeStrict(c.Body(), &in); err != nil {
+		return writeError(c, err)
+	}
+	if in.ID == "" {
+		in.ID = id
+	}
+	if in.ID != id {
+		return writeError(c, invalidf("id %q in the body differs from %q in the path", in.ID, id))
+	}
+	old, rev, err := s.cameras.get(c.UserContext(), id)
+	if err != nil {
+		return writeError(c, err)
+	}
+	cam, err := s.checkCamera(c, &in, old.Source)
+	if err != nil {
+		return writeError(c, err)
+	}
+	cam.CreatedUnixNano, cam.UpdatedUnixNano = old.CreatedUnixNano, time.Now().UnixNano()
+	if err := s.cameras.update(c.UserContext(), id, cam, rev); err != nil {
+		return writeError(c, err)
+	}
+	s.Logger.Info("camera updated", "camera", id, "source", RedactURL(cam.Source))
+	s.super.apply(cam)
+	return c.JSON(s.viewCamera(cam))
+}
+
+func (s *Server) deleteCamera(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	if err := s.cameras.delete(c.UserContext(), id); err != nil {
+		return writeError(c, err)
+	}
+	s.super.remove(id)
+	s.Logger.Info("camera deleted", "camera", id)
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+var pipelineJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
+
+func writePipeline(c *fiber.Ctx, status int, p *busv1.Pipeline) error {
+	b, err := pipelineJSON.Marshal(p)
+	if err != nil {
+		return writeError(c, err)
+	}
+	c.Status(status).Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(b)
+}
+
+// decodePipeline reads a pipeline strictly (unknown fields rejected) and
+// validates it against the registry.
+func (s *Server) decodePipeline(body []byte, pathID string) (*busv1.Pipeline, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, invalidf("empty body: want a JSON object")
+	}
+	p := &busv1.Pipeline{}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(body, p); err != nil {
+		return nil, invalidf("malformed JSON: %v", err)
+	}
+	if p.Id == "" {
+		p.Id = pathID
+	}
+	if pathID != "" && p.Id != pathID {
+		return nil, invalidf("id %q in the body differs from %q in the path", p.Id, pathID)
+	}
+	if err := bus.ValidateToken(p.Id); err != nil {
+		return nil, invalidf("id %q: %v", p.Id, err)
+	}
+	if len(p.Name) > 256 || len(p.Description) > 4096 {
+		return nil, invalidf("name or description too long")
+	}
+	if p.Name == "" {
+		p.Name = p.Id
+	}
+	p.CreatedUnixNano, p.UpdatedUnixNano = 0, 0
+	if err := s.Registry.ValidatePipeline(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (s *Server) listPipelines(c *fiber.Ctx) error {
+	ps, err := s.pipelines.list(c.UserContext())
+	if err != nil {
+		return writeError(c, err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(`{"items":[`)
+	for i, p := range ps {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		b, err := pipelineJSON.Marshal(p)
+		if err != nil {
+			return writeError(c, err)
+		}
+		buf.Write(b)
+	}
+	buf.WriteString("]}")
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(buf.Bytes())
+}
+
+func (s *Server) createPipeline(c *fiber.Ctx) error {
+	p, err := s.decodePipeline(c.Body(), "")
+	if err != nil {
+		return writeError(c, err)
+	}
+	now := time.Now().UnixNano()
+	p.CreatedUnixNano, p.UpdatedUnixNano = now, now
+	if err := s.pipelines.create(c.UserContext(), p.Id, p); err != nil {
+		return writeError(c, err)
+	}
+	c.Location("/api/v1/pipelines/" + p.Id)
+	return writePipeline(c, fiber.StatusCreated, p)
+}
+
+func (s *Server) getPipeline(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	p, _, err := s.pipelines.get(c.UserContext(), id)
+	if err != nil {
+		return writeError(c, err)
+	}
+	return writePipeline(c, fiber.StatusOK, p)
+}
+
+func (s *Server) updatePipeline(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	p, err := s.decodePipeline(c.Body(), id)
+	if err != nil {
+		return writeError(c, err)
+	}
+	old, rev, err := s.pipelines.get(c.UserContext(), id)
+	if err != nil {
+		return writeError(c, err)
+	}
+	p.CreatedUnixNano, p.UpdatedUnixNano = old.CreatedUnixNano, time.Now().UnixNano()
+	if err := s.pipelines.update(c.UserContext(), id, p, rev); err != nil {
+		return writeError(c, err)
+	}
+	s.super.pipelineChanged(id)
+	return writePipeline(c, fiber.StatusOK, p)
+}
+
+func (s *Server) deletePipeline(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	cams, err := s.cameras.list(c.UserContext())
+	if err != nil {
+		return writeError(c, err)
+	}
+	for _, cam := range cams {
+		if cam.Pipeline == id {
+			return writeError(c, fmt.Errorf("%w: pipeline %q is used by camera %q", ErrConflict, id, cam.Id))
+		}
+	}
+	if err := s.pipelines.delete(c.UserContext(), id); err != nil {
+		return writeError(c, err)
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Server) listProcessors(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"items": s.Registry.Specs()})
+}
+
+// cloneCamera copies a stored camera for goroutines that outlive a request.
+func cloneCamera(c *busv1.Camera) *busv1.Camera { return proto.Clone(c).(*busv1.Camera) }

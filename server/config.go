@@ -1,0 +1,228 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of `imageflow serve`. It is filled in one
+// pipeline: Defaults → YAML file → IFC_* environment → flags → Validate.
+type Config struct {
+	// DataDir holds the JetStream store, listen.json and generated files.
+	DataDir string `yaml:"data"`
+	// HTTPAddr serves the UI, REST API, WHIP/WHEP and /metrics.
+	HTTPAddr string `yaml:"http"`
+	// RTSPAddr serves RTSP readers and publishers; empty disables RTSP.
+	RTSPAddr string `yaml:"rtsp"`
+	// GRPCAddr serves the streaming and processor gRPC services.
+	GRPCAddr string `yaml:"grpc"`
+	// WebRTCUDPAddr is the one UDP port all WebRTC peers share.
+	WebRTCUDPAddr string `yaml:"webrtc_udp"`
+	// NATSAddr opens the NATS client port; empty (default) keeps it closed.
+	NATSAddr     string `yaml:"nats"`
+	NATSUser     string `yaml:"nats_user"`
+	NATSPassword string `yaml:"nats_password"`
+	// Prefix starts every bus subject.
+	Prefix string `yaml:"prefix"`
+	// VideoWindow is how long the bus keeps video for replay; 0 keeps none.
+	VideoWindow time.Duration `yaml:"video_window"`
+
+	// APITokens, when not empty, are the bearer tokens every API and media
+	// request must carry.
+	APITokens []string `yaml:"api_tokens"`
+	// MetricsAuth makes /metrics require a token too.
+	MetricsAuth bool `yaml:"metrics_auth"`
+	// HealthAuth makes /api/v1/health and /ready require a token too.
+	HealthAuth bool `yaml:"health_auth"`
+
+	// BodyLimit caps a request body (bytes) outside uploads.
+	BodyLimit int `yaml:"body_limit"`
+	// ShutdownTimeout bounds graceful shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Demo creates the demo camera and pipeline on first start.
+	Demo bool `yaml:"demo"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Defaults is what a newcomer gets with no configuration at all.
+func Defaults() Config {
+	return Config{
+		DataDir:         "./data",
+		HTTPAddr:        ":8080",
+		RTSPAddr:        ":8554",
+		GRPCAddr:        ":50051",
+		WebRTCUDPAddr:   ":8189",
+		Prefix:          "ifc",
+		VideoWindow:     5 * time.Second,
+		BodyLimit:       4 << 20,
+		ShutdownTimeout: 5 * time.Second,
+		Demo:            true,
+		LogLevel:        "info",
+	}
+}
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("config")
+
+// LoadFile merges a YAML file over c; unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	// An empty file decodes to io.EOF and changes nothing.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return nil
+}
+
+// LoadEnv merges IFC_<YAML KEY IN UPPER CASE> variables over c, e.g.
+// IFC_HTTP=:9090, IFC_API_TOKENS=a,b.
+func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		name := "IFC_" + strings.ToUpper(key)
+		raw, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		if err := setField(v.Field(i), raw); err != nil {
+			return fmt.Errorf("%w: %s=%q: %v", ErrConfig, name, redactIfSecret(key, raw), err)
+		}
+	}
+	return nil
+}
+
+func redactIfSecret(key, value string) string {
+	if strings.Contains(key, "password") || strings.Contains(key, "token") {
+		return "***"
+	}
+	return value
+}
+
+func setField(f reflect.Value, raw string) error {
+	switch f.Interface().(type) {
+	case string:
+		f.SetString(raw)
+	case bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		f.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return errors.New("want an integer")
+		}
+		f.SetInt(int64(n))
+	case time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return errors.New(`want a duration such as "10s"`)
+		}
+		f.SetInt(int64(d))
+	case []string:
+		var out []string
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		f.Set(reflect.ValueOf(out))
+	default:
+		return fmt.Errorf("unsupported type %s", f.Type())
+	}
+	return nil
+}
+
+// BindFlags registers the command-line flags that override c.
+func (c *Config) BindFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory")
+	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP address (UI, REST, WHIP/WHEP, /metrics)")
+	fs.StringVar(&c.RTSPAddr, "rtsp", c.RTSPAddr, "RTSP address (empty disables)")
+	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "gRPC address (empty disables)")
+	fs.StringVar(&c.WebRTCUDPAddr, "webrtc-udp", c.WebRTCUDPAddr, "UDP address shared by all WebRTC peers")
+	fs.StringVar(&c.NATSAddr, "nats", c.NATSAddr, "NATS client port address (off when empty; needs nats_user/nats_password)")
+	fs.BoolVar(&c.Demo, "demo", c.Demo, "create the demo camera on first start")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+}
+
+// Validate checks every field and names the first bad one with its value.
+func (c *Config) Validate() error {
+	bad := func(field string, value any, why string) error {
+		return fmt.Errorf("%w: %s: %v: %s", ErrConfig, field, value, why)
+	}
+	if c.DataDir == "" {
+		return bad("data", `""`, "must not be empty")
+	}
+	if err := checkAddr(c.HTTPAddr, false); err != nil {
+		return bad("http", strconv.Quote(c.HTTPAddr), err.Error())
+	}
+	for _, a := range []struct{ name, value string }{{"rtsp", c.RTSPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"nats", c.NATSAddr}} {
+		if err := checkAddr(a.value, true); err != nil {
+			return bad(a.name, strconv.Quote(a.value), err.Error())
+		}
+	}
+	if c.NATSAddr != "" && (c.NATSUser == "" || c.NATSPassword == "") {
+		return bad("nats", strconv.Quote(c.NATSAddr), "a NATS client port requires nats_user and nats_password")
+	}
+	if c.Prefix == "" || strings.ContainsAny(c.Prefix, ".*> \t") {
+		return bad("prefix", strconv.Quote(c.Prefix), "must be one subject token")
+	}
+	if c.VideoWindow < 0 {
+		return bad("video_window", c.VideoWindow, "must not be negative")
+	}
+	for i, tok := range c.APITokens {
+		if len(tok) < 8 {
+			return bad(fmt.Sprintf("api_tokens[%d]", i), "***", "a token needs at least 8 characters")
+		}
+	}
+	if c.BodyLimit < 1024 {
+		return bad("body_limit", c.BodyLimit, "must be at least 1024")
+	}
+	if c.ShutdownTimeout <= 0 {
+		return bad("shutdown_timeout", c.ShutdownTimeout, "must be positive")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
+	}
+	return nil
+}
+
+func checkAddr(addr string, optional bool) error {
+	if addr == "" {
+		if optional {
+			return nil
+		}
+		return errors.New("must not be empty")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port, e.g. :8080 or 127.0.0.1:0")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be 0..65535")
+	}
+	return nil
+}

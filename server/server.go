@@ -1,0 +1,255 @@
+// Package server is the composition root of `imageflow serve`: it reads the
+// configuration, starts the bus and every component, serves the REST API,
+// WHIP/WHEP, metrics and the web UI, and shuts it all down.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/processors"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// Server is one running `imageflow serve`. Exported fields are configuration.
+type Server struct {
+	Config Config
+	Logger *slog.Logger
+	// Registry lists the processors pipelines may use; Start fills it with the
+	// built-ins when nil.
+	Registry *processors.Registry
+	// Registerer receives the metrics; Start makes a registry when nil.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+
+	bus       *bus.Bus
+	hub       *hub.Hub
+	cameras   *kvStore[*busv1.Camera]
+	pipelines *kvStore[*busv1.Pipeline]
+	metrics   *metrics
+	super     *supervisor
+
+	app     *fiber.App
+	httpLn  net.Listener
+	grpcSrv *grpc.Server
+	grpcLn  net.Listener
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errc   chan error
+
+	closeOnce sync.Once
+	listen    Listen
+}
+
+// Listen lists the addresses actually bound, written to <data>/listen.json
+// so scripts and tests can find ports picked at random.
+type Listen struct {
+	HTTP      string `json:"http"`
+	RTSP      string `json:"rtsp,omitempty"`
+	GRPC      string `json:"grpc,omitempty"`
+	WebRTCUDP string `json:"webrtc_udp,omitempty"`
+	NATS      string `json:"nats,omitempty"`
+	PID       int    `json:"pid"`
+}
+
+// Start validates the configuration and starts every component. On error
+// whatever started is stopped again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	if err := s.Config.Validate(); err != nil {
+		return err
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		s.Registerer, s.Gatherer = reg, reg
+	}
+	if s.Registry == nil {
+		s.Registry = processors.NewRegistry()
+		registerBuiltins(s.Registry)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.errc = make(chan error, 4)
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(s.Config.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	s.bus = &bus.Bus{Config: bus.Config{
+		DataDir:        s.Config.DataDir,
+		Prefix:         s.Config.Prefix,
+		ClientAddr:     s.Config.NATSAddr,
+		ClientUser:     s.Config.NATSUser,
+		ClientPassword: s.Config.NATSPassword,
+		VideoWindow:    s.Config.VideoWindow,
+		Logger:         s.Logger.With("component", "bus"),
+	}}
+	if err := s.bus.Start(ctx); err != nil {
+		return err
+	}
+	s.hub = hub.New(s.bus.Conn(), s.bus.Subjects())
+	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
+	s.pipelines = newPipelineStore(s.bus.KV(bus.BucketPipelines))
+
+	s.metrics = newMetrics(s.Registerer, s.bus)
+	s.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.hub.OnDrop = func(cam, kind string) { s.metrics.liveDrops.WithLabelValues(cam, kind).Inc() }
+
+	s.super = newSupervisor(s)
+	s.Registerer.MustRegister(s.super)
+
+	if s.Config.Demo {
+		if err := s.ensureDemo(ctx); err != nil {
+			s.Logger.Warn("demo camera not created", "error", err)
+		}
+	}
+	if err := s.super.startAll(ctx); err != nil {
+		return err
+	}
+
+	if err := s.startGRPC(); err != nil {
+		return err
+	}
+	if err := s.startHTTP(); err != nil {
+		return err
+	}
+	s.listen.NATS = s.bus.ClientURL()
+	s.listen.PID = os.Getpid()
+	if err := s.writeListen(); err != nil {
+		return err
+	}
+	s.Logger.Info("imageflow serving", "http", s.listen.HTTP, "rtsp", s.listen.RTSP, "grpc", s.listen.GRPC,
+		"webrtc_udp", s.listen.WebRTCUDP, "nats", s.listen.NATS, "data", s.Config.DataDir)
+	return nil
+}
+
+func (s *Server) startHTTP() error {
+	ln, err := net.Listen("tcp", s.Config.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	s.httpLn = ln
+	s.listen.HTTP = ln.Addr().String()
+	s.app = s.newApp()
+	s.goRun("http", func() error { return s.app.Listener(ln) })
+	return nil
+}
+
+func (s *Server) startGRPC() error {
+	if s.Config.GRPCAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.Config.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("grpc: %w", err)
+	}
+	s.grpcLn = ln
+	s.listen.GRPC = ln.Addr().String()
+	s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.grpcUnaryAuth), grpc.StreamInterceptor(s.grpcStreamAuth))
+	s.registerGRPC(s.grpcSrv)
+	s.goRun("grpc", func() error { return s.grpcSrv.Serve(ln) })
+	return nil
+}
+
+// goRun runs a component's serve loop; an error ends Wait.
+func (s *Server) goRun(name string, fn func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := fn(); err != nil && s.ctx.Err() == nil {
+			select {
+			case s.errc <- fmt.Errorf("%s: %w", name, err):
+			default:
+			}
+		}
+	}()
+}
+
+func (s *Server) writeListen() error {
+	b, _ := json.MarshalIndent(s.listen, "", "  ")
+	path := filepath.Join(s.Config.DataDir, "listen.json")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Addrs returns the addresses actually bound.
+func (s *Server) Addrs() Listen { return s.listen }
+
+// Wait blocks until ctx ends or a component fails.
+func (s *Server) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.errc:
+		return err
+	case <-s.ctx.Done():
+		return nil
+	}
+}
+
+// Close stops every component within the shutdown timeout and waits for
+// their goroutines; a second call does nothing.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.cancel == nil {
+			return
+		}
+		s.cancel()
+		deadline := time.Now().Add(s.Config.ShutdownTimeout)
+		if s.app != nil {
+			if e := s.app.ShutdownWithTimeout(time.Until(deadline)); e != nil {
+				err = errors.Join(err, e)
+			}
+		}
+		if s.grpcSrv != nil {
+			stopped := make(chan struct{})
+			go func() { s.grpcSrv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(time.Until(deadline)):
+				s.grpcSrv.Stop()
+				<-stopped
+			}
+		}
+		if s.super != nil {
+			s.super.stopAll()
+		}
+		if s.hub != nil {
+			s.hub.Close()
+		}
+		s.wg.Wait()
+		if s.bus != nil {
+			s.bus.Close()
+		}
+		if s.Config.DataDir != "" {
+			_ = os.Remove(filepath.Join(s.Config.DataDir, "listen.json"))
+		}
+	})
+	return err
+}
