@@ -1,0 +1,52 @@
+#include <opencv2/objdetect.hpp>
+#include <opencv2/dnn.hpp>
+#include <vector>
+#include "hog.h"
+
+void* ifc_hog_new(void) {
+    try {
+        cv::HOGDescriptor* h = new cv::HOGDescriptor();
+        h->setSVMDetector(cv::HOGDescriptor::getDefaultPeopleDetector());
+        return h;
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+void ifc_hog_close(void* hog) { delete static_cast<cv::HOGDescriptor*>(hog); }
+
+int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
+                   int padding, double scale, int group_threshold,
+                   float min_score, float nms_threshold, int* boxes,
+                   float* scores, int max) {
+    // Kept per thread so a steady stream reuses the vectors' storage.
+    thread_local std::vector<cv::Rect> found;
+    thread_local std::vector<double> weights;
+    thread_local std::vector<float> fweights;
+    thread_local std::vector<int> keep;
+    try {
+        found.clear();
+        weights.clear();
+        static_cast<cv::HOGDescriptor*>(hog)->detectMultiScale(
+            *static_cast<cv::Mat*>(img), found, weights, hit_threshold,
+            cv::Size(win_stride, win_stride), cv::Size(padding, padding), scale,
+            (double)group_threshold, false);
+        fweights.assign(weights.begin(), weights.end());
+        if (fweights.size() != found.size()) fweights.resize(found.size(), 0.f);
+        keep.clear();
+        cv::dnn::NMSBoxes(found, fweights, min_score, nms_threshold, keep);
+    } catch (...) {
+        return -1;
+    }
+    int n = 0;
+    for (size_t i = 0; i < keep.size() && n < max; ++i) {
+        const cv::Rect& r = found[keep[i]];
+        boxes[4 * n] = r.x;
+        boxes[4 * n + 1] = r.y;
+        boxes[4 * n + 2] = r.width;
+        boxes[4 * n + 3] = r.height;
+        scores[n] = fweights[keep[i]];
+        ++n;
+    }
+    return n;
+}

@@ -1,0 +1,69 @@
+package builtin
+
+/*
+#cgo !windows pkg-config: opencv4
+#cgo CXXFLAGS: --std=c++11
+#include <stdlib.h>
+#include "hog.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"gocv.io/x/gocv"
+)
+
+// maxHOGBoxes bounds the boxes one frame reports; a crowd beyond this is
+// clipped to the best-scoring ones (NMS returns them sorted by score).
+const maxHOGBoxes = 256
+
+// hogDetector wraps cv::HOGDescriptor with the default people SVM.
+type hogDetector struct {
+	p      unsafe.Pointer
+	boxes  [4 * maxHOGBoxes]C.int
+	scores [maxHOGBoxes]C.float
+}
+
+type hogParams struct {
+	hitThreshold   float64
+	winStride      int
+	padding        int
+	scale          float64
+	groupThreshold int
+	minScore       float32
+	nmsThreshold   float32
+}
+
+func newHOGDetector() (*hogDetector, error) {
+	p := C.ifc_hog_new()
+	if p == nil {
+		return nil, errors.New("HOG people detector: OpenCV could not load the default SVM")
+	}
+	return &hogDetector{p: p}, nil
+}
+
+// detect calls fn for each box that passed grouping, min_score and NMS, best
+// first.
+func (h *hogDetector) detect(img *gocv.Mat, hp hogParams, fn func(x, y, w, h int, score float32)) error {
+	n := C.ifc_hog_detect(h.p, unsafe.Pointer(img.Ptr()), C.double(hp.hitThreshold), C.int(hp.winStride),
+		C.int(hp.padding), C.double(hp.scale), C.int(hp.groupThreshold), C.float(hp.minScore),
+		C.float(hp.nmsThreshold), &h.boxes[0], &h.scores[0], maxHOGBoxes)
+	if n < 0 {
+		return fmt.Errorf("HOG detection failed on a %dx%d picture", img.Cols(), img.Rows())
+	}
+	for i := 0; i < int(n); i++ {
+		b := h.boxes[4*i : 4*i+4]
+		fn(int(b[0]), int(b[1]), int(b[2]), int(b[3]), float32(h.scores[i]))
+	}
+	return nil
+}
+
+func (h *hogDetector) close() {
+	if h.p != nil {
+		C.ifc_hog_close(h.p)
+		h.p = nil
+	}
+}
