@@ -1,0 +1,231 @@
+package webrtc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/imageflowcanvas/imageflow/ingest"
+)
+
+// PublisherConfig configures the WHIP publish endpoint.
+type PublisherConfig struct {
+	// API is the shared pion API (UDP mux, codecs, interceptors); required.
+	API *webrtc.API
+	// Configuration holds the ICE servers given to each peer connection.
+	Configuration webrtc.Configuration
+	// PLIInterval asks publishers for a keyframe this often; 0 means
+	// DefaultPLIInterval, negative disables the periodic request.
+	PLIInterval time.Duration
+	// ConnectTimeout ends a session that does not connect in time (the
+	// client vanished between POST and ICE); 0 means 30 s.
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+// Publisher terminates WHIP sessions (RFC 9725): each POSTed offer becomes a
+// peer connection whose tracks are written to the camera's sink.
+type Publisher struct {
+	cfg PublisherConfig
+
+	mu       sync.Mutex
+	sessions map[string]*pubSession
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+type pubSession struct {
+	id, cam string
+	pc      *webrtc.PeerConnection
+	rx      *receiver
+	release func()
+	once    sync.Once
+	done    chan struct{}
+}
+
+// NewPublisher builds the WHIP endpoint logic over a shared API.
+func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
+	if cfg.API == nil {
+		return nil, fmt.Errorf("webrtc publisher: API is required")
+	}
+	if cfg.PLIInterval == 0 {
+		cfg.PLIInterval = DefaultPLIInterval
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Publisher{cfg: cfg, sessions: make(map[string]*pubSession)}, nil
+}
+
+// Offer answers a WHIP offer for camera cam. The session writes to sink until
+// it ends (DELETE, ICE failure, Close), then calls release exactly once; on
+// error release is not called and nothing was started. Errors: ErrBadSDP,
+// ErrCodecNotSupported, ErrClosed, or the context's error.
+func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest.Sink, release func()) (answerSDP, sessionID string, err error) {
+	info, err := InspectOffer(offerSDP)
+	if err != nil {
+		return "", "", err
+	}
+	if !info.HasVideo {
+		return "", "", fmt.Errorf("%w: the offer has no video", ErrCodecNotSupported)
+	}
+	if _, err := pickVideoCodec(info); err != nil {
+		return "", "", fmt.Errorf("%w: the offer has none of H264 (packetization-mode=1), VP8, VP9", ErrCodecNotSupported)
+	}
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return "", "", ErrClosed
+	}
+
+	pc, err := p.cfg.API.NewPeerConnection(p.cfg.Configuration)
+	if err != nil {
+		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
+	}
+	s := &pubSession{
+		id: newSessionID(), cam: cam, pc: pc, release: release, done: make(chan struct{}),
+		rx: &receiver{pc: pc, sink: &lockedSink{sink: sink}, pliInterval: p.cfg.PLIInterval,
+			log: p.cfg.Logger.With("camera", cam, "kind", "whip")},
+	}
+	pc.OnTrack(s.rx.onTrack)
+	connected := make(chan struct{})
+	var connOnce sync.Once
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			connOnce.Do(func() { close(connected) })
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
+			// Disconnected ends the session too: a WHIP client that lost
+			// its network publishes again with a new POST.
+			p.endAsync(s, st.String())
+		}
+	})
+	ans, err := answer(ctx, pc, offerSDP, func() { preferVideoCodecs(pc) })
+	if err != nil {
+		_ = pc.Close()
+		return "", "", err
+	}
+
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = pc.Close()
+		return "", "", ErrClosed
+	}
+	p.sessions[s.id] = s
+	p.wg.Add(1)
+	p.mu.Unlock()
+	s.rx.sink.setState(ingest.StateConnecting, nil)
+	s.rx.log.Info("whip session started", "session", s.id)
+
+	// Watchdog: a client that never connects does not keep the session.
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(p.cfg.ConnectTimeout)
+		defer t.Stop()
+		select {
+		case <-connected:
+		case <-s.done:
+		case <-t.C:
+			p.end(s, "connect timeout")
+		}
+	}()
+	return ans, s.id, nil
+}
+
+// Patch applies a trickle-ICE fragment to a session. Errors:
+// ErrSessionNotFound, ErrBadSDP, ErrNotSupported (ICE restart).
+func (p *Publisher) Patch(id, fragment string) error {
+	s := p.get(id)
+	if s == nil {
+		return ErrSessionNotFound
+	}
+	return addCandidates(s.pc, fragment)
+}
+
+// Delete ends a session; ErrSessionNotFound for an unknown id.
+func (p *Publisher) Delete(id string) error {
+	s := p.get(id)
+	if s == nil {
+		return ErrSessionNotFound
+	}
+	p.end(s, "deleted")
+	return nil
+}
+
+// Sessions is the number of live WHIP sessions.
+func (p *Publisher) Sessions() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions)
+}
+
+// Camera returns the camera of a session, "" when unknown; lets the HTTP
+// layer check that a DELETE names a session of the camera in its path.
+func (p *Publisher) Camera(id string) string {
+	if s := p.get(id); s != nil {
+		return s.cam
+	}
+	return ""
+}
+
+// Close ends every session and waits for their goroutines.
+func (p *Publisher) Close() {
+	p.mu.Lock()
+	p.closed = true
+	all := make([]*pubSession, 0, len(p.sessions))
+	for _, s := range p.sessions {
+		all = append(all, s)
+	}
+	p.mu.Unlock()
+	for _, s := range all {
+		p.end(s, "server closing")
+	}
+	p.wg.Wait()
+}
+
+func (p *Publisher) get(id string) *pubSession {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sessions[id]
+}
+
+// endAsync ends a session from a pion callback, which must not wait for
+// the peer connection to close.
+func (p *Publisher) endAsync(s *pubSession, why string) {
+	p.mu.Lock()
+	if _, ok := p.sessions[s.id]; !ok {
+		p.mu.Unlock()
+		return
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		p.end(s, why)
+	}()
+}
+
+func (p *Publisher) end(s *pubSession, why string) {
+	s.once.Do(func() {
+		p.mu.Lock()
+		delete(p.sessions, s.id)
+		p.mu.Unlock()
+		close(s.done)
+		_ = s.pc.Close()
+		s.rx.stop()
+		s.rx.sink.setState(ingest.StateOffline, nil)
+		s.rx.log.Info("whip session ended", "session", s.id, "reason", why, "video_aus", s.rx.videoAUs.Load())
+		if s.release != nil {
+			s.release()
+		}
+	})
+}

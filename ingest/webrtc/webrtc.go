@@ -1,0 +1,253 @@
+// Package webrtc brings cameras in over WebRTC: WHIP publishers (a phone or
+// OBS pushes to the server, RFC 9725) and WHEP servers pulled as a source
+// (whep:// and wheps:// URLs). Both rebuild access units from RTP and write
+// them to an ingest.Sink.
+//
+// The package never builds its own *webrtc.API: the composition root passes
+// the one shared with the WHEP egress (server/live), so every peer uses the
+// same UDP port, codecs and interceptors.
+package webrtc
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// Errors callers map to HTTP statuses (see the package README in the report):
+// ErrBadSDP and ErrCodecNotSupported are client errors (400), ErrSessionNotFound
+// is 404, ErrNotSupported is 501 (or 405 for PATCH), ErrClosed is 503.
+var (
+	// ErrBadSDP is returned for an offer or SDP fragment that does not parse.
+	ErrBadSDP = errors.New("malformed SDP")
+	// ErrCodecNotSupported is returned when the offer has no codec we can use.
+	ErrCodecNotSupported = errors.New("unsupported codec")
+	// ErrSessionNotFound is returned by PATCH/DELETE for an unknown session id.
+	ErrSessionNotFound = errors.New("session not found")
+	// ErrNotSupported is returned for a trickle fragment asking for an ICE
+	// restart, which these sessions do not do.
+	ErrNotSupported = errors.New("not supported")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("closed")
+)
+
+// maxSDPSize bounds offers and fragments: real ones are a few KiB.
+const maxSDPSize = 64 << 10
+
+// OfferInfo summarizes the media sections of an SDP offer.
+type OfferInfo struct {
+	// VideoCodecs lists the usable video codecs in the offer's order (H264
+	// only with packetization-mode=1).
+	VideoCodecs []busv1.Codec
+	// HasVideo, HasAudio and HasData tell which m-sections exist.
+	HasVideo, HasAudio, HasData bool
+	// OpusAudio is true when an audio section offers Opus.
+	OpusAudio bool
+}
+
+// Has reports whether the offer's video sections offer codec c.
+func (o *OfferInfo) Has(c busv1.Codec) bool {
+	for _, v := range o.VideoCodecs {
+		if v == c {
+			return true
+		}
+	}
+	return false
+}
+
+// InspectOffer parses an SDP offer and lists its media; an unparsable offer,
+// or one with no media section, returns ErrBadSDP.
+func InspectOffer(offer string) (*OfferInfo, error) {
+	if len(offer) > maxSDPSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrBadSDP, maxSDPSize)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(offer), "v=") {
+		return nil, fmt.Errorf("%w: does not start with v=", ErrBadSDP)
+	}
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(offer); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSDP, err)
+	}
+	if len(sd.MediaDescriptions) == 0 {
+		return nil, fmt.Errorf("%w: no media section", ErrBadSDP)
+	}
+	info := &OfferInfo{}
+	for _, md := range sd.MediaDescriptions {
+		switch md.MediaName.Media {
+		case "video":
+			info.HasVideo = true
+			for _, c := range mediaCodecs(md) {
+				if vc := videoCodecOf(c); vc != busv1.Codec_CODEC_UNSPECIFIED && !info.Has(vc) {
+					info.VideoCodecs = append(info.VideoCodecs, vc)
+				}
+			}
+		case "audio":
+			info.HasAudio = true
+			for _, c := range mediaCodecs(md) {
+				if strings.EqualFold(c.name, "opus") {
+					info.OpusAudio = true
+				}
+			}
+		case "application":
+			info.HasData = true
+		}
+	}
+	return info, nil
+}
+
+type sdpCodec struct {
+	pt   string
+	name string
+	fmtp string
+}
+
+// mediaCodecs reads the rtpmap and fmtp lines of one m-section.
+func mediaCodecs(md *sdp.MediaDescription) []sdpCodec {
+	var out []sdpCodec
+	fmtp := map[string]string{}
+	for _, a := range md.Attributes {
+		switch a.Key {
+		case "rtpmap":
+			pt, rest, ok := strings.Cut(a.Value, " ")
+			if !ok {
+				continue
+			}
+			name, _, _ := strings.Cut(rest, "/")
+			out = append(out, sdpCodec{pt: pt, name: name})
+		case "fmtp":
+			pt, rest, ok := strings.Cut(a.Value, " ")
+			if ok {
+				fmtp[pt] = rest
+			}
+		}
+	}
+	for i := range out {
+		out[i].fmtp = fmtp[out[i].pt]
+	}
+	return out
+}
+
+func videoCodecOf(c sdpCodec) busv1.Codec {
+	switch strings.ToUpper(c.name) {
+	case "H264":
+		// Mode 0 cannot carry NALUs larger than the MTU, so it is useless
+		// for passthrough; RFC 6184 §8.1 makes 0 the default when absent.
+		if strings.Contains(strings.ReplaceAll(c.fmtp, " ", ""), "packetization-mode=1") {
+			return busv1.Codec_CODEC_H264
+		}
+	case "VP8":
+		return busv1.Codec_CODEC_VP8
+	case "VP9":
+		return busv1.Codec_CODEC_VP9
+	case "AV1":
+		return busv1.Codec_CODEC_AV1
+	}
+	return busv1.Codec_CODEC_UNSPECIFIED
+}
+
+// MimeType is the WebRTC MIME type of a video codec, "" when unknown.
+func MimeType(c busv1.Codec) string {
+	switch c {
+	case busv1.Codec_CODEC_H264:
+		return webrtc.MimeTypeH264
+	case busv1.Codec_CODEC_VP8:
+		return webrtc.MimeTypeVP8
+	case busv1.Codec_CODEC_VP9:
+		return webrtc.MimeTypeVP9
+	case busv1.Codec_CODEC_AV1:
+		return webrtc.MimeTypeAV1
+	case busv1.Codec_CODEC_OPUS:
+		return webrtc.MimeTypeOpus
+	}
+	return ""
+}
+
+// CodecOfMime maps a WebRTC MIME type to the bus codec.
+func CodecOfMime(mime string) busv1.Codec {
+	switch strings.ToLower(mime) {
+	case strings.ToLower(webrtc.MimeTypeH264):
+		return busv1.Codec_CODEC_H264
+	case strings.ToLower(webrtc.MimeTypeVP8):
+		return busv1.Codec_CODEC_VP8
+	case strings.ToLower(webrtc.MimeTypeVP9):
+		return busv1.Codec_CODEC_VP9
+	case strings.ToLower(webrtc.MimeTypeAV1):
+		return busv1.Codec_CODEC_AV1
+	case strings.ToLower(webrtc.MimeTypeOpus):
+		return busv1.Codec_CODEC_OPUS
+	}
+	return busv1.Codec_CODEC_UNSPECIFIED
+}
+
+// ParseSDPFragment reads the ICE candidates of a trickle-ICE SDP fragment
+// (application/trickle-ice-sdpfrag, RFC 8840 §4.4 / RFC 9725 §4.3.1).
+// A fragment with ICE credentials other than currentUfrag asks for an ICE
+// restart, which these sessions do not do: ErrNotSupported.
+func ParseSDPFragment(frag string, currentUfrag string) (cands []webrtc.ICECandidateInit, err error) {
+	if len(frag) > maxSDPSize {
+		return nil, fmt.Errorf("%w: fragment larger than %d bytes", ErrBadSDP, maxSDPSize)
+	}
+	var mid *string
+	var mline uint16
+	sawMedia := false
+	for _, line := range strings.Split(frag, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if line == "" {
+			continue
+		}
+		if len(line) < 2 || line[1] != '=' {
+			return nil, fmt.Errorf("%w: bad fragment line %q", ErrBadSDP, truncate(line))
+		}
+		switch {
+		case strings.HasPrefix(line, "m="):
+			if sawMedia {
+				mline++
+			}
+			sawMedia = true
+			mid = nil
+		case strings.HasPrefix(line, "a=mid:"):
+			m := strings.TrimPrefix(line, "a=mid:")
+			mid = &m
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			if u := strings.TrimPrefix(line, "a=ice-ufrag:"); currentUfrag != "" && u != currentUfrag {
+				return nil, fmt.Errorf("%w: ICE restart", ErrNotSupported)
+			}
+		case strings.HasPrefix(line, "a=candidate:"):
+			c := webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a=")}
+			if mid != nil {
+				m := *mid
+				c.SDPMid = &m
+			}
+			ml := mline
+			c.SDPMLineIndex = &ml
+			cands = append(cands, c)
+		}
+	}
+	return cands, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// newSessionID returns a random, unguessable session id: the id is the only
+// thing that authorizes PATCH and DELETE of a session resource.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// NewSessionID is newSessionID for the egress package, so both kinds of
+// session ids look alike.
+func NewSessionID() string { return newSessionID() }
