@@ -35,33 +35,33 @@ int ifc_dec_open(ifc_dec **out, int codec_id, int threads) {
 
 // receive_all keeps only the newest good picture: callers sample, they do not
 // need every picture a multi-output call produced.
-static int receive_all(ifc_dec *d, int *got, int *corrupt) {
+static int receive_all(ifc_dec *d) {
 	for (;;) {
 		int r = avcodec_receive_frame(d->ctx, d->frame);
 		if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) return 0;
 		if (r < 0) return r;
 		if (d->frame->decode_error_flags || (d->frame->flags & AV_FRAME_FLAG_CORRUPT)) {
-			(*corrupt)++;
+			d->corrupt++;
 			av_frame_unref(d->frame);
 			continue;
 		}
 		av_frame_unref(d->last);
 		av_frame_move_ref(d->last, d->frame);
 		d->has_last = 1;
-		(*got)++;
+		d->got++;
 	}
 }
 
-static int send_and_receive(ifc_dec *d, AVPacket *p, int *got, int *corrupt) {
-	*got = 0;
-	*corrupt = 0;
+static int send_and_receive(ifc_dec *d, AVPacket *p) {
+	d->got = 0;
+	d->corrupt = 0;
 	int r = avcodec_send_packet(d->ctx, p);
 	if (r == AVERROR(EAGAIN)) {
-		int k = receive_all(d, got, corrupt);
+		int k = receive_all(d);
 		if (k < 0) return k;
 		r = avcodec_send_packet(d->ctx, p);
 	}
-	int k = receive_all(d, got, corrupt);
+	int k = receive_all(d);
 	if (!p) {
 		// Drained: make the decoder usable again (loops, seeks).
 		avcodec_flush_buffers(d->ctx);
@@ -70,8 +70,8 @@ static int send_and_receive(ifc_dec *d, AVPacket *p, int *got, int *corrupt) {
 	return k;
 }
 
-int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int key, int *got, int *corrupt) {
-	if (!data) return send_and_receive(d, NULL, got, corrupt);
+int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int key) {
+	if (!data) return send_and_receive(d, NULL);
 	// A packet without buf is copied (with padding) by libavcodec, so the
 	// caller's memory is not kept past this call.
 	AVPacket *p = d->pkt;
@@ -81,17 +81,17 @@ int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int k
 	p->pts = pts;
 	p->dts = AV_NOPTS_VALUE;
 	p->flags = key ? AV_PKT_FLAG_KEY : 0;
-	int r = send_and_receive(d, p, got, corrupt);
+	int r = send_and_receive(d, p);
 	p->data = NULL;
 	p->size = 0;
 	return r;
 }
 
-int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts, int *got, int *corrupt) {
+int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts) {
 	int64_t opts = pkt->pts, odts = pkt->dts;
 	pkt->pts = pts;
 	pkt->dts = AV_NOPTS_VALUE;
-	int r = send_and_receive(d, pkt, got, corrupt);
+	int r = send_and_receive(d, pkt);
 	pkt->pts = opts;
 	pkt->dts = odts;
 	return r;
@@ -204,14 +204,12 @@ int ifc_enc_send_frame(ifc_enc *e, const AVFrame *f, int64_t pts, int force_key)
 
 int ifc_enc_flush(ifc_enc *e) { return avcodec_send_frame(e->ctx, NULL); }
 
-int ifc_enc_receive(ifc_enc *e, uint8_t **data, int *size, int64_t *pts, int *key) {
+int ifc_enc_receive(ifc_enc *e) {
 	int r = avcodec_receive_packet(e->ctx, e->pkt);
 	if (r == AVERROR(EAGAIN) || r == AVERROR_EOF) return 0;
 	if (r < 0) return r;
-	*data = e->pkt->data;
-	*size = e->pkt->size;
-	*pts = e->pkt->pts;
-	*key = (e->pkt->flags & AV_PKT_FLAG_KEY) != 0;
+	e->out_pts = e->pkt->pts;
+	e->out_key = (e->pkt->flags & AV_PKT_FLAG_KEY) != 0;
 	return 1;
 }
 
@@ -325,7 +323,7 @@ void ifc_dmx_info_get(ifc_dmx *m, ifc_dmx_info *info) {
 	info->codec_name = avcodec_get_name(st->codecpar->codec_id);
 }
 
-int ifc_dmx_read(ifc_dmx *m, int64_t *pts_ns, int64_t *dts_ns, int64_t *dur_ns, int *key) {
+int ifc_dmx_read(ifc_dmx *m) {
 	AVStream *st = m->fmt->streams[m->stream];
 	for (;;) {
 		if (m->bsf) {
@@ -352,10 +350,10 @@ int ifc_dmx_read(ifc_dmx *m, int64_t *pts_ns, int64_t *dts_ns, int64_t *dur_ns, 
 		av_packet_move_ref(m->out, m->pkt);
 		break;
 	}
-	*pts_ns = to_ns(m->out->pts, st->time_base);
-	*dts_ns = to_ns(m->out->dts, st->time_base);
-	*dur_ns = m->out->duration > 0 ? to_ns(m->out->duration, st->time_base) : 0;
-	*key = (m->out->flags & AV_PKT_FLAG_KEY) != 0;
+	m->pts_ns = to_ns(m->out->pts, st->time_base);
+	m->dts_ns = to_ns(m->out->dts, st->time_base);
+	m->dur_ns = m->out->duration > 0 ? to_ns(m->out->duration, st->time_base) : 0;
+	m->key = (m->out->flags & AV_PKT_FLAG_KEY) != 0;
 	return 0;
 }
 

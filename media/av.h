@@ -25,16 +25,19 @@ typedef struct ifc_dec {
 	AVFrame *last;  // latest good picture
 	int has_last;
 	struct SwsContext *sws;
+	// Results of the last call, kept here so Go passes no pointers to its
+	// own stack (which would make them escape and allocate per frame).
+	int got, corrupt;
 } ifc_dec;
 
 int ifc_dec_open(ifc_dec **out, int codec_id, int threads);
 // ifc_dec_decode sends data (NULL drains the decoder and resets it for reuse)
-// and receives every picture it yields: *got counts good pictures, *corrupt
-// pictures dropped as damaged. Returns 0 or a negative AVERROR.
-int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int key, int *got, int *corrupt);
+// and receives every picture it yields: d->got counts good pictures,
+// d->corrupt pictures dropped as damaged. Returns 0 or a negative AVERROR.
+int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int key);
 // ifc_dec_send_packet is ifc_dec_decode for a packet that libav already owns
 // (demuxer output), so it is not copied; pts replaces the packet's own.
-int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts, int *got, int *corrupt);
+int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts);
 void ifc_dec_set_skip(ifc_dec *d, int discard);
 int ifc_dec_scale_bgr(ifc_dec *d, uint8_t *dst, int dst_stride, int dw, int dh);
 void ifc_dec_close(ifc_dec *d);
@@ -45,6 +48,8 @@ typedef struct ifc_enc {
 	AVFrame *frame; // YUV420P input picture, reused
 	AVPacket *pkt;
 	struct SwsContext *sws;
+	int64_t out_pts; // of the last received packet
+	int out_key;
 } ifc_enc;
 
 int ifc_enc_open(ifc_enc **out, int w, int h, int fps, int bitrate, int gop, const char *preset, int threads);
@@ -55,7 +60,7 @@ int ifc_enc_send_frame(ifc_enc *e, const AVFrame *src, int64_t pts, int force_ke
 int ifc_enc_flush(ifc_enc *e);
 // Returns 1 with a packet (valid until the next call), 0 when none is ready,
 // negative AVERROR on failure.
-int ifc_enc_receive(ifc_enc *e, uint8_t **data, int *size, int64_t *pts, int *key);
+int ifc_enc_receive(ifc_enc *e);
 void ifc_enc_close(ifc_enc *e);
 
 // ---- demuxer ----
@@ -66,6 +71,9 @@ typedef struct ifc_dmx {
 	AVPacket *out;
 	AVBSFContext *bsf;
 	volatile int interrupt;
+	// Times of m->out in nanoseconds (INT64_MIN when missing).
+	int64_t pts_ns, dts_ns, dur_ns;
+	int key;
 } ifc_dmx;
 
 typedef struct ifc_dmx_info {
@@ -82,7 +90,7 @@ int ifc_dmx_open(ifc_dmx **out, const char *url, const char *format, const char 
 void ifc_dmx_info_get(ifc_dmx *m, ifc_dmx_info *info);
 // Reads the next video packet into m->out (Annex-B for H264/H265). Returns 0,
 // AVERROR_EOF at the end, or another negative AVERROR.
-int ifc_dmx_read(ifc_dmx *m, int64_t *pts_ns, int64_t *dts_ns, int64_t *dur_ns, int *key);
+int ifc_dmx_read(ifc_dmx *m);
 int ifc_dmx_seek_start(ifc_dmx *m);
 void ifc_dmx_interrupt(ifc_dmx *m);
 void ifc_dmx_close(ifc_dmx *m);

@@ -131,16 +131,16 @@ func (d *Decoder) decode(data []byte, pts int64, keyframe bool) (int, error) {
 	if len(data) == 0 {
 		return 0, nil
 	}
-	var got, corrupt C.int
 	key := C.int(0)
 	if keyframe {
 		key = 1
 	}
-	r := C.ifc_dec_decode(d.d, (*C.uint8_t)(unsafe.Pointer(&data[0])), C.int(len(data)), C.int64_t(pts), key, &got, &corrupt)
-	return d.result(r, got, corrupt)
+	r := C.ifc_dec_decode(d.d, (*C.uint8_t)(unsafe.Pointer(&data[0])), C.int(len(data)), C.int64_t(pts), key)
+	return d.result(r)
 }
 
-func (d *Decoder) result(r, got, corrupt C.int) (int, error) {
+func (d *Decoder) result(r C.int) (int, error) {
+	got, corrupt := d.d.got, d.d.corrupt
 	if err := averr("decode", r); err != nil {
 		return int(got), err
 	}
@@ -156,9 +156,7 @@ func (d *Decoder) Flush() (int, error) {
 	if d.d == nil {
 		return 0, ErrClosed
 	}
-	var got, corrupt C.int
-	r := C.ifc_dec_decode(d.d, nil, 0, 0, 0, &got, &corrupt)
-	return d.result(r, got, corrupt)
+	return d.result(C.ifc_dec_decode(d.d, nil, 0, 0, 0))
 }
 
 // decodePacket decodes the demuxer's current packet without copying it.
@@ -169,9 +167,7 @@ func (d *Decoder) decodePacket(m *Demuxer, pts int64, keyframe bool) (int, error
 	if d.skip == SkipNonKey && !keyframe {
 		return 0, nil
 	}
-	var got, corrupt C.int
-	r := C.ifc_dec_send_packet(d.d, m.m.out, C.int64_t(pts), &got, &corrupt)
-	return d.result(r, got, corrupt)
+	return d.result(C.ifc_dec_send_packet(d.d, m.m.out, C.int64_t(pts)))
 }
 
 // Picture describes the newest good picture; ok is false before the first.

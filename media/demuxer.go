@@ -123,9 +123,7 @@ func (d *Demuxer) Read() (*Packet, error) {
 	if d.m == nil {
 		return nil, ErrClosed
 	}
-	var pts, dts, dur C.int64_t
-	var key C.int
-	r := C.ifc_dmx_read(d.m, &pts, &dts, &dur, &key)
+	r := C.ifc_dmx_read(d.m)
 	if r == C.AVERROR_EOF {
 		return nil, io.EOF
 	}
@@ -134,7 +132,8 @@ func (d *Demuxer) Read() (*Packet, error) {
 	}
 	out := d.m.out
 	d.buf = append(d.buf[:0], unsafe.Slice((*byte)(unsafe.Pointer(out.data)), int(out.size))...)
-	d.pkt = Packet{Data: d.buf, PTS: int64(pts), DTS: int64(dts), Duration: int64(dur), Keyframe: key != 0}
+	m := d.m
+	d.pkt = Packet{Data: d.buf, PTS: int64(m.pts_ns), DTS: int64(m.dts_ns), Duration: int64(m.dur_ns), Keyframe: m.key != 0}
 	return &d.pkt, nil
 }
 

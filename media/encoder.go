@@ -164,20 +164,18 @@ func (e *Encoder) Receive() (*EncodedAU, error) {
 }
 
 func (e *Encoder) receive() (*EncodedAU, error) {
-	var data *C.uint8_t
-	var size, key C.int
-	var pts C.int64_t
-	r := C.ifc_enc_receive(e.e, &data, &size, &pts, &key)
+	r := C.ifc_enc_receive(e.e)
 	if r < 0 {
 		return nil, averr("encode", r)
 	}
 	if r == 0 {
 		return nil, nil
 	}
-	e.buf = append(e.buf[:0], unsafe.Slice((*byte)(unsafe.Pointer(data)), int(size))...)
+	p := e.e.pkt
+	e.buf = append(e.buf[:0], unsafe.Slice((*byte)(unsafe.Pointer(p.data)), int(p.size))...)
 	e.au.NALUs = SplitAnnexB(e.au.NALUs[:0], e.buf)
-	e.au.Keyframe = key != 0
-	e.au.PTS = int64(pts)
+	e.au.Keyframe = e.e.out_key != 0
+	e.au.PTS = int64(e.e.out_pts)
 	return &e.au, nil
 }
 

@@ -1,0 +1,94 @@
+package media
+
+import (
+	"os"
+	"testing"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// benchClip is the 1080p H264 clip: IFC_BENCH_CLIP names one (the bench
+// script passes the clip it also gives ffmpeg), else one is made.
+func benchClip(b *testing.B) string {
+	if p := os.Getenv("IFC_BENCH_CLIP"); p != "" {
+		return p
+	}
+	return clip(b, clip1080)
+}
+
+// BenchmarkDecode1080p decodes a 1080p H264 clip on one thread, one op per
+// access unit, looping the clip (flush at each end).
+func BenchmarkDecode1080p(b *testing.B) {
+	info, pkts := readPackets(b, benchClip(b))
+	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	var bytes int64
+	for _, p := range pkts {
+		bytes += int64(len(p.Data))
+	}
+	b.SetBytes(bytes / int64(len(pkts)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	frames := 0
+	for i := 0; i < b.N; i++ {
+		k := i % len(pkts)
+		p := &pkts[k]
+		n, err := d.Decode(p.Data, int64(i), p.Keyframe)
+		if err != nil {
+			b.Fatal(err)
+		}
+		frames += n
+		if k == len(pkts)-1 {
+			n, _ := d.Flush()
+			frames += n
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(frames)/b.Elapsed().Seconds(), "frames/s")
+	b.ReportMetric(float64(info.Width), "width")
+}
+
+// BenchmarkDecodeScale1080pTo640 adds the BGR24 scale to 640 wide that the
+// frame source does for each sampled picture.
+func BenchmarkDecodeScale1080pTo640(b *testing.B) {
+	_, pkts := readPackets(b, benchClip(b))
+	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	var buf []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(pkts)
+		p := &pkts[k]
+		if _, err := d.Decode(p.Data, int64(i), p.Keyframe); err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := d.Picture(); ok {
+			if buf, _, _, err = d.ScaleBGR(buf, 640); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if k == len(pkts)-1 {
+			_, _ = d.Flush()
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}
+
+// BenchmarkSplitAnnexB splits a keyframe access unit.
+func BenchmarkSplitAnnexB(b *testing.B) {
+	_, pkts := readPackets(b, clip(b, clipH264))
+	data := pkts[0].Data
+	var nalus [][]byte
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		nalus = SplitAnnexB(nalus[:0], data)
+	}
+}

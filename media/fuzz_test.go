@@ -1,0 +1,102 @@
+package media
+
+import (
+	"bytes"
+	"testing"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// fuzzSeeds are real H264 access units: a keyframe (SPS, PPS, IDR) and the
+// P-frames after it, Annex-B, made in-process by the encoder so the seed
+// corpus needs no tool.
+func fuzzSeeds(tb testing.TB) [][]byte {
+	aus := encodeTestAUs(tb, 64, 48, 4, 30)
+	var seeds [][]byte
+	for _, au := range aus {
+		seeds = append(seeds, AppendAnnexB(nil, au.Nalus))
+	}
+	return seeds
+}
+
+// FuzzDecodeH264 feeds a keyframe followed by a mutated access unit, and the
+// mutated unit alone, to fresh decoders: no crash, errors are values.
+func FuzzDecodeH264(f *testing.F) {
+	seeds := fuzzSeeds(f)
+	for _, s := range seeds {
+		f.Add(s)
+	}
+	// Classic damage: truncation, flipped bytes, a lone start code.
+	f.Add(seeds[0][:len(seeds[0])/2])
+	flipped := append([]byte(nil), seeds[1]...)
+	for i := 8; i < len(flipped); i += 7 {
+		flipped[i] ^= 0x5a
+	}
+	f.Add(flipped)
+	f.Add([]byte{0, 0, 1})
+	key := seeds[0]
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		_, _ = d.Decode(data, 0, true)
+		_, _ = d.Decode(key, 1, true)
+		_, _ = d.Decode(data, 2, false)
+		var nalus [][]byte
+		nalus = SplitAnnexB(nalus, data)
+		_, _ = d.DecodeNALUs(nalus, 3, false)
+		_, _ = d.Flush()
+		if _, ok := d.Picture(); ok {
+			if _, w, h, err := d.ScaleBGR(nil, 33); err != nil || w != 32 || h != 24 {
+				t.Fatalf("scale: %dx%d %v", w, h, err)
+			}
+		}
+	})
+}
+
+// FuzzDecodeH265 does the same for the HEVC decoder with a random stream.
+func FuzzDecodeH265(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 0x40, 0x01, 0x0c, 0x01, 0xff, 0xff})
+	f.Add([]byte{0, 0, 1, 0x26, 0x01, 0xaf, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := NewDecoder(busv1.Codec_CODEC_H265, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		_, _ = d.Decode(data, 0, true)
+		_, _ = d.Flush()
+	})
+}
+
+// FuzzSplitAnnexB checks the splitter's invariants: units are non-empty,
+// contain no start code, and re-joined they split the same way.
+func FuzzSplitAnnexB(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Add([]byte{0, 0, 1, 0, 0, 0, 1, 9, 0, 0})
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		nalus := SplitAnnexB(nil, data)
+		for _, n := range nalus {
+			if len(n) == 0 || n[len(n)-1] == 0 {
+				t.Fatalf("empty or zero-terminated unit %x", n)
+			}
+			if bytes.Contains(n, []byte{0, 0, 1}) {
+				t.Fatalf("start code inside unit %x", n)
+			}
+		}
+		again := SplitAnnexB(nil, AppendAnnexB(nil, nalus))
+		if len(again) != len(nalus) {
+			t.Fatalf("resplit %d units, first split %d", len(again), len(nalus))
+		}
+		for i := range again {
+			if !bytes.Equal(again[i], nalus[i]) {
+				t.Fatalf("unit %d changed", i)
+			}
+		}
+	})
+}
