@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -9,7 +10,7 @@ import (
 // place besides cmd/ that names them.
 
 // registerBuiltins adds the built-in processors.
-func registerBuiltins(r *processors.Registry) {}
+func registerBuiltins(r *processors.Registry) { builtin.Register(r) }
 
 // sourceFactories maps a source scheme to its ingest adapter.
 func (s *Server) sourceFactories() map[string]sourceFactory {

@@ -1,0 +1,43 @@
+# Shared helpers of the setup scripts; sourced, not run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
+
+# need_apt installs the Debian packages that are not installed yet; it runs
+# apt-get only when something is missing, so a second run is instant.
+need_apt() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  echo "installing Debian packages: ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# need_go_tool installs a Go command at an exact version unless it is there.
+need_go_tool() { # binary module@version
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "installing $2" >&2
+  GOFLAGS= go install "$2"
+}
+
+# Packages the product needs to build and run: cgo libraries (OpenCV through
+# gocv, FFmpeg's libav* for decode/encode/capture), the Haar cascades, and
+# opencv-doc for the demo camera's real video (vtest.avi).
+PRODUCT_APT=(pkg-config gcc g++ libopencv-dev opencv-data opencv-doc
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev ffmpeg)
+# Extra packages the tests talk to as real peers.
+TEST_APT=(chromium prometheus kcat protobuf-compiler)
+
+MINIO_MODULE="github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
+
+# need_node installs Node.js from Debian only when no node is on the PATH
+# (machines that already have a newer Node keep it).
+need_node() {
+  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && return 0
+  need_apt nodejs npm
+}

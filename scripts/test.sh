@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The second README command: install what the tests need, then run every
+# test: Go (unit, integration with real peers, black-box binary), the web
+# UI's unit tests, and a check that the generated protobuf code is current.
+source "$(dirname "$0")/lib.sh"
+bash "$ROOT/scripts/setup-test.sh"
+cd "$ROOT"
+export IFC_BIN="$ROOT/bin/imageflow"
+(cd webapp && npm test --silent)
+go vet ./...
+# Tests of packages run in parallel on 2 cores; -p 2 keeps cgo builds and
+# browsers from starving each other.
+go test -p 2 -count=1 -timeout 20m "$@" ./...

@@ -1,0 +1,300 @@
+// Package live is the WebRTC side of the server: the shared pion setup (one
+// UDP port for every peer, ICE-TCP fallback, codecs, interceptors) and the
+// WHEP egress that passes each camera's encoded video to browsers without
+// re-encoding, with detection results beside it on a "results" data channel.
+package live
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+)
+
+// Errors the HTTP layer maps to statuses. They are the ingest/webrtc
+// sentinels, so one mapping serves WHIP and WHEP.
+var (
+	// ErrBadSDP: 400.
+	ErrBadSDP = iwebrtc.ErrBadSDP
+	// ErrCodecNotSupported: 400 "unsupported codec".
+	ErrCodecNotSupported = iwebrtc.ErrCodecNotSupported
+	// ErrSessionNotFound: 404.
+	ErrSessionNotFound = iwebrtc.ErrSessionNotFound
+	// ErrNotSupported: 501 (an ICE restart in PATCH).
+	ErrNotSupported = iwebrtc.ErrNotSupported
+	// ErrClosed: 503.
+	ErrClosed = iwebrtc.ErrClosed
+	// ErrNoVideo: 503; the camera sent no access unit within NoVideoTimeout.
+	ErrNoVideo = errors.New("camera has no video")
+)
+
+// ICEServer is a STUN or TURN server handed to every peer connection.
+type ICEServer struct {
+	URLs []string `yaml:"urls" json:"urls"`
+	// Username and Credential are for TURN; never logged.
+	Username   string `yaml:"username" json:"username,omitempty"`
+	Credential string `yaml:"credential" json:"-"`
+}
+
+// EngineConfig configures the shared WebRTC setup.
+type EngineConfig struct {
+	// UDPAddr is the one UDP address all peers share (ICE UDP mux), e.g.
+	// ":8189"; port 0 picks one (tests). An unspecified host listens on every
+	// interface; a specific host announces only that address.
+	UDPAddr string
+	// TCPAddr, when set, opens passive ICE-TCP on that address for networks
+	// that block UDP.
+	TCPAddr string
+	// ICEServers are given to every peer connection.
+	ICEServers []ICEServer
+	// HostAddresses replace the host candidates' addresses (NAT 1:1: the
+	// public address of a server behind a static NAT, or a LAN name's IP).
+	HostAddresses []string
+	// NoVideoTimeout is how long NewViewer waits for the camera's first
+	// access unit; 0 means 5 s.
+	NoVideoTimeout time.Duration
+	// ConnectTimeout ends a viewer that never connects; 0 means 30 s.
+	ConnectTimeout time.Duration
+	// ResultsBufferLimit drops results while the data channel holds more
+	// than this many unsent bytes; 0 means 256 KiB.
+	ResultsBufferLimit uint64
+	// ReaderDepth is each viewer's access-unit queue; 0 means 64.
+	ReaderDepth int
+	Logger      *slog.Logger
+}
+
+// Engine owns the sockets and the pion API shared by WHEP viewers, WHIP
+// publishers and WHEP pull sources, and the viewer sessions.
+type Engine struct {
+	cfg     EngineConfig
+	api     *webrtc.API
+	udpMux  ice.UDPMux
+	udpAddr net.Addr
+	tcpMux  ice.TCPMux
+	tcpLn   net.Listener
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*viewer
+	closed   bool
+	wg       sync.WaitGroup
+	drops    map[string]*Drops
+}
+
+// NewEngine opens the UDP (and TCP) ports and builds the API.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.NoVideoTimeout <= 0 {
+		cfg.NoVideoTimeout = 5 * time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 30 * time.Second
+	}
+	if cfg.ResultsBufferLimit == 0 {
+		cfg.ResultsBufferLimit = 256 << 10
+	}
+	if cfg.ReaderDepth <= 0 {
+		cfg.ReaderDepth = 64
+	}
+	if cfg.UDPAddr == "" {
+		return nil, fmt.Errorf("webrtc: UDPAddr is required")
+	}
+	for i, s := range cfg.ICEServers {
+		if len(s.URLs) == 0 {
+			return nil, fmt.Errorf("webrtc: ICEServers[%d]: no URLs", i)
+		}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, sessions: make(map[string]*viewer), drops: make(map[string]*Drops)}
+
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+
+	host, portStr, err := net.SplitHostPort(cfg.UDPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("webrtc: UDPAddr %q: %w", cfg.UDPAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("webrtc: UDPAddr %q: bad port", cfg.UDPAddr)
+	}
+	var fixedIP net.IP
+	if host != "" {
+		if fixedIP = net.ParseIP(host); fixedIP == nil {
+			return nil, fmt.Errorf("webrtc: UDPAddr %q: host must be an IP address", cfg.UDPAddr)
+		}
+		if fixedIP.IsUnspecified() {
+			fixedIP = nil
+		}
+	}
+	if fixedIP == nil {
+		mux, err := ice.NewMultiUDPMuxFromPort(port, ice.UDPMuxFromPortWithLoopback())
+		if err != nil {
+			return nil, fmt.Errorf("webrtc: UDP port %d: %w", port, err)
+		}
+		e.udpMux = mux
+		if addrs := mux.GetListenAddresses(); len(addrs) > 0 {
+			e.udpAddr = addrs[0]
+		}
+	} else {
+		conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: fixedIP, Port: port})
+		if err != nil {
+			return nil, fmt.Errorf("webrtc: UDP %s: %w", cfg.UDPAddr, err)
+		}
+		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("ice"), conn)
+		e.udpAddr = conn.LocalAddr()
+		// Announce only the configured address, also for ICE-TCP.
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(fixedIP) })
+		if fixedIP.IsLoopback() {
+			se.SetIncludeLoopbackCandidate(true)
+		}
+	}
+	se.SetICEUDPMux(e.udpMux)
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if cfg.TCPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.TCPAddr)
+		if err != nil {
+			_ = e.udpMux.Close()
+			return nil, fmt.Errorf("webrtc: TCP %s: %w", cfg.TCPAddr, err)
+		}
+		e.tcpLn = ln
+		e.tcpMux = webrtc.NewICETCPMux(lf.NewLogger("ice-tcp"), ln, 8)
+		se.SetICETCPMux(e.tcpMux)
+		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	se.SetNetworkTypes(networks)
+	// A server answers browsers' mDNS candidates by their prflx source, and
+	// must not multicast on the LAN.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if len(cfg.HostAddresses) > 0 {
+		se.SetNAT1To1IPs(cfg.HostAddresses, webrtc.ICECandidateTypeHost)
+	}
+	// Notice a vanished viewer in seconds rather than the default 30 s.
+	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
+
+	me := &webrtc.MediaEngine{}
+	if err := registerCodecs(me); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", cfg.TCPAddr, "ice_servers", len(cfg.ICEServers))
+	return e, nil
+}
+
+// registerCodecs registers the video codecs browsers and cameras use, H264
+// first (several profiles, all packetization-mode=1), then VP8, VP9, AV1,
+// and Opus audio.
+func registerCodecs(me *webrtc.MediaEngine) error {
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	video := []struct {
+		mime string
+		fmtp string
+		pt   webrtc.PayloadType
+	}{
+		{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 102},
+		{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", 104},
+		{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f", 106},
+		{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640032", 108},
+		{webrtc.MimeTypeH264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=f4001f", 110},
+		{webrtc.MimeTypeVP8, "", 96},
+		{webrtc.MimeTypeVP9, "profile-id=0", 98},
+		{webrtc.MimeTypeAV1, "", 45},
+	}
+	for _, v := range video {
+		c := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: v.mime, ClockRate: 90000, SDPFmtpLine: v.fmtp, RTCPFeedback: fb},
+			PayloadType:        v.pt,
+		}
+		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return fmt.Errorf("webrtc: register %s: %w", v.mime, err)
+		}
+	}
+	opus := webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
+		PayloadType:        111,
+	}
+	if err := me.RegisterCodec(opus, webrtc.RTPCodecTypeAudio); err != nil {
+		return fmt.Errorf("webrtc: register opus: %w", err)
+	}
+	return nil
+}
+
+// API is the shared pion API, to hand to ingest/webrtc.
+func (e *Engine) API() *webrtc.API { return e.api }
+
+// Configuration is the peer-connection configuration (ICE servers) every
+// session uses; hand it to ingest/webrtc too.
+func (e *Engine) Configuration() webrtc.Configuration {
+	var c webrtc.Configuration
+	for _, s := range e.cfg.ICEServers {
+		is := webrtc.ICEServer{URLs: append([]string(nil), s.URLs...), Username: s.Username}
+		if s.Credential != "" {
+			is.Credential = s.Credential
+			is.CredentialType = webrtc.ICECredentialTypePassword
+		}
+		c.ICEServers = append(c.ICEServers, is)
+	}
+	return c
+}
+
+// UDPAddr is the address of the shared UDP port (useful with port 0).
+func (e *Engine) UDPAddr() net.Addr { return e.udpAddr }
+
+// TCPAddr is the ICE-TCP listener's address, nil when off.
+func (e *Engine) TCPAddr() net.Addr {
+	if e.tcpLn == nil {
+		return nil
+	}
+	return e.tcpLn.Addr()
+}
+
+// Close ends every viewer session and closes the ports; a second call does
+// nothing. Close publishers and pull sources using API() first.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	e.closed = true
+	all := make([]*viewer, 0, len(e.sessions))
+	for _, v := range e.sessions {
+		all = append(all, v)
+	}
+	e.mu.Unlock()
+	for _, v := range all {
+		e.endViewer(v, "server closing")
+	}
+	e.wg.Wait()
+	e.closeSockets()
+}
+
+func (e *Engine) closeSockets() {
+	if e.tcpMux != nil {
+		_ = e.tcpMux.Close()
+	}
+	if e.tcpLn != nil {
+		_ = e.tcpLn.Close()
+	}
+	if e.udpMux != nil {
+		_ = e.udpMux.Close()
+	}
+}
