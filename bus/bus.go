@@ -95,7 +95,7 @@ func (b *Bus) Start(ctx context.Context) error {
 		NoSigs:     true,
 		NoLog:      true,
 		// Large access units (4K keyframes) must fit in one message.
-		MaxPayload: 16 << 20,
+		MaxPayload:         16 << 20,
 		JetStreamMaxMemory: 1 << 30,
 	}
 	if b.ClientAddr != "" {

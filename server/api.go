@@ -21,7 +21,7 @@ import (
 // writes the OpenAPI document, so the two cannot drift apart.
 type route struct {
 	method, path, summary string
-	handler             fiber.Handler
+	handler               fiber.Handler
 	// request and response name schemas of the OpenAPI document.
 	request, response string
 	statuses          []int
@@ -131,21 +131,21 @@ type cameraInput struct {
 // cameraView is a camera as the API shows it: credentials redacted, live
 // state beside the configuration.
 type cameraView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Source    string    `json:"source"`
-	Enabled   bool      `json:"enabled"`
-	Pipeline  string    `json:"pipeline"`
-	Archive   bool      `json:"archive"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	State     string    `json:"state"`
-	Codec     string    `json:"codec,omitempty"`
-	Width     uint32    `json:"width,omitempty"`
-	Height    uint32    `json:"height,omitempty"`
-	FPS       float64   `json:"fps"`
-	Bitrate   float64   `json:"bitrate"`
-	LastError string    `json:"last_error,omitempty"`
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Source     string    `json:"source"`
+	Enabled    bool      `json:"enabled"`
+	Pipeline   string    `json:"pipeline"`
+	Archive    bool      `json:"archive"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	State      string    `json:"state"`
+	Codec      string    `json:"codec,omitempty"`
+	Width      uint32    `json:"width,omitempty"`
+	Height     uint32    `json:"height,omitempty"`
+	FPS        float64   `json:"fps"`
+	Bitrate    float64   `json:"bitrate"`
+	LastError  string    `json:"last_error,omitempty"`
 	StateSince time.Time `json:"state_since"`
 }
 
