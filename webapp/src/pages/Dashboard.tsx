@@ -1,0 +1,282 @@
+import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import {
+  cameraStatus,
+  createCamera,
+  errorMessage,
+  listCameras,
+  listPipelines,
+  listProcessors,
+  onTokenChange,
+  type Camera,
+  type Pipeline,
+  type Processor,
+} from '../api';
+import { Link, cameraURL, publishURL } from '../router';
+import { StateBadge } from './common';
+
+const CAMERA_POLL_MS = 5000;
+
+function useLoad<T>(load: () => Promise<T>, pollMs?: number) {
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [nonce, setNonce] = useState(0);
+  const reload = useCallback(() => setNonce((n) => n + 1), []);
+
+  useEffect(() => onTokenChange(reload), [reload]);
+  useEffect(() => {
+    let stop = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const run = async () => {
+      try {
+        const d = await load();
+        if (!stop) {
+          setData(d);
+          setError(null);
+        }
+      } catch (e) {
+        if (!stop) setError(errorMessage(e));
+      }
+      if (!stop && pollMs) timer = setTimeout(run, pollMs);
+    };
+    void run();
+    return () => {
+      stop = true;
+      clearTimeout(timer);
+    };
+  }, [load, pollMs, nonce]);
+  return { data, error, reload };
+}
+
+export function Dashboard() {
+  const cameras = useLoad(listCameras, CAMERA_POLL_MS);
+  const pipelines = useLoad(listPipelines);
+  const processors = useLoad(listProcessors);
+
+  return (
+    <div className="page" data-testid="dashboard">
+      <section>
+        <div className="section-head">
+          <h1>Cameras</h1>
+          <button onClick={cameras.reload}>Refresh</button>
+        </div>
+        {cameras.error && <div className="error" data-testid="cameras-error">{cameras.error}</div>}
+        {cameras.data === null && !cameras.error && <p className="muted">Loading…</p>}
+        {cameras.data !== null && cameras.data.length === 0 && (
+          <p className="muted" data-testid="no-cameras">
+            No cameras yet. Add one below.
+          </p>
+        )}
+        <div className="grid" data-testid="camera-list">
+          {(cameras.data ?? []).map((c) => (
+            <CameraCard key={c.id} camera={c} />
+          ))}
+        </div>
+      </section>
+
+      <section>
+        <h2>Add a camera</h2>
+        <AddCameraForm pipelines={pipelines.data ?? []} onCreated={cameras.reload} />
+      </section>
+
+      <div className="two-col">
+        <section>
+          <h2>Pipelines</h2>
+          {pipelines.error && <div className="error">{pipelines.error}</div>}
+          {pipelines.data?.length === 0 && <p className="muted">No pipelines.</p>}
+          <div className="stack" data-testid="pipeline-list">
+            {(pipelines.data ?? []).map((p) => (
+              <PipelineCard key={p.id} pipeline={p} />
+            ))}
+          </div>
+        </section>
+        <section>
+          <h2>Processors</h2>
+          {processors.error && <div className="error">{processors.error}</div>}
+          {processors.data?.length === 0 && <p className="muted">No processors.</p>}
+          <div className="stack" data-testid="processor-list">
+            {(processors.data ?? []).map((p) => (
+              <ProcessorCard key={p.name} processor={p} />
+            ))}
+          </div>
+        </section>
+      </div>
+    </div>
+  );
+}
+
+function CameraCard({ camera: c }: { camera: Camera }) {
+  const st = cameraStatus(c);
+  const state = c.enabled === false ? 'disabled' : (st.state ?? 'unknown');
+  const isWhip = /^whip(:|$)/i.test(c.source ?? '');
+  return (
+    <div className="card camera-card" data-testid="camera-card" data-camera-id={c.id}>
+      <div className="camera-card-head">
+        <Link to={cameraURL(c.id)} className="camera-name" data-testid="camera-link">
+          {c.name || c.id}
+        </Link>
+        <StateBadge state={state} />
+      </div>
+      <div className="muted mono small">{c.id}</div>
+      <div className="mono small wrap source" title={c.source}>
+        {c.source || '—'}
+      </div>
+      <div className="tags">
+        {c.pipeline ? <span className="tag">pipeline: {c.pipeline}</span> : <span className="tag tag-dim">no pipeline</span>}
+        {c.archive && <span className="tag">archive</span>}
+        {st.codec && <span className="tag">{st.codec}</span>}
+        {st.width && st.height ? <span className="tag">{`${st.width}×${st.height}`}</span> : null}
+      </div>
+      {st.last_error && <div className="error small">{st.last_error}</div>}
+      <div className="card-actions">
+        <Link to={cameraURL(c.id)} className="button">
+          Watch live
+        </Link>
+        {isWhip && (
+          <Link to={publishURL(c.id)} className="button button-secondary">
+            Publish
+          </Link>
+        )}
+      </div>
+    </div>
+  );
+}
+
+function AddCameraForm({ pipelines, onCreated }: { pipelines: Pipeline[]; onCreated: () => void }) {
+  const [id, setId] = useState('');
+  const [name, setName] = useState('');
+  const [source, setSource] = useState('');
+  const [enabled, setEnabled] = useState(true);
+  const [pipeline, setPipeline] = useState('');
+  const [archive, setArchive] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [done, setDone] = useState<string | null>(null);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    setDone(null);
+    try {
+      const cid = id.trim();
+      await createCamera({ id: cid, name: name.trim() || cid, source: source.trim(), enabled, pipeline, archive });
+      setDone(`Camera “${cid}” added.`);
+      setId('');
+      setName('');
+      setSource('');
+      onCreated();
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form className="card form" onSubmit={submit} data-testid="add-camera-form">
+      <div className="form-grid">
+        <label>
+          ID
+          <input value={id} onChange={(e) => setId(e.target.value)} required pattern="[A-Za-z0-9_\-]+" title="letters, digits, - and _" placeholder="front-door" data-testid="camera-id-input" />
+        </label>
+        <label>
+          Name
+          <input value={name} onChange={(e) => setName(e.target.value)} placeholder="Front door" data-testid="camera-name-input" />
+        </label>
+        <label className="span-2">
+          Source
+          <input value={source} onChange={(e) => setSource(e.target.value)} required placeholder="rtsp://user:pass@10.0.0.5/stream1, publish, file:///videos/demo.mp4 …" data-testid="camera-source-input" />
+        </label>
+        <label>
+          Pipeline
+          <select value={pipeline} onChange={(e) => setPipeline(e.target.value)} data-testid="camera-pipeline-input">
+            <option value="">(none)</option>
+            {pipelines.map((p) => (
+              <option key={p.id} value={p.id}>
+                {p.name ? `${p.name} (${p.id})` : p.id}
+              </option>
+            ))}
+          </select>
+        </label>
+        <div className="checks">
+          <label className="check">
+            <input type="checkbox" checked={enabled} onChange={(e) => setEnabled(e.target.checked)} data-testid="camera-enabled-input" /> Enabled
+          </label>
+          <label className="check">
+            <input type="checkbox" checked={archive} onChange={(e) => setArchive(e.target.checked)} data-testid="camera-archive-input" /> Archive
+          </label>
+        </div>
+      </div>
+      <div className="form-foot">
+        <button type="submit" className="primary" disabled={busy} data-testid="add-camera-submit">
+          {busy ? 'Adding…' : 'Add camera'}
+        </button>
+        {error && <span className="error inline" data-testid="add-camera-error">{error}</span>}
+        {done && <span className="ok inline" data-testid="add-camera-done">{done}</span>}
+      </div>
+    </form>
+  );
+}
+
+function shortJSON(v: unknown): string {
+  if (v === undefined) return '';
+  const s = JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}…` : s;
+}
+
+function PipelineCard({ pipeline: p }: { pipeline: Pipeline }) {
+  const steps = p.steps ?? [];
+  return (
+    <div className="card" data-testid="pipeline-card" data-pipeline-id={p.id}>
+      <div className="camera-card-head">
+        <strong>{p.name || p.id}</strong>
+        <span className="muted mono small">{p.id}</span>
+      </div>
+      {steps.length === 0 ? (
+        <p className="muted small">No steps.</p>
+      ) : (
+        <ol className="steps">
+          {steps.map((s) => (
+            <li key={s.id}>
+              <span className="mono">{s.id}</span> → <strong>{s.processor}</strong>
+              {s.inputs && s.inputs.length > 0 && <span className="muted small"> ← {s.inputs.join(', ')}</span>}
+              {s.params && Object.keys(s.params).length > 0 && <div className="mono small muted wrap">{shortJSON(s.params)}</div>}
+            </li>
+          ))}
+        </ol>
+      )}
+    </div>
+  );
+}
+
+function ProcessorCard({ processor: p }: { processor: Processor }) {
+  const params = p.params ?? [];
+  return (
+    <div className="card" data-testid="processor-card" data-processor-name={p.name}>
+      <strong className="mono">{p.name}</strong>
+      {p.description && <p className="small">{p.description}</p>}
+      {params.length > 0 && (
+        <table className="params">
+          <thead>
+            <tr>
+              <th>param</th>
+              <th>type</th>
+              <th>default</th>
+              <th>description</th>
+            </tr>
+          </thead>
+          <tbody>
+            {params.map((q) => (
+              <tr key={q.name}>
+                <td className="mono">{q.name}</td>
+                <td className="mono muted">{q.type}</td>
+                <td className="mono">{shortJSON(q.default)}</td>
+                <td>{q.description}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
