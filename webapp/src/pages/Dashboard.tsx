@@ -107,7 +107,8 @@ export function Dashboard() {
 function CameraCard({ camera: c }: { camera: Camera }) {
   const st = cameraStatus(c);
   const state = c.enabled === false ? 'disabled' : (st.state ?? 'unknown');
-  const isWhip = /^whip(:|$)/i.test(c.source ?? '');
+  // A camera whose source is "publish" takes a pushed stream (RTSP, WHIP, gRPC).
+  const isWhip = (c.source ?? '') === 'publish';
   return (
     <div className="card camera-card" data-testid="camera-card" data-camera-id={c.id}>
       <div className="camera-card-head">
