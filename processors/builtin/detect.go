@@ -3,7 +3,6 @@ package builtin
 import (
 	"context"
 	"fmt"
-	"image"
 	"os"
 
 	"gocv.io/x/gocv"
@@ -31,7 +30,7 @@ func DetectSpec() processors.Spec {
 			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar"}},
 			{Name: "gate", Type: processors.ParamEnum, Description: "only_if_motion skips detection (returning nothing, cheaply) unless an input step set motion=true.", Default: GateNone, Choices: []string{GateNone, GateOnlyIfMotion}},
 			{Name: "label", Type: processors.ParamString, Description: "Label of the detections; empty means person for hog, face for haar.", Default: ""},
-			{Name: "max_detections", Type: processors.ParamInt, Description: "At most this many detections per frame, best first.", Default: int64(100), Min: processors.Range(1), Max: processors.Range(maxHOGBoxes)},
+			{Name: "max_detections", Type: processors.ParamInt, Description: "At most this many detections per frame, best first.", Default: int64(100), Min: processors.Range(1), Max: processors.Range(maxBoxes)},
 			// HOG.
 			{Name: "win_stride", Type: processors.ParamInt, Description: "hog: step of the detection window in pixels; larger is faster and coarser.", Default: int64(8), Min: processors.Range(1), Max: processors.Range(64)},
 			{Name: "padding", Type: processors.ParamInt, Description: "hog: padding around the picture in pixels.", Default: int64(8), Min: processors.Range(0), Max: processors.Range(64)},
@@ -53,19 +52,18 @@ func DetectSpec() processors.Spec {
 
 // Detect finds people or faces; see DetectSpec.
 type Detect struct {
-	backend  string
-	gated    bool
-	label    string
-	max      int
-	hog      *hogDetector
-	hogP     hogParams
-	cascade  gocv.CascadeClassifier
-	haarOpen bool
-	scaleF   float64
-	minNb    int
-	minSize  int
-	gray     gocv.Mat
-	out      *processors.Output // target of the HOG callback, set per call
+	backend string
+	gated   bool
+	label   string
+	max     int
+	hog     *hogDetector
+	hogP    hogParams
+	cascade *cascadeDetector
+	scaleF  float64
+	minNb   int
+	minSize int
+	gray    gocv.Mat
+	out     *processors.Output // target of the HOG callback, set per call
 }
 
 // NewDetect builds a detect processor from validated parameters; it loads the
@@ -104,18 +102,18 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 		}
 		d.scaleF, d.minNb, d.minSize = p.Float("scale_factor"), p.Int("min_neighbors"), p.Int("min_size")
 		path := p.String("cascade")
-		// Load on a missing file prints OpenCV noise and returns false; stat
-		// first for a clear error.
+		// A missing file would only give "cannot load"; stat first for the
+		// operating system's reason.
 		if _, err := os.Stat(path); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("%w: haar cascade: %v", ErrConfig, err)
 		}
-		d.cascade = gocv.NewCascadeClassifier()
-		d.haarOpen = true
-		if !d.cascade.Load(path) {
+		c, err := newCascadeDetector(path)
+		if err != nil {
 			d.Close()
-			return nil, fmt.Errorf("%w: haar cascade %q is not a cascade file", ErrConfig, path)
+			return nil, err
 		}
+		d.cascade = c
 	default:
 		d.Close()
 		return nil, fmt.Errorf("%w: unknown detect backend %q", ErrConfig, d.backend)
@@ -144,14 +142,10 @@ func (d *Detect) Process(_ context.Context, in *processors.Input, out *processor
 	case "haar":
 		gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 		gocv.EqualizeHist(d.gray, &d.gray)
-		rects := d.cascade.DetectMultiScaleWithParams(d.gray, d.scaleF, d.minNb, 0, image.Pt(d.minSize, d.minSize), image.Point{})
-		for i, r := range rects {
-			if i == d.max {
-				break
-			}
-			// The cascade gives no confidence: every face it keeps scores 1.
-			out.Detections = append(out.Detections, newDetection(r.Min.X, r.Min.Y, r.Dx(), r.Dy(), d.label, 1))
-		}
+		d.out = out
+		err := d.cascade.detect(&d.gray, d.scaleF, d.minNb, d.minSize, d.max, d.addHaar)
+		d.out = nil
+		return err
 	}
 	return nil
 }
@@ -165,15 +159,22 @@ func (d *Detect) addHOG(x, y, w, h int, score float32) {
 	d.out.Detections = append(d.out.Detections, newDetection(x, y, w, h, d.label, score))
 }
 
+// addHaar turns a cascade hit into a detection. A cascade has no confidence;
+// the score n/(n+5) of the n raw hits that back the box ranks well-supported
+// faces higher, in 0..1.
+func (d *Detect) addHaar(x, y, w, h, n int) {
+	d.out.Detections = append(d.out.Detections, newDetection(x, y, w, h, d.label, float32(n)/float32(n+5)))
+}
+
 // Close frees the detector.
 func (d *Detect) Close() error {
 	if d.hog != nil {
 		d.hog.close()
 		d.hog = nil
 	}
-	if d.haarOpen {
-		d.haarOpen = false
-		d.cascade.Close()
+	if d.cascade != nil {
+		d.cascade.close()
+		d.cascade = nil
 	}
 	closeMats(&d.gray)
 	return nil

@@ -1,7 +1,7 @@
-#include <opencv2/objdetect.hpp>
 #include <opencv2/dnn.hpp>
 #include <vector>
-#include "hog.h"
+#include <opencv2/objdetect.hpp>
+#include "objdetect.h"
 
 void* ifc_hog_new(void) {
     try {
@@ -46,6 +46,46 @@ int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
         boxes[4 * n + 2] = r.width;
         boxes[4 * n + 3] = r.height;
         scores[n] = fweights[keep[i]];
+        ++n;
+    }
+    return n;
+}
+
+void* ifc_cascade_new(const char* path) {
+    cv::CascadeClassifier* c = nullptr;
+    try {
+        c = new cv::CascadeClassifier();
+        if (c->load(path) && !c->empty()) return c;
+    } catch (...) {
+    }
+    delete c;
+    return nullptr;
+}
+
+void ifc_cascade_close(void* cascade) { delete static_cast<cv::CascadeClassifier*>(cascade); }
+
+int ifc_cascade_detect(void* cascade, void* gray, double scale_factor,
+                       int min_neighbors, int min_size, int* boxes,
+                       int* neighbors, int max) {
+    thread_local std::vector<cv::Rect> found;
+    thread_local std::vector<int> counts;
+    try {
+        found.clear();
+        counts.clear();
+        static_cast<cv::CascadeClassifier*>(cascade)->detectMultiScale(
+            *static_cast<cv::Mat*>(gray), found, counts, scale_factor, min_neighbors, 0,
+            cv::Size(min_size, min_size));
+    } catch (...) {
+        return -1;
+    }
+    int n = 0;
+    for (size_t i = 0; i < found.size() && n < max; ++i) {
+        const cv::Rect& r = found[i];
+        boxes[4 * n] = r.x;
+        boxes[4 * n + 1] = r.y;
+        boxes[4 * n + 2] = r.width;
+        boxes[4 * n + 3] = r.height;
+        neighbors[n] = i < counts.size() ? counts[i] : 0;
         ++n;
     }
     return n;
