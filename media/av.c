@@ -9,7 +9,7 @@ void ifc_av_init(int log_level) {
 
 // ---------------------------------------------------------------- decoder
 
-int ifc_dec_open(ifc_dec **out, int codec_id, int threads) {
+static int dec_open(ifc_dec **out, int codec_id, const AVCodecParameters *par, int threads) {
 	*out = NULL;
 	const AVCodec *c = avcodec_find_decoder((enum AVCodecID)codec_id);
 	if (!c) return AVERROR_DECODER_NOT_FOUND;
@@ -23,6 +23,13 @@ int ifc_dec_open(ifc_dec **out, int codec_id, int threads) {
 		ifc_dec_close(d);
 		return AVERROR(ENOMEM);
 	}
+	if (par) {
+		int r = avcodec_parameters_to_context(d->ctx, par);
+		if (r < 0) {
+			ifc_dec_close(d);
+			return r;
+		}
+	}
 	d->ctx->thread_count = threads > 0 ? threads : 0;
 	int r = avcodec_open2(d->ctx, c, NULL);
 	if (r < 0) {
@@ -31,6 +38,13 @@ int ifc_dec_open(ifc_dec **out, int codec_id, int threads) {
 	}
 	*out = d;
 	return 0;
+}
+
+int ifc_dec_open(ifc_dec **out, int codec_id, int threads) { return dec_open(out, codec_id, NULL, threads); }
+
+int ifc_dec_open_stream(ifc_dec **out, ifc_dmx *m, int threads) {
+	const AVCodecParameters *par = m->fmt->streams[m->stream]->codecpar;
+	return dec_open(out, par->codec_id, par, threads);
 }
 
 // receive_all keeps only the newest good picture: callers sample, they do not

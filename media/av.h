@@ -31,6 +31,11 @@ typedef struct ifc_dec {
 } ifc_dec;
 
 int ifc_dec_open(ifc_dec **out, int codec_id, int threads);
+struct ifc_dmx;
+// ifc_dec_open_stream opens a decoder for the demuxer's video stream with its
+// codec parameters (raw video needs its pixel format and size, some codecs
+// their extradata).
+int ifc_dec_open_stream(ifc_dec **out, struct ifc_dmx *m, int threads);
 // ifc_dec_decode sends data (NULL drains the decoder and resets it for reuse)
 // and receives every picture it yields: d->got counts good pictures,
 // d->corrupt pictures dropped as damaged. Returns 0 or a negative AVERROR.
