@@ -1,0 +1,82 @@
+// Package rtsp carries cameras in and out over RTSP (RFC 2326) with gortsplib:
+// a pull Source for IP cameras, and a Server that accepts publishers
+// (ANNOUNCE/RECORD from ffmpeg, OBS, GStreamer) and serves every camera to
+// RTSP readers (DESCRIBE/SETUP/PLAY) from the bus hub.
+//
+// Access units follow the bus contract (proto/bus.proto): H264/H265 NAL units
+// without start codes, parameter sets in front of every IDR, the RTP timestamp
+// of the source kept end to end so overlays match frames.
+package rtsp
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+)
+
+// Errors of the package; callers branch with errors.Is.
+var (
+	// ErrCameraNotFound is what a Cameras implementation returns for an
+	// unknown id (any error from LookupCamera answers 404).
+	ErrCameraNotFound = errors.New("camera not found")
+	// ErrNoVideo means the stream carries no H264 or H265 video track.
+	ErrNoVideo = errors.New("no H264 or H265 video track")
+	// ErrBadConfig wraps configuration errors of Source and Server.
+	ErrBadConfig = errors.New("rtsp: bad configuration")
+)
+
+// RedactURL returns u with its password replaced by "xxxxx", for logs and API
+// answers; a string that does not parse as a URL is not echoed at all because
+// it may hold a password in a form url.Parse does not recognise.
+func RedactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "<unparsable url>"
+	}
+	if p.User == nil {
+		return p.String()
+	}
+	if _, ok := p.User.Password(); ok {
+		p.User = url.UserPassword(p.User.Username(), "xxxxx")
+	}
+	return p.String()
+}
+
+// redactedError hides the credentials of a camera URL in an error message
+// (gortsplib errors may quote the URL) while keeping errors.Is working.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactErr removes the user info of rawURL from err's text.
+func redactErr(err error, rawURL string) error {
+	if err == nil {
+		return nil
+	}
+	p, perr := url.Parse(rawURL)
+	if perr != nil || p.User == nil {
+		return err
+	}
+	msg := err.Error()
+	pass, hasPass := p.User.Password()
+	if hasPass && pass != "" {
+		msg = strings.ReplaceAll(msg, pass, "xxxxx")
+		if esc := url.PathEscape(pass); esc != pass {
+			msg = strings.ReplaceAll(msg, esc, "xxxxx")
+		}
+	}
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+// cameraFromPath turns an RTSP path ("/cam1", "/cam1/") into a camera id.
+func cameraFromPath(p string) string {
+	p = strings.TrimPrefix(p, "/")
+	return strings.TrimSuffix(p, "/")
+}
