@@ -60,6 +60,9 @@ type EngineConfig struct {
 	// HostAddresses replace the host candidates' addresses (NAT 1:1: the
 	// public address of a server behind a static NAT, or a LAN name's IP).
 	HostAddresses []string
+	// RemoteIPFilter, when set, ignores remote candidates (including
+	// peer-reflexive ones) whose address it rejects, e.g. to admit only a LAN.
+	RemoteIPFilter func(net.IP) bool
 	// NoVideoTimeout is how long NewViewer waits for the camera's first
 	// access unit; 0 means 5 s.
 	NoVideoTimeout time.Duration
@@ -162,6 +165,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 	}
 	se.SetICEUDPMux(e.udpMux)
+	if cfg.RemoteIPFilter != nil {
+		se.SetRemoteIPFilter(cfg.RemoteIPFilter)
+	}
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.TCPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.TCPAddr)

@@ -1,0 +1,549 @@
+package live
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/imageflowcanvas/imageflow/bus/hub"
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// VideoSource gives a viewer a camera's access units (bus/hub.Hub).
+type VideoSource interface {
+	Subscribe(cam, kind string, depth int) (*hub.Reader, error)
+}
+
+// ResultSource calls fn with each pipeline result of a camera until
+// unsubscribe is called; fn must not block.
+type ResultSource interface {
+	SubscribeResults(cam string, fn func(*busv1.Result)) (unsubscribe func(), err error)
+}
+
+// ResultsLabel is the data channel a viewer opens to receive results.
+const ResultsLabel = "results"
+
+// rtpMTU leaves room for SRTP, RTP header extensions and tunnels.
+const rtpMTU = 1200
+
+// Drops counts what one camera's viewers lost by being slow.
+type Drops struct {
+	// Video access units dropped by the hub for WHEP readers.
+	Video uint64
+	// Results not sent because a data channel's buffer was full.
+	Results uint64
+}
+
+type viewer struct {
+	id, cam string
+	pc      *webrtc.PeerConnection
+	track   *webrtc.TrackLocalStaticRTP
+	reader  *hub.Reader
+	first   *busv1.AccessUnit
+	codec   busv1.Codec
+
+	results      ResultSource
+	unsubMu      sync.Mutex
+	unsub        func()
+	resultsDrops atomic.Uint64
+	resultsSent  atomic.Uint64
+
+	connected chan struct{}
+	connOnce  sync.Once
+	done      chan struct{}
+	once      sync.Once
+	rtpSent   atomic.Uint64
+}
+
+// NewViewer answers a WHEP offer (RFC 9725) for camera cam: the camera's
+// video passes through with its own RTP timestamps, and a "results" data
+// channel in the offer carries src's results as JSON. It waits up to
+// NoVideoTimeout for the camera's first keyframe to learn its codec.
+// Errors: ErrBadSDP, ErrCodecNotSupported (the offer lacks the camera's
+// codec), ErrNoVideo, ErrClosed, or ctx's error.
+func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoSource, results ResultSource) (answerSDP, sessionID string, err error) {
+	info, err := iwebrtc.InspectOffer(offerSDP)
+	if err != nil {
+		return "", "", err
+	}
+	if !info.HasVideo {
+		return "", "", fmt.Errorf("%w: the offer has no video section", ErrCodecNotSupported)
+	}
+	if e.isClosed() {
+		return "", "", ErrClosed
+	}
+	reader, err := src.Subscribe(cam, "whep", e.cfg.ReaderDepth)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %v", ErrNoVideo, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			reader.Close()
+		}
+	}()
+	var first *busv1.AccessUnit
+	wait := time.NewTimer(e.cfg.NoVideoTimeout)
+	defer wait.Stop()
+	select {
+	case au, open := <-reader.C():
+		if !open {
+			return "", "", ErrClosed
+		}
+		first = au
+	case <-wait.C:
+		return "", "", ErrNoVideo
+	case <-ctx.Done():
+		return "", "", ctx.Err()
+	}
+	mime := iwebrtc.MimeType(first.Codec)
+	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 {
+		return "", "", fmt.Errorf("%w: camera codec %s cannot be passed through", ErrCodecNotSupported, first.Codec)
+	}
+	if !info.Has(first.Codec) {
+		return "", "", fmt.Errorf("%w: the camera sends %s, the offer lacks it", ErrCodecNotSupported, mime)
+	}
+
+	v := &viewer{
+		id: iwebrtc.NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
+		results: results, connected: make(chan struct{}), done: make(chan struct{}),
+	}
+	pc, err := e.api.NewPeerConnection(e.Configuration())
+	if err != nil {
+		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
+	}
+	v.pc = pc
+	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtpFor(first)}, "video", "imageflow-"+cam)
+	if err != nil {
+		_ = pc.Close()
+		return "", "", err
+	}
+	v.track = track
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateConnected:
+			v.connOnce.Do(func() { close(v.connected) })
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			e.endViewerAsync(v, st.String())
+		}
+	})
+	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		if dc.Label() != ResultsLabel || results == nil {
+			return
+		}
+		dc.OnOpen(func() { e.startResults(v, dc) })
+	})
+
+	// The track is added before the offer is applied so pion attaches it to
+	// the offer's recvonly video section (JSEP §5.10).
+	sender, err := pc.AddTrack(track)
+	if err != nil {
+		_ = pc.Close()
+		return "", "", err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerSDP}); err != nil {
+		_ = pc.Close()
+		return "", "", errors.Join(ErrBadSDP, err)
+	}
+	// Narrow the codecs to the camera's so the answer names exactly what
+	// will be sent.
+	for _, tr := range pc.GetTransceivers() {
+		if tr.Sender() == sender {
+			if tr.Mid() == "" {
+				_ = pc.Close()
+				return "", "", fmt.Errorf("%w: no video section can receive", ErrCodecNotSupported)
+			}
+			narrowCodecs(tr, mime)
+		}
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		_ = pc.Close()
+		return "", "", errors.Join(ErrCodecNotSupported, err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(ans); err != nil {
+		_ = pc.Close()
+		return "", "", err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		_ = pc.Close()
+		return "", "", ctx.Err()
+	}
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		_ = pc.Close()
+		return "", "", ErrClosed
+	}
+	e.sessions[v.id] = v
+	if e.drops[cam] == nil {
+		e.drops[cam] = &Drops{}
+	}
+	e.wg.Add(2)
+	e.mu.Unlock()
+	ok = true
+	go func() {
+		defer e.wg.Done()
+		e.readRTCP(sender)
+	}()
+	go func() {
+		defer e.wg.Done()
+		e.send(v)
+	}()
+	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime)
+	return pc.LocalDescription().SDP, v.id, nil
+}
+
+// narrowCodecs keeps only mime's codecs on a transceiver (H264 with
+// packetization-mode=1 only).
+func narrowCodecs(tr *webrtc.RTPTransceiver, mime string) {
+	var keep []webrtc.RTPCodecParameters
+	for _, c := range tr.Sender().GetParameters().Codecs {
+		if iwebrtc.CodecOfMime(c.MimeType) == iwebrtc.CodecOfMime(mime) {
+			keep = append(keep, c)
+		}
+	}
+	if len(keep) > 0 {
+		_ = tr.SetCodecPreferences(keep)
+	}
+}
+
+// fmtpFor is the fmtp line matching the camera's stream (H264: its SPS's
+// profile-level-id), so pion binds the offer's closest H264 payload type.
+func fmtpFor(au *busv1.AccessUnit) string {
+	if au.Codec != busv1.Codec_CODEC_H264 {
+		return ""
+	}
+	for _, n := range au.Nalus {
+		if len(n) >= 4 && n[0]&0x1f == 7 {
+			return fmt.Sprintf("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=%02x%02x%02x", n[1], n[2], n[3])
+		}
+	}
+	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+}
+
+// readRTCP drains the sender's RTCP so the interceptors (NACK responder,
+// reports) run. A viewer's PLI cannot reach the camera; the hub starts every
+// reader on a keyframe and cameras send them regularly.
+func (e *Engine) readRTCP(s *webrtc.RTPSender) {
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := s.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// send writes the camera's access units to the viewer's track until the
+// session ends. It starts on a keyframe once the connection is up, since
+// packets written before DTLS completes are lost.
+func (e *Engine) send(v *viewer) {
+	defer e.endViewer(v, "sender stopped")
+	t := time.NewTimer(e.cfg.ConnectTimeout)
+	defer t.Stop()
+	pending := v.first
+	for waiting := true; waiting; {
+		select {
+		case <-v.connected:
+			waiting = false
+		case <-v.done:
+			return
+		case <-t.C:
+			e.log.Info("whep viewer never connected", "camera", v.cam, "session", v.id)
+			return
+		case au, ok := <-v.reader.C():
+			if !ok {
+				return
+			}
+			// Keep the newest keyframe so the viewer starts without
+			// waiting for the next GOP.
+			if au.Keyframe {
+				pending = au
+			}
+		}
+	}
+	p := packetizer{codec: v.codec, track: v.track}
+	waitKey := pending == nil
+	if pending != nil {
+		if err := p.write(pending); err != nil {
+			return
+		}
+	}
+	for {
+		select {
+		case <-v.done:
+			return
+		case au, ok := <-v.reader.C():
+			if !ok {
+				return
+			}
+			if waitKey {
+				if !au.Keyframe {
+					continue
+				}
+				waitKey = false
+			}
+			// A write error is a closing transport; v.done follows.
+			if p.write(au) == nil {
+				v.rtpSent.Add(1)
+			}
+		}
+	}
+}
+
+// packetizer turns access units into RTP packets (RFC 6184 / RFC 7741) with
+// the camera's RTP timestamps, so a browser's requestVideoFrameCallback
+// rtpTimestamp equals AccessUnit.rtp_timestamp and overlays match frames.
+type packetizer struct {
+	codec busv1.Codec
+	track *webrtc.TrackLocalStaticRTP
+	h264  codecs.H264Payloader
+	vp8   codecs.VP8Payloader
+	vp9   codecs.VP9Payloader
+	seq   uint16
+	pkt   rtp.Packet
+	buf   [][]byte
+}
+
+func (p *packetizer) write(au *busv1.AccessUnit) error {
+	p.buf = p.buf[:0]
+	switch p.codec {
+	case busv1.Codec_CODEC_H264:
+		for _, n := range au.Nalus {
+			if len(n) == 0 {
+				continue
+			}
+			p.buf = append(p.buf, p.h264.Payload(rtpMTU, n)...)
+		}
+	case busv1.Codec_CODEC_VP8:
+		p.buf = p.vp8.Payload(rtpMTU, au.Data)
+	case busv1.Codec_CODEC_VP9:
+		p.buf = p.vp9.Payload(rtpMTU, au.Data)
+	}
+	for i, payload := range p.buf {
+		p.pkt.Header = rtp.Header{
+			Version:        2,
+			Marker:         i == len(p.buf)-1,
+			SequenceNumber: p.seq,
+			Timestamp:      au.RtpTimestamp,
+		}
+		p.pkt.Payload = payload
+		p.seq++
+		if err := p.track.WriteRTP(&p.pkt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resultJSON is one message of the results channel (webapp/src/overlay.ts).
+type resultJSON struct {
+	RTPTimestamp uint32          `json:"rtp_timestamp"`
+	PTS          int64           `json:"pts"`
+	Width        uint32          `json:"width"`
+	Height       uint32          `json:"height"`
+	Pipeline     string          `json:"pipeline,omitempty"`
+	Detections   []detectionJSON `json:"detections"`
+}
+
+type detectionJSON struct {
+	X       float32 `json:"x"`
+	Y       float32 `json:"y"`
+	W       float32 `json:"w"`
+	H       float32 `json:"h"`
+	Label   string  `json:"label"`
+	Score   float32 `json:"score"`
+	TrackID int64   `json:"track_id"`
+}
+
+// MarshalResult encodes a result as the results channel sends it.
+func MarshalResult(r *busv1.Result) ([]byte, error) {
+	m := resultJSON{RTPTimestamp: r.RtpTimestamp, PTS: r.Pts, Width: r.Width, Height: r.Height, Pipeline: r.Pipeline,
+		Detections: make([]detectionJSON, len(r.Detections))}
+	for i, d := range r.Detections {
+		m.Detections[i] = detectionJSON{X: d.X, Y: d.Y, W: d.W, H: d.H, Label: d.Label, Score: d.Score, TrackID: d.TrackId}
+	}
+	return json.Marshal(&m)
+}
+
+func (e *Engine) startResults(v *viewer, dc *webrtc.DataChannel) {
+	v.unsubMu.Lock()
+	defer v.unsubMu.Unlock()
+	select {
+	case <-v.done:
+		return
+	default:
+	}
+	if v.unsub != nil {
+		return
+	}
+	limit := e.cfg.ResultsBufferLimit
+	unsub, err := v.results.SubscribeResults(v.cam, func(r *busv1.Result) {
+		if dc.ReadyState() != webrtc.DataChannelStateOpen {
+			return
+		}
+		if dc.BufferedAmount() > limit {
+			// A viewer on a slow link loses overlays, never video.
+			v.resultsDrops.Add(1)
+			return
+		}
+		b, err := MarshalResult(r)
+		if err != nil {
+			return
+		}
+		if dc.Send(b) == nil {
+			v.resultsSent.Add(1)
+		}
+	})
+	if err != nil {
+		e.log.Warn("whep viewer: results unavailable", "camera", v.cam, "err", err)
+		return
+	}
+	v.unsub = unsub
+}
+
+// PatchViewer applies a trickle-ICE SDP fragment (RFC 9725 §4.3.1) to a
+// session. Errors: ErrSessionNotFound, ErrBadSDP, ErrNotSupported (ICE
+// restart).
+func (e *Engine) PatchViewer(id, sdpFragment string) error {
+	v := e.get(id)
+	if v == nil {
+		return ErrSessionNotFound
+	}
+	cands, err := iwebrtc.ParseSDPFragment(sdpFragment, remoteUfrag(v.pc))
+	if err != nil {
+		return err
+	}
+	for _, c := range cands {
+		if err := v.pc.AddICECandidate(c); err != nil {
+			return errors.Join(ErrBadSDP, err)
+		}
+	}
+	return nil
+}
+
+func remoteUfrag(pc *webrtc.PeerConnection) string {
+	rd := pc.RemoteDescription()
+	if rd == nil {
+		return ""
+	}
+	sd, err := rd.Unmarshal()
+	if err != nil {
+		return ""
+	}
+	if u, ok := sd.Attribute("ice-ufrag"); ok {
+		return u
+	}
+	for _, md := range sd.MediaDescriptions {
+		if u, ok := md.Attribute("ice-ufrag"); ok {
+			return u
+		}
+	}
+	return ""
+}
+
+// CloseSession ends a viewer session (WHEP DELETE); ErrSessionNotFound for
+// an unknown id.
+func (e *Engine) CloseSession(id string) error {
+	v := e.get(id)
+	if v == nil {
+		return ErrSessionNotFound
+	}
+	e.endViewer(v, "deleted")
+	return nil
+}
+
+// SessionCamera is the camera of a session, "" when unknown.
+func (e *Engine) SessionCamera(id string) string {
+	if v := e.get(id); v != nil {
+		return v.cam
+	}
+	return ""
+}
+
+// Sessions is the number of live viewer sessions.
+func (e *Engine) Sessions() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.sessions)
+}
+
+// Drops returns, per camera, what its viewers lost by being slow (ended
+// sessions included), for metrics.
+func (e *Engine) Drops() map[string]Drops {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]Drops, len(e.drops))
+	for cam, d := range e.drops {
+		out[cam] = *d
+	}
+	for _, v := range e.sessions {
+		d := out[v.cam]
+		d.Video += v.reader.Dropped()
+		d.Results += v.resultsDrops.Load()
+		out[v.cam] = d
+	}
+	return out
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+func (e *Engine) get(id string) *viewer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sessions[id]
+}
+
+// endViewerAsync ends a session from a pion callback, which must not wait
+// for the peer connection to close.
+func (e *Engine) endViewerAsync(v *viewer, why string) {
+	e.mu.Lock()
+	if _, ok := e.sessions[v.id]; !ok {
+		e.mu.Unlock()
+		return
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	go func() {
+		defer e.wg.Done()
+		e.endViewer(v, why)
+	}()
+}
+
+func (e *Engine) endViewer(v *viewer, why string) {
+	v.once.Do(func() {
+		e.mu.Lock()
+		delete(e.sessions, v.id)
+		d := e.drops[v.cam]
+		d.Video += v.reader.Dropped()
+		d.Results += v.resultsDrops.Load()
+		e.mu.Unlock()
+		close(v.done)
+		v.unsubMu.Lock()
+		if v.unsub != nil {
+			v.unsub()
+		}
+		v.unsubMu.Unlock()
+		v.reader.Close()
+		_ = v.pc.Close()
+		e.log.Info("whep viewer ended", "camera", v.cam, "session", v.id, "reason", why,
+			"access_units", v.rtpSent.Load(), "results", v.resultsSent.Load())
+	})
+}
