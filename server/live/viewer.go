@@ -404,7 +404,8 @@ func (e *Engine) startResults(v *viewer, dc *webrtc.DataChannel) {
 		if err != nil {
 			return
 		}
-		if dc.Send(b) == nil {
+		// Text messages: JSON.parse in the page takes them as they come.
+		if dc.SendText(string(b)) == nil {
 			v.resultsSent.Add(1)
 		}
 	})
