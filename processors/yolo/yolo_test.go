@@ -11,19 +11,19 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // testBoxes are raw predictions in model-input pixels (640x640) for a
 // 1280x720 image: scale 0.5, no horizontal pad, 140 px of pad top and bottom.
 var testBoxes = []yolotest.Box{
-	{CX: 200, CY: 300, W: 100, H: 80, Class: 0, Score: 0.9},  // kept
-	{CX: 205, CY: 305, W: 100, H: 80, Class: 0, Score: 0.8},  // same class, IoU ~0.84: suppressed
-	{CX: 205, CY: 305, W: 100, H: 80, Class: 1, Score: 0.7},  // other class: kept
-	{CX: 500, CY: 400, W: 50, H: 50, Class: 2, Score: 0.1},   // below threshold
-	{CX: 10, CY: 150, W: 40, H: 40, Class: 2, Score: 0.6},    // clipped at the top-left corner
-	{CX: 400, CY: 300, W: 0, H: 40, Class: 1, Score: 0.95},   // zero width: dropped
+	{CX: 200, CY: 300, W: 100, H: 80, Class: 0, Score: 0.9}, // kept
+	{CX: 205, CY: 305, W: 100, H: 80, Class: 0, Score: 0.8}, // same class, IoU ~0.84: suppressed
+	{CX: 205, CY: 305, W: 100, H: 80, Class: 1, Score: 0.7}, // other class: kept
+	{CX: 500, CY: 400, W: 50, H: 50, Class: 2, Score: 0.1},  // below threshold
+	{CX: 10, CY: 150, W: 40, H: 40, Class: 2, Score: 0.6},   // clipped at the top-left corner
+	{CX: 400, CY: 300, W: 0, H: 40, Class: 1, Score: 0.95},  // zero width: dropped
 }
 
 // wantDets are testBoxes mapped by hand: x = (cx - w/2 - padX) / scale,
