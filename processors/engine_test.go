@@ -224,7 +224,7 @@ func TestEngineDiamondDeduplicates(t *testing.T) {
 		st(t, "left", "overlay", nil, "a"),
 		st(t, "right", "overlay", nil, "a"),
 		st(t, "join", "overlay", nil, "left", "right"),
-		st(t, "other", "box", nil), // same label and box: merged
+		st(t, "other", "box", nil),  // same label and box: merged
 		st(t, "third", "box2", nil), // another label: kept
 	))
 	img := gocv.NewMatWithSize(40, 40, gocv.MatTypeCV8UC3)
