@@ -1,0 +1,7 @@
+package webrtc
+
+import "strings"
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+const publishPage = ``
