@@ -38,8 +38,10 @@ type nalEncoder interface {
 	Encode(au [][]byte) ([]*rtp.Packet, error)
 }
 
-// egress is one camera served to RTSP readers: one hub reader feeds one
-// gortsplib ServerStream shared by every reader session of the camera.
+// egress is one camera served to RTSP readers: one hub reader and one RTP
+// packetizer per camera, shared by every reader session. The ServerStream
+// only describes the camera (SDP, SETUP); packets go to each session itself
+// so every reader starts on a keyframe instead of mid-GOP.
 type egress struct {
 	s      *Server
 	cam    string
@@ -59,9 +61,22 @@ type egress struct {
 	stopOnce sync.Once
 
 	// Guarded by s.mu.
-	sessions  map[*gortsplib.ServerSession]struct{}
+	sessions  map[*gortsplib.ServerSession]*egressReader
 	idleSince time.Time
 	dead      bool
+
+	// Pump-only scratch, reused for every access unit.
+	targets []*egressReader
+}
+
+// egressReader is one reader session of a feed.
+type egressReader struct {
+	ss *gortsplib.ServerSession
+	// playing is set by PLAY (guarded by s.mu); packets written before
+	// would be dropped by gortsplib anyway.
+	playing bool
+	// waitKey holds the session until the next keyframe (pump only).
+	waitKey bool
 }
 
 // getEgress returns the live feed of cam or starts one.
@@ -87,7 +102,7 @@ func (s *Server) getEgress(cam string) (*egress, error) {
 		reader:    r,
 		ready:     make(chan struct{}),
 		stopCh:    make(chan struct{}),
-		sessions:  make(map[*gortsplib.ServerSession]struct{}),
+		sessions:  make(map[*gortsplib.ServerSession]*egressReader),
 		idleSince: time.Now(),
 	}
 	s.egress[cam] = e
@@ -103,9 +118,18 @@ func (s *Server) attach(e *egress, ss *gortsplib.ServerSession) bool {
 	if e.dead {
 		return false
 	}
-	e.sessions[ss] = struct{}{}
+	e.sessions[ss] = &egressReader{ss: ss, waitKey: true}
 	ss.SetUserData(&sessionData{eg: e})
 	return true
+}
+
+// play lets the feed write to ss.
+func (s *Server) play(e *egress, ss *gortsplib.ServerSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := e.sessions[ss]; r != nil {
+		r.playing = true
+	}
 }
 
 func (s *Server) detach(e *egress, ss *gortsplib.ServerSession) {
@@ -257,25 +281,49 @@ func (e *egress) open(au *busv1.AccessUnit) error {
 	return nil
 }
 
-// write repacketizes one access unit to every reader, keeping the source's
-// RTP timestamp so overlays keyed on it match.
+// write repacketizes one access unit once and sends it to every playing
+// reader, keeping the source's RTP timestamp so overlays keyed on it match.
 func (e *egress) write(au *busv1.AccessUnit) {
 	if au.Keyframe {
 		e.refreshParams(au)
+	}
+	e.s.mu.Lock()
+	e.targets = e.targets[:0]
+	for _, r := range e.sessions {
+		if r.playing {
+			e.targets = append(e.targets, r)
+		}
+	}
+	e.s.mu.Unlock()
+	if len(e.targets) == 0 {
+		return
 	}
 	pkts, err := e.enc.Encode(au.Nalus)
 	if err != nil {
 		return
 	}
-	ntp := time.Unix(0, au.IngestUnixNano)
 	for _, p := range pkts {
 		p.Timestamp = au.RtpTimestamp
-		if err := e.stream.WritePacketRTPWithNTP(e.media, p, ntp); err != nil {
-			return
-		}
 	}
-	if e.s.OnLatency != nil && au.IngestUnixNano != 0 {
-		e.s.OnLatency(e.cam, time.Since(ntp))
+	sent := false
+	for _, r := range e.targets {
+		if r.waitKey {
+			if !au.Keyframe {
+				continue
+			}
+			r.waitKey = false
+		}
+		for _, p := range pkts {
+			// Queued per session (WriteQueueSize); a full queue drops there,
+			// never blocking the other readers.
+			if err := r.ss.WritePacketRTP(e.media, p); err != nil {
+				break
+			}
+		}
+		sent = true
+	}
+	if sent && e.s.OnLatency != nil && au.IngestUnixNano != 0 {
+		e.s.OnLatency(e.cam, time.Since(time.Unix(0, au.IngestUnixNano)))
 	}
 }
 

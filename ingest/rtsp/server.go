@@ -156,6 +156,9 @@ func (s *Server) Start() error {
 		Handler:     s,
 		RTSPAddress: ln.Addr().String(),
 		Listen:      func(string, string) (net.Listener, error) { return ln, nil },
+		// A 4K keyframe is several hundred packets; the default 256 would
+		// drop part of it for every reader.
+		WriteQueueSize: 2048,
 	}
 	if s.Authenticator != nil {
 		srv.AuthMethods = []auth.VerifyMethod{auth.VerifyMethodBasic}
@@ -425,7 +428,10 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
-func (s *Server) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil && sd.eg != nil {
+		s.play(sd.eg, ctx.Session)
+	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

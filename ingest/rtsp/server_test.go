@@ -1,0 +1,312 @@
+package rtsp
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+
+	"github.com/imageflowcanvas/imageflow/ingest"
+)
+
+func publishCams(ids ...string) map[string]CameraInfo {
+	m := make(map[string]CameraInfo)
+	for _, id := range ids {
+		m[id] = CameraInfo{Source: SourcePublish, Enabled: true}
+	}
+	return m
+}
+
+func (e *env) waitOnline(t *testing.T, cam string, d time.Duration) {
+	t.Helper()
+	waitFor(t, d, cam+" online", func() bool {
+		s := e.pubs.sink(cam)
+		return s != nil && s.Status().State == ingest.StateOnline
+	})
+}
+
+// Five cameras pushed by ffmpeg and read back by ffmpeg at the same time
+// (the acceptance criterion): at least 95% of the frames, 1080p.
+func TestServerFiveCamerasFFmpeg(t *testing.T) {
+	ids := []string{"cam1", "cam2", "cam3", "cam4", "cam5"}
+	e := newEnv(t, publishCams(ids...))
+	for _, id := range ids {
+		ffmpegPush(t, e.url(id))
+	}
+	for _, id := range ids {
+		e.waitOnline(t, id, 15*time.Second)
+	}
+	const dur = 3 * time.Second
+	type result struct {
+		id           string
+		frames, w, h int
+		log          string
+		err          error
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	res := make(chan result, len(ids))
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, w, h, log, err := ffmpegRead(ctx, e.url(id), dur)
+			res <- result{id, f, w, h, log, err}
+		}()
+	}
+	wg.Wait()
+	close(res)
+	want := int(dur.Seconds() * 30)
+	for r := range res {
+		if r.err != nil {
+			t.Errorf("%s: ffmpeg read: %v\n%s", r.id, r.err, r.log)
+			continue
+		}
+		if r.frames*100 < want*95 {
+			t.Errorf("%s: %d frames, want >= 95%% of %d\n%s", r.id, r.frames, want, r.log)
+		}
+		if r.w != 1920 || r.h != 1080 {
+			t.Errorf("%s: size %dx%d, want 1920x1080\n%s", r.id, r.w, r.h, r.log)
+		}
+		st := e.pubs.sink(r.id).Status()
+		if st.Width != 1920 || st.Height != 1080 || st.Codec != "h264" {
+			t.Errorf("%s: sink track %s %dx%d", r.id, st.Codec, st.Width, st.Height)
+		}
+		t.Logf("%s: %d frames %dx%d", r.id, r.frames, r.w, r.h)
+	}
+}
+
+// rawRequest sends one RTSP request on a fresh TCP connection and returns
+// the status line and headers of the answer.
+func rawRequest(t *testing.T, addr, req string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var sb strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		sb.WriteString(line)
+		if err != nil || line == "\r\n" {
+			break
+		}
+	}
+	return sb.String()
+}
+
+func h264Desc() *description.Session {
+	return &description.Session{Medias: []*description.Media{{
+		Type:    description.MediaTypeVideo,
+		Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
+	}}}
+}
+
+// recordClient starts a gortsplib publisher; it returns the RTSP status of a
+// refusal.
+func recordClient(t *testing.T, rawURL string) (*gortsplib.Client, *description.Media, error) {
+	t.Helper()
+	c := &gortsplib.Client{ReadTimeout: 5 * time.Second}
+	desc := h264Desc()
+	err := c.StartRecording(rawURL, desc)
+	if err == nil {
+		t.Cleanup(c.Close)
+	}
+	return c, desc.Medias[0], err
+}
+
+func TestServerBadInput(t *testing.T) {
+	cams := publishCams("pub", "idle")
+	cams["pulled"] = CameraInfo{Source: "rtsp://10.0.0.1/stream", Enabled: true}
+	cams["off"] = CameraInfo{Source: SourcePublish, Enabled: false}
+	e := newEnv(t, cams, func(s *Server) { s.DescribeTimeout = 1500 * time.Millisecond })
+
+	ffmpegPush(t, e.url("pub"))
+	e.waitOnline(t, "pub", 15*time.Second)
+	r, err := playGo(t, e.url("pub"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "reader frames", func() bool { return r.aus.Load() > 10 })
+
+	t.Run("second publisher", func(t *testing.T) {
+		_, _, err := recordClient(t, e.url("pub"))
+		if code := statusCode(err); code != base.StatusBadRequest {
+			t.Fatalf("second publisher: %v (status %d), want 400", err, code)
+		}
+		// The running stream is untouched: the reader keeps getting frames.
+		n := r.aus.Load()
+		waitFor(t, 3*time.Second, "frames after refused publisher", func() bool { return r.aus.Load() > n+30 })
+		if st := e.pubs.sink("pub").Status().State; st != ingest.StateOnline {
+			t.Fatalf("pub state %s after refused publisher", st)
+		}
+	})
+	t.Run("unknown camera", func(t *testing.T) {
+		if _, err := playGo(t, e.url("nope"), nil); statusCode(err) != base.StatusNotFound {
+			t.Fatalf("read unknown: %v, want 404", err)
+		}
+		if _, _, err := recordClient(t, e.url("nope")); statusCode(err) != base.StatusNotFound {
+			t.Fatalf("publish unknown: %v, want 404", err)
+		}
+		if _, err := playGo(t, e.url("bad.id"), nil); statusCode(err) != base.StatusNotFound {
+			t.Fatalf("read bad id: %v, want 404", err)
+		}
+	})
+	t.Run("publish to pulled camera", func(t *testing.T) {
+		if _, _, err := recordClient(t, e.url("pulled")); statusCode(err) != base.StatusBadRequest {
+			t.Fatalf("publish to pulled: %v, want 400", err)
+		}
+	})
+	t.Run("publish to disabled camera", func(t *testing.T) {
+		if _, _, err := recordClient(t, e.url("off")); statusCode(err) != base.StatusForbidden {
+			t.Fatalf("publish to disabled: %v, want 403", err)
+		}
+	})
+	t.Run("no video yet", func(t *testing.T) {
+		start := time.Now()
+		if _, err := playGo(t, e.url("idle"), nil); statusCode(err) != base.StatusServiceUnavailable {
+			t.Fatalf("read idle: %v, want 503", err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("503 took %v", el)
+		}
+	})
+	t.Run("malformed SDP", func(t *testing.T) {
+		body := "this is not\r\nan SDP\r\n"
+		ans := rawRequest(t, e.srv.Addr(), fmt.Sprintf("ANNOUNCE rtsp://%s/idle RTSP/1.0\r\nCSeq: 1\r\n"+
+			"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", e.srv.Addr(), len(body), body))
+		if !strings.HasPrefix(ans, "RTSP/1.0 400") {
+			t.Fatalf("malformed SDP answered %q", ans)
+		}
+		// SDP that parses but carries no H264/H265.
+		sdp := "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n" +
+			"m=audio 0 RTP/AVP 0\r\na=control:trackID=0\r\n"
+		ans = rawRequest(t, e.srv.Addr(), fmt.Sprintf("ANNOUNCE rtsp://%s/idle RTSP/1.0\r\nCSeq: 1\r\n"+
+			"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s", e.srv.Addr(), len(sdp), sdp))
+		if !strings.HasPrefix(ans, "RTSP/1.0 400") {
+			t.Fatalf("audio-only SDP answered %q", ans)
+		}
+		// Garbage that is not RTSP at all: the connection is dropped, the
+		// server keeps serving.
+		c, err := net.Dial("tcp", e.srv.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Write([]byte("\x00\xff garbage \r\n\r\n"))
+		c.Close()
+		n := r.aus.Load()
+		waitFor(t, 3*time.Second, "frames after bad input", func() bool { return r.aus.Load() > n+10 })
+	})
+}
+
+func TestServerAuth(t *testing.T) {
+	authn := func(id, user, pass string, publish bool) bool {
+		if publish {
+			return user == "pub" && pass == "s3cret"
+		}
+		return user == "viewer" && pass == "v1ew"
+	}
+	e := newEnv(t, publishCams("cam1"), func(s *Server) { s.Authenticator = authn })
+	host := e.srv.Addr()
+
+	if _, _, err := recordClient(t, "rtsp://pub:wrong@"+host+"/cam1"); statusCode(err) != base.StatusUnauthorized {
+		t.Fatalf("publish with wrong password: %v, want 401", err)
+	}
+	if _, _, err := recordClient(t, "rtsp://viewer:v1ew@"+host+"/cam1"); statusCode(err) != base.StatusUnauthorized {
+		t.Fatalf("publish with reader credentials: %v, want 401", err)
+	}
+	ffmpegPush(t, "rtsp://pub:s3cret@"+host+"/cam1")
+	e.waitOnline(t, "cam1", 15*time.Second)
+
+	ans := rawRequest(t, host, fmt.Sprintf("DESCRIBE rtsp://%s/cam1 RTSP/1.0\r\nCSeq: 1\r\n\r\n", host))
+	if !strings.HasPrefix(ans, "RTSP/1.0 401") || !strings.Contains(ans, "WWW-Authenticate: Basic") {
+		t.Fatalf("DESCRIBE without credentials answered %q", ans)
+	}
+	if _, err := playGo(t, "rtsp://"+host+"/cam1", nil); statusCode(err) != base.StatusUnauthorized {
+		t.Fatalf("read without credentials: %v, want 401", err)
+	}
+	if _, err := playGo(t, "rtsp://viewer:nope@"+host+"/cam1", nil); statusCode(err) != base.StatusUnauthorized {
+		t.Fatalf("read with wrong credentials: %v, want 401", err)
+	}
+	r, err := playGo(t, "rtsp://viewer:v1ew@"+host+"/cam1", nil)
+	if err != nil {
+		t.Fatalf("read with right credentials: %v", err)
+	}
+	waitFor(t, 5*time.Second, "authenticated reader frames", func() bool { return r.aus.Load() > 10 })
+}
+
+// Readers over UDP share the camera's stream with TCP readers, and the RTP
+// timestamps of the source survive the relay.
+func TestServerUDPReadersShareFeed(t *testing.T) {
+	e := newEnv(t, publishCams("cam1"), func(s *Server) { s.UDPAddress = "127.0.0.1:0" })
+	if e.srv.UDPAddr() == "" {
+		t.Fatal("no UDP address")
+	}
+	// A Go publisher with known RTP timestamps.
+	aus := smallAUs(t)
+	pc, pm, err := recordClient(t, e.url("cam1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1}
+	if err := enc.Init(); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			pkts, _ := enc.Encode(aus[i%len(aus)])
+			for _, p := range pkts {
+				// Multiples of 3000 plus 7: a reader sees exactly these.
+				p.Timestamp = uint32(i)*3000 + 7
+				_ = pc.WritePacketRTP(pm, p)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	udp := gortsplib.TransportUDP
+	tcp := gortsplib.TransportTCP
+	r1, err := playGo(t, e.url("cam1"), &udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := playGo(t, e.url("cam1"), &tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "udp and tcp readers", func() bool { return r1.aus.Load() > 20 && r2.aus.Load() > 20 })
+	if ts := r1.lastTS.Load(); ts%3000 != 7 {
+		t.Fatalf("reader RTP timestamp %d is not the publisher's", ts)
+	}
+	if n := e.hub.Readers("cam1"); n != 1 {
+		t.Fatalf("hub readers = %d, want 1 shared feed", n)
+	}
+}
