@@ -1,0 +1,101 @@
+package builtin
+
+import (
+	"image"
+	"slices"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/imageflowcanvas/imageflow/processors"
+)
+
+// benchFrames returns consecutive vtest.avi frames scaled to 640x360, the
+// detection size a live camera is sampled at.
+func benchFrames(b *testing.B, n int) []gocv.Mat {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	src := videoFrames(b, vtestPath, idx...)
+	out := make([]gocv.Mat, n)
+	for i, f := range src {
+		out[i] = gocv.NewMat()
+		gocv.Resize(f, &out[i], image.Pt(640, 360), 0, 0, gocv.InterpolationArea)
+	}
+	b.Cleanup(func() {
+		for i := range out {
+			out[i].Close()
+		}
+	})
+	return out
+}
+
+// benchProcessor runs one processor over frames in turn and reports the
+// median and 99th percentile of the per-frame time next to the mean.
+func benchProcessor(b *testing.B, spec processors.Spec, params map[string]any, frames []gocv.Mat) {
+	r := newRunner(b, build(b, spec, params))
+	// Warm up: first calls size the output buffers and seed state.
+	for i := 0; i < 2; i++ {
+		if err := r.try(frames[i%len(frames)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	durs := make([]time.Duration, 0, b.N)
+	b.SetBytes(int64(frames[0].Total() * frames[0].Channels()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := r.try(frames[i%len(frames)]); err != nil {
+			b.Fatal(err)
+		}
+		durs = append(durs, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(durs)
+	pct := func(p float64) float64 {
+		return float64(durs[min(len(durs)-1, int(p*float64(len(durs))))].Microseconds())
+	}
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+}
+
+func BenchmarkResize(b *testing.B) {
+	benchProcessor(b, ResizeSpec(), map[string]any{"width": 320}, benchFrames(b, 1))
+}
+
+func BenchmarkFilter(b *testing.B) {
+	frames := benchFrames(b, 1)
+	for _, c := range []struct {
+		name   string
+		params map[string]any
+	}{
+		{"grayscale", map[string]any{"mode": "grayscale"}},
+		{"blur", map[string]any{"mode": "blur", "kernel_size": 5}},
+		{"sharpen", map[string]any{"mode": "sharpen"}},
+		{"edges", map[string]any{"mode": "edges"}},
+		{"threshold", map[string]any{"mode": "threshold"}},
+		{"color_hsv", map[string]any{"mode": "color", "conversion": "bgr2hsv"}},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchProcessor(b, FilterSpec(), c.params, frames) })
+	}
+}
+
+func BenchmarkMotion(b *testing.B) {
+	// Consecutive frames of people walking: the model sees real motion.
+	benchProcessor(b, MotionSpec(), nil, benchFrames(b, 25))
+}
+
+func BenchmarkOverlay(b *testing.B) {
+	benchProcessor(b, OverlaySpec(), nil, benchFrames(b, 1))
+}
+
+func BenchmarkDetectHOG(b *testing.B) {
+	benchProcessor(b, DetectSpec(), map[string]any{"backend": "hog"}, benchFrames(b, 5))
+}
+
+func BenchmarkDetectHaar(b *testing.B) {
+	benchProcessor(b, DetectSpec(), map[string]any{"backend": "haar"}, benchFrames(b, 5))
+}
