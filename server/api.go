@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/ingest/usb"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -42,6 +43,7 @@ func (s *Server) routes() []route {
 		{method: "PUT", path: "/api/v1/pipelines/:id", summary: "Replace a pipeline", handler: s.updatePipeline, request: "Pipeline", response: "Pipeline", statuses: []int{200, 400, 404, 409}},
 		{method: "DELETE", path: "/api/v1/pipelines/:id", summary: "Delete a pipeline not used by a camera", handler: s.deletePipeline, statuses: []int{204, 400, 404, 409}},
 		{method: "GET", path: "/api/v1/processors", summary: "List processors and their parameters", handler: s.listProcessors, response: "ProcessorList", statuses: []int{200}},
+		{method: "GET", path: "/api/v1/devices", summary: "List USB/V4L2 capture devices and their formats", handler: s.listDevices, response: "DeviceList", statuses: []int{200}},
 		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, statuses: []int{200}},
 	}
 }
@@ -437,3 +439,14 @@ func (s *Server) listProcessors(c *fiber.Ctx) error {
 
 // cloneCamera copies a stored camera for goroutines that outlive a request.
 func cloneCamera(c *busv1.Camera) *busv1.Camera { return proto.Clone(c).(*busv1.Camera) }
+
+func (s *Server) listDevices(c *fiber.Ctx) error {
+	devs, err := usb.ListDevices()
+	if err != nil {
+		return writeError(c, err)
+	}
+	if devs == nil {
+		devs = []usb.Device{}
+	}
+	return c.JSON(fiber.Map{"items": devs})
+}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
 // Config is the whole configuration of `imageflow serve`. It is filled in one
@@ -24,10 +26,20 @@ type Config struct {
 	HTTPAddr string `yaml:"http"`
 	// RTSPAddr serves RTSP readers and publishers; empty disables RTSP.
 	RTSPAddr string `yaml:"rtsp"`
+	// RTSPUDPAddr enables RTSP over UDP (RTP on this even port, RTCP on the
+	// next); empty serves RTSP over TCP only.
+	RTSPUDPAddr string `yaml:"rtsp_udp"`
 	// GRPCAddr serves the streaming and processor gRPC services.
 	GRPCAddr string `yaml:"grpc"`
 	// WebRTCUDPAddr is the one UDP port all WebRTC peers share.
 	WebRTCUDPAddr string `yaml:"webrtc_udp"`
+	// WebRTCTCPAddr opens ICE-TCP for networks that block UDP; empty disables.
+	WebRTCTCPAddr string `yaml:"webrtc_tcp"`
+	// WebRTCHosts are the addresses announced to peers instead of the
+	// machine's own (NAT 1:1, e.g. a public IP).
+	WebRTCHosts []string `yaml:"webrtc_hosts"`
+	// ICEServers are STUN/TURN servers handed to every peer.
+	ICEServers []live.ICEServer `yaml:"ice_servers"`
 	// NATSAddr opens the NATS client port; empty (default) keeps it closed.
 	NATSAddr     string `yaml:"nats"`
 	NATSUser     string `yaml:"nats_user"`
@@ -49,6 +61,10 @@ type Config struct {
 	BodyLimit int `yaml:"body_limit"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DetectFPS is how many frames per second a camera's pipeline sees.
+	DetectFPS float64 `yaml:"detect_fps"`
+	// DetectWidth is the width frames are scaled to for processing.
+	DetectWidth int `yaml:"detect_width"`
 	// Demo creates the demo camera and pipeline on first start.
 	Demo bool `yaml:"demo"`
 	// LogLevel is debug, info, warn or error.
@@ -67,6 +83,8 @@ func Defaults() Config {
 		VideoWindow:     5 * time.Second,
 		BodyLimit:       4 << 20,
 		ShutdownTimeout: 5 * time.Second,
+		DetectFPS:       5,
+		DetectWidth:     640,
 		Demo:            true,
 		LogLevel:        "info",
 	}
@@ -127,6 +145,12 @@ func setField(f reflect.Value, raw string) error {
 			return errors.New("want true or false")
 		}
 		f.SetBool(b)
+	case float64:
+		n, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return errors.New("want a number")
+		}
+		f.SetFloat(n)
 	case int:
 		n, err := strconv.Atoi(raw)
 		if err != nil {
@@ -139,6 +163,16 @@ func setField(f reflect.Value, raw string) error {
 			return errors.New(`want a duration such as "10s"`)
 		}
 		f.SetInt(int64(d))
+	case []live.ICEServer:
+		// IFC_ICE_SERVERS=stun:host:3478,stun:other:3478 (TURN with
+		// credentials needs the YAML file).
+		var out []live.ICEServer
+		for _, u := range strings.Split(raw, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				out = append(out, live.ICEServer{URLs: []string{u}})
+			}
+		}
+		f.Set(reflect.ValueOf(out))
 	case []string:
 		var out []string
 		for _, s := range strings.Split(raw, ",") {
@@ -160,6 +194,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.RTSPAddr, "rtsp", c.RTSPAddr, "RTSP address (empty disables)")
 	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "gRPC address (empty disables)")
 	fs.StringVar(&c.WebRTCUDPAddr, "webrtc-udp", c.WebRTCUDPAddr, "UDP address shared by all WebRTC peers")
+	fs.StringVar(&c.WebRTCTCPAddr, "webrtc-tcp", c.WebRTCTCPAddr, "TCP address for ICE-TCP when UDP is blocked (empty disables)")
 	fs.StringVar(&c.NATSAddr, "nats", c.NATSAddr, "NATS client port address (off when empty; needs nats_user/nats_password)")
 	fs.BoolVar(&c.Demo, "demo", c.Demo, "create the demo camera on first start")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
@@ -176,7 +211,7 @@ func (c *Config) Validate() error {
 	if err := checkAddr(c.HTTPAddr, false); err != nil {
 		return bad("http", strconv.Quote(c.HTTPAddr), err.Error())
 	}
-	for _, a := range []struct{ name, value string }{{"rtsp", c.RTSPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"nats", c.NATSAddr}} {
+	for _, a := range []struct{ name, value string }{{"rtsp", c.RTSPAddr}, {"rtsp_udp", c.RTSPUDPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"webrtc_tcp", c.WebRTCTCPAddr}, {"nats", c.NATSAddr}} {
 		if err := checkAddr(a.value, true); err != nil {
 			return bad(a.name, strconv.Quote(a.value), err.Error())
 		}
@@ -194,6 +229,27 @@ func (c *Config) Validate() error {
 		if len(tok) < 8 {
 			return bad(fmt.Sprintf("api_tokens[%d]", i), "***", "a token needs at least 8 characters")
 		}
+	}
+	for i, ice := range c.ICEServers {
+		if len(ice.URLs) == 0 {
+			return bad(fmt.Sprintf("ice_servers[%d].urls", i), "[]", "needs at least one stun: or turn: URL")
+		}
+		for _, u := range ice.URLs {
+			if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				return bad(fmt.Sprintf("ice_servers[%d].urls", i), strconv.Quote(u), "want stun:, stuns:, turn: or turns:")
+			}
+		}
+	}
+	for i, h := range c.WebRTCHosts {
+		if net.ParseIP(h) == nil {
+			return bad(fmt.Sprintf("webrtc_hosts[%d]", i), strconv.Quote(h), "want an IP address")
+		}
+	}
+	if c.DetectFPS <= 0 || c.DetectFPS > 60 {
+		return bad("detect_fps", c.DetectFPS, "want 0 < fps <= 60")
+	}
+	if c.DetectWidth < 64 || c.DetectWidth > 4096 {
+		return bad("detect_width", c.DetectWidth, "want 64..4096")
 	}
 	if c.BodyLimit < 1024 {
 		return bad("body_limit", c.BodyLimit, "must be at least 1024")

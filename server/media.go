@@ -1,4 +1,214 @@
 package server
 
-// mediaRoutes lists the WHIP/WHEP endpoints.
-func (s *Server) mediaRoutes() []route { return nil }
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/server/live"
+)
+
+// maxSDP bounds an SDP offer or trickle fragment; real offers are a few KiB.
+const maxSDP = 64 << 10
+
+// mediaRoutes lists the WHIP/WHEP endpoints (RFC 9725 and the WHEP draft):
+// POST an offer, PATCH trickle ICE, DELETE to end the session.
+func (s *Server) mediaRoutes() []route {
+	if s.Config.WebRTCUDPAddr == "" {
+		return nil
+	}
+	return []route{
+		{method: "POST", path: "/api/v1/cameras/:id/whep", summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", handler: s.whepOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 415, 503}},
+		{method: "PATCH", path: "/api/v1/cameras/:id/whep/:session", summary: "Trickle ICE for a WHEP session", handler: s.whepPatch, request: "SDP", statuses: []int{204, 400, 404}},
+		{method: "DELETE", path: "/api/v1/cameras/:id/whep/:session", summary: "End a WHEP session", handler: s.whepDelete, statuses: []int{200, 404}},
+		{method: "POST", path: "/api/v1/cameras/:id/whip", summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", handler: s.whipOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 409, 415, 503}},
+		{method: "PATCH", path: "/api/v1/cameras/:id/whip/:session", summary: "Trickle ICE for a WHIP session", handler: s.whipPatch, request: "SDP", statuses: []int{204, 400, 404}},
+		{method: "DELETE", path: "/api/v1/cameras/:id/whip/:session", summary: "End a WHIP session", handler: s.whipDelete, statuses: []int{200, 404}},
+	}
+}
+
+// sdpBody checks the content type and size of an SDP request body.
+func sdpBody(c *fiber.Ctx, want string) (string, error) {
+	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
+	if ct != want {
+		return "", fiber.NewError(fiber.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type must be %s, got %q", want, ct))
+	}
+	body := c.Body()
+	if len(body) > maxSDP {
+		return "", fmt.Errorf("%w: SDP of %d bytes, at most %d", ErrTooLarge, len(body), maxSDP)
+	}
+	if len(body) == 0 {
+		return "", invalidf("empty SDP")
+	}
+	return string(body), nil
+}
+
+// mediaError maps WebRTC errors to the API's errors.
+func mediaError(err error) error {
+	switch {
+	case errors.Is(err, iwebrtc.ErrBadSDP), errors.Is(err, iwebrtc.ErrCodecNotSupported):
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	case errors.Is(err, iwebrtc.ErrSessionNotFound):
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case errors.Is(err, iwebrtc.ErrNotSupported):
+		return fiber.NewError(fiber.StatusNotImplemented, err.Error())
+	case errors.Is(err, live.ErrNoVideo), errors.Is(err, iwebrtc.ErrClosed):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case errors.Is(err, ErrPublisherBusy):
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}
+
+func (s *Server) mediaContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, 15*time.Second)
+}
+
+func (s *Server) whepOffer(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	offer, err := sdpBody(c, "application/sdp")
+	if err != nil {
+		return writeError(c, err)
+	}
+	if _, _, err := s.cameras.get(c.UserContext(), id); err != nil {
+		return writeError(c, err)
+	}
+	ctx, cancel := s.mediaContext(c)
+	defer cancel()
+	answer, session, err := s.webrtc.NewViewer(ctx, id, offer, s.hub, s)
+	if err != nil {
+		return writeError(c, mediaError(err))
+	}
+	c.Location("/api/v1/cameras/" + id + "/whep/" + session)
+	c.Set(fiber.HeaderContentType, "application/sdp")
+	return c.Status(fiber.StatusCreated).SendString(answer)
+}
+
+func (s *Server) whepPatch(c *fiber.Ctx) error {
+	frag, err := sdpBody(c, "application/trickle-ice-sdpfrag")
+	if err != nil {
+		return writeError(c, err)
+	}
+	session := c.Params("session")
+	if s.webrtc.SessionCamera(session) != c.Params("id") {
+		return writeError(c, fmt.Errorf("%w: WHEP session %q", ErrNotFound, session))
+	}
+	if err := s.webrtc.PatchViewer(session, frag); err != nil {
+		return writeError(c, mediaError(err))
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Server) whepDelete(c *fiber.Ctx) error {
+	session := c.Params("session")
+	if s.webrtc.SessionCamera(session) != c.Params("id") {
+		return writeError(c, fmt.Errorf("%w: WHEP session %q", ErrNotFound, session))
+	}
+	if err := s.webrtc.CloseSession(session); err != nil {
+		return writeError(c, mediaError(err))
+	}
+	return c.SendStatus(fiber.StatusOK)
+}
+
+func (s *Server) whipOffer(c *fiber.Ctx) error {
+	id, err := pathID(c)
+	if err != nil {
+		return writeError(c, err)
+	}
+	offer, err := sdpBody(c, "application/sdp")
+	if err != nil {
+		return writeError(c, err)
+	}
+	sink, release, err := s.super.acquirePublisher(id)
+	if err != nil {
+		return writeError(c, mediaError(err))
+	}
+	ctx, cancel := s.mediaContext(c)
+	defer cancel()
+	answer, session, err := s.whip.Offer(ctx, id, offer, sink, release)
+	if err != nil {
+		release()
+		return writeError(c, mediaError(err))
+	}
+	c.Location("/api/v1/cameras/" + id + "/whip/" + session)
+	c.Set(fiber.HeaderContentType, "application/sdp")
+	return c.Status(fiber.StatusCreated).SendString(answer)
+}
+
+func (s *Server) whipPatch(c *fiber.Ctx) error {
+	frag, err := sdpBody(c, "application/trickle-ice-sdpfrag")
+	if err != nil {
+		return writeError(c, err)
+	}
+	session := c.Params("session")
+	if s.whip.Camera(session) != c.Params("id") {
+		return writeError(c, fmt.Errorf("%w: WHIP session %q", ErrNotFound, session))
+	}
+	if err := s.whip.Patch(session, frag); err != nil {
+		return writeError(c, mediaError(err))
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func (s *Server) whipDelete(c *fiber.Ctx) error {
+	session := c.Params("session")
+	if s.whip.Camera(session) != c.Params("id") {
+		return writeError(c, fmt.Errorf("%w: WHIP session %q", ErrNotFound, session))
+	}
+	if err := s.whip.Delete(session); err != nil {
+		return writeError(c, mediaError(err))
+	}
+	return c.SendStatus(fiber.StatusOK)
+}
+
+// SubscribeResults implements live.ResultSource: a camera's pipeline results
+// from ifc.results.<cam>.
+func (s *Server) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
+	sub, err := s.bus.Conn().Subscribe(s.bus.Subjects().Results(cam), func(m *nats.Msg) {
+		r := &busv1.Result{}
+		if proto.Unmarshal(m.Data, r) == nil {
+			fn(r)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// startWebRTC opens the shared WebRTC port and the WHIP endpoint.
+func (s *Server) startWebRTC() error {
+	if s.Config.WebRTCUDPAddr == "" {
+		return nil
+	}
+	eng, err := live.NewEngine(live.EngineConfig{
+		UDPAddr:       s.Config.WebRTCUDPAddr,
+		TCPAddr:       s.Config.WebRTCTCPAddr,
+		ICEServers:    s.Config.ICEServers,
+		HostAddresses: s.Config.WebRTCHosts,
+		Logger:        s.Logger.With("component", "webrtc"),
+	})
+	if err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	s.webrtc = eng
+	s.listen.WebRTCUDP = eng.UDPAddr().String()
+	if a := eng.TCPAddr(); a != nil {
+		s.listen.WebRTCTCP = a.String()
+	}
+	s.whip, err = iwebrtc.NewPublisher(iwebrtc.PublisherConfig{
+		API: eng.API(), Configuration: eng.Configuration(), Logger: s.Logger.With("component", "whip"),
+	})
+	return err
+}

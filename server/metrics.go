@@ -16,6 +16,8 @@ type metrics struct {
 	httpRequests *prometheus.CounterVec
 	httpLatency  *prometheus.HistogramVec
 	liveDrops    *prometheus.CounterVec
+	remoteErrors *prometheus.CounterVec
+	rtspLatency  prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, b *bus.Bus) *metrics {
@@ -30,8 +32,15 @@ func newMetrics(reg prometheus.Registerer, b *bus.Bus) *metrics {
 		liveDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imageflow_live_dropped_total", Help: "Access units dropped for slow live readers, by camera and reader kind.",
 		}, []string{"camera", "reader"}),
+		remoteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imageflow_remote_processor_errors_total", Help: "Failed calls to remote gRPC processors, by address.",
+		}, []string{"address"}),
+		rtspLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "imageflow_rtsp_egress_latency_seconds", Help: "Server-added latency from ingest to RTSP egress of an access unit.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
+		}),
 	}
-	reg.MustRegister(m.httpRequests, m.httpLatency, m.liveDrops, &busCollector{bus: b})
+	reg.MustRegister(m.httpRequests, m.httpLatency, m.liveDrops, m.remoteErrors, m.rtspLatency, &busCollector{bus: b})
 	return m
 }
 

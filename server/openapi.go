@@ -137,5 +137,7 @@ func openAPISchemas() map[string]any {
 		"PipelineList":  obj(map[string]any{"items": arr(pipeline)}),
 		"Processor":     processor,
 		"ProcessorList": obj(map[string]any{"items": arr(processor)}),
+		"DeviceList": obj(map[string]any{"items": arr(obj(map[string]any{"path": str, "name": str, "driver": str,
+			"formats": arr(obj(map[string]any{"fourcc": str, "description": str}))}))}),
 	}
 }

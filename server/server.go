@@ -22,8 +22,11 @@ import (
 
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
 // Server is one running `imageflow serve`. Exported fields are configuration.
@@ -43,6 +46,12 @@ type Server struct {
 	pipelines *kvStore[*busv1.Pipeline]
 	metrics   *metrics
 	super     *supervisor
+
+	rtsp        *rtsp.Server
+	procMetrics *processors.Metrics
+	decoders    *decoderCounters
+	webrtc      *live.Engine
+	whip        *iwebrtc.Publisher
 
 	app     *fiber.App
 	httpLn  net.Listener
@@ -65,6 +74,7 @@ type Listen struct {
 	RTSP      string `json:"rtsp,omitempty"`
 	GRPC      string `json:"grpc,omitempty"`
 	WebRTCUDP string `json:"webrtc_udp,omitempty"`
+	WebRTCTCP string `json:"webrtc_tcp,omitempty"`
 	NATS      string `json:"nats,omitempty"`
 	PID       int    `json:"pid"`
 }
@@ -117,8 +127,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.hub.OnDrop = func(cam, kind string) { s.metrics.liveDrops.WithLabelValues(cam, kind).Inc() }
 
+	if err := s.startWebRTC(); err != nil {
+		return err
+	}
+	s.procMetrics = processors.NewMetrics(s.Registerer)
+	s.decoders = newDecoderCounters()
 	s.super = newSupervisor(s)
-	s.Registerer.MustRegister(s.super)
+	s.Registerer.MustRegister(s.super, s.decoders)
+	if err := s.startRTSP(); err != nil {
+		return fmt.Errorf("rtsp: %w", err)
+	}
 
 	if s.Config.Demo {
 		if err := s.ensureDemo(ctx); err != nil {
@@ -236,6 +254,15 @@ func (s *Server) Close() error {
 				s.grpcSrv.Stop()
 				<-stopped
 			}
+		}
+		if s.rtsp != nil {
+			s.rtsp.Close()
+		}
+		if s.whip != nil {
+			s.whip.Close()
+		}
+		if s.webrtc != nil {
+			s.webrtc.Close()
 		}
 		if s.super != nil {
 			s.super.stopAll()

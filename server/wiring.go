@@ -1,8 +1,21 @@
 package server
 
 import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/ingest/file"
+	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
+	"github.com/imageflowcanvas/imageflow/ingest/usb"
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/builtin"
+	"github.com/imageflowcanvas/imageflow/processors/framesource"
+	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -12,11 +25,160 @@ import (
 // registerBuiltins adds the built-in processors.
 func registerBuiltins(r *processors.Registry) { builtin.Register(r) }
 
-// sourceFactories maps a source scheme to its ingest adapter.
-func (s *Server) sourceFactories() map[string]sourceFactory {
-	return map[string]sourceFactory{}
+// remoteFactory builds the client of a grpc://host:port pipeline step; its
+// failed attempts are counted per address.
+func (s *Server) remoteFactory(addr string, params map[string]any) (processors.Processor, error) {
+	return remote.NewClient(addr, remote.ClientOptions{
+		Params:  params,
+		OnError: func(err error) { s.metrics.remoteErrors.WithLabelValues(addr).Inc() },
+	})
 }
 
-// startLive starts a camera's live components (decoder, pipeline) and
-// returns their stop functions.
-func (s *Server) startLive(cam *busv1.Camera) []func() { return nil }
+// sourceFactories maps a source scheme to its ingest adapter.
+func (s *Server) sourceFactories() map[string]sourceFactory {
+	f := map[string]sourceFactory{
+		"rtsp": func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
+			return rtsp.NewSource(rtsp.SourceConfig{Camera: cam.Id, URL: cam.Source, Sink: sink,
+				Logger: s.Logger.With("camera", cam.Id, "source", "rtsp")}), nil
+		},
+		"file": func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
+			return file.NewSource(file.Config{Camera: cam.Id, Path: cam.Source, Sink: sink,
+				Logger: s.Logger.With("camera", cam.Id, "source", "file")})
+		},
+		"usb": func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
+			return usb.NewSource(usb.Config{Camera: cam.Id, Device: cam.Source, Sink: sink,
+				Logger: s.Logger.With("camera", cam.Id, "source", "usb")})
+		},
+	}
+	f["rtsps"] = f["rtsp"]
+	if s.webrtc != nil {
+		whep := func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
+			return iwebrtc.NewWHEPSource(iwebrtc.WHEPSourceConfig{
+				URL: cam.Source, Camera: cam.Id, Sink: sink,
+				API: s.webrtc.API(), Configuration: s.webrtc.Configuration(),
+				Logger: s.Logger.With("camera", cam.Id, "source", "whep"),
+			})
+		}
+		f["whep"], f["wheps"] = whep, whep
+	}
+	return f
+}
+
+// startLive starts a camera's processing: one decoder per camera publishing
+// sampled frames, and its pipeline on them. It returns their stop functions.
+func (s *Server) startLive(cam *busv1.Camera) []func() {
+	if cam.Pipeline == "" {
+		return nil
+	}
+	log := s.Logger.With("camera", cam.Id, "pipeline", cam.Pipeline)
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	p, _, err := s.pipelines.get(ctx, cam.Pipeline)
+	cancel()
+	if err != nil {
+		log.Warn("pipeline not started", "error", err)
+		return nil
+	}
+	runner := &processors.LiveRunner{
+		Camera: cam.Id, Pipeline: p, Registry: s.Registry,
+		Conn: s.bus.Conn(), Subjects: s.bus.Subjects(), Metrics: s.procMetrics, Logger: log,
+		Options: []processors.Option{processors.WithRemote(s.remoteFactory)},
+	}
+	if err := runner.Start(); err != nil {
+		log.Warn("pipeline not started", "error", err)
+		return nil
+	}
+	frames := &framesource.Runner{
+		Camera: cam.Id, Hub: s.hub, Conn: s.bus.Conn(), Subjects: s.bus.Subjects(),
+		FPS: s.Config.DetectFPS, Width: s.Config.DetectWidth, Logger: log,
+	}
+	fctx, fcancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	s.decoders.register(cam.Id, &frames.Counters)
+	go func() {
+		defer close(done)
+		if err := frames.Run(fctx); err != nil && fctx.Err() == nil {
+			log.Warn("decoder stopped", "error", err)
+		}
+	}()
+	return []func(){
+		func() { fcancel(); <-done; s.decoders.unregister(cam.Id) },
+		func() { _ = runner.Close() },
+	}
+}
+
+// startRTSP serves RTSP publishers and readers.
+func (s *Server) startRTSP() error {
+	if s.Config.RTSPAddr == "" {
+		return nil
+	}
+	srv := &rtsp.Server{
+		Address:    s.Config.RTSPAddr,
+		UDPAddress: s.Config.RTSPUDPAddr,
+		Cameras:    rtspCameras{s},
+		Hub:        s.hub,
+		Publishers: s.super.acquirePublisher,
+		Logger:     s.Logger.With("component", "rtsp"),
+		OnLatency:  func(cam string, d time.Duration) { s.metrics.rtspLatency.Observe(d.Seconds()) },
+	}
+	if len(s.Config.APITokens) > 0 {
+		// RTSP clients carry the API token as the password (any user name):
+		// rtsp://imageflow:<token>@host:8554/<camera>.
+		srv.Authenticator = func(id, user, pass string, publish bool) bool { return s.tokenValid(pass) }
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	s.rtsp = srv
+	s.listen.RTSP = srv.Addr()
+	return nil
+}
+
+// rtspCameras lets the RTSP server look cameras up in the store.
+type rtspCameras struct{ s *Server }
+
+func (r rtspCameras) LookupCamera(id string) (rtsp.CameraInfo, error) {
+	ctx, cancel := context.WithTimeout(r.s.ctx, 5*time.Second)
+	defer cancel()
+	cam, _, err := r.s.cameras.get(ctx, id)
+	if err != nil {
+		return rtsp.CameraInfo{}, rtsp.ErrCameraNotFound
+	}
+	return rtsp.CameraInfo{Source: cam.Source, Enabled: cam.Enabled}, nil
+}
+
+// decoderCounters exports every camera decoder's counters at scrape time.
+type decoderCounters struct {
+	mu   sync.Mutex
+	cams map[string]*framesource.Counters
+}
+
+func newDecoderCounters() *decoderCounters {
+	return &decoderCounters{cams: map[string]*framesource.Counters{}}
+}
+
+func (d *decoderCounters) register(cam string, c *framesource.Counters) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cams[cam] = c
+}
+
+func (d *decoderCounters) unregister(cam string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.cams, cam)
+}
+
+var decoderDesc = prometheus.NewDesc("imageflow_decoder_frames_total", "Decoder activity per camera: decoded, published, skipped, errors.", []string{"camera", "event"}, nil)
+
+func (d *decoderCounters) Describe(ch chan<- *prometheus.Desc) { ch <- decoderDesc }
+
+func (d *decoderCounters) Collect(ch chan<- prometheus.Metric) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for cam, c := range d.cams {
+		ch <- prometheus.MustNewConstMetric(decoderDesc, prometheus.CounterValue, float64(c.Decoded.Load()), cam, "decoded")
+		ch <- prometheus.MustNewConstMetric(decoderDesc, prometheus.CounterValue, float64(c.Published.Load()), cam, "published")
+		ch <- prometheus.MustNewConstMetric(decoderDesc, prometheus.CounterValue, float64(c.Skipped.Load()), cam, "skipped")
+		ch <- prometheus.MustNewConstMetric(decoderDesc, prometheus.CounterValue, float64(c.Errors.Load()), cam, "errors")
+	}
+}
