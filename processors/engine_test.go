@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -439,4 +441,54 @@ func collectCount(c prometheus.Collector) int {
 		n++
 	}
 	return n
+}
+
+// benchPipeline runs a pipeline over frames and reports p50/p99 per frame.
+func benchPipeline(b *testing.B, p *busv1.Pipeline, frames []gocv.Mat) {
+	pl := compile(b, builtins(), p)
+	for i := 0; i < 2; i++ {
+		if _, err := pl.Run(context.Background(), frames[i%len(frames)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	durs := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := pl.Run(context.Background(), frames[i%len(frames)]); err != nil {
+			b.Fatal(err)
+		}
+		durs = append(durs, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(durs)
+	b.ReportMetric(float64(durs[len(durs)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(durs[min(len(durs)-1, len(durs)*99/100)].Microseconds()), "p99-µs")
+}
+
+// BenchmarkEngineImageSteps measures the engine's own cost around cheap
+// steps: three image steps on a 768x576 frame.
+func BenchmarkEngineImageSteps(b *testing.B) {
+	benchPipeline(b, pipe("cheap",
+		st(b, "small", "resize", map[string]any{"width": 640, "height": 360, "keep_aspect": false}),
+		st(b, "gray", "filter", map[string]any{"mode": "grayscale"}, "small"),
+		st(b, "draw", "overlay", nil, "gray"),
+	), vtestFrames(b, 0))
+}
+
+// BenchmarkEngineLiveDetection is the default live pipeline: downscale,
+// motion, motion-gated HOG, overlay, over consecutive frames of people
+// walking.
+func BenchmarkEngineLiveDetection(b *testing.B) {
+	idx := make([]int, 25)
+	for i := range idx {
+		idx[i] = i
+	}
+	benchPipeline(b, pipe("live",
+		st(b, "small", "resize", map[string]any{"width": 640, "height": 360, "keep_aspect": false}),
+		st(b, "moving", "motion", nil, "small"),
+		st(b, "people", "detect", map[string]any{"backend": "hog", "gate": "only_if_motion"}, "small", "moving"),
+		st(b, "draw", "overlay", nil, "small", "people"),
+	), vtestFrames(b, idx...))
 }

@@ -209,8 +209,11 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 }
 
 // decode turns a frame into a BGR Mat. Raw frames are copied into the
-// runner's reused buffer; JPEG and PNG get a new Mat (decoded = true) that
-// the caller closes, as gocv cannot decode into an existing one.
+// runner's reused buffer (one memcpy, no allocation); gocv.NewMatFromBytes
+// would not copy but wraps the slice in a new cv::Mat header per frame and
+// ties the Mat to the message's memory. JPEG and PNG get a new Mat
+// (decoded = true) that the caller closes, as gocv v0.31 cannot decode into
+// an existing one.
 func (r *LiveRunner) decode(f *busv1.Frame) (gocv.Mat, bool, error) {
 	switch f.Format {
 	case busv1.PixelFormat_PIXEL_FORMAT_JPEG, busv1.PixelFormat_PIXEL_FORMAT_PNG:
