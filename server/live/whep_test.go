@@ -159,7 +159,7 @@ func TestWHEPPionViewer(t *testing.T) {
 
 // A viewer whose peer vanishes without DELETE is cleaned up by ICE failure.
 func TestWHEPSessionEndsOnICEFailure(t *testing.T) {
-	e := newEnv(t, EngineConfig{})
+	e := newEnv(t, EngineConfig{NoVideoTimeout: 10 * time.Second})
 	startFeed(t, e, "cam1")
 	v, offer := newPionViewer(t, e)
 	code, ans, _ := whepPost(t, e.srv.URL+"/whep/cam1", offer)
@@ -175,7 +175,7 @@ func TestWHEPSessionEndsOnICEFailure(t *testing.T) {
 }
 
 func TestWHEPBadInput(t *testing.T) {
-	e := newEnv(t, EngineConfig{NoVideoTimeout: 1500 * time.Millisecond})
+	e := newEnv(t, EngineConfig{NoVideoTimeout: 10 * time.Second})
 	ctx := context.Background()
 
 	for name, sdp := range map[string]string{
@@ -192,9 +192,11 @@ func TestWHEPBadInput(t *testing.T) {
 	nv, offer := newPionViewer(t, e)
 	defer nv.pc.Close()
 	start := time.Now()
+	e.engine.cfg.NoVideoTimeout = 300 * time.Millisecond
 	if _, _, err := e.engine.NewViewer(ctx, "nocam", offer, e.hub, e.rs); !errors.Is(err, ErrNoVideo) {
 		t.Fatalf("no video: err = %v", err)
 	}
+	e.engine.cfg.NoVideoTimeout = 10 * time.Second
 	if time.Since(start) > 3*time.Second {
 		t.Fatal("NoVideoTimeout not honoured")
 	}
