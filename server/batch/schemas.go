@@ -1,0 +1,64 @@
+package batch
+
+import "github.com/nats-io/nats.go/jetstream"
+
+func jetstreamPurgeSubject(s string) jetstream.StreamPurgeOpt { return jetstream.WithPurgeSubject(s) }
+
+func obj(props map[string]any, required ...string) map[string]any {
+	o := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		o["required"] = required
+	}
+	return o
+}
+
+var (
+	tString  = map[string]any{"type": "string"}
+	tInt     = map[string]any{"type": "integer"}
+	tNumber  = map[string]any{"type": "number"}
+	tTime    = map[string]any{"type": "string", "format": "date-time"}
+	tState   = map[string]any{"type": "string", "enum": []string{StateQueued, StateRunning, StateDone, StateFailed, StateCancelled}}
+	tFState  = map[string]any{"type": "string", "enum": []string{FilePending, FileRunning, FileDone, FileFailed, FileCancelled}}
+	tStrMap  = map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}
+	tTimings = map[string]any{"type": "array", "items": obj(map[string]any{"id": tString, "processor": tString, "duration_ms": tNumber, "error": tString})}
+)
+
+func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
+
+// Schemas are the OpenAPI component schemas the batch routes reference.
+func (m *Manager) Schemas() map[string]any {
+	summaryProps := map[string]any{
+		"id": tString, "pipeline": tString, "state": tState, "total": tInt, "done": tInt, "failed": tInt,
+		"cancelled": tInt, "percent": tNumber, "created_at": tTime, "updated_at": tTime, "finished_at": tTime,
+	}
+	execProps := map[string]any{"files": map[string]any{"type": "array", "items": ref("ExecutionFile")},
+		"pipeline_spec": map[string]any{"type": "object", "description": "The pipeline as it was when the execution started"}}
+	for k, v := range summaryProps {
+		execProps[k] = v
+	}
+	return map[string]any{
+		"Upload": obj(map[string]any{
+			"files":         map[string]any{"type": "array", "items": map[string]any{"type": "string", "format": "binary"}, "description": "One or more images (JPEG, PNG, ...)"},
+			"pipeline":      map[string]any{"type": "string", "description": "Id of a stored pipeline"},
+			"pipeline_json": map[string]any{"type": "string", "description": "An inline pipeline, the JSON of POST /api/v1/pipelines"},
+		}, "files"),
+		"ExecutionCreated": obj(map[string]any{"id": tString, "state": tState, "pipeline": tString, "total": tInt,
+			"status": tString, "events": tString, "ws": tString, "results": tString}, "id"),
+		"ExecutionSummary": obj(summaryProps, "id", "state"),
+		"ExecutionList": obj(map[string]any{"executions": map[string]any{"type": "array", "items": ref("ExecutionSummary")},
+			"next_cursor": tString, "total": tInt}, "executions"),
+		"Execution": obj(execProps, "id", "state", "files"),
+		"ExecutionFile": obj(map[string]any{"index": tInt, "name": tString, "size": tInt, "content_type": tString,
+			"state": tFState, "error": tString, "attempts": tInt, "duration_ms": tNumber, "steps": tTimings,
+			"detections": tInt, "output": tString, "finished_at": tTime}, "index", "state"),
+		"FileResult": obj(map[string]any{"execution": tString, "index": tInt, "file": tString, "pipeline": tString,
+			"width": tInt, "height": tInt, "detections": map[string]any{"type": "array", "items": ref("BatchDetection")},
+			"values": tStrMap, "steps": tTimings, "duration_ms": tNumber, "attempt": tInt, "image": tString}),
+		"BatchDetection": obj(map[string]any{"x": tNumber, "y": tNumber, "w": tNumber, "h": tNumber, "label": tString,
+			"score": tNumber, "class_id": tInt, "track_id": tInt}),
+		"ExecutionProgress": obj(map[string]any{"execution": tString, "state": tState, "index": tInt,
+			"file_state": map[string]any{"type": "string", "description": "FILE_STATE_*; FILE_STATE_UNSPECIFIED marks a message about the whole execution"},
+			"error":      tString, "done": tInt, "failed": tInt, "total": tInt, "percent": tNumber,
+			"unix_nano": tString, "duration_ns": tString}),
+	}
+}

@@ -1,0 +1,541 @@
+package batch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"gocv.io/x/gocv"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/imageflowcanvas/imageflow/processors"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/server/blob"
+)
+
+// consumerName is the durable JetStream consumer the workers of every node
+// share; the JOBS stream is a work queue, so each item goes to one of them.
+const consumerName = "batch-workers"
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Start creates the shared consumer, resumes unfinished executions and runs
+// the workers until Close.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.started || m.closed {
+		m.mu.Unlock()
+		return errors.New("batch: Start called twice or after Close")
+	}
+	m.started = true
+	m.mu.Unlock()
+	cons, err := m.js.CreateOrUpdateConsumer(ctx, "JOBS", jetstream.ConsumerConfig{
+		Durable:       consumerName,
+		FilterSubject: m.subj.Jobs("*"),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       m.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 4096,
+	})
+	if err != nil {
+		return fmt.Errorf("batch: jobs consumer: %w", err)
+	}
+	if err := m.resume(ctx); err != nil {
+		return err
+	}
+	for i := 0; i < m.cfg.Workers; i++ {
+		m.wg.Add(1)
+		go m.worker(cons)
+	}
+	return nil
+}
+
+// resume finishes what a previous process left: executions whose files are
+// all done get their final state, and files whose work item is gone (a crash
+// between storing the record and queueing) are queued again. Items still in
+// the stream are picked up by the consumer as they are.
+func (m *Manager) resume(ctx context.Context) error {
+	keys, err := m.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("batch: list executions: %w", err)
+	}
+	var ids []string
+	for k := range keys.Keys() {
+		ids = append(ids, k)
+	}
+	resumed := 0
+	for _, id := range ids {
+		e, _, err := m.load(ctx, id)
+		if err != nil || terminal(e.State) {
+			continue
+		}
+		// Finalise executions whose last file was recorded just before a crash.
+		e, _, err = m.update(ctx, id, func(x *Execution) bool {
+			for i := range x.Files {
+				if !fileTerminal(x.Files[i].State) {
+					return false
+				}
+			}
+			return true
+		})
+		if err != nil || terminal(e.State) {
+			continue
+		}
+		var open []int
+		for i := range e.Files {
+			if !fileTerminal(e.Files[i].State) {
+				open = append(open, i)
+			}
+		}
+		queued, err := m.queued(ctx, id)
+		if err != nil {
+			return err
+		}
+		if queued < uint64(len(open)) {
+			if err := m.enqueue(ctx, e, open); err != nil {
+				return fmt.Errorf("batch: requeue %s: %w", id, err)
+			}
+		}
+		resumed++
+		m.log.Info("execution resumed", "execution", id, "open_files", len(open), "queued", queued)
+	}
+	if resumed > 0 {
+		m.log.Info("resumed unfinished executions", "count", resumed)
+	}
+	return nil
+}
+
+// queued counts the work items of an execution still in the stream (acked
+// ones are gone from a work queue; delivered but unacked ones remain).
+func (m *Manager) queued(ctx context.Context, id string) (uint64, error) {
+	st, err := m.js.Stream(ctx, "JOBS")
+	if err != nil {
+		return 0, fmt.Errorf("batch: jobs stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(m.subj.Jobs(id)))
+	if err != nil {
+		return 0, fmt.Errorf("batch: jobs stream info: %w", err)
+	}
+	return info.State.Subjects[m.subj.Jobs(id)], nil
+}
+
+// worker holds its own compiled pipelines: a Pipeline runs one image at a
+// time, so each worker compiles the executions it meets.
+type worker struct {
+	m         *Manager
+	pipelines map[string]*processors.Pipeline
+	order     []string
+}
+
+const maxCachedPipelines = 4
+
+func (m *Manager) worker(cons jetstream.Consumer) {
+	defer m.wg.Done()
+	w := &worker{m: m, pipelines: make(map[string]*processors.Pipeline)}
+	defer w.closeAll()
+	for m.ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err != nil {
+			if m.ctx.Err() != nil {
+				return
+			}
+			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+				m.log.Warn("fetch job", "error", err)
+				select {
+				case <-m.ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		w.handle(msg)
+	}
+}
+
+func (w *worker) closeAll() {
+	for _, p := range w.pipelines {
+		p.Close()
+	}
+	w.pipelines = nil
+}
+
+func (w *worker) pipeline(e *Execution) (*processors.Pipeline, error) {
+	if p, ok := w.pipelines[e.ID]; ok {
+		return p, nil
+	}
+	spec := &busv1.Pipeline{}
+	if err := protojson.Unmarshal(e.Spec, spec); err != nil {
+		return nil, fmt.Errorf("execution's pipeline: %w", err)
+	}
+	var opts []processors.Option
+	if f := w.m.cfg.RemoteFactory; f != nil {
+		opts = append(opts, processors.WithRemote(processors.RemoteFactory(f)))
+	}
+	p, err := processors.Compile(w.m.cfg.Registry, spec, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.order) >= maxCachedPipelines {
+		old := w.order[0]
+		w.order = w.order[1:]
+		if op := w.pipelines[old]; op != nil {
+			op.Close()
+			delete(w.pipelines, old)
+		}
+	}
+	w.pipelines[e.ID] = p
+	w.order = append(w.order, e.ID)
+	return p, nil
+}
+
+func (w *worker) drop(id string) {
+	if p, ok := w.pipelines[id]; ok {
+		p.Close()
+		delete(w.pipelines, id)
+		for i, o := range w.order {
+			if o == id {
+				w.order = append(w.order[:i], w.order[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+// outcome is how one attempt at a file ended.
+type outcome struct {
+	file  File
+	retry bool // transient failure: put back on the queue
+}
+
+// handle processes one work item and acks it only after its result and the
+// record are stored.
+func (w *worker) handle(msg jetstream.Msg) {
+	m := w.m
+	ctx := m.ctx
+	item := &busv1.JobItem{}
+	if err := proto.Unmarshal(msg.Data(), item); err != nil || item.Execution == "" {
+		m.log.Warn("dropping malformed job item", "subject", msg.Subject(), "error", err)
+		_ = msg.Term()
+		return
+	}
+	idx := int(item.Index)
+	e, _, err := m.load(ctx, item.Execution)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+			_ = msg.Term() // execution deleted
+			return
+		}
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if idx >= len(e.Files) || terminal(e.State) || fileTerminal(e.Files[idx].State) {
+		// Done before (a redelivery after a crash), or cancelled: nothing to redo.
+		_ = msg.DoubleAck(ctx)
+		if terminal(e.State) {
+			w.drop(e.ID)
+		}
+		return
+	}
+	attempt := 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = int(md.NumDelivered)
+	}
+	fctx, stop := context.WithCancel(ctx)
+	if !m.markRunning(e.ID, idx, stop) {
+		stop()
+		_ = msg.DoubleAck(ctx)
+		return
+	}
+	m.metrics.running.Inc()
+	m.publishFile(e, idx, busv1.FileState_FILE_STATE_RUNNING, "", 0)
+
+	// Tell JetStream the item is in work while the pipeline runs, so a slow
+	// file is not handed to another worker; after a crash the pings stop and
+	// the item comes back after AckWait.
+	pingDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(m.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-pingDone:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	start := time.Now()
+	out := w.process(fctx, e, idx, attempt)
+	close(pingDone)
+	cancelled := fctx.Err() != nil && ctx.Err() == nil
+	stop()
+	m.unmarkRunning(e.ID, idx)
+	m.metrics.running.Dec()
+
+	if ctx.Err() != nil {
+		return // shutting down: the item stays unacked and is redone
+	}
+	if cancelled && out.file.State != FileDone {
+		out = outcome{file: File{State: FileCancelled, Error: "execution cancelled"}}
+	}
+	if out.retry && attempt < m.cfg.MaxAttempts {
+		m.metrics.retries.Inc()
+		delay := time.Duration(1<<min(attempt-1, 6)) * 200 * time.Millisecond
+		m.log.Warn("file failed, retrying", "execution", e.ID, "index", idx, "attempt", attempt, "delay", delay, "error", out.file.Error)
+		_ = msg.NakWithDelay(delay)
+		m.publishFile(e, idx, busv1.FileState_FILE_STATE_PENDING, out.file.Error, 0)
+		return
+	}
+	out.file.Attempts = attempt
+	now := time.Now().UTC()
+	out.file.FinishedAt = &now
+	rec, changed, err := m.update(ctx, e.ID, func(x *Execution) bool {
+		if idx >= len(x.Files) || fileTerminal(x.Files[idx].State) {
+			return false
+		}
+		if x.State == StateCancelled && out.file.State != FileDone {
+			out.file.State, out.file.Error = FileCancelled, "execution cancelled"
+		}
+		f := &x.Files[idx]
+		f.State, f.Error, f.Attempts, f.DurationMS = out.file.State, out.file.Error, out.file.Attempts, out.file.DurationMS
+		f.Steps, f.Detections, f.Output, f.FinishedAt = out.file.Steps, out.file.Detections, out.file.Output, out.file.FinishedAt
+		return true
+	})
+	if err != nil {
+		m.log.Error("record result", "execution", e.ID, "index", idx, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if changed {
+		m.metrics.files.WithLabelValues(out.file.State).Inc()
+		m.metrics.fileDur.Observe(time.Since(start).Seconds())
+		fs := fileStateProto(rec.Files[idx].State)
+		m.publishFile(rec, idx, fs, rec.Files[idx].Error, time.Duration(rec.Files[idx].DurationMS*float64(time.Millisecond)))
+		if terminal(rec.State) && rec.State != StateCancelled {
+			m.metrics.executions.WithLabelValues(rec.State).Inc()
+			m.publishOverall(rec)
+			m.log.Info("execution finished", "execution", rec.ID, "state", rec.State, "done", rec.Done, "failed", rec.Failed)
+		}
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		// The item comes back; the record already says done, so the
+		// redelivery is acked without work.
+		m.log.Warn("ack job", "execution", e.ID, "index", idx, "error", err)
+	}
+	if terminal(rec.State) {
+		w.drop(rec.ID)
+	}
+}
+
+// process runs one file: fetch, decode, pipeline, encode, store. Its
+// File carries the outcome; errors a retry may cure set retry.
+func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int) outcome {
+	m := w.m
+	start := time.Now()
+	fail := func(retry bool, format string, args ...any) outcome {
+		return outcome{file: File{State: FileFailed, Error: fmt.Sprintf(format, args...), DurationMS: ms(time.Since(start))}, retry: retry}
+	}
+	r, _, err := m.cfg.Blobs.Get(ctx, inputKey(e.ID, idx))
+	if err != nil {
+		return fail(!errors.Is(err, blob.ErrNotFound), "read upload: %v", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, m.cfg.MaxFileBytes+1))
+	r.Close()
+	if err != nil {
+		return fail(true, "read upload: %v", err)
+	}
+	ct := http.DetectContentType(data)
+	if !strings.HasPrefix(ct, "image/") {
+		return fail(false, "not an image (content looks like %s)", ct)
+	}
+	img, err := gocv.IMDecode(data, gocv.IMReadColor)
+	if err != nil || img.Empty() {
+		if err == nil {
+			img.Close()
+		}
+		return fail(false, "corrupt image: %s could not be decoded", ct)
+	}
+	defer img.Close()
+	pl, err := w.pipeline(e)
+	if err != nil {
+		return fail(transient(err), "pipeline: %v", err)
+	}
+	res, runErr := pl.Run(ctx, img)
+	if res == nil {
+		return fail(transient(runErr), "pipeline: %v", runErr)
+	}
+	steps := make([]StepTiming, len(res.Steps))
+	for i, s := range res.Steps {
+		steps[i] = StepTiming{ID: s.ID, Processor: s.Processor, DurationMS: ms(s.Duration)}
+		if s.Err != nil {
+			steps[i].Error = s.Err.Error()
+		}
+	}
+	if runErr != nil {
+		o := fail(transient(runErr), "pipeline: %v", runErr)
+		o.file.Steps = steps
+		return o
+	}
+	outCT := ""
+	if res.Image != nil && !res.Image.Empty() {
+		outCT = "image/jpeg"
+		if ct == "image/png" {
+			outCT = "image/png"
+		}
+		buf, err := gocv.IMEncode(gocv.FileExt(extOf(outCT)), *res.Image)
+		if err != nil {
+			return fail(false, "encode output: %v", err)
+		}
+		b := buf.GetBytes()
+		err = m.cfg.Blobs.Put(ctx, outputKey(e.ID, idx, extOf(outCT)), bytesReader(b), int64(len(b)), outCT)
+		buf.Close()
+		if err != nil {
+			return fail(true, "store output: %v", err)
+		}
+	}
+	fr := fileResult{
+		Execution: e.ID, Index: idx, File: e.Files[idx].Name, Pipeline: e.Pipeline,
+		Width: res.Width, Height: res.Height, Detections: detectionsOf(res.Detections), Values: res.Values,
+		Steps: steps, DurationMS: ms(time.Since(start)), Attempt: attempt,
+	}
+	if fr.Values == nil {
+		fr.Values = map[string]string{}
+	}
+	if outCT != "" {
+		fr.Image = "/api/v1/executions/" + e.ID + "/files/" + itoa(idx) + "/image"
+	}
+	js, err := json.Marshal(fr)
+	if err != nil {
+		return fail(false, "encode result: %v", err)
+	}
+	if err := m.cfg.Blobs.Put(ctx, resultKey(e.ID, idx), bytesReader(js), int64(len(js)), "application/json"); err != nil {
+		return fail(true, "store result: %v", err)
+	}
+	return outcome{file: File{State: FileDone, DurationMS: ms(time.Since(start)), Steps: steps, Detections: len(fr.Detections), Output: outCT}}
+}
+
+// transient reports errors a later attempt may not see: a remote processor
+// unreachable or slow, or a store hiccup.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if s, ok := status.FromError(e); ok {
+			switch s.Code() {
+			case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// fileResult is the result JSON of one file.
+type fileResult struct {
+	Execution  string            `json:"execution"`
+	Index      int               `json:"index"`
+	File       string            `json:"file"`
+	Pipeline   string            `json:"pipeline"`
+	Width      int               `json:"width"`
+	Height     int               `json:"height"`
+	Detections []detection       `json:"detections"`
+	Values     map[string]string `json:"values"`
+	Steps      []StepTiming      `json:"steps"`
+	DurationMS float64           `json:"duration_ms"`
+	Attempt    int               `json:"attempt"`
+	Image      string            `json:"image,omitempty"`
+}
+
+type detection struct {
+	X       float32 `json:"x"`
+	Y       float32 `json:"y"`
+	W       float32 `json:"w"`
+	H       float32 `json:"h"`
+	Label   string  `json:"label"`
+	Score   float32 `json:"score"`
+	ClassID int32   `json:"class_id,omitempty"`
+	TrackID int64   `json:"track_id,omitempty"`
+}
+
+func detectionsOf(ds []*busv1.Detection) []detection {
+	out := make([]detection, len(ds))
+	for i, d := range ds {
+		out[i] = detection{X: d.X, Y: d.Y, W: d.W, H: d.H, Label: d.Label, Score: d.Score, ClassID: d.ClassId, TrackID: d.TrackId}
+	}
+	return out
+}
+
+func fileStateProto(s string) busv1.FileState {
+	switch s {
+	case FilePending:
+		return busv1.FileState_FILE_STATE_PENDING
+	case FileRunning:
+		return busv1.FileState_FILE_STATE_RUNNING
+	case FileDone:
+		return busv1.FileState_FILE_STATE_DONE
+	case FileFailed:
+		return busv1.FileState_FILE_STATE_FAILED
+	case FileCancelled:
+		return busv1.FileState_FILE_STATE_CANCELLED
+	}
+	return busv1.FileState_FILE_STATE_UNSPECIFIED
+}
+
+// markRunning registers a file's stop function so a cancel can stop it; it
+// refuses when the execution was cancelled in this process meanwhile.
+func (m *Manager) markRunning(id string, idx int, stop context.CancelFunc) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false
+	}
+	r := m.running[id]
+	if r == nil {
+		r = make(map[int]context.CancelFunc)
+		m.running[id] = r
+	}
+	r[idx] = stop
+	return true
+}
+
+func (m *Manager) unmarkRunning(id string, idx int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.running[id]; r != nil {
+		delete(r, idx)
+		if len(r) == 0 {
+			delete(m.running, id)
+		}
+	}
+}
+
+// runningFiles lists the files of an execution in work in this process.
+func (m *Manager) runningFiles(id string) map[int]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[int]bool, len(m.running[id]))
+	for i := range m.running[id] {
+		out[i] = true
+	}
+	return out
+}
