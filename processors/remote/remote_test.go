@@ -309,3 +309,22 @@ func TestRunProcessorServer(t *testing.T) {
 		t.Errorf("k=0: %v, want InvalidArgument", err)
 	}
 }
+
+// FuzzRawToMat feeds raw-image headers and data from the wire.
+func FuzzRawToMat(f *testing.F) {
+	f.Add(int32(busv1.PixelFormat_PIXEL_FORMAT_BGR24), 4, 2, 0, make([]byte, 24))
+	f.Add(int32(busv1.PixelFormat_PIXEL_FORMAT_RGB24), 2, 2, 8, make([]byte, 14))
+	f.Add(int32(busv1.PixelFormat_PIXEL_FORMAT_GRAY8), 3, 3, 0, make([]byte, 9))
+	f.Add(int32(busv1.PixelFormat_PIXEL_FORMAT_I420), 2, 2, 0, make([]byte, 6))
+	f.Add(int32(busv1.PixelFormat_PIXEL_FORMAT_BGR24), 1<<20, 1<<20, 0, []byte{1})
+	f.Fuzz(func(t *testing.T, format int32, w, h, stride int, data []byte) {
+		m, err := RawToMat(busv1.PixelFormat(format), w, h, stride, data)
+		if err != nil {
+			return
+		}
+		defer m.Close()
+		if m.Cols() != w || m.Rows() != h || m.Type() != gocv.MatTypeCV8UC3 {
+			t.Fatalf("%dx%d: got %dx%d type %v", w, h, m.Cols(), m.Rows(), m.Type())
+		}
+	})
+}
