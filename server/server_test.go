@@ -95,6 +95,25 @@ func (ts *testServer) do(method, path, token string, body any) (int, []byte, htt
 	return resp.StatusCode, out, resp.Header
 }
 
+// doRaw sends a body with its own content type.
+func (ts *testServer) doRaw(method, path, contentType, body string) (int, []byte, http.Header) {
+	ts.t.Helper()
+	req, err := http.NewRequest(method, ts.base+path, strings.NewReader(body))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, resp.Header
+}
+
+func jsonInto(b []byte, v any) error { return json.Unmarshal(b, v) }
+
 // expectError checks the status and that the body is the one JSON error
 // shape with a message containing want.
 func expectError(t *testing.T, status int, body []byte, wantStatus int, want string) {

@@ -34,13 +34,16 @@ func decodeSize(t *testing.T, data []byte) (int, int) {
 
 // fileResultJSON mirrors the result JSON of one file.
 type fileResultJSON struct {
-	Index      int               `json:"index"`
-	File       string            `json:"file"`
-	Width      int               `json:"width"`
-	Height     int               `json:"height"`
-	Detections []struct{ X, Y, W, H float64; Label string }
-	Values     map[string]string `json:"values"`
-	Steps      []struct {
+	Index      int    `json:"index"`
+	File       string `json:"file"`
+	Width      int    `json:"width"`
+	Height     int    `json:"height"`
+	Detections []struct {
+		X, Y, W, H float64
+		Label      string
+	}
+	Values map[string]string `json:"values"`
+	Steps  []struct {
 		ID         string  `json:"id"`
 		DurationMS float64 `json:"duration_ms"`
 	} `json:"steps"`
@@ -265,7 +268,7 @@ func TestSSELive(t *testing.T) {
 
 func TestBadInputAndLimits(t *testing.T) {
 	e := startEnv(t, envOpts{mod: func(c *batch.Config) { c.MaxFiles = 4; c.MaxFileBytes = 600 << 10 }})
-	img := readImage(t, "messi5.jpg")  // 73 KB
+	img := readImage(t, "messi5.jpg") // 73 KB
 	big := readImage(t, "baboon.jpg") // over 600 KiB? checked below
 	if int64(len(big.data)) <= 600<<10 {
 		big = upFile{name: "big.jpg", data: append(append([]byte{}, img.data...), make([]byte, 700<<10)...)}

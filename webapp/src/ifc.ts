@@ -9,6 +9,8 @@ export interface LiveIfc {
   lastFrameRtp: number | null;
   /** Boxes drawn so far, summed over frames. */
   boxesDrawn: number;
+  /** Frames whose boxes came from the result of exactly that frame. */
+  exactFrames: number;
   /** The last frame that had a result drawn on it. */
   lastDrawn: { frameRtp: number; resultRtp: number; count: number } | null;
   /** Valid result messages received on the "results" data channel. */
@@ -42,6 +44,7 @@ export function initLiveIfc(camera: string): LiveIfc {
     framesDecoded: 0,
     lastFrameRtp: null,
     boxesDrawn: 0,
+    exactFrames: 0,
     lastDrawn: null,
     resultsReceived: 0,
     state: 'new',

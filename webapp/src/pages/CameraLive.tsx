@@ -11,6 +11,10 @@ const RETRY_MS = 3000;
 const POLL_MS = 2000;
 /** Without a frame RTP timestamp (browsers that do not report it), show the newest result for this long. */
 const FALLBACK_MAX_AGE_MS = 500;
+/** Playout delay asked of the browser so results (detection runs at a few
+ * frames per second, taking up to a few hundred ms) arrive before their frame
+ * is shown. */
+const OVERLAY_DELAY_MS = 400;
 
 export function CameraLive({ id }: { id: string }) {
   const videoRef = useRef<HTMLVideoElement>(null);
@@ -98,7 +102,12 @@ export function CameraLive({ id }: { id: string }) {
       buffer.clear();
       const p = new RTCPeerConnection();
       pc = p;
-      p.addTransceiver('video', { direction: 'recvonly' });
+      const video = p.addTransceiver('video', { direction: 'recvonly' });
+      // Hold frames back in the jitter buffer for about as long as detection
+      // takes, so a frame's result has arrived when the frame is shown and
+      // its boxes are drawn on it rather than on a later frame.
+      const receiver = video.receiver as RTCRtpReceiver & { jitterBufferTarget?: number | null };
+      if ('jitterBufferTarget' in receiver) receiver.jitterBufferTarget = OVERLAY_DELAY_MS;
       p.addTransceiver('audio', { direction: 'recvonly' });
 
       // Created before the offer so that the SDP carries an application m-line.
@@ -195,6 +204,7 @@ export function CameraLive({ id }: { id: string }) {
       if (result) {
         ifc.boxesDrawn += n;
         ifc.lastDrawn = { frameRtp: frameRtp ?? -1, resultRtp: result.rtp_timestamp, count: n };
+        if (frameRtp === result.rtp_timestamp) ifc.exactFrames++;
       }
     };
 
