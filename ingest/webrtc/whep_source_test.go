@@ -145,7 +145,7 @@ func TestWHEPSourceReconnects(t *testing.T) {
 
 	src, err := NewWHEPSource(WHEPSourceConfig{
 		URL: strings.Replace(hs.URL, "http://", "whep://", 1) + "/whep/cam?token=s3cret", Camera: "pulled",
-		Sink: w.sink, API: testAPI(t), NoMediaTimeout: time.Second, PLIInterval: -1,
+		Sink: w.sink, API: testAPI(t), PLIInterval: -1,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestWHEPSourceReconnects(t *testing.T) {
 	// Restart: the server drops the session and refuses for a moment.
 	ws.setDown(true)
 	before := len(w.snapshot())
-	waitFor(t, 10*time.Second, "the source to notice and retry", func() bool { return ws.posts.Load() >= 3 })
+	waitFor(t, 15*time.Second, "the source to notice and retry", func() bool { return ws.posts.Load() >= 3 })
 	ws.setDown(false)
 	start := time.Now()
 	waitFor(t, 15*time.Second, "media after the restart", func() bool { return len(w.snapshot()) >= before+30 })
