@@ -315,8 +315,11 @@ func (e *egress) write(au *busv1.AccessUnit) {
 		}
 		for _, p := range pkts {
 			// Queued per session (WriteQueueSize); a full queue drops there,
-			// never blocking the other readers.
+			// never blocking the other readers. The reader then resumes at
+			// the next keyframe rather than decode a broken picture chain.
 			if err := r.ss.WritePacketRTP(e.media, p); err != nil {
+				e.s.writeErrs.add(1, "camera", e.cam, "err", err)
+				r.waitKey = true
 				break
 			}
 		}

@@ -10,8 +10,11 @@ package rtsp
 
 import (
 	"errors"
+	"log/slog"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // Errors of the package; callers branch with errors.Is.
@@ -79,4 +82,26 @@ func redactErr(err error, rawURL string) error {
 func cameraFromPath(p string) string {
 	p = strings.TrimPrefix(p, "/")
 	return strings.TrimSuffix(p, "/")
+}
+
+// rateLog writes at most one line per period for a noisy event (lost
+// packets, decode errors) and counts the rest, so a broken peer cannot
+// flood the log.
+type rateLog struct {
+	log    *slog.Logger
+	msg    string
+	last   atomic.Int64
+	events atomic.Uint64
+}
+
+const rateLogPeriod = 10 * time.Second
+
+func (r *rateLog) add(n uint64, args ...any) {
+	total := r.events.Add(n)
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(rateLogPeriod) || !r.last.CompareAndSwap(last, now) {
+		return
+	}
+	r.log.Warn(r.msg, append(args, "total", total)...)
 }

@@ -85,13 +85,16 @@ type Server struct {
 	// readers with the time since the server received it (for metrics).
 	OnLatency func(camera string, d time.Duration)
 
-	log     *slog.Logger
-	srv     *gortsplib.Server
-	tcpAddr net.Addr
-	udpAddr net.Addr
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	log        *slog.Logger
+	lost       rateLog
+	decodeErrs rateLog
+	writeErrs  rateLog
+	srv        *gortsplib.Server
+	tcpAddr    net.Addr
+	udpAddr    net.Addr
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	egress  map[string]*egress
@@ -136,6 +139,9 @@ func (s *Server) Start() error {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", "rtsp-server")
+	s.lost = rateLog{log: s.log, msg: "rtp packets lost"}
+	s.decodeErrs = rateLog{log: s.log, msg: "rtp decode errors"}
+	s.writeErrs = rateLog{log: s.log, msg: "rtsp reader write errors (queue full)"}
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
@@ -292,6 +298,21 @@ func (s *Server) Close() {
 	}
 	s.srv.Close()
 	s.wg.Wait()
+}
+
+// OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost.
+func (s *Server) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
+	s.lost.add(ctx.Lost, "path", ctx.Session.SetuppedPath())
+}
+
+// OnDecodeError implements gortsplib.ServerHandlerOnDecodeError.
+func (s *Server) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
+	s.decodeErrs.add(1, "path", ctx.Session.SetuppedPath(), "err", ctx.Error)
+}
+
+// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError.
+func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	s.writeErrs.add(1, "path", ctx.Session.SetuppedPath(), "err", ctx.Error)
 }
 
 // authorize checks the Basic credentials of req against the Authenticator.

@@ -47,10 +47,12 @@ type SourceConfig struct {
 
 // source pulls one camera.
 type source struct {
-	cfg SourceConfig
-	url *base.URL
-	tr  *gortsplib.Transport
-	log *slog.Logger
+	cfg        SourceConfig
+	url        *base.URL
+	tr         *gortsplib.Transport
+	log        *slog.Logger
+	lost       rateLog
+	decodeErrs rateLog
 }
 
 // NewSource builds a pull source; configuration errors are reported by Run
@@ -69,9 +71,12 @@ func (s *source) init() error {
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("camera", s.cfg.Camera, "url", RedactURL(s.cfg.URL))
+	s.lost = rateLog{log: s.log, msg: "rtp packets lost"}
+	s.decodeErrs = rateLog{log: s.log, msg: "rtp decode errors"}
 	u, err := base.ParseURL(s.cfg.URL)
 	if err != nil {
-		return fmt.Errorf("%w: URL %s: %v", ErrBadConfig, RedactURL(s.cfg.URL), redactErr(err, s.cfg.URL))
+		// The parse error quotes the URL, password included: leave it out.
+		return fmt.Errorf("%w: URL %s does not parse", ErrBadConfig, RedactURL(s.cfg.URL))
 	}
 	if u.Scheme != "rtsp" && u.Scheme != "rtsps" {
 		return fmt.Errorf("%w: URL scheme %q (want rtsp or rtsps)", ErrBadConfig, u.Scheme)
@@ -134,6 +139,11 @@ func (s *source) session(ctx context.Context) (got bool, err error) {
 		ReadTimeout:  readTimeout,
 		WriteTimeout: readTimeout,
 		Transport:    s.tr,
+		OnTransportSwitch: func(err error) {
+			s.log.Info("rtsp transport switch", "why", err)
+		},
+		OnPacketsLost: func(n uint64) { s.lost.add(n) },
+		OnDecodeError: func(err error) { s.decodeErrs.add(1, "err", err) },
 	}
 	if err := c.Start2(); err != nil {
 		return false, err
