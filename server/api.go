@@ -49,24 +49,30 @@ func (s *Server) routes() []route {
 }
 
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP).
-func (s *Server) allRoutes() []route { return append(s.routes(), s.mediaRoutes()...) }
+func (s *Server) allRoutes() []route {
+	return append(append(s.routes(), s.mediaRoutes()...), s.batchRoutes()...)
+}
 
 func (s *Server) newApp() *fiber.App {
+	limit := s.Config.BodyLimit
+	if s.batch != nil && s.batch.MaxRequestBytes() > limit {
+		limit = s.batch.MaxRequestBytes()
+	}
 	app := fiber.New(fiber.Config{
 		AppName:               "imageflow",
 		DisableStartupMessage: true,
-		BodyLimit:             s.Config.BodyLimit,
+		BodyLimit:             limit,
 		ReadTimeout:           30 * time.Second,
 		IdleTimeout:           2 * time.Minute,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
 			var fe *fiber.Error
 			if errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge {
-				err = fmt.Errorf("%w: body over the limit of %d bytes", ErrTooLarge, s.Config.BodyLimit)
+				err = fmt.Errorf("%w: body over the limit of %d bytes", ErrTooLarge, limit)
 			}
 			return writeError(c, err)
 		},
 	})
-	app.Use(s.metrics.middleware, s.authMiddleware)
+	app.Use(s.metrics.middleware, s.authMiddleware, s.bodyLimit)
 	for _, r := range s.allRoutes() {
 		app.Add(r.method, r.path, r.handler)
 	}

@@ -50,6 +50,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("use-fake-device-for-media-stream", true),
 		chromedp.Flag("use-fake-ui-for-media-stream", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+		chromedp.Flag("allow-loopback-in-peer-connection", true),
 		// Loopback host candidates instead of mDNS names pion cannot resolve.
 		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
 	)

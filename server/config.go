@@ -61,6 +61,21 @@ type Config struct {
 	BodyLimit int `yaml:"body_limit"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// S3Endpoint (host:port) stores blobs in MinIO/S3 instead of the
+	// JetStream Object Store; the bucket is created when missing.
+	S3Endpoint  string `yaml:"s3_endpoint"`
+	S3Bucket    string `yaml:"s3_bucket"`
+	S3AccessKey string `yaml:"s3_access_key"`
+	S3SecretKey string `yaml:"s3_secret_key"`
+	S3TLS       bool   `yaml:"s3_tls"`
+	S3Region    string `yaml:"s3_region"`
+
+	// BatchWorkers is how many batch files run at once.
+	BatchWorkers int `yaml:"batch_workers"`
+	// UploadMaxFileBytes and UploadMaxFiles bound one batch upload.
+	UploadMaxFileBytes int64 `yaml:"upload_max_file_bytes"`
+	UploadMaxFiles     int   `yaml:"upload_max_files"`
+
 	// DetectFPS is how many frames per second a camera's pipeline sees.
 	DetectFPS float64 `yaml:"detect_fps"`
 	// DetectWidth is the width frames are scaled to for processing.
@@ -74,19 +89,23 @@ type Config struct {
 // Defaults is what a newcomer gets with no configuration at all.
 func Defaults() Config {
 	return Config{
-		DataDir:         "./data",
-		HTTPAddr:        ":8080",
-		RTSPAddr:        ":8554",
-		GRPCAddr:        ":50051",
-		WebRTCUDPAddr:   ":8189",
-		Prefix:          "ifc",
-		VideoWindow:     5 * time.Second,
-		BodyLimit:       4 << 20,
-		ShutdownTimeout: 5 * time.Second,
-		DetectFPS:       5,
-		DetectWidth:     640,
-		Demo:            true,
-		LogLevel:        "info",
+		DataDir:            "./data",
+		HTTPAddr:           ":8080",
+		RTSPAddr:           ":8554",
+		GRPCAddr:           ":50051",
+		WebRTCUDPAddr:      ":8189",
+		Prefix:             "ifc",
+		VideoWindow:        5 * time.Second,
+		BodyLimit:          4 << 20,
+		ShutdownTimeout:    5 * time.Second,
+		DetectFPS:          5,
+		S3Bucket:           "imageflow",
+		BatchWorkers:       2,
+		UploadMaxFileBytes: 32 << 20,
+		UploadMaxFiles:     1000,
+		DetectWidth:        640,
+		Demo:               true,
+		LogLevel:           "info",
 	}
 }
 
@@ -129,7 +148,7 @@ func (c *Config) LoadEnv(lookup func(string) (string, bool)) error {
 }
 
 func redactIfSecret(key, value string) string {
-	if strings.Contains(key, "password") || strings.Contains(key, "token") {
+	if strings.Contains(key, "password") || strings.Contains(key, "token") || strings.Contains(key, "secret") {
 		return "***"
 	}
 	return value
@@ -151,6 +170,12 @@ func setField(f reflect.Value, raw string) error {
 			return errors.New("want a number")
 		}
 		f.SetFloat(n)
+	case int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return errors.New("want an integer")
+		}
+		f.SetInt(n)
 	case int:
 		n, err := strconv.Atoi(raw)
 		if err != nil {
@@ -244,6 +269,23 @@ func (c *Config) Validate() error {
 		if net.ParseIP(h) == nil {
 			return bad(fmt.Sprintf("webrtc_hosts[%d]", i), strconv.Quote(h), "want an IP address")
 		}
+	}
+	if c.S3Endpoint != "" {
+		if err := checkAddr(c.S3Endpoint, false); err != nil {
+			return bad("s3_endpoint", strconv.Quote(c.S3Endpoint), "want host:port: "+err.Error())
+		}
+		if c.S3Bucket == "" || c.S3AccessKey == "" || c.S3SecretKey == "" {
+			return bad("s3_endpoint", strconv.Quote(c.S3Endpoint), "needs s3_bucket, s3_access_key and s3_secret_key")
+		}
+	}
+	if c.BatchWorkers < 1 || c.BatchWorkers > 64 {
+		return bad("batch_workers", c.BatchWorkers, "want 1..64")
+	}
+	if c.UploadMaxFileBytes < 1024 {
+		return bad("upload_max_file_bytes", c.UploadMaxFileBytes, "must be at least 1024")
+	}
+	if c.UploadMaxFiles < 1 {
+		return bad("upload_max_files", c.UploadMaxFiles, "must be at least 1")
 	}
 	if c.DetectFPS <= 0 || c.DetectFPS > 60 {
 		return bad("detect_fps", c.DetectFPS, "want 0 < fps <= 60")

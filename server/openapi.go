@@ -63,7 +63,7 @@ func (s *Server) openAPIDoc() map[string]any {
 		"paths":   paths,
 		"components": map[string]any{
 			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
-			"schemas":         openAPISchemas(),
+			"schemas":         s.openAPISchemas(),
 		},
 		"security": []any{map[string]any{"bearer": []any{}}},
 	}
@@ -120,7 +120,17 @@ var (
 
 func arr(items any) map[string]any { return map[string]any{"type": "array", "items": items} }
 
-func openAPISchemas() map[string]any {
+func (s *Server) openAPISchemas() map[string]any {
+	out := coreSchemas()
+	if s.batch != nil {
+		for k, v := range s.batch.Schemas() {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func coreSchemas() map[string]any {
 	step := obj(map[string]any{"id": str, "processor": str, "params": map[string]any{"type": "object"}, "inputs": arr(str)}, "id", "processor")
 	camera := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
 		"created_at": str, "updated_at": str, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": str})

@@ -26,6 +26,8 @@ import (
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/server/batch"
+	"github.com/imageflowcanvas/imageflow/server/blob"
 	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
@@ -48,6 +50,8 @@ type Server struct {
 	super     *supervisor
 
 	rtsp        *rtsp.Server
+	batch       *batch.Manager
+	blobs       blob.Store
 	procMetrics *processors.Metrics
 	decoders    *decoderCounters
 	webrtc      *live.Engine
@@ -136,6 +140,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.Registerer.MustRegister(s.super, s.decoders)
 	if err := s.startRTSP(); err != nil {
 		return fmt.Errorf("rtsp: %w", err)
+	}
+	if err := s.startBatch(ctx); err != nil {
+		return err
 	}
 
 	if s.Config.Demo {
@@ -263,6 +270,9 @@ func (s *Server) Close() error {
 		}
 		if s.webrtc != nil {
 			s.webrtc.Close()
+		}
+		if s.batch != nil {
+			s.batch.Close()
 		}
 		if s.super != nil {
 			s.super.stopAll()
