@@ -142,12 +142,14 @@ func RunInferServer(ctx context.Context, addr, modelRepo string, logger *slog.Lo
 	if err := s.Start(); err != nil {
 		return err
 	}
+	var serveErr error
 	select {
 	case <-ctx.Done():
-	case err := <-s.done:
-		s.done <- err
+	case serveErr = <-s.done:
+		s.done <- serveErr // Close waits on it
 	}
-	return s.Close()
+	s.Close()
+	return serveErr
 }
 
 func loadRepo(repo string) (map[string]*model, error) {

@@ -57,7 +57,8 @@ type StreamServer struct {
 	Logger      *slog.Logger
 }
 
-// Register adds the service to a gRPC server.
+// Register adds the service to a gRPC server. Raw frames are large: the
+// server should allow messages of MaxMessageSize (grpc.MaxRecvMsgSize).
 func (s *StreamServer) Register(g *grpc.Server) { streamv1.RegisterStreamServiceServer(g, s) }
 
 func (s *StreamServer) logger() *slog.Logger {
