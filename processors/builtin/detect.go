@@ -8,6 +8,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/yolo"
 )
 
 // DefaultCascade is the Haar face cascade Debian's opencv-data installs.
@@ -19,17 +20,18 @@ const (
 	GateOnlyIfMotion = "only_if_motion"
 )
 
-// DetectSpec describes the detect processor. The onnx and triton backends
-// (package processors/yolo) are added by the composition root once they exist.
+// DetectSpec describes the detect processor: its own parameters followed by
+// those of the YOLO backends (package yolo) it does not already have.
 func DetectSpec() processors.Spec {
-	return processors.Spec{
+	s := processors.Spec{
 		Name: "detect",
-		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"). " +
+		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"), " +
+			"backend=onnx runs a YOLO ONNX model in-process (OpenCV DNN) and backend=triton the same on a Triton / KServe v2 server (labels are the class names). " +
 			"Boxes are in pixels of the step's input. With gate=only_if_motion the step runs only when an input step reported motion=true.",
 		Params: []processors.ParamSpec{
-			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar"}},
+			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar", "onnx", "triton"}},
 			{Name: "gate", Type: processors.ParamEnum, Description: "only_if_motion skips detection (returning nothing, cheaply) unless an input step set motion=true.", Default: GateNone, Choices: []string{GateNone, GateOnlyIfMotion}},
-			{Name: "label", Type: processors.ParamString, Description: "Label of the detections; empty means person for hog, face for haar.", Default: ""},
+			{Name: "label", Type: processors.ParamString, Description: "Label of every detection; empty means person for hog, face for haar, the class name for onnx and triton.", Default: ""},
 			{Name: "max_detections", Type: processors.ParamInt, Description: "At most this many detections per frame, best first.", Default: int64(100), Min: processors.Range(1), Max: processors.Range(maxBoxes)},
 			// HOG.
 			{Name: "win_stride", Type: processors.ParamInt, Description: "hog: step of the detection window in pixels; larger is faster and coarser.", Default: int64(8), Min: processors.Range(1), Max: processors.Range(64)},
@@ -38,7 +40,7 @@ func DetectSpec() processors.Spec {
 			{Name: "hit_threshold", Type: processors.ParamFloat, Description: "hog: SVM margin a window needs to count as a hit.", Default: 0.0, Min: processors.Range(-10), Max: processors.Range(10)},
 			{Name: "group_threshold", Type: processors.ParamInt, Description: "hog: hits that must overlap for a box to survive grouping (0 keeps raw windows).", Default: int64(2), Min: processors.Range(0), Max: processors.Range(20)},
 			{Name: "min_score", Type: processors.ParamFloat, Description: "hog: smallest SVM score (the detection's score) kept.", Default: 0.3, Min: processors.Range(-10), Max: processors.Range(10)},
-			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.4, Min: processors.Range(0), Max: processors.Range(1)},
+			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
 			// Haar.
 			{Name: "cascade", Type: processors.ParamString, Description: "haar: path of the cascade XML file.", Default: DefaultCascade},
 			{Name: "scale_factor", Type: processors.ParamFloat, Description: "haar: ratio between pyramid levels.", Default: 1.1, Min: processors.Range(1.01), Max: processors.Range(2)},
@@ -48,6 +50,16 @@ func DetectSpec() processors.Spec {
 		Outputs: []string{"detections"},
 		New:     NewDetect,
 	}
+	have := make(map[string]bool, len(s.Params))
+	for _, p := range s.Params {
+		have[p.Name] = true
+	}
+	for _, p := range yolo.ParamSpecs() {
+		if !have[p.Name] {
+			s.Params = append(s.Params, p)
+		}
+	}
+	return s
 }
 
 // Detect finds people or faces; see DetectSpec.
@@ -56,6 +68,7 @@ type Detect struct {
 	gated   bool
 	label   string
 	max     int
+	inner   processors.Processor // onnx or triton backend
 	hog     *hogDetector
 	hogP    hogParams
 	cascade *cascadeDetector
@@ -114,6 +127,17 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 			return nil, err
 		}
 		d.cascade = c
+	case "onnx", "triton":
+		newBackend := yolo.NewONNX
+		if d.backend == "triton" {
+			newBackend = yolo.NewTriton
+		}
+		inner, err := newBackend(p)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.inner = inner
 	default:
 		d.Close()
 		return nil, fmt.Errorf("%w: unknown detect backend %q", ErrConfig, d.backend)
@@ -122,7 +146,7 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 }
 
 // Process appends detections in in.Image's pixels to out.
-func (d *Detect) Process(_ context.Context, in *processors.Input, out *processors.Output) error {
+func (d *Detect) Process(ctx context.Context, in *processors.Input, out *processors.Output) error {
 	if d.gated && in.Values["motion"] != "true" {
 		return nil
 	}
@@ -130,6 +154,19 @@ func (d *Detect) Process(_ context.Context, in *processors.Input, out *processor
 		return err
 	}
 	switch d.backend {
+	case "onnx", "triton":
+		first := len(out.Detections)
+		if err := d.inner.Process(ctx, in, out); err != nil {
+			return err
+		}
+		if len(out.Detections)-first > d.max {
+			out.Detections = out.Detections[:first+d.max]
+		}
+		if d.label != "" {
+			for _, det := range out.Detections[first:] {
+				det.Label = d.label
+			}
+		}
 	case "hog":
 		if in.Image.Cols() < 64 || in.Image.Rows() < 128 {
 			// Smaller than one detection window: nobody can be found.
@@ -168,6 +205,10 @@ func (d *Detect) addHaar(x, y, w, h, n int) {
 
 // Close frees the detector.
 func (d *Detect) Close() error {
+	if d.inner != nil {
+		d.inner.Close()
+		d.inner = nil
+	}
 	if d.hog != nil {
 		d.hog.close()
 		d.hog = nil
