@@ -31,6 +31,9 @@ static int dec_open(ifc_dec **out, int codec_id, const AVCodecParameters *par, i
 		}
 	}
 	d->ctx->thread_count = threads > 0 ? threads : 0;
+	// A damaged or hostile SPS may claim any size; cap pictures at 8K UHD
+	// plus margin instead of libavcodec's INT_MAX pixels.
+	d->ctx->max_pixels = 8192 * 4608;
 	int r = avcodec_open2(d->ctx, c, NULL);
 	if (r < 0) {
 		ifc_dec_close(d);

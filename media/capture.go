@@ -164,6 +164,9 @@ func (c *Capture) run(ctx context.Context, dm *Demuxer) error {
 	defer func() { c.next = maxEnd }()
 	var count int64 // packets in this loop, for streams without timestamps
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		p, err := dm.Read()
 		if errIsEOF(err) {
 			if dec != nil {

@@ -26,6 +26,11 @@ func FuzzDecodeH264(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s)
 	}
+	// Access units of an ffmpeg (libx264 CLI) clip: SEI, SPS, PPS, IDR, P.
+	_, pkts := readPackets(f, clip(f, clipH264))
+	for _, p := range pkts[:3] {
+		f.Add(p.Data)
+	}
 	// Classic damage: truncation, flipped bytes, a lone start code.
 	f.Add(seeds[0][:len(seeds[0])/2])
 	flipped := append([]byte(nil), seeds[1]...)
@@ -48,9 +53,11 @@ func FuzzDecodeH264(f *testing.F) {
 		nalus = SplitAnnexB(nalus, data)
 		_, _ = d.DecodeNALUs(nalus, 3, false)
 		_, _ = d.Flush()
-		if _, ok := d.Picture(); ok {
-			if _, w, h, err := d.ScaleBGR(nil, 33); err != nil || w != 32 || h != 24 {
-				t.Fatalf("scale: %dx%d %v", w, h, err)
+		if p, ok := d.Picture(); ok {
+			// A mutated SPS may change the size: the output follows the picture.
+			ww, wh := ScaledSize(p.Width, p.Height, 33)
+			if _, w, h, err := d.ScaleBGR(nil, 33); err != nil || w != ww || h != wh {
+				t.Fatalf("scale %dx%d: %dx%d %v", p.Width, p.Height, w, h, err)
 			}
 		}
 	})
