@@ -24,6 +24,13 @@ type Config struct {
 	DataDir string `yaml:"data"`
 	// HTTPAddr serves the UI, REST API, WHIP/WHEP and /metrics.
 	HTTPAddr string `yaml:"http"`
+	// HTTPSAddr serves the same over TLS (phones open the camera for the
+	// /publish page only over HTTPS); empty disables.
+	HTTPSAddr string `yaml:"https"`
+	// TLSCert and TLSKey are PEM files; empty generates a self-signed
+	// certificate under <data>/tls on first start.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 	// RTSPAddr serves RTSP readers and publishers; empty disables RTSP.
 	RTSPAddr string `yaml:"rtsp"`
 	// RTSPUDPAddr enables RTSP over UDP (RTP on this even port, RTCP on the
@@ -216,6 +223,7 @@ func setField(f reflect.Value, raw string) error {
 func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory")
 	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP address (UI, REST, WHIP/WHEP, /metrics)")
+	fs.StringVar(&c.HTTPSAddr, "https", c.HTTPSAddr, "HTTPS address (self-signed certificate unless tls_cert/tls_key are set; empty disables)")
 	fs.StringVar(&c.RTSPAddr, "rtsp", c.RTSPAddr, "RTSP address (empty disables)")
 	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "gRPC address (empty disables)")
 	fs.StringVar(&c.WebRTCUDPAddr, "webrtc-udp", c.WebRTCUDPAddr, "UDP address shared by all WebRTC peers")
@@ -236,7 +244,7 @@ func (c *Config) Validate() error {
 	if err := checkAddr(c.HTTPAddr, false); err != nil {
 		return bad("http", strconv.Quote(c.HTTPAddr), err.Error())
 	}
-	for _, a := range []struct{ name, value string }{{"rtsp", c.RTSPAddr}, {"rtsp_udp", c.RTSPUDPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"webrtc_tcp", c.WebRTCTCPAddr}, {"nats", c.NATSAddr}} {
+	for _, a := range []struct{ name, value string }{{"https", c.HTTPSAddr}, {"rtsp", c.RTSPAddr}, {"rtsp_udp", c.RTSPUDPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"webrtc_tcp", c.WebRTCTCPAddr}, {"nats", c.NATSAddr}} {
 		if err := checkAddr(a.value, true); err != nil {
 			return bad(a.name, strconv.Quote(a.value), err.Error())
 		}
@@ -269,6 +277,9 @@ func (c *Config) Validate() error {
 		if net.ParseIP(h) == nil {
 			return bad(fmt.Sprintf("webrtc_hosts[%d]", i), strconv.Quote(h), "want an IP address")
 		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return bad("tls_cert", strconv.Quote(c.TLSCert), "tls_cert and tls_key go together")
 	}
 	if c.S3Endpoint != "" {
 		if err := checkAddr(c.S3Endpoint, false); err != nil {

@@ -75,6 +75,7 @@ type Server struct {
 // so scripts and tests can find ports picked at random.
 type Listen struct {
 	HTTP      string `json:"http"`
+	HTTPS     string `json:"https,omitempty"`
 	RTSP      string `json:"rtsp,omitempty"`
 	GRPC      string `json:"grpc,omitempty"`
 	WebRTCUDP string `json:"webrtc_udp,omitempty"`
@@ -179,7 +180,7 @@ func (s *Server) startHTTP() error {
 	s.listen.HTTP = ln.Addr().String()
 	s.app = s.newApp()
 	s.goRun("http", func() error { return s.app.Listener(ln) })
-	return nil
+	return s.startHTTPS()
 }
 
 func (s *Server) startGRPC() error {

@@ -3,10 +3,15 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -556,4 +561,35 @@ func TestConfigPipeline(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestHTTPSSelfSigned(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.HTTPSAddr = "127.0.0.1:0"
+	ts := startServer(t, cfg)
+	addr := ts.srv.Addrs().HTTPS
+	if addr == "" {
+		t.Fatal("no HTTPS address")
+	}
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(filepath.Join(dir, "tls", "cert.pem"))
+	if err != nil || !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("self-signed certificate not written: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get("https://localhost:" + port + "/publish/x")
+	if err != nil {
+		t.Fatalf("HTTPS with the generated certificate trusted: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 && resp.StatusCode != 503 {
+		t.Fatalf("publish page over HTTPS: %d", resp.StatusCode)
+	}
+	resp, err = client.Get("https://localhost:" + port + "/api/v1/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("API over HTTPS: %v %v", err, resp)
+	}
+	resp.Body.Close()
 }

@@ -1,0 +1,214 @@
+package batch_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gocv.io/x/gocv"
+
+	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/builtin"
+	"github.com/imageflowcanvas/imageflow/server/batch"
+)
+
+// fullHD is a real picture (messi5.jpg) scaled to 1920x1080 and encoded as
+// JPEG, the size a camera snapshot has.
+func fullHD(b *testing.B) []byte {
+	b.Helper()
+	src := gocv.IMRead(dataDir+"messi5.jpg", gocv.IMReadColor)
+	if src.Empty() {
+		b.Skip("messi5.jpg missing")
+	}
+	defer src.Close()
+	dst := gocv.NewMat()
+	defer dst.Close()
+	gocv.Resize(src, &dst, image.Pt(1920, 1080), 0, 0, gocv.InterpolationCubic)
+	buf, err := gocv.IMEncode(gocv.JPEGFileExt, dst)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer buf.Close()
+	return bytes.Clone(buf.GetBytes())
+}
+
+// benchClient does what a REST client does for one image: upload, wait on
+// the event stream for the end, download the output image.
+type benchClient struct {
+	base string
+	http *http.Client
+	body []byte
+	ct   string
+}
+
+func newBenchClient(base string, img []byte) *benchClient {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	_ = mw.WriteField("pipeline", "resize-filter")
+	w, _ := mw.CreateFormFile("files", "fullhd.jpg")
+	_, _ = w.Write(img)
+	_ = mw.Close()
+	return &benchClient{base: base, body: buf.Bytes(), ct: mw.FormDataContentType(),
+		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+}
+
+func (c *benchClient) one() error {
+	resp, err := c.http.Post(c.base+"/api/v1/executions", c.ct, bytes.NewReader(c.body))
+	if err != nil {
+		return err
+	}
+	var created struct{ ID string }
+	err = json.NewDecoder(resp.Body).Decode(&created)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 202 {
+		return fmt.Errorf("upload: %d %v", resp.StatusCode, err)
+	}
+	resp, err = c.http.Get(c.base + "/api/v1/executions/" + created.ID + "/events")
+	if err != nil {
+		return err
+	}
+	// The stream ends when the execution is finished.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp, err = c.http.Get(c.base + "/api/v1/executions/" + created.ID + "/files/0/image")
+	if err != nil {
+		return err
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || n == 0 {
+		return fmt.Errorf("image: %d, %d bytes", resp.StatusCode, n)
+	}
+	return nil
+}
+
+func percentiles(b *testing.B, lat []time.Duration) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(p(0.5), "p50-ms")
+	b.ReportMetric(p(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkBatchREST: one 1920x1080 JPEG through resize+blur over REST,
+// end to end (upload → event stream end → output downloaded), one client.
+func BenchmarkBatchREST(b *testing.B) {
+	img := fullHD(b)
+	e := startEnv(b, envOpts{})
+	c := newBenchClient(e.base, img)
+	if err := c.one(); err != nil { // warm up: compile, connections
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(img)))
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if err := c.one(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	percentiles(b, lat)
+}
+
+// BenchmarkBatchRESTConcurrent8: the same with 8 clients at once; reports
+// images per second.
+func BenchmarkBatchRESTConcurrent8(b *testing.B) {
+	img := fullHD(b)
+	e := startEnv(b, envOpts{})
+	const clients = 8
+	cs := make([]*benchClient, clients)
+	for i := range cs {
+		cs[i] = newBenchClient(e.base, img)
+	}
+	if err := cs[0].one(); err != nil {
+		b.Fatal(err)
+	}
+	var next atomic.Int64
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, b.N)
+	var firstErr error
+	b.SetBytes(int64(len(img)))
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				t0 := time.Now()
+				err := c.one()
+				d := time.Since(t0)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				lat = append(lat, d)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	percentiles(b, lat)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "images/s")
+}
+
+// BenchmarkBatchInProcess is the floor: the same image decoded, run through
+// the same pipeline with the engine and encoded, in-process with OpenCV and
+// nothing else.
+func BenchmarkBatchInProcess(b *testing.B) {
+	img := fullHD(b)
+	reg := processors.NewRegistry()
+	builtin.Register(reg)
+	pl, err := processors.Compile(reg, storedPipelines["resize-filter"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pl.Close()
+	ctx := context.Background()
+	b.SetBytes(int64(len(img)))
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		m, err := gocv.IMDecode(img, gocv.IMReadColor)
+		if err != nil || m.Empty() {
+			b.Fatal("decode")
+		}
+		res, err := pl.Run(ctx, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf, err := gocv.IMEncode(gocv.JPEGFileExt, *res.Image)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf.Close()
+		m.Close()
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	percentiles(b, lat)
+}
+
+var _ = os.Getenv
+var _ = batch.StateDone
