@@ -492,3 +492,38 @@ func BenchmarkEngineLiveDetection(b *testing.B) {
 		st(b, "draw", "overlay", nil, "small", "people"),
 	), vtestFrames(b, idx...))
 }
+
+// TestEngineMotionGatedDetection: detection runs only on frames where the
+// motion step saw something.
+func TestEngineMotionGatedDetection(t *testing.T) {
+	frames := vtestFrames(t, 0, 10)
+	pl := compile(t, builtins(), pipe("gated",
+		st(t, "moving", "motion", nil),
+		st(t, "people", "detect", map[string]any{"backend": "hog", "gate": "only_if_motion"}, "moving"),
+	))
+	count := func(res *processors.Result, label string) int {
+		n := 0
+		for _, d := range res.Detections {
+			if d.Label == label {
+				n++
+			}
+		}
+		return n
+	}
+	for i, f := range []gocv.Mat{frames[0], frames[0]} {
+		res, err := pl.Run(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Values["motion"] != "false" || count(res, "person") != 0 {
+			t.Fatalf("still run %d: motion=%q, %d people", i, res.Values["motion"], count(res, "person"))
+		}
+	}
+	res, err := pl.Run(context.Background(), frames[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Values["motion"] != "true" || count(res, "person") == 0 || count(res, "motion") == 0 {
+		t.Fatalf("moving frame: motion=%q, %d people, %d motion regions", res.Values["motion"], count(res, "person"), count(res, "motion"))
+	}
+}
