@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -283,4 +285,129 @@ func FuzzSignature(f *testing.F) {
 			t.Fatal("no error for a graph without inputs or outputs")
 		}
 	})
+}
+
+// TestTritonServerRestart: a dead server fails the call quickly with
+// ErrServer; once a server is back on the address the backend learns the
+// model again and detects.
+func TestTritonServerRestart(t *testing.T) {
+	dir := repo(t)
+	s := &Server{Addr: "127.0.0.1:0", ModelRepo: dir}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.ListenAddr().String()
+	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
+	params, _ := spec.Resolve(map[string]any{"url": addr, "model_name": "yolo", "classes": "a,b,c", "timeout": "1s"})
+	tri, err := yolo.NewTriton(params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tri.Close()
+	img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(50, 60, 70, 0), 480, 640, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	run := func() (int, error) {
+		var out processors.Output
+		err := tri.Process(context.Background(), &processors.Input{Image: img}, &out)
+		return len(out.Detections), err
+	}
+	if n, err := run(); err != nil || n != 2 {
+		t.Fatalf("first call: %d %v", n, err)
+	}
+	s.Close()
+	start := time.Now()
+	if _, err := run(); !errors.Is(err, yolo.ErrServer) {
+		t.Fatalf("server down: %v", err)
+	}
+	if el := time.Since(start); el > 1500*time.Millisecond {
+		t.Errorf("failing call took %v", el)
+	}
+	var s2 *Server
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s2 = &Server{Addr: addr, ModelRepo: dir}
+		if err := s2.Start(); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer s2.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		n, err := run()
+		if err == nil && n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery: %d %v", n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// BenchmarkDetectONNX and BenchmarkDetectTriton compare the same YOLO model
+// (640 input) run in-process and through the KServe server on 127.0.0.1, on
+// a 640x480 frame.
+func BenchmarkDetectONNX(b *testing.B) {
+	dir := benchRepo(b)
+	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
+	params, _ := spec.Resolve(map[string]any{"model": filepath.Join(dir, "yolo", "1", "model.onnx"), "classes": "a,b,c"})
+	p, err := yolo.NewONNX(params)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	benchDetect(b, p)
+}
+
+func BenchmarkDetectTriton(b *testing.B) {
+	dir := benchRepo(b)
+	s := &Server{Addr: "127.0.0.1:0", ModelRepo: dir, Logger: slog.New(slog.DiscardHandler)}
+	if err := s.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
+	params, _ := spec.Resolve(map[string]any{"url": s.ListenAddr().String(), "model_name": "yolo", "classes": "a,b,c"})
+	p, err := yolo.NewTriton(params)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	benchDetect(b, p)
+}
+
+func benchRepo(b *testing.B) string {
+	dir := b.TempDir()
+	out, shape := yolotest.V8Output(3, boxes)
+	m, _ := yolotest.Model(640, out, shape)
+	os.MkdirAll(filepath.Join(dir, "yolo", "1"), 0o755)
+	os.WriteFile(filepath.Join(dir, "yolo", "1", "model.onnx"), m, 0o644)
+	return dir
+}
+
+func benchDetect(b *testing.B, p processors.Processor) {
+	img := gocv.NewMatWithSizeFromScalar(gocv.NewScalar(50, 60, 70, 0), 480, 640, gocv.MatTypeCV8UC3)
+	defer img.Close()
+	run := func() time.Duration {
+		start := time.Now()
+		var out processors.Output
+		if err := p.Process(context.Background(), &processors.Input{Image: img}, &out); err != nil || len(out.Detections) != 2 {
+			b.Fatal(err, out.Detections)
+		}
+		return time.Since(start)
+	}
+	run()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		lat = append(lat, run())
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
 }

@@ -68,6 +68,8 @@ func newTriton(params processors.Params) (*Triton, error) {
 	}
 	conn, err := grpc.NewClient(url,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The FP32 input tensor is 4.9 MB at 640: send it in one window.
+		grpc.WithInitialWindowSize(8<<20), grpc.WithInitialConnWindowSize(8<<20),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
