@@ -1,0 +1,127 @@
+package hub
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newHub(t *testing.T) (*Hub, *bus.Bus) {
+	t.Helper()
+	b := &bus.Bus{Config: bus.Config{DataDir: t.TempDir()}}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := New(b.Conn(), b.Subjects())
+	t.Cleanup(func() { h.Close(); b.Close() })
+	return h, b
+}
+
+func publish(t *testing.T, b *bus.Bus, seq uint64, key bool) {
+	t.Helper()
+	au := &busv1.AccessUnit{Camera: "cam", Codec: busv1.Codec_CODEC_H264, Keyframe: key, Sequence: seq, Nalus: [][]byte{{0x65, 1, 2, 3}}}
+	if err := bus.Publish(b.Conn(), b.Subjects().Video("cam"), au); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReaderStartsOnKeyframe(t *testing.T) {
+	h, b := newHub(t)
+	r, err := h.Subscribe("cam", "test", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_ = b.Conn().Flush()
+	publish(t, b, 1, false)
+	publish(t, b, 2, true)
+	publish(t, b, 3, false)
+	for _, want := range []uint64{2, 3} {
+		select {
+		case au := <-r.C():
+			if au.Sequence != want {
+				t.Fatalf("got sequence %d, want %d", au.Sequence, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no access unit %d", want)
+		}
+	}
+}
+
+// A reader that never reads loses access units (counted) while a second
+// reader of the same camera gets every one.
+func TestSlowReaderDropsWithoutBlockingOthers(t *testing.T) {
+	h, b := newHub(t)
+	var dropsSeen int
+	h.OnDrop = func(cam, kind string) {
+		if cam == "cam" && kind == "slow" {
+			dropsSeen++
+		}
+	}
+	slow, _ := h.Subscribe("cam", "slow", 2)
+	fast, _ := h.Subscribe("cam", "fast", 1024)
+	defer slow.Close()
+	defer fast.Close()
+	if h.Readers("cam") != 2 {
+		t.Fatalf("readers: %d", h.Readers("cam"))
+	}
+	const n = 200
+	for i := uint64(1); i <= n; i++ {
+		publish(t, b, i, i%10 == 1)
+	}
+	for i := uint64(1); i <= n; i++ {
+		select {
+		case au := <-fast.C():
+			if au.Sequence != i {
+				t.Fatalf("fast reader: sequence %d, want %d", au.Sequence, i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("fast reader stalled at %d", i)
+		}
+	}
+	if slow.Dropped() == 0 || h.Dropped.Load() != slow.Dropped() {
+		t.Fatalf("drops: reader %d, hub %d", slow.Dropped(), h.Dropped.Load())
+	}
+	if uint64(dropsSeen) != slow.Dropped() {
+		t.Fatalf("OnDrop called %d times for %d drops", dropsSeen, slow.Dropped())
+	}
+	// The slow reader kept what fitted in its queue; after a drop it resumes
+	// on a keyframe only, so its decoder never sees a broken chain.
+	<-slow.C()
+	<-slow.C()
+	publish(t, b, n+1, false)
+	publish(t, b, n+2, true)
+	select {
+	case au := <-slow.C():
+		if au.Sequence != n+2 || !au.Keyframe {
+			t.Fatalf("slow reader resumed on %d (key %v), want keyframe %d", au.Sequence, au.Keyframe, n+2)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow reader never resumed")
+	}
+}
+
+func TestCloseEndsReaders(t *testing.T) {
+	h, _ := newHub(t)
+	r, _ := h.Subscribe("cam", "x", 1)
+	r2, _ := h.Subscribe("cam", "x", 1)
+	r.Close()
+	r.Close()
+	if h.Readers("cam") != 1 {
+		t.Fatalf("readers after close: %d", h.Readers("cam"))
+	}
+	h.Close()
+	if _, ok := <-r2.C(); ok {
+		t.Fatal("reader channel open after hub Close")
+	}
+	if _, err := h.Subscribe("cam", "x", 1); err != ErrClosed {
+		t.Fatalf("subscribe after close: %v", err)
+	}
+}
