@@ -111,6 +111,36 @@ type auTimes struct {
 
 // Run decodes until ctx ends or the hub closes the reader.
 func (r *Runner) Run(ctx context.Context) error {
+	if err := r.setup(); err != nil {
+		return err
+	}
+	rd, err := r.Hub.Subscribe(r.Camera, ReaderKind, r.Depth)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	defer func() {
+		if r.dec != nil {
+			r.dec.Close()
+			r.dec = nil
+		}
+	}()
+	subject := r.Subjects.Frames(r.Camera)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case au, ok := <-rd.C():
+			if !ok {
+				return nil
+			}
+			r.handle(au, subject)
+		}
+	}
+}
+
+// setup checks the configuration and fills defaults.
+func (r *Runner) setup() error {
 	if r.Camera == "" {
 		return ErrNoCamera
 	}
@@ -137,29 +167,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.log = slog.Default()
 	}
 	r.log = r.log.With("camera", r.Camera, "component", "framesource")
-	rd, err := r.Hub.Subscribe(r.Camera, ReaderKind, r.Depth)
-	if err != nil {
-		return err
-	}
-	defer rd.Close()
-	defer func() {
-		if r.dec != nil {
-			r.dec.Close()
-			r.dec = nil
-		}
-	}()
-	subject := r.Subjects.Frames(r.Camera)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case au, ok := <-rd.C():
-			if !ok {
-				return nil
-			}
-			r.handle(au, subject)
-		}
-	}
+	return nil
 }
 
 func (r *Runner) interval() int64 { return int64(float64(time.Second) / r.FPS) }

@@ -285,3 +285,59 @@ func minMax(b []byte) (lo, hi int) {
 	}
 	return lo, hi
 }
+
+// BenchmarkRunner measures one access unit through decode, sampling and (for
+// every sixth) scale and publish: 640x360 at 30 fps sampled at 5 fps.
+func BenchmarkRunner(b *testing.B) {
+	bs := &bus.Bus{Config: bus.Config{DataDir: b.TempDir()}}
+	if err := bs.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer bs.Close()
+	h := hub.New(bs.Conn(), bs.Subjects())
+	defer h.Close()
+	const w, ht, n = 640, 360, 60
+	enc, err := media.NewH264Encoder(w, ht, 30, 1_000_000, 30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pic := make([]byte, w*ht*3)
+	aus := make([]*busv1.AccessUnit, n)
+	for i := range aus {
+		picture(pic, w, ht, i)
+		out, err := enc.EncodeBGR(pic, w, ht, 0, int64(i))
+		if err != nil || out == nil {
+			b.Fatal(err)
+		}
+		au := &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, Keyframe: out.Keyframe}
+		for _, nl := range out.NALUs {
+			au.Nalus = append(au.Nalus, append([]byte(nil), nl...))
+		}
+		aus[i] = au
+	}
+	enc.Close()
+	r := &Runner{Camera: "cam", Hub: h, Conn: bs.Conn(), Subjects: bs.Subjects()}
+	if err := r.setup(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if r.dec != nil {
+			r.dec.Close()
+		}
+	}()
+	subject := bs.Subjects().Frames("cam")
+	step := int64(time.Second / 30)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		au := aus[i%n]
+		au.Pts = int64(i) * step
+		au.RtpTimestamp = uint32(au.Pts * 9 / 100000)
+		r.handle(au, subject)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(r.Counters.Published.Load())/float64(b.N), "published/op")
+	if r.Counters.Errors.Load() != 0 {
+		b.Fatalf("%d errors", r.Counters.Errors.Load())
+	}
+}
