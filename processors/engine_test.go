@@ -93,7 +93,7 @@ func TestEngineTwoBranches(t *testing.T) {
 	reg := builtins()
 	m := processors.NewMetrics(prometheus.NewRegistry())
 	pl := compile(t, reg, pipe("two-branches",
-		st(t, "small", "resize", map[string]any{"width": W / 2}),
+		st(t, "small", "resize", map[string]any{"width": W / 2, "interpolation": "area"}),
 		st(t, "people", "detect", map[string]any{"backend": "hog"}, "small"),
 		st(t, "draw", "overlay", map[string]any{"color": "red", "show_score": false}, "small", "people"),
 		st(t, "gray", "filter", map[string]any{"mode": "grayscale"}),

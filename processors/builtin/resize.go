@@ -28,7 +28,7 @@ func ResizeSpec() processors.Spec {
 			{Name: "width", Type: processors.ParamInt, Description: "Target width in pixels; 0 follows from height and the aspect ratio.", Default: int64(640), Min: processors.Range(0), Max: processors.Range(8192)},
 			{Name: "height", Type: processors.ParamInt, Description: "Target height in pixels; 0 follows from width and the aspect ratio.", Default: int64(0), Min: processors.Range(0), Max: processors.Range(8192)},
 			{Name: "keep_aspect", Type: processors.ParamBool, Description: "Fit inside width x height keeping the proportions instead of stretching.", Default: true},
-			{Name: "interpolation", Type: processors.ParamEnum, Description: "Resampling: area is best for shrinking, linear or cubic for enlarging.", Default: "area", Choices: []string{"nearest", "linear", "cubic", "area", "lanczos4"}},
+			{Name: "interpolation", Type: processors.ParamEnum, Description: "Resampling: linear is fast; area gives the cleanest shrink but costs about 7x more at non-integer ratios (2.7 ms vs 0.4 ms for 768x576 to 640x360); cubic and lanczos4 for enlarging.", Default: "linear", Choices: []string{"nearest", "linear", "cubic", "area", "lanczos4"}},
 		},
 		Outputs: []string{"image"},
 		New:     NewResize,
@@ -50,7 +50,7 @@ func NewResize(p processors.Params) (processors.Processor, error) {
 	}
 	var ok bool
 	if r.interp, ok = interpolations[p.String("interpolation")]; !ok {
-		r.interp = gocv.InterpolationArea
+		r.interp = gocv.InterpolationLinear
 	}
 	return r, nil
 }
