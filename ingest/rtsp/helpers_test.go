@@ -365,6 +365,7 @@ type upstream struct {
 	methods  []auth.VerifyMethod
 	srv      *gortsplib.Server
 	stream   *gortsplib.ServerStream
+	ready    atomic.Pointer[gortsplib.ServerStream]
 	stop     chan struct{}
 	paused   atomic.Bool
 	wg       sync.WaitGroup
@@ -409,6 +410,7 @@ func (u *upstream) start(t testing.TB, aus [][][]byte) {
 	if err := enc.Init(); err != nil {
 		t.Fatal(err)
 	}
+	u.ready.Store(u.stream)
 	u.stop = make(chan struct{})
 	u.wg.Add(1)
 	go func() {
@@ -444,6 +446,7 @@ func (u *upstream) close() {
 	}
 	close(u.stop)
 	u.wg.Wait()
+	u.ready.Store(nil)
 	u.stream.Close()
 	u.srv.Close()
 	u.srv = nil
@@ -459,7 +462,17 @@ func (u *upstream) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.
 	if !u.check(ctx.Conn, ctx.Request) {
 		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}
 	}
-	return &base.Response{StatusCode: base.StatusOK}, u.stream, nil
+	return u.streamRes()
+}
+
+// streamRes answers 404 until the stream exists (a request may arrive
+// between Server.Start and the stream's creation).
+func (u *upstream) streamRes() (*base.Response, *gortsplib.ServerStream, error) {
+	st := u.ready.Load()
+	if st == nil {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, st, nil
 }
 
 // OnSetup implements gortsplib.ServerHandlerOnSetup.
@@ -467,7 +480,7 @@ func (u *upstream) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Respon
 	if !u.check(ctx.Conn, ctx.Request) {
 		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}
 	}
-	return &base.Response{StatusCode: base.StatusOK}, u.stream, nil
+	return u.streamRes()
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.

@@ -188,12 +188,15 @@ func (s *Server) Start() error {
 			return nil, fmt.Errorf("unexpected UDP listen %s", addr)
 		}
 	}
+	// Handlers may run as soon as Start returns (even before): everything
+	// they read is set first.
+	s.srv = srv
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := srv.Start(); err != nil {
+		s.cancel()
 		ln.Close()
 		return fmt.Errorf("rtsp server: %w", err)
 	}
-	s.srv = srv
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
