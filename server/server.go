@@ -25,6 +25,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
@@ -193,7 +194,9 @@ func (s *Server) startGRPC() error {
 	}
 	s.grpcLn = ln
 	s.listen.GRPC = ln.Addr().String()
-	s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.grpcUnaryAuth), grpc.StreamInterceptor(s.grpcStreamAuth))
+	s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.grpcUnaryAuth), grpc.StreamInterceptor(s.grpcStreamAuth),
+		// Raw frames (a 4K BGR picture is 25 MB) exceed gRPC's 4 MB default.
+		grpc.MaxRecvMsgSize(remote.MaxMessageSize), grpc.MaxSendMsgSize(remote.MaxMessageSize))
 	s.registerGRPC(s.grpcSrv)
 	s.goRun("grpc", func() error { return s.grpcSrv.Serve(ln) })
 	return nil

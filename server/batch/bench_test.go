@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -20,7 +19,6 @@ import (
 
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/builtin"
-	"github.com/imageflowcanvas/imageflow/server/batch"
 )
 
 // fullHD is a real picture (messi5.jpg) scaled to 1920x1080 and encoded as
@@ -209,6 +207,3 @@ func BenchmarkBatchInProcess(b *testing.B) {
 	b.StopTimer()
 	percentiles(b, lat)
 }
-
-var _ = os.Getenv
-var _ = batch.StateDone
