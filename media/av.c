@@ -245,7 +245,7 @@ static int dmx_interrupted(void *opaque) { return __atomic_load_n(&((ifc_dmx *)o
 
 void ifc_dmx_interrupt(ifc_dmx *m) { __atomic_store_n(&m->interrupt, 1, __ATOMIC_RELAXED); }
 
-int ifc_dmx_open(ifc_dmx **out, const char *url, const char *format, const char *opts) {
+int ifc_dmx_alloc(ifc_dmx **out) {
 	*out = NULL;
 	ifc_dmx *m = av_mallocz(sizeof(*m));
 	if (!m) return AVERROR(ENOMEM);
@@ -261,33 +261,27 @@ int ifc_dmx_open(ifc_dmx **out, const char *url, const char *format, const char 
 	}
 	m->fmt->interrupt_callback.callback = dmx_interrupted;
 	m->fmt->interrupt_callback.opaque = m;
+	*out = m;
+	return 0;
+}
+
+int ifc_dmx_open(ifc_dmx *m, const char *url, const char *format, const char *opts) {
 	const AVInputFormat *ifmt = NULL;
 	if (format && *format) {
 		ifmt = av_find_input_format(format);
-		if (!ifmt) {
-			avformat_free_context(m->fmt);
-			m->fmt = NULL;
-			ifc_dmx_close(m);
-			return AVERROR_DEMUXER_NOT_FOUND;
-		}
+		if (!ifmt) return AVERROR_DEMUXER_NOT_FOUND;
 	}
 	AVDictionary *dict = NULL;
 	if (opts && *opts) av_dict_parse_string(&dict, opts, "=", "\n", 0);
 	int r = avformat_open_input(&m->fmt, url, ifmt, &dict);
 	av_dict_free(&dict);
-	if (r < 0) {
-		m->fmt = NULL; // freed by avformat_open_input on failure
-		ifc_dmx_close(m);
-		return r;
-	}
+	if (r < 0) return r; // avformat_open_input freed m->fmt and set it NULL
 	r = avformat_find_stream_info(m->fmt, NULL);
 	if (r < 0) {
-		ifc_dmx_close(m);
 		return r;
 	}
 	r = av_find_best_stream(m->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
 	if (r < 0) {
-		ifc_dmx_close(m);
 		return r;
 	}
 	m->stream = r;
@@ -304,18 +298,15 @@ int ifc_dmx_open(ifc_dmx **out, const char *url, const char *format, const char 
 		// input (ts, raw) passes through.
 		const AVBitStreamFilter *f = av_bsf_get_by_name(bsf);
 		if (!f || av_bsf_alloc(f, &m->bsf) < 0) {
-			ifc_dmx_close(m);
 			return AVERROR_BSF_NOT_FOUND;
 		}
 		avcodec_parameters_copy(m->bsf->par_in, st->codecpar);
 		m->bsf->time_base_in = st->time_base;
 		r = av_bsf_init(m->bsf);
 		if (r < 0) {
-			ifc_dmx_close(m);
 			return r;
 		}
 	}
-	*out = m;
 	return 0;
 }
 

@@ -91,7 +91,10 @@ typedef struct ifc_dmx_info {
 	const char *codec_name;
 } ifc_dmx_info;
 
-int ifc_dmx_open(ifc_dmx **out, const char *url, const char *format, const char *opts);
+// ifc_dmx_alloc prepares a demuxer whose open can already be interrupted;
+// ifc_dmx_open opens it. After a failed open the caller still closes m.
+int ifc_dmx_alloc(ifc_dmx **out);
+int ifc_dmx_open(ifc_dmx *m, const char *url, const char *format, const char *opts);
 void ifc_dmx_info_get(ifc_dmx *m, ifc_dmx_info *info);
 // Reads the next video packet into m->out (Annex-B for H264/H265). Returns 0,
 // AVERROR_EOF at the end, or another negative AVERROR.

@@ -83,16 +83,13 @@ type Capture struct {
 	fix      [][]byte
 }
 
-// ErrNoVideo is returned when the input has no decodable video.
-var ErrNoVideo = errors.New("media: no video stream")
-
 // Run captures until ctx ends (returns ctx.Err()), the file ends without Loop
 // (io.EOF), OnUnit fails or the input fails.
 func (c *Capture) Run(ctx context.Context) error {
 	if c.OnUnit == nil {
 		return errors.New("media: Capture.OnUnit is nil")
 	}
-	dm, err := OpenDemuxer(c.URL, c.Demux)
+	dm, err := OpenDemuxerContext(ctx, c.URL, c.Demux)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package media
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -254,5 +256,20 @@ func TestDemuxerErrors(t *testing.T) {
 	}
 	if _, err := OpenDemuxer("x", DemuxOptions{Format: "no-such-format"}); err == nil {
 		t.Fatal("unknown format opened")
+	}
+}
+
+func TestDemuxerNoVideo(t *testing.T) {
+	path := clipDir + "/audio.wav"
+	if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "sine=duration=0.2", path).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v %s", err, out)
+	}
+	if _, err := OpenDemuxer(path, DemuxOptions{}); !errors.Is(err, ErrNoVideo) {
+		t.Fatalf("audio-only file: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := OpenDemuxerContext(ctx, clip(t, clipH264), DemuxOptions{}); err == nil {
+		t.Fatal("opened with a cancelled context")
 	}
 }

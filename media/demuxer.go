@@ -4,6 +4,7 @@ package media
 import "C"
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,9 @@ import (
 
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
+
+// ErrNoVideo is returned when the input has no video stream.
+var ErrNoVideo = errors.New("media: no video stream")
 
 // NoTimestamp marks a packet time the container did not give.
 const NoTimestamp = math.MinInt64
@@ -69,6 +73,12 @@ type Demuxer struct {
 
 // OpenDemuxer opens url (a path, or a device with opts.Format).
 func OpenDemuxer(url string, opts DemuxOptions) (*Demuxer, error) {
+	return OpenDemuxerContext(context.Background(), url, opts)
+}
+
+// OpenDemuxerContext is OpenDemuxer whose opening and probing (which may wait
+// on a device) give up when ctx ends.
+func OpenDemuxerContext(ctx context.Context, url string, opts DemuxOptions) (*Demuxer, error) {
 	libavInit()
 	curl := C.CString(url)
 	defer C.free(unsafe.Pointer(curl))
@@ -90,8 +100,37 @@ func OpenDemuxer(url string, opts DemuxOptions) (*Demuxer, error) {
 	copts := C.CString(sb.String())
 	defer C.free(unsafe.Pointer(copts))
 	var m *C.ifc_dmx
-	if err := averr("open "+url, C.ifc_dmx_open(&m, curl, cfmt, copts)); err != nil {
+	if err := averr("open "+url, C.ifc_dmx_alloc(&m)); err != nil {
 		return nil, err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if ctx.Done() != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-ctx.Done():
+				C.ifc_dmx_interrupt(m)
+			case <-stop:
+			}
+		}()
+	}
+	r := C.ifc_dmx_open(m, curl, cfmt, copts)
+	close(stop)
+	wg.Wait()
+	if r >= 0 && ctx.Err() != nil {
+		r = C.AVERROR_EXIT
+	}
+	if r < 0 {
+		C.ifc_dmx_close(m)
+		if r == C.AVERROR_STREAM_NOT_FOUND {
+			return nil, fmt.Errorf("%w in %s", ErrNoVideo, url)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, averr("open "+url, r)
 	}
 	var ci C.ifc_dmx_info
 	C.ifc_dmx_info_get(m, &ci)

@@ -52,6 +52,8 @@ type Source struct {
 	au      busv1.AccessUnit
 }
 
+var _ ingest.Source = (*Source)(nil)
+
 // PathFromURL turns a file:// URL (or a plain path) into a path.
 func PathFromURL(s string) (string, error) {
 	if !strings.HasPrefix(s, "file:") {

@@ -55,6 +55,8 @@ type Source struct {
 	au      busv1.AccessUnit
 }
 
+var _ ingest.Source = (*Source)(nil)
+
 // NewSource validates cfg and builds the source.
 func NewSource(cfg Config) (*Source, error) {
 	if cfg.Sink == nil {
