@@ -12,7 +12,6 @@ func TestMediaEndpointsBadInput(t *testing.T) {
 	ts := startServer(t, testConfig(t.TempDir()))
 	ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "pub", "source": "publish"})
 	ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "pull", "source": "rtsp://192.0.2.1/x", "enabled": false})
-	vp8Only := strings.NewReplacer("H264/90000", "VP8/90000", "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "").Replace(minimalOffer)
 	av1Only := strings.NewReplacer("H264/90000", "AV1/90000", "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "").Replace(minimalOffer)
 	cases := []struct {
 		name, path, ctype, body string
@@ -31,7 +30,6 @@ func TestMediaEndpointsBadInput(t *testing.T) {
 		{"WHEP no video", "/api/v1/cameras/pub/whep", "application/sdp", strings.Replace(minimalOffer, "sendonly", "recvonly", 1), 503, "no video"},
 		{"WHIP oversized SDP", "/api/v1/cameras/pub/whip", "application/sdp", minimalOffer + strings.Repeat("a=x\r\n", 20000), 413, "at most"},
 	}
-	_ = vp8Only
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			st, body, _ := ts.doRaw("POST", tc.path, tc.ctype, tc.body)
