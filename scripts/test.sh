@@ -7,6 +7,9 @@ bash "$ROOT/scripts/setup-test.sh"
 cd "$ROOT"
 export IFC_BIN="$ROOT/bin/imageflow"
 (cd webapp && npm test --silent)
+# The committed generated code must match the .proto files.
+bash scripts/gen-proto.sh
+git diff --exit-code --stat -- proto/ || { echo "proto/: generated code is stale; run scripts/gen-proto.sh and commit" >&2; exit 1; }
 go vet ./...
 # Tests of packages run in parallel on 2 cores; -p 2 keeps cgo builds and
 # browsers from starving each other.
