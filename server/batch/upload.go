@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"os"
 	"bytes"
 	"context"
 	"errors"
@@ -41,8 +40,6 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	if m.ctx.Err() != nil {
 		return writeError(c, ErrClosed)
 	}
-	tr := time.Now()
-	defer func() { fmt.Fprintf(os.Stderr, "TRACE create total %v\n", time.Since(tr)) }()
 	form, err := c.MultipartForm()
 	if err != nil {
 		return writeError(c, invalidf("want a multipart/form-data body with files under \"files\": %v", err))
@@ -63,7 +60,6 @@ func (m *Manager) create(c *fiber.Ctx) error {
 			return writeError(c, fmt.Errorf("%w: file #%d %q has %d bytes, at most %d per file (MaxFileBytes)", ErrTooLarge, i, fh.Filename, fh.Size, m.cfg.MaxFileBytes))
 		}
 	}
-	fmt.Fprintf(os.Stderr, "TRACE form+pipeline %v\n", time.Since(tr))
 	spec, err := specJSON.Marshal(p)
 	if err != nil {
 		return writeError(c, err)
@@ -80,7 +76,6 @@ func (m *Manager) create(c *fiber.Ctx) error {
 		}
 		e.Files[i] = File{Index: i, Name: cleanName(fh.Filename, i), Size: fh.Size, ContentType: ct, State: FilePending}
 	}
-	fmt.Fprintf(os.Stderr, "TRACE put %v\n", time.Since(tr))
 	e.recount(now)
 	data, err := jsonMarshal(e)
 	if err == nil {
@@ -93,7 +88,6 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	// The record exists before its work items, so a worker never sees an
 	// item without its execution; a crash between the two is repaired by
 	// resume (it requeues the files still pending).
-	fmt.Fprintf(os.Stderr, "TRACE kv %v\n", time.Since(tr))
 	if err := m.enqueue(ctx, e, nil); err != nil {
 		m.log.Error("enqueue failed; resume will retry", "execution", id, "error", err)
 	}

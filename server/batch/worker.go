@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"os"
 	"context"
 	"encoding/json"
 	"errors"
@@ -225,8 +224,6 @@ type outcome struct {
 // record are stored.
 func (w *worker) handle(msg jetstream.Msg) {
 	m := w.m
-	hstart := time.Now()
-	defer func() { fmt.Fprintf(os.Stderr, "TRACE handle total %v\n", time.Since(hstart)) }()
 	ctx := m.ctx
 	item := &busv1.JobItem{}
 	if err := proto.Unmarshal(msg.Data(), item); err != nil || item.Execution == "" {
@@ -282,7 +279,6 @@ func (w *worker) handle(msg jetstream.Msg) {
 		}
 	}()
 	start := time.Now()
-	fmt.Fprintf(os.Stderr, "TRACE handle-pre %v\n", time.Since(hstart))
 	out := w.process(fctx, e, idx, attempt)
 	close(pingDone)
 	cancelled := fctx.Err() != nil && ctx.Err() == nil
@@ -335,7 +331,6 @@ func (w *worker) handle(msg jetstream.Msg) {
 			m.log.Info("execution finished", "execution", rec.ID, "state", rec.State, "done", rec.Done, "failed", rec.Failed)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "TRACE recorded %v\n", time.Since(hstart))
 	if err := msg.DoubleAck(ctx); err != nil {
 		// The item comes back; the record already says done, so the
 		// redelivery is acked without work.
@@ -354,7 +349,6 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 	fail := func(retry bool, format string, args ...any) outcome {
 		return outcome{file: File{State: FileFailed, Error: fmt.Sprintf(format, args...), DurationMS: ms(time.Since(start))}, retry: retry}
 	}
-	defer func() { fmt.Fprintf(os.Stderr, "TRACE process %v\n", time.Since(start)) }()
 	r, _, err := m.cfg.Blobs.Get(ctx, inputKey(e.ID, idx))
 	if err != nil {
 		return fail(!errors.Is(err, blob.ErrNotFound), "read upload: %v", err)
@@ -368,7 +362,6 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 	if !strings.HasPrefix(ct, "image/") {
 		return fail(false, "not an image (content looks like %s)", ct)
 	}
-	fmt.Fprintf(os.Stderr, "TRACE get %v\n", time.Since(start))
 	img, err := gocv.IMDecode(data, gocv.IMReadColor)
 	if err != nil || img.Empty() {
 		if err == nil {
@@ -397,7 +390,6 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 		o.file.Steps = steps
 		return o
 	}
-	fmt.Fprintf(os.Stderr, "TRACE run %v\n", time.Since(start))
 	outCT := ""
 	if res.Image != nil && !res.Image.Empty() {
 		outCT = "image/jpeg"
@@ -415,7 +407,6 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 			return fail(true, "store output: %v", err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "TRACE encode+put %v\n", time.Since(start))
 	fr := fileResult{
 		Execution: e.ID, Index: idx, File: e.Files[idx].Name, Pipeline: e.Pipeline,
 		Width: res.Width, Height: res.Height, Detections: detectionsOf(res.Detections), Values: res.Values,
