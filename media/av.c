@@ -46,7 +46,10 @@ static int dec_open(ifc_dec **out, int codec_id, const AVCodecParameters *par, i
 int ifc_dec_open(ifc_dec **out, int codec_id, int threads) { return dec_open(out, codec_id, NULL, threads); }
 
 int ifc_dec_open_stream(ifc_dec **out, ifc_dmx *m, int threads) {
-	const AVCodecParameters *par = m->fmt->streams[m->stream]->codecpar;
+	// Packets leave the demuxer through the Annex-B filter, so the decoder
+	// needs the filter's output parameters (Annex-B extradata), not the
+	// container's avcC/hvcC.
+	const AVCodecParameters *par = m->bsf ? m->bsf->par_out : m->fmt->streams[m->stream]->codecpar;
 	return dec_open(out, par->codec_id, par, threads);
 }
 
@@ -112,6 +115,31 @@ int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts) {
 	pkt->pts = opts;
 	pkt->dts = odts;
 	return r;
+}
+
+int ifc_dec_drain_next(ifc_dec *d) {
+	if (!d->draining) {
+		int r = avcodec_send_packet(d->ctx, NULL);
+		if (r < 0 && r != AVERROR_EOF) return r;
+		d->draining = 1;
+	}
+	for (;;) {
+		int r = avcodec_receive_frame(d->ctx, d->frame);
+		if (r == AVERROR_EOF || r == AVERROR(EAGAIN)) {
+			avcodec_flush_buffers(d->ctx);
+			d->draining = 0;
+			return 0;
+		}
+		if (r < 0) return r;
+		if (d->frame->decode_error_flags || (d->frame->flags & AV_FRAME_FLAG_CORRUPT)) {
+			av_frame_unref(d->frame);
+			continue;
+		}
+		av_frame_unref(d->last);
+		av_frame_move_ref(d->last, d->frame);
+		d->has_last = 1;
+		return 1;
+	}
 }
 
 void ifc_dec_set_skip(ifc_dec *d, int discard) { d->ctx->skip_frame = (enum AVDiscard)discard; }

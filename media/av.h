@@ -28,6 +28,7 @@ typedef struct ifc_dec {
 	// Results of the last call, kept here so Go passes no pointers to its
 	// own stack (which would make them escape and allocate per frame).
 	int got, corrupt;
+	int draining;
 } ifc_dec;
 
 int ifc_dec_open(ifc_dec **out, int codec_id, int threads);
@@ -43,6 +44,10 @@ int ifc_dec_decode(ifc_dec *d, const uint8_t *data, int size, int64_t pts, int k
 // ifc_dec_send_packet is ifc_dec_decode for a packet that libav already owns
 // (demuxer output), so it is not copied; pts replaces the packet's own.
 int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts);
+// ifc_dec_drain_next takes the decoder's held pictures out one by one at the
+// end of a stream: 1 with a picture in d->last, 0 when empty (the decoder is
+// then reset for reuse), or a negative AVERROR.
+int ifc_dec_drain_next(ifc_dec *d);
 void ifc_dec_set_skip(ifc_dec *d, int discard);
 int ifc_dec_scale_bgr(ifc_dec *d, uint8_t *dst, int dst_stride, int dw, int dh);
 void ifc_dec_close(ifc_dec *d);

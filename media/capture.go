@@ -167,12 +167,20 @@ func (c *Capture) run(ctx context.Context, dm *Demuxer) error {
 		p, err := dm.Read()
 		if errIsEOF(err) {
 			if dec != nil {
-				// Pictures still in the decoder's reorder buffer: the newest one is
-				// kept, earlier ones of the last burst are dropped.
-				if n, _ := dec.Flush(); n > 0 && enc != nil {
-					pic, _ := dec.Picture()
-					if err := c.encodeAndEmit(enc, dec, pic.PTS); err != nil {
-						return err
+				// Pictures still in the decoder's reorder buffer.
+				for {
+					ok, err := dec.DrainNext()
+					if err != nil {
+						c.Stats.DecodeErrors.Add(1)
+					}
+					if !ok {
+						break
+					}
+					if enc != nil {
+						pic, _ := dec.Picture()
+						if err := c.encodeAndEmit(enc, dec, pic.PTS); err != nil {
+							return err
+						}
 					}
 				}
 			}

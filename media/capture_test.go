@@ -165,3 +165,29 @@ func TestCaptureMissingFile(t *testing.T) {
 		t.Fatal("missing file captured")
 	}
 }
+
+// B-frame H265 and (forced) H264 mp4 files are re-encoded picture for
+// picture: the decoder gets Annex-B parameters, and the pictures it still
+// holds at the end are drained, none lost.
+func TestCaptureTranscodeDrains(t *testing.T) {
+	for _, tc := range []struct {
+		spec clipSpec
+		w, h int
+	}{{clipH265, 320, 240}, {clipH264B, 352, 288}} {
+		t.Run(tc.spec.name, func(t *testing.T) {
+			units, c, err := runCapture(t, CaptureConfig{URL: clip(t, tc.spec), Transcode: true}, 0)
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("Run = %v", err)
+			}
+			if !c.Stats.Transcoded.Load() || len(units) != tc.spec.frames || c.Stats.DecodeErrors.Load() != 0 {
+				t.Fatalf("transcoded %v, %d units of %d pictures, %d errors", c.Stats.Transcoded.Load(), len(units), tc.spec.frames, c.Stats.DecodeErrors.Load())
+			}
+			checkUnits(t, units, tc.w, tc.h)
+			for i := 1; i < len(units); i++ {
+				if units[i].pts <= units[i-1].pts {
+					t.Fatalf("re-encoded pts not increasing at %d", i)
+				}
+			}
+		})
+	}
+}

@@ -159,6 +159,22 @@ func (d *Decoder) Flush() (int, error) {
 	return d.result(C.ifc_dec_decode(d.d, nil, 0, 0, 0))
 }
 
+// DrainNext takes the next held picture out at the end of a stream (after
+// the last access unit); false when none is left, and the decoder is then
+// ready for a new stream. Unlike Flush it yields every picture.
+func (d *Decoder) DrainNext() (bool, error) {
+	if d.d == nil {
+		return false, ErrClosed
+	}
+	r := C.ifc_dec_drain_next(d.d)
+	if r < 0 {
+		// Reset so the next stream starts clean.
+		_, _ = d.Flush()
+		return false, averr("drain", r)
+	}
+	return r == 1, nil
+}
+
 // decodePacket decodes the demuxer's current packet without copying it.
 func (d *Decoder) decodePacket(m *Demuxer, pts int64, keyframe bool) (int, error) {
 	if d.d == nil {
