@@ -222,6 +222,7 @@ type Manager struct {
 	updateMu sync.Mutex
 
 	wsHandler fiber.Handler
+	inputs    *inputCache
 
 	mu      sync.Mutex
 	running map[string]map[int]context.CancelFunc // execution → index → stop
@@ -276,6 +277,7 @@ func New(cfg Config) (*Manager, error) {
 		subj:    cfg.Bus.Subjects(),
 		metrics: newMetrics(cfg.Registerer),
 		running: make(map[string]map[int]context.CancelFunc),
+		inputs:  newInputCache(64 << 20),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wsHandler = websocket.New(m.serveWS)

@@ -178,13 +178,15 @@ func (m *Manager) putInput(ctx context.Context, id string, i int, fh *multipart.
 		return "", invalidf("file #%d: %v", i, err)
 	}
 	defer f.Close()
-	var head [512]byte
-	n, _ := io.ReadFull(f, head[:])
-	ct := http.DetectContentType(head[:n])
-	r := io.MultiReader(bytes.NewReader(head[:n]), f)
-	if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), r, fh.Size, ct); err != nil {
+	data, err := io.ReadAll(io.LimitReader(f, m.cfg.MaxFileBytes+1))
+	if err != nil {
+		return "", invalidf("file #%d: %v", i, err)
+	}
+	ct := http.DetectContentType(data)
+	if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), bytes.NewReader(data), int64(len(data)), ct); err != nil {
 		return "", fmt.Errorf("store file #%d: %w", i, err)
 	}
+	m.inputs.put(inputKey(id, i), data)
 	return ct, nil
 }
 

@@ -133,15 +133,21 @@ func (m *Manager) queued(ctx context.Context, id string) (uint64, error) {
 // time, so each worker compiles the executions it meets.
 type worker struct {
 	m         *Manager
-	pipelines map[string]*processors.Pipeline
+	pipelines map[string]*compiled
 	order     []string
+}
+
+// compiled is an execution's pipeline built for one worker.
+type compiled struct {
+	pl    *processors.Pipeline
+	roots []sizer // non-nil: JPEGs may be decoded at reduced scale
 }
 
 const maxCachedPipelines = 4
 
 func (m *Manager) worker(cons jetstream.Consumer) {
 	defer m.wg.Done()
-	w := &worker{m: m, pipelines: make(map[string]*processors.Pipeline)}
+	w := &worker{m: m, pipelines: make(map[string]*compiled)}
 	defer w.closeAll()
 	for m.ctx.Err() == nil {
 		fctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
@@ -167,12 +173,12 @@ func (m *Manager) worker(cons jetstream.Consumer) {
 
 func (w *worker) closeAll() {
 	for _, p := range w.pipelines {
-		p.Close()
+		p.pl.Close()
 	}
 	w.pipelines = nil
 }
 
-func (w *worker) pipeline(e *Execution) (*processors.Pipeline, error) {
+func (w *worker) pipeline(e *Execution) (*compiled, error) {
 	if p, ok := w.pipelines[e.ID]; ok {
 		return p, nil
 	}
@@ -184,15 +190,16 @@ func (w *worker) pipeline(e *Execution) (*processors.Pipeline, error) {
 	if f := w.m.cfg.RemoteFactory; f != nil {
 		opts = append(opts, processors.WithRemote(processors.RemoteFactory(f)))
 	}
-	p, err := processors.Compile(w.m.cfg.Registry, spec, opts...)
+	pl, err := processors.Compile(w.m.cfg.Registry, spec, opts...)
 	if err != nil {
 		return nil, err
 	}
+	p := &compiled{pl: pl, roots: rootSizers(w.m.cfg.Registry, spec)}
 	if len(w.order) >= maxCachedPipelines {
 		old := w.order[0]
 		w.order = w.order[1:]
 		if op := w.pipelines[old]; op != nil {
-			op.Close()
+			op.pl.Close()
 			delete(w.pipelines, old)
 		}
 	}
@@ -203,7 +210,7 @@ func (w *worker) pipeline(e *Execution) (*processors.Pipeline, error) {
 
 func (w *worker) drop(id string) {
 	if p, ok := w.pipelines[id]; ok {
-		p.Close()
+		p.pl.Close()
 		delete(w.pipelines, id)
 		for i, o := range w.order {
 			if o == id {
@@ -349,20 +356,32 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 	fail := func(retry bool, format string, args ...any) outcome {
 		return outcome{file: File{State: FileFailed, Error: fmt.Sprintf(format, args...), DurationMS: ms(time.Since(start))}, retry: retry}
 	}
-	r, _, err := m.cfg.Blobs.Get(ctx, inputKey(e.ID, idx))
-	if err != nil {
-		return fail(!errors.Is(err, blob.ErrNotFound), "read upload: %v", err)
-	}
-	data, err := io.ReadAll(io.LimitReader(r, m.cfg.MaxFileBytes+1))
-	r.Close()
-	if err != nil {
-		return fail(true, "read upload: %v", err)
+	data, ok := m.inputs.take(inputKey(e.ID, idx))
+	if !ok {
+		r, _, err := m.cfg.Blobs.Get(ctx, inputKey(e.ID, idx))
+		if err != nil {
+			return fail(!errors.Is(err, blob.ErrNotFound), "read upload: %v", err)
+		}
+		data, err = io.ReadAll(io.LimitReader(r, m.cfg.MaxFileBytes+1))
+		r.Close()
+		if err != nil {
+			return fail(true, "read upload: %v", err)
+		}
 	}
 	ct := http.DetectContentType(data)
 	if !strings.HasPrefix(ct, "image/") {
 		return fail(false, "not an image (content looks like %s)", ct)
 	}
-	img, err := gocv.IMDecode(data, gocv.IMReadColor)
+	cp, err := w.pipeline(e)
+	if err != nil {
+		return fail(transient(err), "pipeline: %v", err)
+	}
+	flag, srcW, srcH := gocv.IMReadColor, 0, 0
+	if jw, jh, ok := jpegSize(data); ok {
+		flag, _ = reducedDecode(cp.roots, jw, jh)
+		srcW, srcH = jw, jh
+	}
+	img, err := gocv.IMDecode(data, flag)
 	if err != nil || img.Empty() {
 		if err == nil {
 			img.Close()
@@ -370,11 +389,10 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 		return fail(false, "corrupt image: %s could not be decoded", ct)
 	}
 	defer img.Close()
-	pl, err := w.pipeline(e)
-	if err != nil {
-		return fail(transient(err), "pipeline: %v", err)
+	if srcW == 0 || flag == gocv.IMReadColor {
+		srcW, srcH = img.Cols(), img.Rows()
 	}
-	res, runErr := pl.Run(ctx, img)
+	res, runErr := cp.pl.Run(ctx, img)
 	if res == nil {
 		return fail(transient(runErr), "pipeline: %v", runErr)
 	}
@@ -409,7 +427,7 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 	}
 	fr := fileResult{
 		Execution: e.ID, Index: idx, File: e.Files[idx].Name, Pipeline: e.Pipeline,
-		Width: res.Width, Height: res.Height, Detections: detectionsOf(res.Detections), Values: res.Values,
+		Width: srcW, Height: srcH, Detections: detectionsOf(res.Detections, float32(srcW)/float32(max(res.Width, 1)), float32(srcH)/float32(max(res.Height, 1))), Values: res.Values,
 		Steps: steps, DurationMS: ms(time.Since(start)), Attempt: attempt,
 	}
 	if fr.Values == nil {
@@ -477,10 +495,12 @@ type detection struct {
 	TrackID int64   `json:"track_id,omitempty"`
 }
 
-func detectionsOf(ds []*busv1.Detection) []detection {
+// detectionsOf converts the engine's boxes (pixels of the decoded picture)
+// to pixels of the uploaded one; sx, sy undo a reduced-scale decode.
+func detectionsOf(ds []*busv1.Detection, sx, sy float32) []detection {
 	out := make([]detection, len(ds))
 	for i, d := range ds {
-		out[i] = detection{X: d.X, Y: d.Y, W: d.W, H: d.H, Label: d.Label, Score: d.Score, ClassID: d.ClassId, TrackID: d.TrackId}
+		out[i] = detection{X: d.X * sx, Y: d.Y * sy, W: d.W * sx, H: d.H * sy, Label: d.Label, Score: d.Score, ClassID: d.ClassId, TrackID: d.TrackId}
 	}
 	return out
 }

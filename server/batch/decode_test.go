@@ -1,0 +1,98 @@
+package batch
+
+import (
+	"os"
+	"testing"
+
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/builtin"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+const samples = "/usr/share/doc/opencv-doc/examples/data/"
+
+func TestJPEGSizeOnRealFiles(t *testing.T) {
+	for _, name := range []string{"messi5.jpg", "baboon.jpg", "fruits.jpg", "HappyFish.jpg", "starry_night.jpg"} {
+		b, err := os.ReadFile(samples + name)
+		if err != nil {
+			t.Skip(err)
+		}
+		m, _ := gocv.IMDecode(b, gocv.IMReadColor)
+		w, h, ok := jpegSize(b)
+		if !ok || w != m.Cols() || h != m.Rows() {
+			t.Errorf("%s: jpegSize %dx%d %v, decoded %dx%d", name, w, h, ok, m.Cols(), m.Rows())
+		}
+		m.Close()
+	}
+	png, _ := os.ReadFile(samples + "smarties.png")
+	if _, _, ok := jpegSize(png); ok {
+		t.Error("PNG taken for a JPEG")
+	}
+}
+
+func FuzzJPEGSize(f *testing.F) {
+	if b, err := os.ReadFile(samples + "messi5.jpg"); err == nil {
+		f.Add(b[:min(len(b), 2048)])
+	}
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x04, 0x38, 0x07, 0x80, 0x03})
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x07, 0x08, 0x00, 0x01, 0x00, 0x01})
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xFF, 0xFF})
+	f.Add([]byte("\xff\xd8\xff\xe0garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		w, h, ok := jpegSize(b)
+		if ok && (w <= 0 || h <= 0 || w > 65535 || h > 65535) {
+			t.Fatalf("size %dx%d", w, h)
+		}
+	})
+}
+
+func TestReducedDecodeChoice(t *testing.T) {
+	reg := processors.NewRegistry()
+	builtin.Register(reg)
+	st := func(m map[string]any) *structpb.Struct { s, _ := structpb.NewStruct(m); return s }
+	cases := []struct {
+		steps []*busv1.Step
+		w, h  int
+		want  int
+	}{
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 320})}}, 1920, 1080, 4},
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 240})}}, 1920, 1080, 8},
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 1280})}}, 1920, 1080, 1},
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 640, "height": 640, "keep_aspect": false})}}, 1920, 1080, 1},
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 320})}, {Id: "d", Processor: "detect"}}, 1920, 1080, 1},
+		{[]*busv1.Step{{Id: "r", Processor: "resize", Params: st(map[string]any{"width": 320})}, {Id: "f", Processor: "filter", Inputs: []string{"r"}}}, 1920, 1080, 4},
+	}
+	for i, c := range cases {
+		roots := rootSizers(reg, &busv1.Pipeline{Steps: c.steps})
+		_, f := reducedDecode(roots, c.w, c.h)
+		if f != c.want {
+			t.Errorf("case %d: factor %d, want %d", i, f, c.want)
+		}
+	}
+}
+
+func TestInputCacheBounded(t *testing.T) {
+	c := newInputCache(1000)
+	for i := 0; i < 20; i++ {
+		c.put(string(rune('a'+i)), make([]byte, 100))
+	}
+	if c.size > 1000 || len(c.m) != 10 {
+		t.Fatalf("size %d entries %d", c.size, len(c.m))
+	}
+	if _, ok := c.take("a"); ok {
+		t.Fatal("oldest not evicted")
+	}
+	if b, ok := c.take("t"); !ok || len(b) != 100 {
+		t.Fatal("newest missing")
+	}
+	if _, ok := c.take("t"); ok {
+		t.Fatal("taken twice")
+	}
+	c.put("big", make([]byte, 300)) // over a quarter: not cached
+	if _, ok := c.take("big"); ok {
+		t.Fatal("oversized entry cached")
+	}
+}
