@@ -47,10 +47,7 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	if code == 0 {
-		if err := goleak.Find(
-			// nats.go keeps one flusher/timer goroutine per process-wide pool.
-			goleak.IgnoreTopFunction("github.com/nats-io/nats.go.(*Conn).flusher"),
-		); err != nil {
+		if err := goleak.Find(); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
 		}
@@ -258,7 +255,7 @@ func ffmpegPush(t testing.TB, url string) *exec.Cmd {
 
 var (
 	frameRe = regexp.MustCompile(`frame=\s*(\d+)`)
-	sizeRe  = regexp.MustCompile(`Video: h264[^\n]*?, (\d+)x(\d+)`)
+	sizeRe  = regexp.MustCompile(`Video: (?:h264|hevc)[^\n]*?, (\d+)x(\d+)`)
 )
 
 // ffmpegRead reads url for dur with stream copy and returns the frames and

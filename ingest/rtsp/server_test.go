@@ -5,10 +5,16 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
@@ -17,6 +23,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 func publishCams(ids ...string) map[string]CameraInfo {
@@ -308,5 +315,72 @@ func TestServerUDPReadersShareFeed(t *testing.T) {
 	}
 	if n := e.hub.Readers("cam1"); n != 1 {
 		t.Fatalf("hub readers = %d, want 1 shared feed", n)
+	}
+}
+
+// Audio published beside the video reaches the bus as audio access units.
+func TestServerPublishAudio(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "av.mp4")
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-shortest", clip).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	e := newEnv(t, publishCams("av"))
+	var audio atomic.Pointer[busv1.AccessUnit]
+	var n atomic.Int64
+	sub, err := e.b.Conn().Subscribe(e.b.Subjects().Audio("av"), func(m *nats.Msg) {
+		au := &busv1.AccessUnit{}
+		if proto.Unmarshal(m.Data, au) == nil {
+			audio.Store(au)
+			n.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+		"-i", clip, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", e.url("av"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	e.waitOnline(t, "av", 10*time.Second)
+	waitFor(t, 5*time.Second, "audio access units", func() bool { return n.Load() > 20 })
+	au := audio.Load()
+	if au.Codec != busv1.Codec_CODEC_AAC || au.ClockRate != 48000 || au.Channels != 1 || len(au.Data) == 0 || au.Camera != "av" {
+		t.Fatalf("audio AU codec=%v rate=%d ch=%d len=%d cam=%q", au.Codec, au.ClockRate, au.Channels, len(au.Data), au.Camera)
+	}
+}
+
+// H265 goes through the same path: VPS/SPS/PPS in the SDP, readers decode.
+func TestServerH265(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "h265.mp4")
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "2",
+		"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:bframes=0:log-level=error",
+		"-pix_fmt", "yuv420p", clip).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	e := newEnv(t, publishCams("hevc"))
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+		"-i", clip, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", e.url("hevc"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	e.waitOnline(t, "hevc", 10*time.Second)
+	if st := e.pubs.sink("hevc").Status(); st.Codec != "h265" || st.Width != 640 || st.Height != 360 {
+		t.Fatalf("sink track %s %dx%d", st.Codec, st.Width, st.Height)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	frames, w, h, log, err := ffmpegRead(ctx, e.url("hevc"), 2*time.Second)
+	if err != nil || frames*100 < 60*95 || w != 640 || h != 360 || !strings.Contains(log, "Video: hevc") {
+		t.Fatalf("read: err=%v frames=%d %dx%d\n%s", err, frames, w, h, log)
 	}
 }
