@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"gocv.io/x/gocv"
 	"log/slog"
 	"net"
 	"sync"
@@ -171,15 +172,17 @@ func (s *processorService) handle(ctx context.Context, req *pb.ProcessRequest) (
 		return nil, err
 	}
 	in := processors.Input{Image: img, Detections: req.Detections, Values: req.Values}
-	var out processors.Output
-	inst.mu.Lock()
-	err = inst.p.Process(ctx, &in, &out)
-	inst.mu.Unlock()
+	// Steps with an image output write into the Mat they are given, as the
+	// engine hands them one; a zero Mat would crash them inside OpenCV.
+	out := processors.Output{Image: gocv.NewMat()}
 	defer func() {
-		if !out.Image.Empty() {
+		if out.Image.Ptr() != nil {
 			out.Image.Close()
 		}
 	}()
+	inst.mu.Lock()
+	err = inst.p.Process(ctx, &in, &out)
+	inst.mu.Unlock()
 	resp := &pb.ProcessResponse{RequestId: req.RequestId, Detections: out.Detections, Values: out.Values}
 	if err != nil {
 		if ctx.Err() != nil {
