@@ -11,13 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // binary returns the imageflow binary: $IFC_BIN when set (scripts/test.sh
-// builds it), else one built for this test.
+// builds it), else one built once for this test run.
 func binary(t *testing.T) string {
 	t.Helper()
 	if b := os.Getenv("IFC_BIN"); b != "" {
@@ -25,14 +26,28 @@ func binary(t *testing.T) string {
 			return b
 		}
 	}
-	out := filepath.Join(t.TempDir(), "imageflow")
-	cmd := exec.Command("go", "build", "-o", out, ".")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("build: %v", err)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imageflow-test-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBinary = filepath.Join(dir, "imageflow")
+		cmd := exec.Command("go", "build", "-o", builtBinary, ".")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("build: %v", buildErr)
 	}
-	return out
+	return builtBinary
 }
+
+var (
+	buildOnce   sync.Once
+	builtBinary string
+	buildErr    error
+)
 
 // listenInfo mirrors server.Listen without importing it: the test reads the
 // file as a script would.
