@@ -5,7 +5,22 @@
 //
 // Access units follow the bus contract (proto/bus.proto): H264/H265 NAL units
 // without start codes, parameter sets in front of every IDR, the RTP timestamp
-// of the source kept end to end so overlays match frames.
+// of the source kept end to end so overlays match frames. Audio (AAC, Opus,
+// G711) is published beside the video; RTSP readers get the video only (the
+// hub carries video).
+//
+// Wiring, done by the composition root:
+//
+//	src := rtsp.NewSource(rtsp.SourceConfig{Camera: id, URL: url, Sink: sink, Logger: log})
+//	go src.Run(ctx) // reconnects by itself until ctx ends
+//
+//	srv := &rtsp.Server{Address: ":8554", Cameras: cams, Hub: hub,
+//		Publishers: pubs, Authenticator: auth, Logger: log}
+//	err := srv.Start() // srv.Addr() is the real address; srv.Close() stops all
+//
+// The server asks clients for Basic credentials because the Authenticator
+// needs the clear password (digest cannot be checked against an opaque
+// verifier); the pull source answers both Basic and Digest.
 package rtsp
 
 import (

@@ -104,6 +104,10 @@ type Server struct {
 	err     error
 }
 
+// serverHandler carries the gortsplib callbacks, so they stay out of
+// Server's exported API.
+type serverHandler struct{ *Server }
+
 // sessionData is what the server keeps on a gortsplib session.
 type sessionData struct {
 	pub *publisher
@@ -159,7 +163,7 @@ func (s *Server) Start() error {
 	}
 	s.tcpAddr = ln.Addr()
 	srv := &gortsplib.Server{
-		Handler:     s,
+		Handler:     serverHandler{s},
 		RTSPAddress: ln.Addr().String(),
 		Listen:      func(string, string) (net.Listener, error) { return ln, nil },
 		// A 4K keyframe is several hundred packets; the default 256 would
@@ -304,17 +308,17 @@ func (s *Server) Close() {
 }
 
 // OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost.
-func (s *Server) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
+func (s serverHandler) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
 	s.lost.add(ctx.Lost, "path", ctx.Session.SetuppedPath())
 }
 
 // OnDecodeError implements gortsplib.ServerHandlerOnDecodeError.
-func (s *Server) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
+func (s serverHandler) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
 	s.decodeErrs.add(1, "path", ctx.Session.SetuppedPath(), "err", ctx.Error)
 }
 
 // OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError.
-func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+func (s serverHandler) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
 	s.writeErrs.add(1, "path", ctx.Session.SetuppedPath(), "err", ctx.Error)
 }
 
@@ -354,7 +358,7 @@ func (s *Server) lookup(path string) (string, CameraInfo, bool) {
 
 // OnAnnounce implements gortsplib.ServerHandlerOnAnnounce: a publisher
 // offers a camera.
-func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+func (s serverHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
 	cam := cameraFromPath(ctx.Path)
 	if !s.authorize(ctx.Request, cam, true) {
 		return unauthorized()
@@ -410,7 +414,7 @@ func (s *Server) refuse(code base.StatusCode, cam, why string) (*base.Response, 
 }
 
 // OnRecord implements gortsplib.ServerHandlerOnRecord.
-func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+func (s serverHandler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
 	sd, _ := ctx.Session.UserData().(*sessionData)
 	if sd == nil || sd.pub == nil {
 		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("RECORD without ANNOUNCE")
@@ -425,7 +429,7 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe: a reader asks
 // for a camera; the answer waits for the camera's first keyframe.
-func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+func (s serverHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	res, e, err := s.readerEgress(ctx.Request, ctx.Path)
 	if e == nil {
 		return res, nil, err
@@ -434,7 +438,7 @@ func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Re
 }
 
 // OnSetup implements gortsplib.ServerHandlerOnSetup.
-func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+func (s serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
 		return &base.Response{StatusCode: base.StatusOK}, nil, nil
 	}
@@ -452,7 +456,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
-func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+func (s serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil && sd.eg != nil {
 		s.play(sd.eg, ctx.Session)
 	}
@@ -461,7 +465,7 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 
 // OnSessionClose implements gortsplib.ServerHandlerOnSessionClose: releases
 // a publisher's camera or a reader's share of a feed.
-func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+func (s serverHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	sd, _ := ctx.Session.UserData().(*sessionData)
 	if sd == nil {
 		return

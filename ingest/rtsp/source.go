@@ -106,6 +106,7 @@ func (s *source) Run(ctx context.Context) error {
 		return err
 	}
 	backoff := backoffMin
+	failures := 0
 	for {
 		s.cfg.Sink.SetState(ingest.StateConnecting, nil)
 		got, err := s.session(ctx)
@@ -117,9 +118,16 @@ func (s *source) Run(ctx context.Context) error {
 		s.cfg.Sink.SetState(ingest.StateOffline, err)
 		if got {
 			// The camera worked: a blip reconnects fast again.
-			backoff = backoffMin
+			backoff, failures = backoffMin, 0
 		}
-		s.log.Warn("rtsp camera lost, retrying", "err", err, "in", backoff)
+		failures++
+		// One warning per outage; the retries of a camera that stays down
+		// go to debug.
+		if failures == 1 {
+			s.log.Warn("rtsp camera lost, retrying", "err", err, "in", backoff)
+		} else {
+			s.log.Debug("rtsp camera still down", "err", err, "in", backoff, "attempt", failures)
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
