@@ -316,6 +316,15 @@ func TestServerUDPReadersShareFeed(t *testing.T) {
 	if n := e.hub.Readers("cam1"); n != 1 {
 		t.Fatalf("hub readers = %d, want 1 shared feed", n)
 	}
+	// The feed ends shortly after its last reader leaves.
+	r1.c.Close()
+	if n := e.hub.Readers("cam1"); n != 1 {
+		t.Fatalf("hub readers = %d with one RTSP reader left", n)
+	}
+	n := r2.aus.Load()
+	waitFor(t, 3*time.Second, "remaining reader keeps playing", func() bool { return r2.aus.Load() > n+10 })
+	r2.c.Close()
+	waitFor(t, 5*time.Second, "feed closed after the last reader", func() bool { return e.hub.Readers("cam1") == 0 })
 }
 
 // Audio published beside the video reaches the bus as audio access units.
