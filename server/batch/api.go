@@ -215,11 +215,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) (*Execution, error) {
 	m.mu.Unlock()
 	// The rest of its work items leave the queue; one a worker already
 	// holds is acked without work because the record says cancelled.
-	if st, err := m.js.Stream(ctx, "JOBS"); err == nil {
-		if err := st.Purge(ctx, jetstreamPurgeSubject(m.subj.Jobs(id))); err != nil {
-			m.log.Warn("purge cancelled jobs", "execution", id, "error", err)
-		}
-	}
+	m.purgeJobs(ctx, id)
 	m.metrics.executions.WithLabelValues(StateCancelled).Inc()
 	m.publishOverall(e)
 	m.log.Info("execution cancelled", "execution", id)

@@ -1,9 +1,5 @@
 package batch
 
-import "github.com/nats-io/nats.go/jetstream"
-
-func jetstreamPurgeSubject(s string) jetstream.StreamPurgeOpt { return jetstream.WithPurgeSubject(s) }
-
 func obj(props map[string]any, required ...string) map[string]any {
 	o := map[string]any{"type": "object", "properties": props}
 	if len(required) > 0 {

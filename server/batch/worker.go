@@ -109,10 +109,50 @@ func (m *Manager) resume(ctx context.Context) error {
 		resumed++
 		m.log.Info("execution resumed", "execution", id, "open_files", len(open), "queued", queued)
 	}
+	m.cleanupQueue(ctx)
 	if resumed > 0 {
 		m.log.Info("resumed unfinished executions", "count", resumed)
 	}
 	return nil
+}
+
+// purgeJobs drops what is left in the queue for a finished execution: after
+// a crash, JetStream may bring back an item that was acked (its removal not
+// yet on disk) below the consumer's ack floor, where no worker would ever
+// take it. Every file of the execution is recorded, so nothing left is work.
+func (m *Manager) purgeJobs(ctx context.Context, id string) {
+	st, err := m.js.Stream(ctx, "JOBS")
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject(m.subj.Jobs(id)))
+	}
+	if err != nil {
+		m.log.Warn("purge finished execution's jobs", "execution", id, "error", err)
+	}
+}
+
+// cleanupQueue purges the items of executions that are finished or gone,
+// in one pass over the queue's subjects.
+func (m *Manager) cleanupQueue(ctx context.Context) {
+	st, err := m.js.Stream(ctx, "JOBS")
+	if err != nil {
+		return
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(m.subj.Jobs("*")))
+	if err != nil {
+		return
+	}
+	prefix := m.subj.Jobs("")
+	for subject := range info.State.Subjects {
+		id := strings.TrimPrefix(subject, prefix)
+		e, _, err := m.load(ctx, id)
+		if err == nil && !terminal(e.State) {
+			continue
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+			continue
+		}
+		m.purgeJobs(ctx, id)
+	}
 }
 
 // queued counts the work items of an execution still in the stream (acked
@@ -345,6 +385,9 @@ func (w *worker) handle(msg jetstream.Msg) {
 	}
 	if terminal(rec.State) {
 		w.drop(rec.ID)
+		if changed {
+			m.purgeJobs(ctx, rec.ID)
+		}
 	}
 }
 
