@@ -53,7 +53,7 @@ func startBatchServer(t *testing.T, token string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Start(ctx); err != nil {
+	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: m.MaxRequestBytes()})

@@ -58,7 +58,9 @@ const (
 	// DefaultMaxRequestBytes bounds one upload request; the HTTP server's
 	// BodyLimit must be at least MaxRequestBytes().
 	DefaultMaxRequestBytes = 256 << 20
-	DefaultAckWait         = 30 * time.Second
+	// DefaultAckWait bounds how long the items a killed process held wait
+	// before another worker (or the restarted process) gets them.
+	DefaultAckWait = 10 * time.Second
 	DefaultMaxAttempts     = 5
 )
 
@@ -84,8 +86,8 @@ type Config struct {
 	// MaxFileBytes plus form overhead).
 	RequestBytes int
 	// AckWait is how long a work item may stay unacknowledged before
-	// JetStream hands it to another worker (default 30 s); a worker busy on
-	// an item tells JetStream it is still working well within this.
+	// JetStream hands it to another worker (default 10 s); a worker busy on
+	// an item tells JetStream it is still working every AckWait/3.
 	AckWait time.Duration
 	// MaxAttempts bounds retries of a file whose processor call failed
 	// transiently (remote unavailable, timeout); default 5.

@@ -464,3 +464,35 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("cancel finished: %d", resp.StatusCode)
 	}
 }
+
+// TestStreamsEndOnClose: an open progress stream must not hold a shutting
+// down server; Close ends it and returns.
+func TestStreamsEndOnClose(t *testing.T) {
+	e := startEnv(t, envOpts{mod: func(c *batch.Config) { c.Workers = 1 }})
+	img := readImage(t, "baboon.jpg")
+	files := make([]upFile, 200)
+	for i := range files {
+		files[i] = upFile{name: fmt.Sprintf("f%d.jpg", i), data: img.data}
+	}
+	id := e.mustUpload(files, "resize-filter")
+	resp, err := http.Get(e.base + "/api/v1/executions/" + id + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 1)
+	if _, err := resp.Body.Read(buf); err != nil { // the stream is open
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() { e.m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close blocked with a stream open")
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.Contains(string(rest), "event: end") {
+		t.Fatalf("stream after Close: %v, tail %q", err, rest[max(0, len(rest)-80):])
+	}
+}

@@ -99,7 +99,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		b.Close()
 		t.Fatal(err)
 	}
-	if err := m.Start(ctx); err != nil {
+	if err := m.Start(context.Background()); err != nil {
 		m.Close()
 		b.Close()
 		t.Fatal(err)

@@ -30,7 +30,9 @@ const consumerName = "batch-workers"
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // Start creates the shared consumer, resumes unfinished executions and runs
-// the workers until Close.
+// the workers. ctx is the manager's lifetime: when it ends, workers stop and
+// progress streams end (so an HTTP server shutting down is not held open by
+// them), as with Close, which still waits for the goroutines.
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	if m.started || m.closed {
@@ -57,6 +59,15 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.wg.Add(1)
 		go m.worker(cons)
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		select {
+		case <-ctx.Done():
+			m.cancel()
+		case <-m.ctx.Done():
+		}
+	}()
 	return nil
 }
 
