@@ -59,53 +59,11 @@ func TestRemoteStepMatchesBuiltin(t *testing.T) {
 	procAddr := freePort(t)
 	proc := startProcessor(t, procAddr, "detect")
 	_, li, _ := startBinary(t, t.TempDir())
-	api := "http://" + li.HTTP + "/api/v1/pipelines"
-	for _, p := range []string{
+	postPipelines(t, li.HTTP,
 		`{"id":"local","steps":[{"id":"face","processor":"detect","params":{"backend":"haar"}}]}`,
-		`{"id":"remote","steps":[{"id":"face","processor":"grpc://` + procAddr + `","params":{"backend":"haar"}}]}`,
-	} {
-		resp, err := http.Post(api, "application/json", strings.NewReader(p))
-		if err != nil || resp.StatusCode != 201 {
-			b, _ := io.ReadAll(resp.Body)
-			t.Fatalf("pipeline: %v %s", err, b)
-		}
-		resp.Body.Close()
-	}
-	conn, err := grpc.NewClient(li.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := streamv1.NewStreamServiceClient(conn)
-	process := func(pipeline string) *streamv1.StreamResult {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		stream, err := client.Process(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&streamv1.StreamRequest{Pipeline: pipeline, Frame: &streamv1.StreamFrame{
-			Sequence: 1, Format: busv1.PixelFormat_PIXEL_FORMAT_JPEG, Data: img}}); err != nil {
-			t.Fatal(err)
-		}
-		_ = stream.CloseSend()
-		res, err := stream.Recv()
-		if err != nil {
-			t.Fatalf("%s: %v", pipeline, err)
-		}
-		return res
-	}
-	// Boxes compared as a set: the order of equal-rank detections is not part
-	// of the contract.
-	boxes := func(r *streamv1.StreamResult) string {
-		var out []string
-		for _, d := range r.GetResult().GetDetections() {
-			b, _ := json.Marshal(d)
-			out = append(out, string(b))
-		}
-		sort.Strings(out)
-		return strings.Join(out, "\n")
-	}
+		`{"id":"remote","steps":[{"id":"face","processor":"grpc://`+procAddr+`","params":{"backend":"haar"}}]}`)
+	process := func(pipeline string) *streamv1.StreamResult { return streamOnce(t, li.GRPC, pipeline, img) }
+	boxes := boxSet
 	local := process("local")
 	remote := process("remote")
 	if local.Error != "" || remote.Error != "" || len(local.GetResult().GetDetections()) == 0 {
@@ -156,4 +114,58 @@ func metricValue(t *testing.T, httpAddr, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// streamOnce sends one JPEG through a stored pipeline over StreamService.
+func streamOnce(t *testing.T, grpcAddr, pipeline string, img []byte) *streamv1.StreamResult {
+	t.Helper()
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := streamv1.NewStreamServiceClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&streamv1.StreamRequest{Pipeline: pipeline, Frame: &streamv1.StreamFrame{
+		Sequence: 1, Format: busv1.PixelFormat_PIXEL_FORMAT_JPEG, Data: img}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.CloseSend()
+	res, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("%s: %v", pipeline, err)
+	}
+	return res
+}
+
+// boxSet renders detections as a sorted set: the order of equal-rank
+// detections is not part of the contract.
+func boxSet(r *streamv1.StreamResult) string {
+	var out []string
+	for _, d := range r.GetResult().GetDetections() {
+		b, _ := json.Marshal(d)
+		out = append(out, string(b))
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
+}
+
+// postPipelines stores pipelines through the REST API.
+func postPipelines(t *testing.T, httpAddr string, bodies ...string) {
+	t.Helper()
+	for _, p := range bodies {
+		resp, err := http.Post("http://"+httpAddr+"/api/v1/pipelines", "application/json", strings.NewReader(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("pipeline: %d %s", resp.StatusCode, b)
+		}
+	}
 }
