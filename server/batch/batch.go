@@ -60,8 +60,8 @@ const (
 	DefaultMaxRequestBytes = 256 << 20
 	// DefaultAckWait bounds how long the items a killed process held wait
 	// before another worker (or the restarted process) gets them.
-	DefaultAckWait = 10 * time.Second
-	DefaultMaxAttempts     = 5
+	DefaultAckWait     = 10 * time.Second
+	DefaultMaxAttempts = 5
 )
 
 // Config configures a Manager. Exported fields are configuration.
