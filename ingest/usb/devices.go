@@ -41,7 +41,7 @@ type Device struct {
 	// Name is the card name the driver reports ("HD Webcam C615").
 	Name    string `json:"name"`
 	Driver  string `json:"driver"`
-	BusInfo string `json:"busInfo"`
+	BusInfo string `json:"bus_info"`
 	// Formats are the pixel formats the device captures.
 	Formats []Format `json:"formats"`
 }
