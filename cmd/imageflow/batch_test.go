@@ -1,16 +1,23 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,5 +167,172 @@ func TestBatchCLI(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBatchBinaryKill9 is the user's view of durability: `imageflow batch
+// run` uploads 100 full-HD pictures to `imageflow serve`, the server is
+// killed with SIGKILL mid-run and started again on the same data directory
+// and port; the CLI rides it out and downloads exactly 100 results, and the
+// server's record and zip hold each file once.
+func TestBatchBinaryKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	src := gocv.IMRead("/usr/share/doc/opencv-doc/examples/data/messi5.jpg", gocv.IMReadColor)
+	if src.Empty() {
+		t.Skip("messi5.jpg missing")
+	}
+	hd := gocv.NewMat()
+	gocv.Resize(src, &hd, image.Pt(1920, 1080), 0, 0, gocv.InterpolationCubic)
+	buf, err := gocv.IMEncode(gocv.JPEGFileExt, hd)
+	src.Close()
+	hd.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jpeg := bytes.Clone(buf.GetBytes())
+	buf.Close()
+	in := t.TempDir()
+	const n = 100
+	files := make([]string, n)
+	for i := range files {
+		files[i] = filepath.Join(in, fmt.Sprintf("hd%03d.jpg", i))
+		if err := os.WriteFile(files[i], jpeg, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	srv, _, logs := startBinary(t, dir, "--http", addr)
+	base := "http://" + addr
+	pipeline := `{"id":"hd","steps":[{"id":"small","processor":"resize","params":{"width":1280}},{"id":"blur","processor":"filter","params":{"mode":"blur"},"inputs":["small"]}]}`
+	resp, err := http.Post(base+"/api/v1/pipelines", "application/json", strings.NewReader(pipeline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("create pipeline: %d", resp.StatusCode)
+	}
+
+	out := t.TempDir()
+	var cliOut, cliErr syncBuffer
+	cli := exec.Command(binary(t), append([]string{"batch", "run", "--server", base, "--pipeline", "hd", "--out", out, "--quiet"}, files...)...)
+	cli.Stdout, cli.Stderr = &cliOut, &cliErr
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Wait() }()
+	t.Cleanup(func() {
+		if cli.ProcessState == nil {
+			_ = cli.Process.Kill()
+			<-cliDone
+		}
+	})
+
+	get := func(id string) (x batchExecution, err error) {
+		resp, err := http.Get(base + "/api/v1/executions/" + id)
+		if err != nil {
+			return x, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return x, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return x, json.NewDecoder(resp.Body).Decode(&x)
+	}
+	var id string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress; cli stderr:\n%s\nserver:\n%s", cliErr.String(), logs.String())
+		}
+		if id == "" {
+			if f := strings.Fields(cliErr.String()); len(f) >= 2 && f[0] == "execution" {
+				id = strings.TrimSuffix(f[1], ":")
+			}
+		} else if x, err := get(id); err == nil && x.Done >= 20 {
+			if x.Done >= n {
+				t.Fatal("finished before the kill: the test proves nothing")
+			}
+			t.Logf("SIGKILL with %d of %d done", x.Done, n)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = srv.Process.Signal(syscall.SIGKILL)
+	_ = srv.Wait()
+
+	startBinary(t, dir, "--http", addr)
+	select {
+	case err := <-cliDone:
+		if err != nil {
+			t.Fatalf("cli: %v\nstdout:\n%s\nstderr:\n%s", err, cliOut.String(), cliErr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("cli did not finish; stderr:\n%s", cliErr.String())
+	}
+	if !strings.Contains(cliOut.String(), "done: 100 done, 0 failed") {
+		t.Fatalf("cli output:\n%s", cliOut.String())
+	}
+	entries, _ := os.ReadDir(out)
+	var jpgs, jsons int
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".jpg":
+			jpgs++
+		case ".json":
+			jsons++
+		}
+	}
+	if jpgs != n || jsons != n || len(entries) != 2*n {
+		t.Fatalf("--out holds %d images, %d results, %d entries", jpgs, jsons, len(entries))
+	}
+	x, err := get(id)
+	if err != nil || x.State != "done" || x.Done != n || len(x.Files) != n {
+		t.Fatalf("record: %+v %v", x, err)
+	}
+	resp, err = http.Get(base + "/api/v1/executions/" + id + "/results.zip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	zr, err := zip.NewReader(bytes.NewReader(z), int64(len(z)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, f := range zr.File {
+		seen[f.Name]++
+	}
+	if len(zr.File) != 2*n+1 || len(seen) != 2*n+1 {
+		t.Fatalf("zip: %d entries, %d distinct, want %d", len(zr.File), len(seen), 2*n+1)
 	}
 }
