@@ -302,6 +302,7 @@ func TestBadInputAndLimits(t *testing.T) {
 		{"both pipelines", []upFile{img}, map[string]string{"pipeline": "resize-filter", "pipeline_json": "{}"}, 400, "not both", ""},
 		{"malformed inline", []upFile{img}, map[string]string{"pipeline_json": "{steps:"}, 400, "malformed JSON", ""},
 		{"bad inline step", []upFile{img}, map[string]string{"pipeline_json": `{"steps":[{"id":"ok","processor":"resize"},{"id":"bad","processor":"resize","params":{"width":-5},"inputs":["ok"]}]}`}, 400, "width", "bad"},
+		{"unknown field", []upFile{img}, map[string]string{"pipeline": "resize-filter", "color": "blue"}, 400, `unknown form field "color"`, ""},
 		{"unknown processor", []upFile{img}, map[string]string{"pipeline_json": `{"steps":[{"id":"x","processor":"teleport"}]}`}, 400, "teleport", "x"},
 	}
 	for _, tc := range cases {

@@ -214,3 +214,38 @@ func inProcess(b *testing.B, flag gocv.IMReadFlag) {
 	b.StopTimer()
 	percentiles(b, lat)
 }
+
+// BenchmarkBatch1000Files: one execution of 1000 small pictures (the
+// default file limit), to watch the per-file cost of the record updates
+// (one KV compare-and-set per file on a record that grows with the files).
+func BenchmarkBatch1000Files(b *testing.B) {
+	src := gocv.IMRead(dataDir+"fruits.jpg", gocv.IMReadColor)
+	if src.Empty() {
+		b.Skip("fruits.jpg missing")
+	}
+	small := gocv.NewMat()
+	gocv.Resize(src, &small, image.Pt(96, 64), 0, 0, gocv.InterpolationArea)
+	buf, _ := gocv.IMEncode(gocv.JPEGFileExt, small)
+	img := bytes.Clone(buf.GetBytes())
+	buf.Close()
+	small.Close()
+	src.Close()
+	e := startEnv(b, envOpts{})
+	files := make([]upFile, 1000)
+	for i := range files {
+		files[i] = upFile{name: fmt.Sprintf("s%04d.jpg", i), data: img}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		id := e.mustUpload(files, "resize-filter")
+		up := time.Since(t0)
+		x := e.waitFor(id, 5*time.Minute, finished)
+		if x.Done != 1000 {
+			b.Fatalf("done %d", x.Done)
+		}
+		b.ReportMetric(float64(up.Milliseconds()), "upload-ms")
+		b.ReportMetric(1000/time.Since(t0).Seconds(), "files/s")
+	}
+	b.ReportMetric(0, "ns/op")
+}

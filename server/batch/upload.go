@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"path/filepath"
@@ -35,30 +36,87 @@ type created struct {
 	Results string `json:"results"`
 }
 
+// upload is a parsed upload request.
+type upload struct {
+	pipeline, pipelineJSON string
+	files                  []upFile
+}
+
+type upFile struct {
+	name string
+	data []byte
+}
+
+// maxFieldBytes bounds the non-file form fields (an inline pipeline).
+const maxFieldBytes = 1 << 20
+
+// parseUpload reads the multipart body part by part, enforcing the limits
+// as it goes. It does not use mime/multipart's ReadForm, which caps a form at
+// 1000 parts (below MaxFiles plus the pipeline field) and may spill to temp
+// files; the body is in memory already.
+func (m *Manager) parseUpload(c *fiber.Ctx) (*upload, error) {
+	mt, params, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+		return nil, invalidf("want a multipart/form-data body with images under \"files\" (Content-Type %q)", c.Get(fiber.HeaderContentType))
+	}
+	mr := multipart.NewReader(bytes.NewReader(c.Body()), params["boundary"])
+	u := &upload{}
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			return u, nil
+		}
+		if err != nil {
+			return nil, invalidf("malformed multipart body: %v", err)
+		}
+		switch name := part.FormName(); name {
+		case "files":
+			if len(u.files) == m.cfg.MaxFiles {
+				return nil, fmt.Errorf("%w: more than %d files, at most %d per execution (MaxFiles)", ErrTooLarge, m.cfg.MaxFiles, m.cfg.MaxFiles)
+			}
+			i := len(u.files)
+			data, err := io.ReadAll(io.LimitReader(part, m.cfg.MaxFileBytes+1))
+			if err != nil {
+				return nil, invalidf("file #%d: %v", i, err)
+			}
+			if int64(len(data)) > m.cfg.MaxFileBytes {
+				return nil, fmt.Errorf("%w: file #%d %q is over %d bytes, at most %d per file (MaxFileBytes)", ErrTooLarge, i, part.FileName(), m.cfg.MaxFileBytes, m.cfg.MaxFileBytes)
+			}
+			u.files = append(u.files, upFile{name: cleanName(part.FileName(), i), data: data})
+		case "pipeline", "pipeline_json":
+			v, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+			if err != nil {
+				return nil, invalidf("field %s: %v", name, err)
+			}
+			if len(v) > maxFieldBytes {
+				return nil, fmt.Errorf("%w: field %s over %d bytes", ErrTooLarge, name, maxFieldBytes)
+			}
+			if name == "pipeline" {
+				u.pipeline = strings.TrimSpace(string(v))
+			} else {
+				u.pipelineJSON = strings.TrimSpace(string(v))
+			}
+		default:
+			return nil, invalidf("unknown form field %q: send images under \"files\" and a pipeline under \"pipeline\" or \"pipeline_json\"", name)
+		}
+	}
+}
+
 // create handles POST /api/v1/executions.
 func (m *Manager) create(c *fiber.Ctx) error {
 	if m.ctx.Err() != nil {
 		return writeError(c, ErrClosed)
 	}
-	form, err := c.MultipartForm()
-	if err != nil {
-		return writeError(c, invalidf("want a multipart/form-data body with files under \"files\": %v", err))
-	}
-	p, err := m.pipelineOf(c.UserContext(), form)
+	u, err := m.parseUpload(c)
 	if err != nil {
 		return writeError(c, err)
 	}
-	files := form.File["files"]
-	if len(files) == 0 {
+	p, err := m.pipelineOf(c.UserContext(), u.pipeline, u.pipelineJSON)
+	if err != nil {
+		return writeError(c, err)
+	}
+	if len(u.files) == 0 {
 		return writeError(c, invalidf("no files: send one or more images under the form field \"files\""))
-	}
-	if len(files) > m.cfg.MaxFiles {
-		return writeError(c, fmt.Errorf("%w: %d files, at most %d per execution (MaxFiles)", ErrTooLarge, len(files), m.cfg.MaxFiles))
-	}
-	for i, fh := range files {
-		if fh.Size > m.cfg.MaxFileBytes {
-			return writeError(c, fmt.Errorf("%w: file #%d %q has %d bytes, at most %d per file (MaxFileBytes)", ErrTooLarge, i, fh.Filename, fh.Size, m.cfg.MaxFileBytes))
-		}
 	}
 	spec, err := specJSON.Marshal(p)
 	if err != nil {
@@ -66,15 +124,18 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	}
 	id := newID()
 	now := time.Now().UTC()
-	e := &Execution{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now, Spec: spec, Files: make([]File, len(files))}
+	e := &Execution{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now, Spec: spec, Files: make([]File, len(u.files))}
 	ctx := c.UserContext()
-	for i, fh := range files {
-		ct, err := m.putInput(ctx, id, i, fh)
-		if err != nil {
+	for i, f := range u.files {
+		// The content is sniffed: the client's claim is not trusted, and a
+		// non-image fails at decode anyway.
+		ct := http.DetectContentType(f.data)
+		if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), bytes.NewReader(f.data), int64(len(f.data)), ct); err != nil {
 			m.removeBlobs(id)
-			return writeError(c, err)
+			return writeError(c, fmt.Errorf("store file #%d: %w", i, err))
 		}
-		e.Files[i] = File{Index: i, Name: cleanName(fh.Filename, i), Size: fh.Size, ContentType: ct, State: FilePending}
+		m.inputs.put(inputKey(id, i), f.data)
+		e.Files[i] = File{Index: i, Name: f.name, Size: int64(len(f.data)), ContentType: ct, State: FilePending}
 	}
 	e.recount(now)
 	data, err := jsonMarshal(e)
@@ -93,16 +154,15 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	}
 	m.metrics.executions.WithLabelValues("created").Inc()
 	m.publishOverall(e)
-	m.log.Info("execution created", "execution", id, "pipeline", p.Id, "files", len(files))
+	m.log.Info("execution created", "execution", id, "pipeline", p.Id, "files", len(u.files))
 	base := "/api/v1/executions/" + id
-	return c.Status(fiber.StatusAccepted).JSON(created{ID: id, State: e.State, Pipeline: p.Id, Total: len(files),
+	return c.Status(fiber.StatusAccepted).JSON(created{ID: id, State: e.State, Pipeline: p.Id, Total: len(u.files),
 		Status: base, Events: base + "/events", WS: base + "/ws", Results: base + "/results.zip"})
 }
 
-// pipelineOf reads the pipeline form field (a stored pipeline's id) or
+// pipelineOf resolves the pipeline form field (a stored pipeline's id) or
 // pipeline_json (an inline pipeline), exactly one of them.
-func (m *Manager) pipelineOf(ctx context.Context, form *multipart.Form) (*busv1.Pipeline, error) {
-	id, inline := first(form.Value["pipeline"]), first(form.Value["pipeline_json"])
+func (m *Manager) pipelineOf(ctx context.Context, id, inline string) (*busv1.Pipeline, error) {
 	switch {
 	case id == "" && inline == "":
 		return nil, invalidf("no pipeline: send a pipeline id in \"pipeline\" or an inline pipeline in \"pipeline_json\"")
@@ -145,13 +205,6 @@ func (m *Manager) pipelineOf(ctx context.Context, form *multipart.Form) (*busv1.
 	return p, nil
 }
 
-func first(v []string) string {
-	if len(v) == 0 {
-		return ""
-	}
-	return strings.TrimSpace(v[0])
-}
-
 // cleanName keeps a display name without directories or control characters.
 func cleanName(name string, i int) string {
 	name = filepath.Base(strings.ReplaceAll(name, "\\", "/"))
@@ -168,26 +221,6 @@ func cleanName(name string, i int) string {
 		name = name[len(name)-200:]
 	}
 	return name
-}
-
-// putInput stores an uploaded file and returns its sniffed content type
-// (the client's claim is not trusted: a non-image fails at decode anyway).
-func (m *Manager) putInput(ctx context.Context, id string, i int, fh *multipart.FileHeader) (string, error) {
-	f, err := fh.Open()
-	if err != nil {
-		return "", invalidf("file #%d: %v", i, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, m.cfg.MaxFileBytes+1))
-	if err != nil {
-		return "", invalidf("file #%d: %v", i, err)
-	}
-	ct := http.DetectContentType(data)
-	if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), bytes.NewReader(data), int64(len(data)), ct); err != nil {
-		return "", fmt.Errorf("store file #%d: %w", i, err)
-	}
-	m.inputs.put(inputKey(id, i), data)
-	return ct, nil
 }
 
 // removeBlobs deletes what a failed upload stored (best effort).
