@@ -63,7 +63,7 @@ func startBatchServer(t *testing.T, token string) string {
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: m.MaxRequestBytes()})
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: m.MaxRequestBytes(), DisablePreParseMultipartForm: true})
 	app.Use(func(c *fiber.Ctx) error {
 		if c.Get("Authorization") != "Bearer "+token {
 			return c.Status(401).JSON(fiber.Map{"error": fiber.Map{"status": 401, "code": "unauthorized", "message": "invalid bearer token"}})

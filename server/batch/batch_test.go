@@ -497,3 +497,28 @@ func TestStreamsEndOnClose(t *testing.T) {
 		t.Fatalf("stream after Close: %v, tail %q", err, rest[max(0, len(rest)-80):])
 	}
 }
+
+// TestThousandFiles: the default MaxFiles (1000) fits in one upload (more
+// parts than mime/multipart's ReadForm allows), one more is a 413.
+func TestThousandFiles(t *testing.T) {
+	e := startEnv(t, envOpts{mod: func(c *batch.Config) { c.Workers = 1 }})
+	img := readImage(t, "messi5.jpg")
+	files := make([]upFile, batch.DefaultMaxFiles+1)
+	for i := range files {
+		files[i] = upFile{name: fmt.Sprintf("m%04d.jpg", i), data: img.data[:1024]} // truncated: fails fast
+	}
+	st, body := e.upload(files, map[string]string{"pipeline": "resize-filter"})
+	if st != 413 || !strings.Contains(string(body), "at most 1000 per execution (MaxFiles)") {
+		t.Fatalf("1001 files: %d %s", st, body)
+	}
+	id := e.mustUpload(files[:batch.DefaultMaxFiles], "resize-filter")
+	if x := e.execution(id); x.Total != batch.DefaultMaxFiles || len(x.Files) != batch.DefaultMaxFiles {
+		t.Fatalf("total %d", x.Total)
+	}
+	req, _ := http.NewRequest(http.MethodDelete, e.base+"/api/v1/executions/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}

@@ -104,7 +104,7 @@ func startEnv(t testing.TB, o envOpts) *env {
 		b.Close()
 		t.Fatal(err)
 	}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: m.MaxRequestBytes()})
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, BodyLimit: m.MaxRequestBytes(), DisablePreParseMultipartForm: true})
 	for _, r := range m.Routes() {
 		app.Add(r.Method, r.Path, r.Handler)
 	}
