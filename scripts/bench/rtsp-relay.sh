@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
 # RTSP relay benchmark: 10 cameras 1080p30 H264 (~4 Mbit/s) pushed by ffmpeg
-# (-re -stream_loop -1 -c copy) into an in-process bus + hub + rtsp.Server,
-# 3 ffmpeg RTSP readers per camera (-c copy -f null -), ~20 s window.
-# Prints the server process's CPU %, RSS and the server-added latency p50/p99
-# (AccessUnit.ingest_unix_nano -> packets queued to readers). Figures only.
-# Usage: scripts/bench/rtsp-relay.sh [-cameras 10] [-readers 3] [-duration 20s]
-#        [-clip file.mp4] [-bitrate 4M]
+# (-re -stream_loop -1 -c copy), 3 ffmpeg RTSP readers per camera
+# (-c copy -f null -), ~20 s window. Prints the server's CPU % (total and per
+# stream), RSS and the server-added latency: ingest first packet -> queued to
+# readers (AccessUnit.ingest_unix_nano), and, through TCP proxies in front of
+# the publishers and one reader per camera, last packet of an access unit in
+# -> first/last packet out (excludes the sender's pacing). Figures only.
+#
+#   scripts/bench/rtsp-relay.sh serve [flags]  the real binary: builds
+#       bin/imageflow, runs `imageflow serve`, creates the cameras over REST,
+#       CPU from /proc/<pid>/stat, latency from /metrics
+#   scripts/bench/rtsp-relay.sh [flags]        in-process bus + hub + rtsp.Server
+#       wired like serve (-cpuprofile cpu.out writes a profile of the window)
+#
+# Flags: [-video-window 5s] (serve's default; 0 switches the JetStream VIDEO
+#        stream off) [-cameras 10] [-readers 3] [-duration 20s]
+#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin="$(mktemp -d)/rtsprelay"
-trap 'rm -rf "$(dirname "$bin")"' EXIT
-go build -o "$bin" ./scripts/bench/rtsprelay
-"$bin" "$@"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+extra=()
+if [ "${1:-}" = serve ]; then
+	shift
+	go build -o bin/imageflow ./cmd/imageflow
+	extra=(-bin bin/imageflow)
+fi
+go build -o "$tmp/rtsprelay" ./scripts/bench/rtsprelay
+"$tmp/rtsprelay" "${extra[@]}" "$@"

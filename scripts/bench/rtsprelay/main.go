@@ -1,178 +1,150 @@
-// Command rtsprelay measures the RTSP relay: N cameras pushed by ffmpeg into
-// an in-process bus + hub + rtsp.Server, each read back by M ffmpeg readers.
-// It prints the server process's CPU and memory and the server-added latency
-// (access unit ingest → packets queued to readers). Figures only: it never
-// fails on timing. Run through scripts/bench/rtsp-relay.sh.
+// Command rtsprelay measures the RTSP relay: N cameras pushed by ffmpeg
+// into the server, each read back by M ffmpeg readers. The server is either
+// the real binary (-bin bin/imageflow: `imageflow serve`, cameras created
+// over the REST API, CPU from /proc/<pid>/stat, latency from /metrics) or an
+// in-process bus + hub + rtsp.Server wired like serve wires them (can write
+// a CPU profile). It prints the server's CPU and memory and the
+// server-added latency. Figures only: it never fails on timing. Run through
+// scripts/bench/rtsp-relay.sh.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
+	"runtime/pprof"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/imageflowcanvas/imageflow/bus"
-	"github.com/imageflowcanvas/imageflow/bus/hub"
-	"github.com/imageflowcanvas/imageflow/ingest"
-	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
-type cameras map[string]rtsp.CameraInfo
-
-func (c cameras) LookupCamera(id string) (rtsp.CameraInfo, error) {
-	if info, ok := c[id]; ok {
-		return info, nil
-	}
-	return rtsp.CameraInfo{}, rtsp.ErrCameraNotFound
-}
-
-// latencies collects samples; sorted once at the end.
-type latencies struct {
-	mu  sync.Mutex
-	on  bool
-	all []time.Duration
-}
-
-func (l *latencies) add(_ string, d time.Duration) {
-	l.mu.Lock()
-	if l.on {
-		l.all = append(l.all, d)
-	}
-	l.mu.Unlock()
-}
-
-func (l *latencies) pct(p float64) time.Duration {
-	if len(l.all) == 0 {
-		return 0
-	}
-	i := int(float64(len(l.all)-1) * p)
-	return l.all[i]
-}
-
-// timedSink records how long each access unit took to arrive (first packet
-// to last), the part of the latency the sender's pacing decides.
-type timedSink struct {
-	ingest.Sink
-	lat *latencies
-}
-
-func (s timedSink) WriteAccessUnit(au *busv1.AccessUnit) error {
-	if au.IngestUnixNano != 0 && au.Codec == busv1.Codec_CODEC_H264 {
-		s.lat.add("", time.Duration(time.Now().UnixNano()-au.IngestUnixNano))
-	}
-	return s.Sink.WriteAccessUnit(au)
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func memKB(field string) int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, field+":") {
-			n, _ := strconv.Atoi(strings.Fields(line)[1])
-			return n
-		}
-	}
-	return 0
+// target is the server under test.
+type target interface {
+	rtspAddr() string
+	// online is 1 when camera id is online.
+	online(id string) (int, error)
+	// cpu is the server's total CPU time so far.
+	cpu() time.Duration
+	mem() (rssKB, hwmKB int)
+	// window marks the start (true) and end (false) of the measured window.
+	window(on bool)
+	report()
+	close()
 }
 
 var frameRe = regexp.MustCompile(`frame=\s*(\d+)`)
 
+type options struct {
+	ncam, nread   int
+	dur           time.Duration
+	clip, bitrate string
+	bin           string
+	videoWindow   time.Duration
+	cpuProfile    string
+	probe         bool
+}
+
 func main() {
-	ncam := flag.Int("cameras", 10, "cameras pushed by ffmpeg")
-	nread := flag.Int("readers", 3, "ffmpeg RTSP readers per camera")
-	dur := flag.Duration("duration", 20*time.Second, "measured window")
-	clip := flag.String("clip", "", "1080p30 H264 mp4 to loop (generated when empty)")
-	bitrate := flag.String("bitrate", "4M", "bitrate of the generated clip")
+	var o options
+	flag.IntVar(&o.ncam, "cameras", 10, "cameras pushed by ffmpeg")
+	flag.IntVar(&o.nread, "readers", 3, "ffmpeg RTSP readers per camera")
+	flag.DurationVar(&o.dur, "duration", 20*time.Second, "measured window")
+	flag.StringVar(&o.clip, "clip", "", "1080p30 H264 mp4 to loop (generated when empty)")
+	flag.StringVar(&o.bitrate, "bitrate", "4M", "bitrate of the generated clip")
+	flag.StringVar(&o.bin, "bin", "", "imageflow binary to run as the server (in-process bus + hub + rtsp.Server when empty)")
+	flag.DurationVar(&o.videoWindow, "video-window", 5*time.Second, "JetStream VIDEO window (serve's default is 5s; 0 switches the stream off)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window (in-process only)")
+	flag.BoolVar(&o.probe, "probe", true, "proxy publishers and one reader per camera to measure last packet in -> out")
 	flag.Parse()
-	if err := run(*ncam, *nread, *dur, *clip, *bitrate); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "rtsprelay:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ncam, nread int, dur time.Duration, clip, bitrate string) error {
+func run(o options) error {
+	if o.cpuProfile != "" && o.bin != "" {
+		return fmt.Errorf("-cpuprofile needs the in-process server (no -bin)")
+	}
 	dir, err := os.MkdirTemp("", "rtsprelay-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if clip == "" {
-		clip = filepath.Join(dir, "clip.mp4")
-		fmt.Printf("encoding a 10 s 1080p30 H264 clip at %s/s...\n", bitrate)
+	if o.clip == "" {
+		o.clip = filepath.Join(dir, "clip.mp4")
+		fmt.Printf("encoding a 10 s 1080p30 H264 clip at %s/s...\n", o.bitrate)
 		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
 			"-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-t", "10",
-			"-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-b:v", bitrate,
-			"-maxrate", bitrate, "-bufsize", bitrate, "-pix_fmt", "yuv420p", clip).CombinedOutput()
+			"-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-b:v", o.bitrate,
+			"-maxrate", o.bitrate, "-bufsize", o.bitrate, "-pix_fmt", "yuv420p", o.clip).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("ffmpeg clip: %v: %s", err, out)
 		}
 	}
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b := &bus.Bus{Config: bus.Config{DataDir: dir, Logger: log}}
-	if err := b.Start(context.Background()); err != nil {
-		return err
-	}
-	defer b.Close()
-	h := hub.New(b.Conn(), b.Subjects())
-	defer h.Close()
-
-	cams := cameras{}
-	ids := make([]string, ncam)
+	ids := make([]string, o.ncam)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("cam%02d", i+1)
-		cams[ids[i]] = rtsp.CameraInfo{Source: rtsp.SourcePublish, Enabled: true}
 	}
-	var mu sync.Mutex
-	sinks := map[string]*ingest.BusSink{}
-	lat := &latencies{all: make([]time.Duration, 0, ncam*30*int(dur.Seconds()+5))}
-	asm := &latencies{all: make([]time.Duration, 0, ncam*30*int(dur.Seconds()+5))}
-	srv := &rtsp.Server{
-		Address: "127.0.0.1:0",
-		Cameras: cams,
-		Hub:     h,
-		Logger:  log,
-		Publishers: func(id string) (ingest.Sink, func(), error) {
-			mu.Lock()
-			defer mu.Unlock()
-			s := ingest.NewBusSink(b.Conn(), b.Subjects(), id, nil)
-			sinks[id] = s
-			return timedSink{Sink: s, lat: asm}, func() {}, nil
-		},
-		OnLatency: lat.add,
+	var t target
+	if o.bin != "" {
+		t, err = startExternal(o.bin, dir, ids, o.videoWindow.String())
+	} else {
+		t, err = startInproc(dir, ids, o.videoWindow)
 	}
-	if err := srv.Start(); err != nil {
+	if err != nil {
 		return err
 	}
-	defer srv.Close()
-	url := func(id string) string { return "rtsp://" + srv.Addr() + "/" + id }
+	defer t.close()
+
+	pr := newProbe()
+	var proxies []*proxy
+	defer func() {
+		for _, p := range proxies {
+			p.close()
+		}
+	}()
+	// addr returns where a client of camera id connects: the server, or a
+	// probing proxy in front of it.
+	addr := func(id string, publish, probed bool) (string, error) {
+		if !o.probe || !probed {
+			return t.rtspAddr(), nil
+		}
+		tap := func(pkt []byte, at time.Time) {
+			if ts, marker, ok := rtpInfo(pkt); ok {
+				if publish {
+					if marker {
+						pr.published(id, ts, at)
+					}
+				} else {
+					pr.received(id, ts, marker, at)
+				}
+			}
+		}
+		p, err := startProxy(t.rtspAddr(), publish, tap)
+		if err != nil {
+			return "", err
+		}
+		proxies = append(proxies, p)
+		return p.addr(), nil
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var procs sync.WaitGroup
 	start := func(args ...string) *exec.Cmd { return exec.CommandContext(ctx, "ffmpeg", args...) }
 	for _, id := range ids {
-		cmd := start("-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
-			"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", url(id))
+		a, err := addr(id, true, true)
+		if err != nil {
+			return err
+		}
+		cmd := start("-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", o.clip,
+			"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+a+"/"+id)
 		if err := cmd.Start(); err != nil {
 			return err
 		}
@@ -185,34 +157,38 @@ func run(ncam, nread int, dur time.Duration, clip, bitrate string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		online := 0
-		mu.Lock()
-		for _, s := range sinks {
-			if s.Status().State == ingest.StateOnline {
-				online++
+		for _, id := range ids {
+			n, err := t.online(id)
+			if err != nil {
+				return err
 			}
+			online += n
 		}
-		mu.Unlock()
-		if online == ncam {
+		if online >= o.ncam {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d cameras online after 30s", online, ncam)
+			return fmt.Errorf("only %d of %d cameras online after 30s", online, o.ncam)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Readers run for warm-up + window + a margin; -t bounds them.
 	const warm = 3 * time.Second
-	readFor := warm + dur + 2*time.Second
+	readFor := warm + o.dur + 2*time.Second
 	type result struct {
 		frames int
 		err    error
 	}
-	results := make(chan result, ncam*nread)
+	results := make(chan result, o.ncam*o.nread)
 	var readers sync.WaitGroup
 	for _, id := range ids {
-		for range nread {
-			cmd := start("-hide_banner", "-nostdin", "-rtsp_transport", "tcp", "-i", url(id),
+		for i := range o.nread {
+			a, err := addr(id, false, i == 0)
+			if err != nil {
+				return err
+			}
+			cmd := start("-hide_banner", "-nostdin", "-rtsp_transport", "tcp", "-i", "rtsp://"+a+"/"+id,
 				"-t", strconv.FormatFloat(readFor.Seconds(), 'f', 1, 64), "-c", "copy", "-f", "null", "-")
 			readers.Add(1)
 			go func() {
@@ -228,22 +204,27 @@ func run(ncam, nread int, dur time.Duration, clip, bitrate string) error {
 	}
 
 	time.Sleep(warm)
-	for _, l := range []*latencies{lat, asm} {
-		l.mu.Lock()
-		l.on = true
-		l.mu.Unlock()
+	var prof *os.File
+	if o.cpuProfile != "" {
+		if prof, err = os.Create(o.cpuProfile); err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			return err
+		}
 	}
-	cpu0, t0 := cpuTime(), time.Now()
-	time.Sleep(dur)
-	cpu1, t1 := cpuTime(), time.Now()
-	for _, l := range []*latencies{lat, asm} {
-		l.mu.Lock()
-		l.on = false
-		slices.Sort(l.all)
-		l.mu.Unlock()
+	t.window(true)
+	pr.setOn(true)
+	cpu0, t0 := t.cpu(), time.Now()
+	time.Sleep(o.dur)
+	cpu1, t1 := t.cpu(), time.Now()
+	pr.setOn(false)
+	t.window(false)
+	if prof != nil {
+		pprof.StopCPUProfile()
+		prof.Close()
 	}
-	samples := lat.all
-	rss, hwm := memKB("VmRSS"), memKB("VmHWM")
+	rss, hwm := t.mem()
 
 	readers.Wait()
 	close(results)
@@ -255,19 +236,37 @@ func run(ncam, nread int, dur time.Duration, clip, bitrate string) error {
 		}
 	}
 	wall := t1.Sub(t0)
-	expected := ncam * nread * int(readFor.Seconds()*30)
+	expected := o.ncam * o.nread * int(readFor.Seconds()*30)
+	what := "in-process bus + hub + rtsp"
+	if o.bin != "" {
+		what = "imageflow serve, pid " + strconv.Itoa(o.pidOf(t))
+	}
 
-	fmt.Printf("rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window\n",
-		ncam, bitrate, nread, wall.Round(time.Millisecond))
-	fmt.Printf("server CPU:     %.1f%% of one core (%.2f s CPU in %.2f s; bus + hub + rtsp in-process)\n",
-		100*(cpu1-cpu0).Seconds()/wall.Seconds(), (cpu1 - cpu0).Seconds(), wall.Seconds())
+	fmt.Printf("rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window, VIDEO window %v\n",
+		o.ncam, o.bitrate, o.nread, wall.Round(time.Millisecond), o.videoWindow)
+	c := 100 * (cpu1 - cpu0).Seconds() / wall.Seconds()
+	fmt.Printf("server CPU:     %.1f%% of one core, %.2f%% per stream (%.2f s CPU in %.2f s; %s)\n",
+		c, c/float64(o.ncam), (cpu1 - cpu0).Seconds(), wall.Seconds(), what)
 	fmt.Printf("server memory:  RSS %.1f MiB (peak %.1f MiB)\n", float64(rss)/1024, float64(hwm)/1024)
-	fmt.Printf("added latency:  p50 %v  p99 %v  max %v  (%d access units; ingest first packet -> packets queued to readers)\n",
-		lat.pct(0.50).Round(10*time.Microsecond), lat.pct(0.99).Round(10*time.Microsecond),
-		lat.pct(1).Round(10*time.Microsecond), len(samples))
-	fmt.Printf("  of which AU arrival (first -> last packet, sender pacing): p50 %v  p99 %v\n",
-		asm.pct(0.50).Round(10*time.Microsecond), asm.pct(0.99).Round(10*time.Microsecond))
-	fmt.Printf("readers:        %d frames received of ~%d expected (%.1f%%), %d reader errors, hub drops %d\n",
-		frames, expected, 100*float64(frames)/float64(max(expected, 1)), failed, h.Dropped.Load())
+	t.report()
+	if o.probe {
+		pr.mu.Lock()
+		last, first := sortedCopy(pr.toLast), sortedCopy(pr.toFrst)
+		nomatch := pr.nomatch
+		pr.mu.Unlock()
+		fmt.Printf("probe (TCP proxies, last packet of an AU into the server -> back out to one reader per camera; %d AUs, %d unmatched):\n",
+			len(last), nomatch)
+		fmt.Printf("  -> first packet out: p50 %v  p99 %v  max %v\n", rnd(pct(first, .5)), rnd(pct(first, .99)), rnd(pct(first, 1)))
+		fmt.Printf("  -> last packet out:  p50 %v  p99 %v  max %v\n", rnd(pct(last, .5)), rnd(pct(last, .99)), rnd(pct(last, 1)))
+	}
+	fmt.Printf("readers:        %d frames received of ~%d expected (%.1f%%), %d reader errors\n",
+		frames, expected, 100*float64(frames)/float64(max(expected, 1)), failed)
 	return nil
+}
+
+func (o options) pidOf(t target) int {
+	if e, ok := t.(*external); ok {
+		return e.pid
+	}
+	return os.Getpid()
 }
