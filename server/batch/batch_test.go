@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/bus"
@@ -116,7 +117,40 @@ func runEndToEnd(t *testing.T, e *env) {
 }
 
 func TestEndToEndJetStreamStore(t *testing.T) {
-	runEndToEnd(t, startEnv(t, envOpts{}))
+	reg := prometheus.NewPedanticRegistry()
+	runEndToEnd(t, startEnv(t, envOpts{mod: func(c *batch.Config) { c.Registerer = reg }}))
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			switch {
+			case m.Counter != nil:
+				got[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"imageflow_batch_executions_total{state=created}": 1,
+		"imageflow_batch_executions_total{state=done}":    1,
+		"imageflow_batch_files_total{state=done}":         3,
+		"imageflow_batch_files_running":                   0,
+		"imageflow_batch_file_duration_seconds":           3,
+		"imageflow_batch_retries_total":                   0,
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("metrics %v, want %v", got, want)
+	}
 }
 
 func TestEndToEndMinIO(t *testing.T) {

@@ -2,6 +2,7 @@ package batch
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"gocv.io/x/gocv"
@@ -95,4 +96,16 @@ func TestInputCacheBounded(t *testing.T) {
 	if _, ok := c.take("big"); ok {
 		t.Fatal("oversized entry cached")
 	}
+}
+
+func FuzzCleanName(f *testing.F) {
+	for _, s := range []string{"a.jpg", "../../etc/passwd", "C:\\x\\y.png", "", ".", "/", "a\x00b\nc\".jpg", "ünïcode.jpg"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n := cleanName(s, 7)
+		if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\\\"\x00\n\r") || len(n) > 200 {
+			t.Fatalf("cleanName(%q) = %q", s, n)
+		}
+	})
 }

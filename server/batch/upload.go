@@ -214,7 +214,7 @@ func cleanName(name string, i int) string {
 		}
 		return r
 	}, name)
-	if name == "" || name == "." || name == "/" {
+	if name == "" || name == "." || name == ".." || name == "/" {
 		return "file-" + strconv.Itoa(i)
 	}
 	if len(name) > 200 {
