@@ -62,6 +62,7 @@ const (
 	// before another worker (or the restarted process) gets them.
 	DefaultAckWait     = 10 * time.Second
 	DefaultMaxAttempts = 5
+	DefaultMaxPixels   = 64 << 20
 )
 
 // Config configures a Manager. Exported fields are configuration.
@@ -89,6 +90,9 @@ type Config struct {
 	// JetStream hands it to another worker (default 10 s); a worker busy on
 	// an item tells JetStream it is still working every AckWait/3.
 	AckWait time.Duration
+	// MaxPixels refuses pictures whose header claims more pixels (default
+	// 64 Mi: 8192x8192), before they are decoded.
+	MaxPixels int64
 	// MaxAttempts bounds retries of a file whose processor call failed
 	// transiently (remote unavailable, timeout); default 5.
 	MaxAttempts int
@@ -260,6 +264,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = DefaultAckWait
+	}
+	if cfg.MaxPixels <= 0 {
+		cfg.MaxPixels = DefaultMaxPixels
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts

@@ -301,7 +301,7 @@ func TestSSELive(t *testing.T) {
 }
 
 func TestBadInputAndLimits(t *testing.T) {
-	e := startEnv(t, envOpts{mod: func(c *batch.Config) { c.MaxFiles = 4; c.MaxFileBytes = 600 << 10 }})
+	e := startEnv(t, envOpts{mod: func(c *batch.Config) { c.MaxFiles = 5; c.MaxFileBytes = 600 << 10 }})
 	img := readImage(t, "messi5.jpg") // 73 KB
 	big := readImage(t, "baboon.jpg") // over 600 KiB? checked below
 	if int64(len(big.data)) <= 600<<10 {
@@ -329,7 +329,7 @@ func TestBadInputAndLimits(t *testing.T) {
 		step   string
 	}{
 		{"no files", nil, map[string]string{"pipeline": "resize-filter"}, 400, "no files", ""},
-		{"too many files", []upFile{img, img, img, img, img}, map[string]string{"pipeline": "resize-filter"}, 413, "at most 4 per execution (MaxFiles)", ""},
+		{"too many files", []upFile{img, img, img, img, img, img}, map[string]string{"pipeline": "resize-filter"}, 413, "at most 5 per execution (MaxFiles)", ""},
 		{"file too big", []upFile{img, big}, map[string]string{"pipeline": "resize-filter"}, 413, "at most 614400 per file (MaxFileBytes)", ""},
 		{"unknown pipeline", []upFile{img}, map[string]string{"pipeline": "nope"}, 404, "nope", ""},
 		{"no pipeline", []upFile{img}, nil, 400, "no pipeline", ""},
@@ -337,6 +337,7 @@ func TestBadInputAndLimits(t *testing.T) {
 		{"malformed inline", []upFile{img}, map[string]string{"pipeline_json": "{steps:"}, 400, "malformed JSON", ""},
 		{"bad inline step", []upFile{img}, map[string]string{"pipeline_json": `{"steps":[{"id":"ok","processor":"resize"},{"id":"bad","processor":"resize","params":{"width":-5},"inputs":["ok"]}]}`}, 400, "width", "bad"},
 		{"unknown field", []upFile{img}, map[string]string{"pipeline": "resize-filter", "color": "blue"}, 400, `unknown form field "color"`, ""},
+		{"remote without factory", []upFile{img}, map[string]string{"pipeline_json": `{"steps":[{"id":"far","processor":"grpc://127.0.0.1:9"}]}`}, 400, "remote processors are not available", "far"},
 		{"unknown processor", []upFile{img}, map[string]string{"pipeline_json": `{"steps":[{"id":"x","processor":"teleport"}]}`}, 400, "teleport", "x"},
 	}
 	for _, tc := range cases {
@@ -362,7 +363,9 @@ func TestBadInputAndLimits(t *testing.T) {
 	corrupt := append([]byte{}, img.data[:600]...)
 	corrupt = append(corrupt, bytes.Repeat([]byte{0x55}, 2000)...)
 	corrupt[300] ^= 0xff
-	files := []upFile{img, {name: "notes.txt", data: []byte("hello, not an image\n")}, {name: "broken.jpg", data: []byte("\xff\xd8\xff\xe0garbage that is no jpeg at all")}, img}
+	// A JPEG header claiming 30000x30000 pixels, in a few bytes.
+	bomb := []byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x75, 0x30, 0x75, 0x30, 0x03, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1, 0xFF, 0xD9}
+	files := []upFile{img, {name: "notes.txt", data: []byte("hello, not an image\n")}, {name: "broken.jpg", data: []byte("\xff\xd8\xff\xe0garbage that is no jpeg at all")}, img, {name: "bomb.jpg", data: bomb}}
 	st, body := e.upload(files, map[string]string{"pipeline_json": `{"id":"inline1","steps":[{"id":"r","processor":"resize","params":{"width":100}}]}`})
 	if st != 202 {
 		t.Fatalf("upload: %d %s", st, body)
@@ -370,7 +373,7 @@ func TestBadInputAndLimits(t *testing.T) {
 	var c struct{ ID string }
 	_ = json.Unmarshal(body, &c)
 	x := e.waitFor(c.ID, 30*time.Second, finished)
-	if x.State != batch.StateDone || x.Done != 2 || x.Failed != 2 || x.Pipeline != "inline1" {
+	if x.State != batch.StateDone || x.Done != 2 || x.Failed != 3 || x.Pipeline != "inline1" {
 		t.Fatalf("execution %+v", x)
 	}
 	if f := x.Files[1]; f.State != batch.FileFailed || !strings.Contains(f.Error, "not an image") {
@@ -378,6 +381,9 @@ func TestBadInputAndLimits(t *testing.T) {
 	}
 	if f := x.Files[2]; f.State != batch.FileFailed || !strings.Contains(f.Error, "corrupt image") {
 		t.Fatalf("corrupt file: %+v", f)
+	}
+	if f := x.Files[4]; f.State != batch.FileFailed || !strings.Contains(f.Error, "30000x30000, over the limit of 67108864 pixels") {
+		t.Fatalf("pixel bomb: %+v", f)
 	}
 	if st, body, _ := e.get("/api/v1/executions/" + c.ID + "/files/1"); st != 409 || !strings.Contains(string(body), "not an image") {
 		t.Fatalf("result of failed file: %d %s", st, body)

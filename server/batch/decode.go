@@ -52,6 +52,16 @@ func jpegSize(b []byte) (w, h int, ok bool) {
 	return 0, 0, false
 }
 
+// pngSize reads a PNG's picture size from its IHDR chunk.
+func pngSize(b []byte) (w, h int, ok bool) {
+	if len(b) < 24 || string(b[:8]) != "\x89PNG\r\n\x1a\n" || string(b[12:16]) != "IHDR" {
+		return 0, 0, false
+	}
+	w = int(b[16])<<24 | int(b[17])<<16 | int(b[18])<<8 | int(b[19])
+	h = int(b[20])<<24 | int(b[21])<<16 | int(b[22])<<8 | int(b[23])
+	return w, h, w > 0 && h > 0
+}
+
 // sizer is what a shrinking first step tells about its output (the
 // built-in resize has it).
 type sizer interface {

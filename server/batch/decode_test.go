@@ -32,6 +32,11 @@ func TestJPEGSizeOnRealFiles(t *testing.T) {
 	if _, _, ok := jpegSize(png); ok {
 		t.Error("PNG taken for a JPEG")
 	}
+	m, _ := gocv.IMDecode(png, gocv.IMReadColor)
+	if w, h, ok := pngSize(png); !ok || w != m.Cols() || h != m.Rows() {
+		t.Errorf("pngSize %dx%d %v, decoded %dx%d", w, h, ok, m.Cols(), m.Rows())
+	}
+	m.Close()
 }
 
 func FuzzJPEGSize(f *testing.F) {

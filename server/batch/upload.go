@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -201,6 +202,13 @@ func (m *Manager) pipelineOf(ctx context.Context, id, inline string) (*busv1.Pip
 	// changed since, and inline ones never were.
 	if err := m.cfg.Registry.ValidatePipeline(p); err != nil {
 		return nil, fmt.Errorf("%w: pipeline %q: %w", ErrInvalid, p.Id, err)
+	}
+	if m.cfg.RemoteFactory == nil {
+		for _, s := range p.Steps {
+			if processors.IsRemote(s.Processor) {
+				return nil, fmt.Errorf("%w: pipeline %q: %w", ErrInvalid, p.Id, &processors.StepError{Step: s.Id, Err: processors.ErrNoRemote})
+			}
+		}
 	}
 	return p, nil
 }

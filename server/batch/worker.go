@@ -431,9 +431,17 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 		return fail(transient(err), "pipeline: %v", err)
 	}
 	flag, srcW, srcH := gocv.IMReadColor, 0, 0
-	if jw, jh, ok := jpegSize(data); ok {
+	jw, jh, isJPEG := jpegSize(data)
+	if isJPEG {
 		flag, _ = reducedDecode(cp.roots, jw, jh)
 		srcW, srcH = jw, jh
+	} else if pw, ph, ok := pngSize(data); ok {
+		srcW, srcH = pw, ph
+	}
+	// A few compressed megabytes can claim a gigapixel: refuse before
+	// OpenCV allocates it.
+	if int64(srcW)*int64(srcH) > m.cfg.MaxPixels {
+		return fail(false, "picture is %dx%d, over the limit of %d pixels (MaxPixels)", srcW, srcH, m.cfg.MaxPixels)
 	}
 	img, err := gocv.IMDecode(data, flag)
 	if err != nil || img.Empty() {
@@ -443,7 +451,7 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 		return fail(false, "corrupt image: %s could not be decoded", ct)
 	}
 	defer img.Close()
-	if srcW == 0 || flag == gocv.IMReadColor {
+	if !isJPEG || flag == gocv.IMReadColor {
 		srcW, srcH = img.Cols(), img.Rows()
 	}
 	res, runErr := cp.pl.Run(ctx, img)
