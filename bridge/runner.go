@@ -1,0 +1,301 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"google.golang.org/protobuf/proto"
+)
+
+// idleWait is how long a fetch waits for the first message of a batch; it
+// only bounds how often an idle stream asks again.
+const idleWait = 5 * time.Second
+
+// recordOverhead is a generous estimate of what Kafka adds to key and value
+// of one record (lengths, timestamp delta, headers); kafka-go rejects a
+// record larger than BatchBytes before sending it.
+const recordOverhead = 256
+
+// streamRunner mirrors one stream: fetch a batch, write it to Kafka until
+// Kafka confirms it, acknowledge it, repeat. It owns its buffers, so a batch
+// costs no allocation beyond what NATS and protobuf make.
+type streamRunner struct {
+	m     *Mirror
+	spec  streamSpec
+	cons  jetstream.Consumer
+	stats *StreamStats
+	topic string
+	log   *slog.Logger
+
+	headers []kafka.Header
+	batch   []jetstream.Msg
+	recs    []kafka.Message
+	arena   []byte
+	pb      proto.Message
+	// written counts the records of the current batch Kafka confirmed.
+	written int
+}
+
+func (r *streamRunner) run(ctx context.Context) {
+	cfg := &r.m.cfg
+	ctype := "application/json"
+	if cfg.Format == FormatProtobuf {
+		ctype = "application/x-protobuf"
+	}
+	// One header slice shared by every record of the stream: kafka-go only
+	// reads it.
+	r.headers = []kafka.Header{
+		{Key: "content-type", Value: []byte(ctype)},
+		{Key: "ifc-type", Value: []byte(proto.MessageName(r.spec.newMsg()))},
+	}
+	r.batch = make([]jetstream.Msg, 0, cfg.BatchSize)
+	r.recs = make([]kafka.Message, 0, cfg.BatchSize)
+	r.arena = make([]byte, 0, 64<<10)
+	r.pb = r.spec.newMsg()
+	for ctx.Err() == nil {
+		if !r.fetch(ctx) {
+			continue
+		}
+		r.convert()
+		if !r.write(ctx) {
+			// Closing: hand the batch back so the next Mirror on this durable
+			// gets it at once instead of after AckWait.
+			for _, msg := range r.batch {
+				_ = msg.Nak()
+			}
+			return
+		}
+		r.ack(ctx)
+	}
+}
+
+// fetch fills r.batch: it waits for one message, then takes whatever else is
+// already waiting up to BatchSize, so a trickle goes out at once and a flood
+// goes out in full batches.
+func (r *streamRunner) fetch(ctx context.Context) bool {
+	r.batch = r.batch[:0]
+	fctx, cancel := context.WithTimeout(ctx, idleWait)
+	mb, err := r.cons.Fetch(1, jetstream.FetchContext(fctx))
+	if err == nil {
+		r.collect(mb)
+		err = mb.Error()
+	}
+	cancel()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+		r.log.Warn("fetch from jetstream", "error", err)
+		sleep(ctx, r.m.cfg.MinBackoff)
+	}
+	if len(r.batch) == 0 {
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			r.m.update(r.stats, func(s *StreamStats) { s.Lag = 0 })
+		}
+		return false
+	}
+	if n := r.m.cfg.BatchSize - 1; n > 0 {
+		if mb, err := r.cons.FetchNoWait(n); err == nil {
+			r.collect(mb)
+		}
+	}
+	var pending uint64
+	if meta, err := r.batch[len(r.batch)-1].Metadata(); err == nil {
+		pending = meta.NumPending
+	}
+	r.m.update(r.stats, func(s *StreamStats) { s.Lag = pending + uint64(len(r.batch)) })
+	return true
+}
+
+func (r *streamRunner) collect(mb jetstream.MessageBatch) {
+	for msg := range mb.Messages() {
+		r.batch = append(r.batch, msg)
+	}
+}
+
+// convert turns r.batch into Kafka records in r.recs. The key is the
+// subject's last token (execution, node or camera id), so Kafka keeps each
+// one's messages in order on one partition.
+func (r *streamRunner) convert() {
+	cfg := &r.m.cfg
+	r.recs = r.recs[:0]
+	r.arena = r.arena[:0]
+	var redelivered, dropped uint64
+	for _, msg := range r.batch {
+		var ts time.Time
+		if meta, err := msg.Metadata(); err == nil {
+			ts = meta.Timestamp
+			if meta.NumDelivered > 1 {
+				redelivered++
+			}
+		}
+		subj := msg.Subject()
+		key := subj[strings.LastIndexByte(subj, '.')+1:]
+		// Values and keys are appended to one arena reused batch after
+		// batch; a slice taken before the arena grows still points at the
+		// old array, which stays valid.
+		start := len(r.arena)
+		r.arena = append(r.arena, key...)
+		keyB := r.arena[start:len(r.arena):len(r.arena)]
+		val := msg.Data()
+		if cfg.Format == FormatJSON {
+			if err := proto.Unmarshal(val, r.pb); err != nil {
+				dropped++
+				r.log.Warn("dropping undecodable message", "subject", subj, "bytes", len(val), "error", err)
+				continue
+			}
+			start = len(r.arena)
+			var err error
+			r.arena, err = mirrorJSON.MarshalAppend(r.arena, r.pb)
+			if err != nil {
+				dropped++
+				r.log.Warn("dropping message that does not convert to JSON", "subject", subj, "error", err)
+				continue
+			}
+			val = r.arena[start:len(r.arena):len(r.arena)]
+		}
+		if len(key)+len(val)+recordOverhead > cfg.MaxMessageBytes {
+			dropped++
+			r.log.Warn("dropping message larger than Kafka accepts", "subject", subj, "bytes", len(val), "max_message_bytes", cfg.MaxMessageBytes)
+			continue
+		}
+		r.recs = append(r.recs, kafka.Message{Topic: r.topic, Key: keyB, Value: val, Headers: r.headers, Time: ts})
+	}
+	if redelivered > 0 || dropped > 0 {
+		r.m.update(r.stats, func(s *StreamStats) { s.Redelivered += redelivered; s.Dropped += dropped })
+	}
+}
+
+// write hands r.recs to Kafka and retries what failed with growing backoff
+// until every record is confirmed or dropped as unwritable; it returns false
+// only when ctx ended first. While it retries, the batch stays unacknowledged
+// in JetStream (the fallback queue) and its AckWait is extended.
+func (r *streamRunner) write(ctx context.Context) bool {
+	cfg := &r.m.cfg
+	pending := r.recs
+	r.written = len(pending)
+	backoff := cfg.MinBackoff
+	failures := 0
+	lastProgress := time.Now()
+	for len(pending) > 0 {
+		if !r.m.topicsReady.Load() {
+			if err := r.m.ensureTopics(ctx); err == nil {
+				r.m.topicsReady.Store(true)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, cfg.WriteTimeout)
+		err := r.m.writer.WriteMessages(wctx, pending...)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var dropped uint64
+		var werrs kafka.WriteErrors
+		var tooLarge kafka.MessageTooLargeError
+		switch {
+		case errors.As(err, &werrs) && len(werrs) == len(pending):
+			// Only the records that failed go again; the others are in Kafka.
+			keep := pending[:0]
+			for i, e := range werrs {
+				switch {
+				case e == nil:
+				case permanent(e):
+					dropped++
+					r.log.Warn("dropping record Kafka refuses", "key", string(pending[i].Key), "bytes", len(pending[i].Value), "error", e)
+				default:
+					keep = append(keep, pending[i])
+				}
+			}
+			pending = keep
+		case errors.As(err, &tooLarge):
+			dropped++
+			r.log.Warn("dropping record larger than Kafka accepts", "key", string(tooLarge.Message.Key), "bytes", len(tooLarge.Message.Value))
+			pending = append(pending[:0], tooLarge.Remaining...)
+		}
+		if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			r.m.topicsReady.Store(false)
+		}
+		r.written -= int(dropped)
+		failures++
+		r.m.update(r.stats, func(s *StreamStats) { s.Failed++; s.Dropped += dropped })
+		if len(pending) == 0 {
+			break
+		}
+		if failures == 1 {
+			r.log.Warn("kafka write failed; messages stay queued in JetStream and are retried", "records", len(pending), "error", firstError(err))
+		} else {
+			r.log.Debug("kafka write failed again", "attempt", failures, "records", len(pending), "error", firstError(err))
+		}
+		if time.Since(lastProgress) > cfg.AckWait/3 {
+			for _, msg := range r.batch {
+				_ = msg.InProgress()
+			}
+			lastProgress = time.Now()
+		}
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, cfg.MaxBackoff)
+	}
+	if failures > 0 {
+		r.log.Info("kafka write recovered", "failed_attempts", failures)
+	}
+	return true
+}
+
+// ack acknowledges the whole batch through its last message (AckAll policy)
+// and waits for JetStream to confirm, so a restart never sees a written batch
+// again unless the process died in between.
+func (r *streamRunner) ack(ctx context.Context) {
+	n := uint64(r.written)
+	last := r.batch[len(r.batch)-1]
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := last.DoubleAck(actx)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("ack to jetstream failed; the batch will be delivered again", "error", err)
+	}
+	r.m.update(r.stats, func(s *StreamStats) {
+		s.Mirrored += n
+		if s.Lag >= uint64(len(r.batch)) {
+			s.Lag -= uint64(len(r.batch))
+		}
+	})
+}
+
+// firstError shortens kafka-go's WriteErrors, which repeat one cause per
+// record, to its first cause.
+func firstError(err error) error {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil {
+				return fmt.Errorf("%d of %d records: %w", werrs.Count(), len(werrs), e)
+			}
+		}
+	}
+	return err
+}
+
+// permanent reports errors a retry cannot fix: the record itself is refused.
+func permanent(err error) bool {
+	return errors.Is(err, kafka.MessageSizeTooLarge) || errors.Is(err, kafka.RecordListTooLarge) || errors.Is(err, kafka.InvalidRecord)
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
