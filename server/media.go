@@ -27,11 +27,11 @@ func (s *Server) mediaRoutes() []route {
 	}
 	return []route{
 		{method: "POST", path: "/api/v1/cameras/:id/whep", summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", handler: s.whepOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 415, 503}},
-		{method: "PATCH", path: "/api/v1/cameras/:id/whep/:session", summary: "Trickle ICE for a WHEP session", handler: s.whepPatch, request: "SDP", statuses: []int{204, 400, 404}},
-		{method: "DELETE", path: "/api/v1/cameras/:id/whep/:session", summary: "End a WHEP session", handler: s.whepDelete, statuses: []int{200, 404}},
+		{method: "PATCH", path: "/api/v1/cameras/:id/whep/:session", summary: "Trickle ICE for a WHEP session", handler: s.patchSession(s.whepOps), request: "SDP", statuses: []int{204, 400, 404}},
+		{method: "DELETE", path: "/api/v1/cameras/:id/whep/:session", summary: "End a WHEP session", handler: s.deleteSession(s.whepOps), statuses: []int{200, 404}},
 		{method: "POST", path: "/api/v1/cameras/:id/whip", summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", handler: s.whipOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 409, 415, 503}},
-		{method: "PATCH", path: "/api/v1/cameras/:id/whip/:session", summary: "Trickle ICE for a WHIP session", handler: s.whipPatch, request: "SDP", statuses: []int{204, 400, 404}},
-		{method: "DELETE", path: "/api/v1/cameras/:id/whip/:session", summary: "End a WHIP session", handler: s.whipDelete, statuses: []int{200, 404}},
+		{method: "PATCH", path: "/api/v1/cameras/:id/whip/:session", summary: "Trickle ICE for a WHIP session", handler: s.patchSession(s.whipOps), request: "SDP", statuses: []int{204, 400, 404}},
+		{method: "DELETE", path: "/api/v1/cameras/:id/whip/:session", summary: "End a WHIP session", handler: s.deleteSession(s.whipOps), statuses: []int{200, 404}},
 	}
 }
 
@@ -95,32 +95,6 @@ func (s *Server) whepOffer(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusCreated).SendString(answer)
 }
 
-func (s *Server) whepPatch(c *fiber.Ctx) error {
-	frag, err := sdpBody(c, "application/trickle-ice-sdpfrag")
-	if err != nil {
-		return writeError(c, err)
-	}
-	session := c.Params("session")
-	if s.webrtc.SessionCamera(session) != c.Params("id") {
-		return writeError(c, fmt.Errorf("%w: WHEP session %q", ErrNotFound, session))
-	}
-	if err := s.webrtc.PatchViewer(session, frag); err != nil {
-		return writeError(c, mediaError(err))
-	}
-	return c.SendStatus(fiber.StatusNoContent)
-}
-
-func (s *Server) whepDelete(c *fiber.Ctx) error {
-	session := c.Params("session")
-	if s.webrtc.SessionCamera(session) != c.Params("id") {
-		return writeError(c, fmt.Errorf("%w: WHEP session %q", ErrNotFound, session))
-	}
-	if err := s.webrtc.CloseSession(session); err != nil {
-		return writeError(c, mediaError(err))
-	}
-	return c.SendStatus(fiber.StatusOK)
-}
-
 func (s *Server) whipOffer(c *fiber.Ctx) error {
 	id, err := pathID(c)
 	if err != nil {
@@ -146,30 +120,64 @@ func (s *Server) whipOffer(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusCreated).SendString(answer)
 }
 
-func (s *Server) whipPatch(c *fiber.Ctx) error {
-	frag, err := sdpBody(c, "application/trickle-ice-sdpfrag")
-	if err != nil {
-		return writeError(c, err)
-	}
-	session := c.Params("session")
-	if s.whip.Camera(session) != c.Params("id") {
-		return writeError(c, fmt.Errorf("%w: WHIP session %q", ErrNotFound, session))
-	}
-	if err := s.whip.Patch(session, frag); err != nil {
-		return writeError(c, mediaError(err))
-	}
-	return c.SendStatus(fiber.StatusNoContent)
+// sessionOps are the per-session operations WHIP and WHEP share.
+type sessionOps struct {
+	kind   string
+	camera func(session string) string
+	patch  func(session, fragment string) error
+	remove func(session string) error
 }
 
-func (s *Server) whipDelete(c *fiber.Ctx) error {
+func (s *Server) whepOps() sessionOps {
+	return sessionOps{"WHEP", s.webrtc.SessionCamera, s.webrtc.PatchViewer, s.webrtc.CloseSession}
+}
+
+func (s *Server) whipOps() sessionOps {
+	return sessionOps{"WHIP", s.whip.Camera, s.whip.Patch, s.whip.Delete}
+}
+
+// session finds the session of the path, checking it belongs to the camera
+// of the path so one camera's URL cannot end another's session.
+func (o sessionOps) session(c *fiber.Ctx) (string, error) {
 	session := c.Params("session")
-	if s.whip.Camera(session) != c.Params("id") {
-		return writeError(c, fmt.Errorf("%w: WHIP session %q", ErrNotFound, session))
+	if o.camera(session) != c.Params("id") {
+		return "", fmt.Errorf("%w: %s session %q", ErrNotFound, o.kind, session)
 	}
-	if err := s.whip.Delete(session); err != nil {
-		return writeError(c, mediaError(err))
+	return session, nil
+}
+
+// patchSession applies trickle ICE (RFC 9725 section 4.3).
+func (s *Server) patchSession(ops func() sessionOps) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		o := ops()
+		frag, err := sdpBody(c, "application/trickle-ice-sdpfrag")
+		if err != nil {
+			return writeError(c, err)
+		}
+		session, err := o.session(c)
+		if err != nil {
+			return writeError(c, err)
+		}
+		if err := o.patch(session, frag); err != nil {
+			return writeError(c, mediaError(err))
+		}
+		return c.SendStatus(fiber.StatusNoContent)
 	}
-	return c.SendStatus(fiber.StatusOK)
+}
+
+// deleteSession ends a session.
+func (s *Server) deleteSession(ops func() sessionOps) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		o := ops()
+		session, err := o.session(c)
+		if err != nil {
+			return writeError(c, err)
+		}
+		if err := o.remove(session); err != nil {
+			return writeError(c, mediaError(err))
+		}
+		return c.SendStatus(fiber.StatusOK)
+	}
 }
 
 // SubscribeResults implements live.ResultSource: a camera's pipeline results
