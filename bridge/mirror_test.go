@@ -3,7 +3,10 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -328,5 +331,53 @@ func TestNewMirrorRejectsBadConfig(t *testing.T) {
 	m.Close() // never started: harmless
 	if err := m.Start(context.Background()); !errors.Is(err, ErrStarted) {
 		t.Fatalf("start after close: %v", err)
+	}
+}
+
+// TestKcatReadsMirroredTopic proves a standard Kafka client (librdkafka's
+// kcat) sees the records as written.
+func TestKcatReadsMirroredTopic(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not installed (Debian package kcat)")
+	}
+	b := startBus(t)
+	k := startKafka(t)
+	m := newTestMirror(t, b, k, func(c *Config) { c.Streams = []string{StreamProgress} })
+	for i := range 12 {
+		id := []string{"job-1", "job-2"}[i%2]
+		publish(t, b, b.Subjects().Progress(id), progress(id, i))
+	}
+	waitFor(t, 10*time.Second, "mirrored", func() bool { return m.Stats(StreamProgress).Mirrored == 12 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-b", k.addr(), "-C", "-t", "imageflow.progress",
+		"-o", "beginning", "-e", "-J", "-q").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v (%s)", err, out)
+	}
+	seen := map[uint32]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var rec struct {
+			Topic   string   `json:"topic"`
+			Key     string   `json:"key"`
+			Payload string   `json:"payload"`
+			Headers []string `json:"headers"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("kcat line %q: %v", line, err)
+		}
+		var p busv1.Progress
+		if err := protojson.Unmarshal([]byte(rec.Payload), &p); err != nil {
+			t.Fatalf("payload %q: %v", rec.Payload, err)
+		}
+		if rec.Topic != "imageflow.progress" || rec.Key != p.Execution || !slices.Contains(rec.Headers, "application/json") {
+			t.Fatalf("kcat record %+v", rec)
+		}
+		seen[p.Index] = true
+	}
+	if len(seen) != 12 {
+		t.Fatalf("kcat saw %d distinct messages, want 12:\n%s", len(seen), out)
 	}
 }
