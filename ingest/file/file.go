@@ -8,15 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // Errors of the file source.
@@ -49,7 +46,7 @@ type Source struct {
 	path    string
 	log     *slog.Logger
 	capture *media.Capture
-	au      busv1.AccessUnit
+	loop    ingest.CaptureLoop
 }
 
 var _ ingest.Source = (*Source)(nil)
@@ -97,63 +94,15 @@ func NewSource(cfg Config) (*Source, error) {
 	s.capture = &media.Capture{
 		CaptureConfig: media.CaptureConfig{URL: p, Loop: true, Realtime: true, Width: cfg.Width, Bitrate: cfg.Bitrate},
 		OnTrack:       cfg.Sink.SetTrack,
-		OnUnit:        s.write,
+		OnUnit:        s.loop.Write,
 	}
+	s.loop = ingest.CaptureLoop{Capture: s.capture, Sink: cfg.Sink, Logger: s.log, What: "file"}
 	return s, nil
 }
 
 // Stats exposes the capture counters (units, loops, decode errors).
 func (s *Source) Stats() *media.CaptureStats { return &s.capture.Stats }
 
-func (s *Source) write(u *media.CaptureUnit) error {
-	// One reused message: the sink fills camera, sequence and ingest time when
-	// they are zero, so those are reset for every unit.
-	au := &s.au
-	*au = busv1.AccessUnit{
-		Codec:        busv1.Codec_CODEC_H264,
-		Pts:          u.PTS,
-		RtpTimestamp: u.RTPTimestamp,
-		ClockRate:    90000,
-		Keyframe:     u.Keyframe,
-		Nalus:        u.NALUs,
-	}
-	if u.Keyframe {
-		au.Width, au.Height = uint32(u.Width), uint32(u.Height)
-	}
-	if err := s.cfg.Sink.WriteAccessUnit(au); err != nil {
-		// A bus hiccup loses one unit, not the camera.
-		s.log.Debug("write access unit", "err", err)
-	}
-	return nil
-}
-
 // Run plays the file until ctx ends; a file that cannot be opened or read is
 // retried with backoff (capped at 2 s).
-func (s *Source) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	defer s.cfg.Sink.SetState(ingest.StateOffline, nil)
-	for {
-		s.cfg.Sink.SetState(ingest.StateConnecting, nil)
-		start := time.Now()
-		err := s.capture.Run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, io.EOF) {
-			err = errors.New("file ended")
-		}
-		s.log.Warn("file source stopped, retrying", "path", s.path, "err", err, "retry_in", backoff)
-		s.cfg.Sink.SetState(ingest.StateOffline, err)
-		if time.Since(start) > 10*time.Second {
-			backoff = 100 * time.Millisecond
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-}
+func (s *Source) Run(ctx context.Context) error { return s.loop.Run(ctx) }

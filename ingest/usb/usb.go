@@ -7,15 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // Errors of the USB source.
@@ -52,7 +49,7 @@ type Source struct {
 	cfg     Config
 	log     *slog.Logger
 	capture *media.Capture
-	au      busv1.AccessUnit
+	loop    ingest.CaptureLoop
 }
 
 var _ ingest.Source = (*Source)(nil)
@@ -103,60 +100,15 @@ func NewSource(cfg Config) (*Source, error) {
 			Bitrate: cfg.Bitrate,
 		},
 		OnTrack: cfg.Sink.SetTrack,
-		OnUnit:  s.write,
+		OnUnit:  s.loop.Write,
 	}
+	s.loop = ingest.CaptureLoop{Capture: s.capture, Sink: cfg.Sink, Logger: s.log, What: "usb camera"}
 	return s, nil
 }
 
 // Stats exposes the capture counters.
 func (s *Source) Stats() *media.CaptureStats { return &s.capture.Stats }
 
-func (s *Source) write(u *media.CaptureUnit) error {
-	au := &s.au
-	*au = busv1.AccessUnit{
-		Codec:        busv1.Codec_CODEC_H264,
-		Pts:          u.PTS,
-		RtpTimestamp: u.RTPTimestamp,
-		ClockRate:    90000,
-		Keyframe:     u.Keyframe,
-		Nalus:        u.NALUs,
-	}
-	if u.Keyframe {
-		au.Width, au.Height = uint32(u.Width), uint32(u.Height)
-	}
-	if err := s.cfg.Sink.WriteAccessUnit(au); err != nil {
-		s.log.Debug("write access unit", "err", err)
-	}
-	return nil
-}
-
 // Run captures until ctx ends, reopening an unplugged or busy camera with
 // backoff capped at 2 s.
-func (s *Source) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	defer s.cfg.Sink.SetState(ingest.StateOffline, nil)
-	for {
-		s.cfg.Sink.SetState(ingest.StateConnecting, nil)
-		units := s.capture.Stats.Units.Load()
-		err := s.capture.Run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, io.EOF) {
-			err = errors.New("capture ended")
-		}
-		if s.capture.Stats.Units.Load() > units {
-			backoff = 100 * time.Millisecond
-		}
-		s.log.Warn("usb camera lost, retrying", "err", err, "retry_in", backoff)
-		s.cfg.Sink.SetState(ingest.StateOffline, err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-}
+func (s *Source) Run(ctx context.Context) error { return s.loop.Run(ctx) }
