@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/recover"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -72,6 +73,11 @@ func (s *Server) newApp() *fiber.App {
 			return writeError(c, err)
 		},
 	})
+	// A bug in one handler answers 500 and is logged; it never takes the
+	// server (and every camera) down.
+	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
+		s.Logger.Error("handler panic", "method", c.Method(), "route", c.Route().Path, "panic", fmt.Sprint(e))
+	}}))
 	app.Use(s.metrics.middleware, s.authMiddleware, s.bodyLimit)
 	for _, r := range s.allRoutes() {
 		app.Add(r.method, r.path, r.handler)
