@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -88,16 +89,27 @@ func (s *Server) grpcCheck(ctx context.Context) error {
 	return status.Error(codes.Unauthenticated, "missing or invalid bearer token (metadata authorization: Bearer <token>)")
 }
 
-func (s *Server) grpcUnaryAuth(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+// grpcUnaryAuth checks the token and turns a handler panic into an Internal
+// error, so one bad call never takes the server down.
+func (s *Server) grpcUnaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 	if err := s.grpcCheck(ctx); err != nil {
 		return nil, err
 	}
+	defer s.grpcRecover(info.FullMethod, &err)
 	return h(ctx, req)
 }
 
-func (s *Server) grpcStreamAuth(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+func (s *Server) grpcStreamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
 	if err := s.grpcCheck(ss.Context()); err != nil {
 		return err
 	}
+	defer s.grpcRecover(info.FullMethod, &err)
 	return h(srv, ss)
+}
+
+func (s *Server) grpcRecover(method string, err *error) {
+	if r := recover(); r != nil {
+		s.Logger.Error("grpc handler panic", "method", method, "panic", fmt.Sprint(r))
+		*err = status.Error(codes.Internal, "internal error")
+	}
 }
