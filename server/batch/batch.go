@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -227,6 +228,9 @@ type Manager struct {
 	// do not fight over the KV revision; CAS still guards other nodes.
 	updateMu sync.Mutex
 
+	recMu   sync.Mutex
+	records map[string]cachedRec // active executions, as last written here
+
 	wsHandler fiber.Handler
 	inputs    *inputCache
 
@@ -287,6 +291,7 @@ func New(cfg Config) (*Manager, error) {
 		metrics: newMetrics(cfg.Registerer),
 		running: make(map[string]map[int]context.CancelFunc),
 		inputs:  newInputCache(64 << 20),
+		records: make(map[string]cachedRec),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.wsHandler = websocket.New(m.serveWS)
@@ -341,14 +346,23 @@ func (m *Manager) load(ctx context.Context, id string) (*Execution, uint64, erro
 
 // update applies fn to the current record and writes it back only if nobody
 // wrote in between (KV revision), retrying on a conflict. fn returns false
-// when it changed nothing, which skips the write (idempotent updates).
+// when it changed nothing, which skips the write (idempotent updates). The
+// first try starts from this process's last written copy, saving a read and
+// a decode of a record that grows with the files; states only move forward,
+// so a stale copy can at worst make the write fail and be retried fresh.
 func (m *Manager) update(ctx context.Context, id string, fn func(*Execution) bool) (*Execution, bool, error) {
 	m.updateMu.Lock()
 	defer m.updateMu.Unlock()
 	for attempt := 0; ; attempt++ {
-		e, rev, err := m.load(ctx, id)
-		if err != nil {
-			return nil, false, err
+		var e *Execution
+		var rev uint64
+		if c, r, ok := m.cachedRecord(id); ok && attempt == 0 {
+			e, rev = c.clone(), r
+		} else {
+			var err error
+			if e, rev, err = m.load(ctx, id); err != nil {
+				return nil, false, err
+			}
 		}
 		if !fn(e) {
 			return e, false, nil
@@ -358,10 +372,12 @@ func (m *Manager) update(ctx context.Context, id string, fn func(*Execution) boo
 		if err != nil {
 			return nil, false, err
 		}
-		_, err = m.kv.Update(ctx, id, data, rev)
+		newRev, err := m.kv.Update(ctx, id, data, rev)
 		if err == nil {
+			m.remember(e, newRev)
 			return e, true, nil
 		}
+		m.forget(id)
 		if !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 50 {
 			return nil, false, fmt.Errorf("execution %q: update: %w", id, err)
 		}
@@ -372,6 +388,53 @@ func (m *Manager) update(ctx context.Context, id string, fn func(*Execution) boo
 		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
 		}
 	}
+}
+
+// clone copies what update's functions change: the record and its files.
+func (e *Execution) clone() *Execution {
+	c := *e
+	c.Files = slices.Clone(e.Files)
+	return &c
+}
+
+type cachedRec struct {
+	e   *Execution // never changed once cached
+	rev uint64
+}
+
+// remember keeps a copy of an active execution's record as written.
+func (m *Manager) remember(e *Execution, rev uint64) {
+	m.recMu.Lock()
+	defer m.recMu.Unlock()
+	if terminal(e.State) {
+		delete(m.records, e.ID)
+		return
+	}
+	m.records[e.ID] = cachedRec{e: e.clone(), rev: rev}
+}
+
+func (m *Manager) forget(id string) {
+	m.recMu.Lock()
+	defer m.recMu.Unlock()
+	delete(m.records, id)
+}
+
+// cachedRecord returns the last written copy; callers must not change it.
+func (m *Manager) cachedRecord(id string) (*Execution, uint64, bool) {
+	m.recMu.Lock()
+	defer m.recMu.Unlock()
+	c, ok := m.records[id]
+	return c.e, c.rev, ok
+}
+
+// current returns the execution as this process last wrote it, else as
+// stored; read-only.
+func (m *Manager) current(ctx context.Context, id string) (*Execution, error) {
+	if e, _, ok := m.cachedRecord(id); ok {
+		return e, nil
+	}
+	e, _, err := m.load(ctx, id)
+	return e, err
 }
 
 // blob keys: idempotent per execution and index, so a redone file

@@ -140,8 +140,12 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	}
 	e.recount(now)
 	data, err := jsonMarshal(e)
+	var rev uint64
 	if err == nil {
-		_, err = m.kv.Create(ctx, id, data)
+		rev, err = m.kv.Create(ctx, id, data)
+	}
+	if err == nil {
+		m.remember(e, rev)
 	}
 	if err != nil {
 		m.removeBlobs(id)

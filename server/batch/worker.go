@@ -290,7 +290,7 @@ func (w *worker) handle(msg jetstream.Msg) {
 		return
 	}
 	idx := int(item.Index)
-	e, _, err := m.load(ctx, item.Execution)
+	e, err := m.current(ctx, item.Execution)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
 			_ = msg.Term() // execution deleted
