@@ -165,7 +165,8 @@ func (s *Server) Start() error {
 	srv := &gortsplib.Server{
 		Handler:     serverHandler{s},
 		RTSPAddress: ln.Addr().String(),
-		Listen:      func(string, string) (net.Listener, error) { return ln, nil },
+		// Readers' packets leave in batches, not one syscall each.
+		Listen: func(string, string) (net.Listener, error) { return batchListener{ln}, nil },
 		// A 4K keyframe is several hundred packets; the default 256 would
 		// drop part of it for every reader.
 		WriteQueueSize: 2048,

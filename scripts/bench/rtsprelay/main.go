@@ -58,8 +58,9 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "imageflow binary to run as the server (in-process bus + hub + rtsp.Server when empty)")
 	flag.DurationVar(&o.videoWindow, "video-window", 5*time.Second, "JetStream VIDEO window (serve's default is 5s; 0 switches the stream off)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window (in-process only)")
-	flag.BoolVar(&o.probe, "probe", true, "proxy publishers and one reader per camera to measure last packet in -> out")
+	probe := flag.String("probe", "auto", "proxy publishers and one reader per camera to measure last packet in -> out: true, false, or auto (on with -bin; in-process the proxies' CPU would count as the server's)")
 	flag.Parse()
+	o.probe = *probe == "true" || *probe == "auto" && o.bin != ""
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "rtsprelay:", err)
 		os.Exit(1)

@@ -21,12 +21,12 @@ import (
 // Unlike the ingest timestamp this excludes how the sender paces the
 // packets of a keyframe.
 type probe struct {
-	mu     sync.Mutex
-	on     bool
-	sent   map[probeKey]time.Time
-	first  map[probeKey]time.Time
-	toLast []time.Duration // last packet in -> last packet out
-	toFrst []time.Duration // last packet in -> first packet out
+	mu      sync.Mutex
+	on      bool
+	sent    map[probeKey]time.Time
+	first   map[probeKey]time.Time
+	toLast  []time.Duration // last packet in -> last packet out
+	toFrst  []time.Duration // last packet in -> first packet out
 	nomatch int
 }
 

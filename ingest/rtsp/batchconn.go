@@ -1,0 +1,139 @@
+package rtsp
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// batchMaxPending bounds what a connection buffers ahead of the socket: a
+// 4K keyframe fits; a reader that stops reading blocks its gortsplib write
+// queue, which then drops and counts as before.
+const batchMaxPending = 4 << 20
+
+// batchReadSize is the most one read(2) takes from a connection.
+const batchReadSize = 64 << 10
+
+// batchListener hands out batchConns.
+type batchListener struct{ net.Listener }
+
+func (l batchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newBatchConn(c), nil
+}
+
+// batchConn coalesces writes. gortsplib writes every interleaved RTP packet
+// (~1.4 kB) with its own write(2): for a relay that is one syscall per
+// packet per reader, most of the server's CPU. Write here only appends to a
+// buffer; a flusher goroutine writes whatever accumulated while its
+// previous write ran, so a burst (every packet of an access unit, queued
+// back to back) leaves in a few syscalls and a lone packet still leaves at
+// once. Write deadlines pass through to the socket the flusher writes on;
+// a write error is returned by the next Write.
+type batchConn struct {
+	net.Conn
+
+	// Reads: gortsplib reads through a 4 kB bufio.Reader, one syscall per
+	// 4 kB of a publisher's stream; rbuf takes what the socket has, up to
+	// 64 kB, in one. Read is only ever called by gortsplib's one reader
+	// goroutine per connection.
+	rbuf       []byte
+	rpos, rend int
+
+	mu      sync.Mutex
+	cond    sync.Cond // pending grew (flusher) or shrank (writers), or closed
+	pending []byte
+	err     error
+	closed  bool
+
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newBatchConn(c net.Conn) *batchConn {
+	b := &batchConn{Conn: c, done: make(chan struct{})}
+	b.cond.L = &b.mu
+	go b.flush()
+	return b
+}
+
+// Read serves p from the read buffer, refilling it with one read(2).
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.rpos == b.rend {
+		if len(p) >= batchReadSize {
+			return b.Conn.Read(p)
+		}
+		if b.rbuf == nil {
+			b.rbuf = make([]byte, batchReadSize)
+		}
+		n, err := b.Conn.Read(b.rbuf)
+		b.rpos, b.rend = 0, n
+		if n == 0 {
+			return 0, err
+		}
+	}
+	n := copy(p, b.rbuf[b.rpos:b.rend])
+	b.rpos += n
+	return n, nil
+}
+
+// Write queues p; it blocks only while batchMaxPending bytes wait.
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.err == nil && !b.closed && len(b.pending) > 0 && len(b.pending)+len(p) > batchMaxPending {
+		b.cond.Wait()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.closed {
+		return 0, net.ErrClosed
+	}
+	b.pending = append(b.pending, p...)
+	b.cond.Broadcast()
+	return len(p), nil
+}
+
+func (b *batchConn) flush() {
+	defer close(b.done)
+	var out []byte
+	b.mu.Lock()
+	for {
+		for len(b.pending) == 0 && !b.closed && b.err == nil {
+			b.cond.Wait()
+		}
+		if len(b.pending) == 0 || b.err != nil {
+			b.mu.Unlock()
+			return
+		}
+		// Swap buffers: writers fill the other one during the syscall.
+		out, b.pending = b.pending, out[:0]
+		b.mu.Unlock()
+		_, err := b.Conn.Write(out)
+		b.mu.Lock()
+		if err != nil {
+			b.err = err
+		}
+		b.cond.Broadcast()
+	}
+}
+
+// Close sends what is queued (for at most a second) and closes the socket;
+// a second call returns the first one's result.
+func (b *batchConn) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed = true
+		b.cond.Broadcast()
+		b.mu.Unlock()
+		_ = b.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		<-b.done
+		b.closeErr = b.Conn.Close()
+	})
+	return b.closeErr
+}
