@@ -120,7 +120,8 @@ type Result struct {
 	// Detections.
 	Width, Height int
 	// Detections are those reaching sink steps (steps no other step
-	// consumes). A step passes on its inputs' detections plus its own, so a
+	// consumes). A step passes on its inputs' detections plus its own (only
+	// its own when it set Output.ReplaceDetections), so a
 	// detection reaching two sinks (or one sink by two paths) is listed once;
 	// detections from different steps with the same label, class and box
 	// (to the pixel) are merged too, keeping the higher score.
@@ -216,7 +217,9 @@ func (pl *Pipeline) ID() string { return pl.id }
 
 // Run passes img (BGR, owned by the caller and left untouched) through the
 // DAG. Each step gets the picture of its first input (the source when it has
-// none), the detections of all its inputs and their merged values. A failed
+// none), the detections of all its inputs and their merged values, and
+// passes on those detections plus its own, or only its own when it set
+// Output.ReplaceDetections. A failed
 // step is reported in Result.Steps and its consumers do not run; Run then
 // returns the Result with the first *StepError.
 func (pl *Pipeline) Run(ctx context.Context, img gocv.Mat) (*Result, error) {
@@ -293,6 +296,7 @@ func (pl *Pipeline) runStep(ctx context.Context, s *step, src *gocv.Mat, W, H in
 	}
 	s.out.Image = s.scratch
 	s.out.Detections = s.out.Detections[:0]
+	s.out.ReplaceDetections = false
 	clear(s.out.Values)
 
 	t0 := time.Now()
@@ -323,6 +327,11 @@ func (pl *Pipeline) runStep(ctx context.Context, s *step, src *gocv.Mat, W, H in
 		s.img, s.w, s.h = &s.scratch, s.scratch.Cols(), s.scratch.Rows()
 	} else {
 		s.img, s.w, s.h = inImg, inW, inH
+	}
+	if s.out.ReplaceDetections {
+		// The inputs' detections end here. s.in.Detections may share this
+		// array; the step is done with it.
+		s.reach = s.reach[:0]
 	}
 	// Own detections: from this step's input pixels to source pixels.
 	sx, sy := float32(W)/float32(inW), float32(H)/float32(inH)

@@ -527,3 +527,154 @@ func TestEngineMotionGatedDetection(t *testing.T) {
 		t.Fatalf("moving frame: motion=%q, %d people, %d motion regions", res.Values["motion"], count(res, "person"), count(res, "motion"))
 	}
 }
+
+// replaceSpec is a test processor that reports one box labelled name,
+// replacing its inputs' detections, and remembers the labels it was given.
+func replaceSpec(name string, seen *[]string) processors.Spec {
+	return processors.Spec{Name: name, Outputs: []string{"detections"}, New: func(processors.Params) (processors.Processor, error) {
+		return procFunc(func(_ context.Context, in *processors.Input, out *processors.Output) error {
+			*seen = (*seen)[:0]
+			for _, d := range in.Detections {
+				*seen = append(*seen, d.Label)
+			}
+			out.Detections = append(out.Detections, &busv1.Detection{X: 30, Y: 30, W: 10, H: 10, Label: name, Score: 0.9})
+			out.ReplaceDetections = true
+			return nil
+		}), nil
+	}}
+}
+
+// TestEngineReplaceDetections: a step that sets ReplaceDetections passes on
+// only its own boxes; a sibling branch still passes the replaced ones on; the
+// flag does not stick to the next run of a step that stops setting it.
+func TestEngineReplaceDetections(t *testing.T) {
+	reg := builtins()
+	var seenB, seenC []string
+	reg.Register(boxSpec("a", image.Rect(1, 2, 11, 22)))
+	reg.Register(replaceSpec("b", &seenB))
+	reg.Register(replaceSpec("c", &seenC))
+	record := func(seen *[]string) processors.Spec {
+		return processors.Spec{Name: "record", Outputs: []string{"detections"}, New: func(processors.Params) (processors.Processor, error) {
+			return procFunc(func(_ context.Context, in *processors.Input, out *processors.Output) error {
+				*seen = (*seen)[:0]
+				for _, d := range in.Detections {
+					*seen = append(*seen, d.Label)
+				}
+				return nil
+			}), nil
+		}}
+	}
+	var seenSink []string
+	reg.Register(record(&seenSink))
+	labels := func(res *processors.Result) []string {
+		var ls []string
+		for _, d := range res.Detections {
+			ls = append(ls, d.Label)
+		}
+		slices.Sort(ls)
+		return ls
+	}
+	img := gocv.NewMatWithSize(60, 60, gocv.MatTypeCV8UC3)
+	defer img.Close()
+
+	// a -> b (replaces) -> sink: only b reaches the sink.
+	pl := compile(t, reg, pipe("chain",
+		st(t, "a", "a", nil),
+		st(t, "b", "b", nil, "a"),
+		st(t, "sink", "record", nil, "b"),
+	))
+	res, err := pl.Run(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seenB, []string{"a"}) || !slices.Equal(seenSink, []string{"b"}) || !slices.Equal(labels(res), []string{"b"}) {
+		t.Fatalf("b saw %v, sink saw %v, result %v", seenB, seenSink, labels(res))
+	}
+
+	// a feeds b (replaces) and a plain sink: a still reaches the result by
+	// the other path, once.
+	pl = compile(t, reg, pipe("branches",
+		st(t, "a", "a", nil),
+		st(t, "b", "b", nil, "a"),
+		st(t, "other", "overlay", nil, "a"),
+	))
+	res, err = pl.Run(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(labels(res), []string{"a", "b"}) {
+		t.Fatalf("result %v, want a and b", labels(res))
+	}
+
+	// A step downstream of a replacing one adds to what it got unless it
+	// replaces too; boxes found at a smaller size still map back.
+	pl = compile(t, reg, pipe("resized",
+		st(t, "a", "a", nil),
+		st(t, "small", "resize", map[string]any{"width": 30, "height": 30, "keep_aspect": false}),
+		st(t, "b", "b", nil, "small", "a"),
+		st(t, "c", "c", nil, "b"),
+		st(t, "keep", "overlay", nil, "b"),
+	))
+	res, err = pl.Run(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seenC, []string{"b"}) || !slices.Equal(labels(res), []string{"b", "c"}) {
+		t.Fatalf("c saw %v, result %v", seenC, labels(res))
+	}
+	for _, d := range res.Detections {
+		if d.Label == "b" && (d.X != 60 || d.W != 20) {
+			t.Fatalf("b's box %v not mapped from 30x30 to 60x60", d)
+		}
+	}
+
+	// A step that replaced last run and not this run adds again.
+	runs := 0
+	reg.Register(processors.Spec{Name: "toggle", Outputs: []string{"detections"}, New: func(processors.Params) (processors.Processor, error) {
+		return procFunc(func(_ context.Context, in *processors.Input, out *processors.Output) error {
+			runs++
+			if runs == 1 {
+				out.ReplaceDetections = true
+			}
+			return nil
+		}), nil
+	}})
+	pl = compile(t, reg, pipe("toggle", st(t, "a", "a", nil), st(t, "t", "toggle", nil, "a")))
+	for i, want := range [][]string{nil, {"a"}} {
+		res, err = pl.Run(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(labels(res), want) {
+			t.Fatalf("run %d: result %v, want %v", i, labels(res), want)
+		}
+	}
+}
+
+// TestEngineDetectReplacesMotion is the demo pipeline: motion, then HOG on
+// the motion regions with keep_input_detections=false: people come out, the
+// motion boxes do not.
+func TestEngineDetectReplacesMotion(t *testing.T) {
+	frames := vtestFrames(t, 0, 10)
+	for _, keep := range []bool{true, false} {
+		pl := compile(t, builtins(), pipe("people",
+			st(t, "moving", "motion", map[string]any{"min_area": 300}),
+			st(t, "people", "detect", map[string]any{"backend": "hog", "gate": "only_if_motion", "regions": "motion",
+				"region_min_height": 256, "keep_input_detections": keep}, "moving"),
+		))
+		var res *processors.Result
+		for _, f := range frames {
+			var err error
+			if res, err = pl.Run(context.Background(), f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		n := map[string]int{}
+		for _, d := range res.Detections {
+			n[d.Label]++
+		}
+		if res.Values["motion"] != "true" || n["person"] == 0 || (n["motion"] > 0) != keep {
+			t.Fatalf("keep_input_detections=%v: motion=%q, labels %v", keep, res.Values["motion"], n)
+		}
+	}
+}

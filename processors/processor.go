@@ -29,6 +29,12 @@ type Output struct {
 	Image      gocv.Mat
 	Detections []*busv1.Detection
 	Values     map[string]string
+	// ReplaceDetections, when set, makes the engine pass on only this step's
+	// Detections: its inputs' detections stop here instead of travelling on
+	// beside them. A detector that used upstream motion regions sets it so a
+	// viewer sees people, not people and the motion boxes that led to them.
+	// The engine clears it before every call.
+	ReplaceDetections bool
 }
 
 // Processor is one processing step. The same step runs in-process, behind the

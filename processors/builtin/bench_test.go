@@ -9,6 +9,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // benchFrames returns consecutive vtest.avi frames scaled to 640x360, the
@@ -35,10 +36,22 @@ func benchFrames(b *testing.B, n int) []gocv.Mat {
 // benchProcessor runs one processor over frames in turn and reports the
 // median and 99th percentile of the per-frame time next to the mean.
 func benchProcessor(b *testing.B, spec processors.Spec, params map[string]any, frames []gocv.Mat) {
+	benchWithDetections(b, spec, params, frames, nil)
+}
+
+// benchWithDetections is benchProcessor with dets[i] handed to the
+// processor with frames[i] (dets may be nil).
+func benchWithDetections(b *testing.B, spec processors.Spec, params map[string]any, frames []gocv.Mat, dets [][]*busv1.Detection) {
 	r := newRunner(b, build(b, spec, params))
+	feed := func(i int) error {
+		if dets != nil {
+			r.in.Detections = dets[i%len(frames)]
+		}
+		return r.try(frames[i%len(frames)])
+	}
 	// Warm up: first calls size the output buffers and seed state.
 	for i := 0; i < 2; i++ {
-		if err := r.try(frames[i%len(frames)]); err != nil {
+		if err := feed(i); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -48,7 +61,7 @@ func benchProcessor(b *testing.B, spec processors.Spec, params map[string]any, f
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
-		if err := r.try(frames[i%len(frames)]); err != nil {
+		if err := feed(i); err != nil {
 			b.Fatal(err)
 		}
 		durs = append(durs, time.Since(t0))
@@ -98,4 +111,21 @@ func BenchmarkDetectHOG(b *testing.B) {
 
 func BenchmarkDetectHaar(b *testing.B) {
 	benchProcessor(b, DetectSpec(), map[string]any{"backend": "haar"}, benchFrames(b, 5))
+}
+
+// BenchmarkDetectRegions compares full-frame HOG with HOG on motion regions
+// as the demo camera runs it: 640x480 vtest.avi frames at 5 fps with the
+// motion step's regions of each (computed beforehand, not timed).
+func BenchmarkDetectRegions(b *testing.B) {
+	frames, regions := liveFrames(b, 120)
+	frames, regions = frames[5:], regions[5:] // past the motion model's warm-up
+	b.Run("full", func(b *testing.B) {
+		benchWithDetections(b, DetectSpec(), map[string]any{"backend": "hog"}, frames, regions)
+	})
+	b.Run("motion", func(b *testing.B) {
+		benchWithDetections(b, DetectSpec(), demoRegionParams, frames, regions)
+	})
+	b.Run("motion_no_enlarge", func(b *testing.B) {
+		benchWithDetections(b, DetectSpec(), map[string]any{"backend": "hog", "regions": RegionsMotion}, frames, regions)
+	})
 }

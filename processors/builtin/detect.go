@@ -3,12 +3,15 @@ package builtin
 import (
 	"context"
 	"fmt"
+	"image"
+	"math"
 	"os"
 
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/yolo"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // DefaultCascade is the Haar face cascade Debian's opencv-data installs.
@@ -20,6 +23,22 @@ const (
 	GateOnlyIfMotion = "only_if_motion"
 )
 
+// Region choices of the detect processor: where in the picture it looks.
+const (
+	// RegionsFull runs the detector on the whole picture.
+	RegionsFull = "full"
+	// RegionsMotion runs it only inside the input detections labelled
+	// region_label ("motion" regions), padded and merged.
+	RegionsMotion = "motion"
+)
+
+// maxRegionUpscale bounds how much region_min_height enlarges one region, so
+// a speck of motion cannot cost more than a sizeable region.
+const maxRegionUpscale = 4
+
+// HOG's detection window: a region is grown to at least this size.
+const hogWinW, hogWinH = 64, 128
+
 // DetectSpec describes the detect processor: its own parameters followed by
 // those of the YOLO backends (package yolo) it does not already have.
 func DetectSpec() processors.Spec {
@@ -27,12 +46,19 @@ func DetectSpec() processors.Spec {
 		Name: "detect",
 		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"), " +
 			"backend=onnx runs a YOLO ONNX model in-process (OpenCV DNN) and backend=triton the same on a Triton / KServe v2 server (labels are the class names). " +
-			"Boxes are in pixels of the step's input. With gate=only_if_motion the step runs only when an input step reported motion=true.",
+			"Boxes are in pixels of the step's input. With gate=only_if_motion the step runs only when an input step reported motion=true. " +
+			"With regions=motion (hog, haar) it looks only inside the input's motion regions, padded and merged, which costs a fraction of a full-frame pass; " +
+			"keep_input_detections=false passes on only this step's boxes, not the motion regions it was given.",
 		Params: []processors.ParamSpec{
 			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar", "onnx", "triton"}},
 			{Name: "gate", Type: processors.ParamEnum, Description: "only_if_motion skips detection (returning nothing, cheaply) unless an input step set motion=true.", Default: GateNone, Choices: []string{GateNone, GateOnlyIfMotion}},
 			{Name: "label", Type: processors.ParamString, Description: "Label of every detection; empty means person for hog, face for haar, the class name for onnx and triton.", Default: ""},
 			{Name: "max_detections", Type: processors.ParamInt, Description: "At most this many detections per frame, best first.", Default: int64(100), Min: processors.Range(1), Max: processors.Range(maxBoxes)},
+			{Name: "regions", Type: processors.ParamEnum, Description: "full runs the detector on the whole picture; motion (hog, haar) runs it only inside the input detections labelled region_label, and runs nothing when there are none.", Default: RegionsFull, Choices: []string{RegionsFull, RegionsMotion}},
+			{Name: "region_label", Type: processors.ParamString, Description: "regions=motion: label of the input detections that are regions to search.", Default: "motion"},
+			{Name: "region_padding", Type: processors.ParamFloat, Description: "regions=motion: margin added on every side of a region, as a fraction of its width and height; regions that then overlap are merged, and one smaller than the detector's window grows to it.", Default: 0.2, Min: processors.Range(0), Max: processors.Range(2)},
+			{Name: "region_min_height", Type: processors.ParamInt, Description: "regions=motion: a padded region shorter than this is enlarged to this height (at most 4x) before detection, so people smaller than HOG's window (about 100 px tall) are found; 0 never enlarges.", Default: int64(0), Min: processors.Range(0), Max: processors.Range(4096)},
+			{Name: "keep_input_detections", Type: processors.ParamBool, Description: "Pass the input steps' detections (such as motion regions) on beside this step's; false replaces them with this step's.", Default: true},
 			// HOG.
 			{Name: "win_stride", Type: processors.ParamInt, Description: "hog: step of the detection window in pixels; larger is faster and coarser.", Default: int64(8), Min: processors.Range(1), Max: processors.Range(64)},
 			{Name: "padding", Type: processors.ParamInt, Description: "hog: padding around the picture in pixels.", Default: int64(8), Min: processors.Range(0), Max: processors.Range(64)},
@@ -40,7 +66,8 @@ func DetectSpec() processors.Spec {
 			{Name: "hit_threshold", Type: processors.ParamFloat, Description: "hog: SVM margin a window needs to count as a hit.", Default: 0.0, Min: processors.Range(-10), Max: processors.Range(10)},
 			{Name: "group_threshold", Type: processors.ParamInt, Description: "hog: hits that must overlap for a box to survive grouping (0 keeps raw windows).", Default: int64(2), Min: processors.Range(0), Max: processors.Range(20)},
 			{Name: "min_score", Type: processors.ParamFloat, Description: "hog: smallest SVM score (the detection's score) kept.", Default: 0.3, Min: processors.Range(-10), Max: processors.Range(10)},
-			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
+			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton, and boxes from different regions with regions=motion: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
+			{Name: "tight_boxes", Type: processors.ParamBool, Description: "hog: shrink each box to the person inside the detection window (OpenCV's peopledetect sample does the same), for neater boxes.", Default: false},
 			// Haar.
 			{Name: "cascade", Type: processors.ParamString, Description: "haar: path of the cascade XML file.", Default: DefaultCascade},
 			{Name: "scale_factor", Type: processors.ParamFloat, Description: "haar: ratio between pyramid levels.", Default: 1.1, Min: processors.Range(1.01), Max: processors.Range(2)},
@@ -64,36 +91,76 @@ func DetectSpec() processors.Spec {
 
 // Detect finds people or faces; see DetectSpec.
 type Detect struct {
-	backend string
-	gated   bool
-	label   string
-	max     int
-	inner   processors.Processor // onnx or triton backend
-	hog     *hogDetector
-	hogP    hogParams
-	cascade *cascadeDetector
-	scaleF  float64
-	minNb   int
-	minSize int
-	gray    gocv.Mat
-	out     *processors.Output // target of the HOG callback, set per call
+	backend   string
+	gated     bool
+	label     string
+	max       int
+	keepInput bool
+	inner     processors.Processor // onnx or triton backend
+	hog       *hogDetector
+	hogP      hogParams
+	tight     bool
+	cascade   *cascadeDetector
+	scaleF    float64
+	minNb     int
+	minSize   int
+	gray      gocv.Mat
+	out       *processors.Output // target of the detector callbacks, set per call
+
+	// regions=motion.
+	regions     bool
+	regionLabel string
+	regionPad   float64
+	regionMinH  int
+	nms         float32
+	winW, winH  int               // the detector's window: the smallest region searched
+	rois        []image.Rectangle // this frame's merged regions, reused
+	enlarged    gocv.Mat          // grows to the largest enlarged region, reused
+	// Callback mapping from the searched picture to the step's input.
+	offX, offY int
+	inv        float64
+	limit      int
+	bounds     image.Rectangle
 }
 
 // NewDetect builds a detect processor from validated parameters; it loads the
 // HOG SVM or the cascade now so a bad path fails at compile time, not per frame.
 func NewDetect(p processors.Params) (processors.Processor, error) {
 	d := &Detect{
-		backend: p.String("backend"),
-		gated:   p.String("gate") == GateOnlyIfMotion,
-		label:   p.String("label"),
-		max:     p.Int("max_detections"),
-		gray:    gocv.NewMat(),
+		backend:     p.String("backend"),
+		gated:       p.String("gate") == GateOnlyIfMotion,
+		label:       p.String("label"),
+		max:         p.Int("max_detections"),
+		keepInput:   p.Bool("keep_input_detections"),
+		tight:       p.Bool("tight_boxes"),
+		regions:     p.String("regions") == RegionsMotion,
+		regionLabel: p.String("region_label"),
+		regionPad:   p.Float("region_padding"),
+		regionMinH:  p.Int("region_min_height"),
+		nms:         float32(p.Float("nms_threshold")),
+		gray:        gocv.NewMat(),
+		enlarged:    gocv.NewMat(),
+		inv:         1,
+	}
+	// Params built by hand (not through Spec.Resolve) may lack the newer
+	// keys; the zero values must mean what the defaults mean.
+	if _, ok := p["keep_input_detections"]; !ok {
+		d.keepInput = true
+	}
+	if d.regionLabel == "" {
+		d.regionLabel = "motion"
+	}
+	d.limit = d.max
+	if d.regions {
+		// Cross-region NMS picks the best max_detections afterwards.
+		d.limit = maxBoxes
 	}
 	switch d.backend {
 	case "hog":
 		if d.label == "" {
 			d.label = "person"
 		}
+		d.winW, d.winH = hogWinW, hogWinH
 		d.hogP = hogParams{
 			hitThreshold:   p.Float("hit_threshold"),
 			winStride:      p.Int("win_stride"),
@@ -114,6 +181,7 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 			d.label = "face"
 		}
 		d.scaleF, d.minNb, d.minSize = p.Float("scale_factor"), p.Int("min_neighbors"), p.Int("min_size")
+		d.winW, d.winH = d.minSize, d.minSize
 		path := p.String("cascade")
 		// A missing file would only give "cannot load"; stat first for the
 		// operating system's reason.
@@ -128,6 +196,12 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 		}
 		d.cascade = c
 	case "onnx", "triton":
+		if d.regions {
+			// The YOLO backends letterbox to a fixed input: one pass per
+			// region would cost more than one pass over the frame.
+			d.Close()
+			return nil, fmt.Errorf("%w: regions=%s works with backend hog or haar, not %s", ErrConfig, RegionsMotion, d.backend)
+		}
 		newBackend := yolo.NewONNX
 		if d.backend == "triton" {
 			newBackend = yolo.NewTriton
@@ -147,11 +221,17 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 
 // Process appends detections in in.Image's pixels to out.
 func (d *Detect) Process(ctx context.Context, in *processors.Input, out *processors.Output) error {
+	// Set before any early return: a gated-off frame must not let the
+	// motion regions through either.
+	out.ReplaceDetections = !d.keepInput
 	if d.gated && in.Values["motion"] != "true" {
 		return nil
 	}
 	if err := checkBGR(in.Image); err != nil {
 		return err
+	}
+	if d.regions {
+		return d.processRegions(in, out)
 	}
 	switch d.backend {
 	case "onnx", "triton":
@@ -168,7 +248,7 @@ func (d *Detect) Process(ctx context.Context, in *processors.Input, out *process
 			}
 		}
 	case "hog":
-		if in.Image.Cols() < 64 || in.Image.Rows() < 128 {
+		if in.Image.Cols() < hogWinW || in.Image.Rows() < hogWinH {
 			// Smaller than one detection window: nobody can be found.
 			return nil
 		}
@@ -187,20 +267,237 @@ func (d *Detect) Process(ctx context.Context, in *processors.Input, out *process
 	return nil
 }
 
+// processRegions runs the detector on each merged motion region (a Region
+// of the picture: no copy unless it is enlarged), maps the boxes back to the
+// picture and suppresses duplicates across regions.
+func (d *Detect) processRegions(in *processors.Input, out *processors.Output) error {
+	W, H := in.Image.Cols(), in.Image.Rows()
+	if W < d.winW || H < d.winH {
+		return nil
+	}
+	d.rois = mergeRegions(d.rois[:0], in.Detections, d.regionLabel, d.regionPad, d.winW, d.winH, W, H)
+	if len(d.rois) == 0 {
+		return nil
+	}
+	src := &in.Image
+	if d.backend == "haar" {
+		// Equalised once for the whole frame, as in full mode, so a face
+		// scores the same whichever region it falls in.
+		gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
+		gocv.EqualizeHist(d.gray, &d.gray)
+		src = &d.gray
+	}
+	first := len(out.Detections)
+	d.out, d.bounds = out, image.Rect(0, 0, W, H)
+	defer func() { d.out, d.offX, d.offY, d.inv = nil, 0, 0, 1 }()
+	for _, r := range d.rois {
+		if err := d.detectRegion(src, r); err != nil {
+			return err
+		}
+	}
+	found := out.Detections[first:]
+	sortByScore(found)
+	keep := nmsInPlace(found, d.nms)
+	if keep > d.max {
+		keep = d.max
+	}
+	clear(found[keep:]) // let the dropped detections go
+	out.Detections = out.Detections[:first+keep]
+	return nil
+}
+
+// detectRegion runs the detector on r of src, enlarged to region_min_height
+// when it is shorter.
+func (d *Detect) detectRegion(src *gocv.Mat, r image.Rectangle) error {
+	roi := src.Region(r)
+	defer roi.Close()
+	img := roi
+	d.offX, d.offY, d.inv = r.Min.X, r.Min.Y, 1
+	if d.regionMinH > r.Dy() {
+		s := min(float64(d.regionMinH)/float64(r.Dy()), maxRegionUpscale)
+		w, h := int(float64(r.Dx())*s+0.5), int(float64(r.Dy())*s+0.5)
+		// One buffer as large as the largest enlarged region so far; each
+		// region is resized into its top-left corner. The detectors treat a
+		// Region as a picture of its own (no pixels read beyond it), so the
+		// rest of the buffer does not matter.
+		if d.enlarged.Cols() < w || d.enlarged.Rows() < h || d.enlarged.Type() != src.Type() {
+			nw, nh := max(w, d.enlarged.Cols()), max(h, d.enlarged.Rows())
+			d.enlarged.Close()
+			d.enlarged = gocv.NewMatWithSize(nh, nw, src.Type())
+		}
+		dst := d.enlarged.Region(image.Rect(0, 0, w, h))
+		defer dst.Close()
+		gocv.Resize(roi, &dst, image.Pt(w, h), 0, 0, gocv.InterpolationLinear)
+		img = dst
+		d.inv = float64(r.Dx()) / float64(w)
+	}
+	switch d.backend {
+	case "hog":
+		return d.hog.detect(&img, d.hogP, d.addHOG)
+	case "haar":
+		return d.cascade.detect(&img, d.scaleF, d.minNb, d.minSize, maxBoxes, d.addHaar)
+	}
+	return nil
+}
+
+// mergeRegions appends to dst the regions to search: each input detection
+// labelled label, padded by pad of its size on every side, grown to at least
+// the detector's window (and, for a tall window, to its aspect ratio, so a
+// person-shaped region holds a person-shaped window), clamped to the W x H
+// picture; overlapping regions are merged into their bounding box until none
+// overlap.
+func mergeRegions(dst []image.Rectangle, dets []*busv1.Detection, label string, pad float64, winW, winH, W, H int) []image.Rectangle {
+	bounds := image.Rect(0, 0, W, H)
+	for _, det := range dets {
+		if det == nil || det.Label != label || !(det.W > 0) || !(det.H > 0) {
+			continue
+		}
+		x0 := float64(det.X) - pad*float64(det.W)
+		y0 := float64(det.Y) - pad*float64(det.H)
+		x1 := float64(det.X+det.W) + pad*float64(det.W)
+		y1 := float64(det.Y+det.H) + pad*float64(det.H)
+		if math.IsNaN(x0+y0+x1+y1) || math.IsInf(x0+y0+x1+y1, 0) {
+			continue
+		}
+		r := image.Rect(int(math.Floor(max(x0, -1))), int(math.Floor(max(y0, -1))),
+			int(math.Ceil(min(x1, float64(W)+1))), int(math.Ceil(min(y1, float64(H)+1))))
+		if minW := r.Dy() * winW / winH; winH > winW && r.Dx() < minW {
+			r = growTo(r, minW, r.Dy())
+		}
+		r = fitInside(growTo(r, max(r.Dx(), winW), max(r.Dy(), winH)), bounds)
+		if r.Empty() {
+			continue
+		}
+		dst = append(dst, r)
+	}
+	// Merge until stable: a union can newly overlap a region already passed.
+	for merged := true; merged; {
+		merged = false
+		for i := 0; i < len(dst); i++ {
+			for j := i + 1; j < len(dst); j++ {
+				if dst[i].Overlaps(dst[j]) {
+					dst[i] = dst[i].Union(dst[j])
+					dst[j] = dst[len(dst)-1]
+					dst = dst[:len(dst)-1]
+					j--
+					merged = true
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// growTo widens and heightens r around its centre to at least w x h.
+func growTo(r image.Rectangle, w, h int) image.Rectangle {
+	if dw := w - r.Dx(); dw > 0 {
+		r.Min.X -= dw / 2
+		r.Max.X = r.Min.X + w
+	}
+	if dh := h - r.Dy(); dh > 0 {
+		r.Min.Y -= dh / 2
+		r.Max.Y = r.Min.Y + h
+	}
+	return r
+}
+
+// fitInside shifts r into b where it fits and clips it where it does not, so
+// a region grown past the border keeps its size when the picture allows.
+func fitInside(r, b image.Rectangle) image.Rectangle {
+	if r.Min.X < b.Min.X {
+		r = r.Add(image.Pt(b.Min.X-r.Min.X, 0))
+	}
+	if r.Max.X > b.Max.X {
+		r = r.Add(image.Pt(b.Max.X-r.Max.X, 0))
+	}
+	if r.Min.Y < b.Min.Y {
+		r = r.Add(image.Pt(0, b.Min.Y-r.Min.Y))
+	}
+	if r.Max.Y > b.Max.Y {
+		r = r.Add(image.Pt(0, b.Max.Y-r.Max.Y))
+	}
+	return r.Intersect(b)
+}
+
+// sortByScore orders detections best first (insertion sort: few boxes, no
+// allocation, stable).
+func sortByScore(ds []*busv1.Detection) {
+	for i := 1; i < len(ds); i++ {
+		for j := i; j > 0 && ds[j].Score > ds[j-1].Score; j-- {
+			ds[j], ds[j-1] = ds[j-1], ds[j]
+		}
+	}
+}
+
+// nmsInPlace keeps, best first, each box of ds (sorted best first) that
+// overlaps no kept box by more than thr IoU, moves the kept ones to the
+// front and returns how many there are.
+func nmsInPlace(ds []*busv1.Detection, thr float32) int {
+	n := 0
+	for _, d := range ds {
+		ok := true
+		for _, k := range ds[:n] {
+			if boxIoU(d, k) > thr {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			ds[n] = d
+			n++
+		}
+	}
+	return n
+}
+
+func boxIoU(a, b *busv1.Detection) float32 {
+	ix := min(a.X+a.W, b.X+b.W) - max(a.X, b.X)
+	iy := min(a.Y+a.H, b.Y+b.H) - max(a.Y, b.Y)
+	if ix <= 0 || iy <= 0 {
+		return 0
+	}
+	in := ix * iy
+	return in / (a.W*a.H + b.W*b.H - in)
+}
+
 // addHOG is a method value bound once per call, so the callback allocates no
 // closure per frame.
 func (d *Detect) addHOG(x, y, w, h int, score float32) {
-	if len(d.out.Detections) >= d.max {
+	if len(d.out.Detections) >= d.limit {
 		return
 	}
-	d.out.Detections = append(d.out.Detections, newDetection(x, y, w, h, d.label, score))
+	if d.tight {
+		// The people SVM's 64x128 window holds the person with a margin;
+		// these are the factors of OpenCV's samples/cpp/peopledetect.cpp.
+		x += int(math.Round(float64(w) * 0.1))
+		y += int(math.Round(float64(h) * 0.07))
+		w = int(math.Round(float64(w) * 0.8))
+		h = int(math.Round(float64(h) * 0.8))
+	}
+	d.add(x, y, w, h, score)
 }
 
 // addHaar turns a cascade hit into a detection. A cascade has no confidence;
 // the score n/(n+5) of the n raw hits that back the box ranks well-supported
 // faces higher, in 0..1.
 func (d *Detect) addHaar(x, y, w, h, n int) {
-	d.out.Detections = append(d.out.Detections, newDetection(x, y, w, h, d.label, float32(n)/float32(n+5)))
+	d.add(x, y, w, h, float32(n)/float32(n+5))
+}
+
+// add maps a box from the searched picture (a region, maybe enlarged) to the
+// step's input and appends it.
+func (d *Detect) add(x, y, w, h int, score float32) {
+	if !d.regions {
+		d.out.Detections = append(d.out.Detections, newDetection(x, y, w, h, d.label, score))
+		return
+	}
+	s := d.inv
+	r := image.Rect(d.offX+int(math.Round(float64(x)*s)), d.offY+int(math.Round(float64(y)*s)),
+		d.offX+int(math.Round(float64(x+w)*s)), d.offY+int(math.Round(float64(y+h)*s))).Intersect(d.bounds)
+	if r.Empty() {
+		return
+	}
+	d.out.Detections = append(d.out.Detections, newDetection(r.Min.X, r.Min.Y, r.Dx(), r.Dy(), d.label, score))
 }
 
 // Close frees the detector.
@@ -217,6 +514,6 @@ func (d *Detect) Close() error {
 		d.cascade.close()
 		d.cascade = nil
 	}
-	closeMats(&d.gray)
+	closeMats(&d.gray, &d.enlarged)
 	return nil
 }

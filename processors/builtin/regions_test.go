@@ -1,0 +1,297 @@
+package builtin
+
+import (
+	"errors"
+	"image"
+	"math"
+	"slices"
+	"testing"
+
+	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/imageflowcanvas/imageflow/processors"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+func motionDet(x, y, w, h float32) *busv1.Detection {
+	return &busv1.Detection{X: x, Y: y, W: w, H: h, Label: "motion", Score: 1}
+}
+
+func TestMergeRegions(t *testing.T) {
+	nan := float32(math.NaN())
+	cases := []struct {
+		name string
+		dets []*busv1.Detection
+		pad  float64
+		W, H int
+		want []image.Rectangle
+	}{
+		{"none", nil, 0.2, 640, 480, nil},
+		{"padded and widened to the window's aspect", []*busv1.Detection{motionDet(100, 100, 40, 200)}, 0.1,
+			640, 480, []image.Rectangle{image.Rect(60, 80, 180, 320)}},
+		{"small grows to the window", []*busv1.Detection{motionDet(300, 200, 10, 10)}, 0,
+			640, 480, []image.Rectangle{image.Rect(273, 141, 337, 269)}},
+		{"grown past the border shifts inside", []*busv1.Detection{motionDet(0, 470, 10, 10)}, 0,
+			640, 480, []image.Rectangle{image.Rect(0, 352, 64, 480)}},
+		{"picture smaller than the window is clipped", []*busv1.Detection{motionDet(5, 5, 10, 10)}, 0,
+			50, 100, []image.Rectangle{image.Rect(0, 0, 50, 100)}},
+		{"overlapping after padding merge", []*busv1.Detection{motionDet(100, 100, 64, 128), motionDet(170, 100, 64, 128)}, 0.1,
+			640, 480, []image.Rectangle{image.Rect(93, 87, 241, 241)}},
+		{"apart stay apart", []*busv1.Detection{motionDet(100, 100, 64, 128), motionDet(300, 100, 64, 128)}, 0,
+			640, 480, []image.Rectangle{image.Rect(100, 100, 164, 228), image.Rect(300, 100, 364, 228)}},
+		{"a union that reaches a third merges it too", []*busv1.Detection{
+			motionDet(0, 0, 64, 128), motionDet(200, 0, 64, 128), motionDet(60, 0, 150, 128)}, 0,
+			640, 480, []image.Rectangle{image.Rect(0, 0, 264, 128)}},
+		{"other labels, empty and broken boxes are ignored", []*busv1.Detection{
+			{X: 10, Y: 10, W: 64, H: 128, Label: "person"}, motionDet(10, 10, 0, 128), motionDet(10, 10, -5, 128),
+			motionDet(nan, 10, 64, 128), motionDet(10, 10, float32(math.Inf(1)), 128), nil}, 0.2,
+			640, 480, nil},
+		{"huge box is clamped to the picture", []*busv1.Detection{motionDet(-1e30, -1e30, 3e30, 3e30)}, 0.2,
+			640, 480, []image.Rectangle{image.Rect(0, 0, 640, 480)}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := mergeRegions(nil, c.dets, "motion", c.pad, hogWinW, hogWinH, c.W, c.H)
+			slices.SortFunc(got, func(a, b image.Rectangle) int { return a.Min.X - b.Min.X })
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("got %v, want %v", got, c.want)
+			}
+			for _, r := range got {
+				if !r.In(image.Rect(0, 0, c.W, c.H)) {
+					t.Fatalf("%v outside the picture", r)
+				}
+			}
+		})
+	}
+}
+
+// FuzzMergeRegions: whatever boxes come in, the regions lie inside the
+// picture, are at least the window where the picture allows, and none overlap.
+func FuzzMergeRegions(f *testing.F) {
+	f.Add(float32(100), float32(100), float32(40), float32(200), float32(120), float32(90), float32(30), float32(30), 0.2)
+	f.Add(float32(-50), float32(470), float32(10), float32(10), float32(630), float32(0), float32(1e9), float32(5), 0.0)
+	f.Fuzz(func(t *testing.T, x1, y1, w1, h1, x2, y2, w2, h2 float32, pad float64) {
+		if math.IsNaN(pad) || pad < 0 || pad > 2 {
+			return
+		}
+		rs := mergeRegions(nil, []*busv1.Detection{motionDet(x1, y1, w1, h1), motionDet(x2, y2, w2, h2)}, "motion", pad, hogWinW, hogWinH, 640, 480)
+		for i, r := range rs {
+			if !r.In(image.Rect(0, 0, 640, 480)) || r.Dx() < hogWinW || r.Dy() < hogWinH {
+				t.Fatalf("region %v", r)
+			}
+			for _, o := range rs[i+1:] {
+				if r.Overlaps(o) {
+					t.Fatalf("%v and %v overlap", r, o)
+				}
+			}
+		}
+	})
+}
+
+// liveFrames returns vtest.avi frames scaled to 640x480, as the live path
+// samples them, and the motion step's regions for each (the motion model sees
+// every second frame, 5 of the clip's 10 fps, like the live path).
+func liveFrames(tb testing.TB, last int) ([]gocv.Mat, [][]*busv1.Detection) {
+	var idx []int
+	for i := 0; i <= last; i += 2 {
+		idx = append(idx, i)
+	}
+	src := videoFrames(tb, vtestPath, idx...)
+	mot := newRunner(tb, build(tb, MotionSpec(), map[string]any{"min_area": 300}))
+	frames := make([]gocv.Mat, len(src))
+	regions := make([][]*busv1.Detection, len(src))
+	for i, f := range src {
+		frames[i] = gocv.NewMat()
+		gocv.Resize(f, &frames[i], image.Pt(640, 480), 0, 0, gocv.InterpolationArea)
+		out := mot.run(tb, frames[i])
+		for _, d := range out.Detections {
+			regions[i] = append(regions[i], proto.Clone(d).(*busv1.Detection))
+		}
+	}
+	tb.Cleanup(func() {
+		for i := range frames {
+			frames[i].Close()
+		}
+	})
+	return frames, regions
+}
+
+// demoRegionParams are the detect parameters of the demo pipeline
+// (server/demo.go) less the gate.
+var demoRegionParams = map[string]any{"backend": "hog", "regions": RegionsMotion, "region_min_height": 256, "tight_boxes": true}
+
+// TestDetectRegionsFindWhatFullFrameFinds: on vtest.avi at the live size, the
+// people the full-frame HOG finds are found by the motion-region mode too,
+// and the region mode finds more people in all (its enlarged regions let HOG
+// see the many people shorter than its window).
+func TestDetectRegionsFindWhatFullFrameFinds(t *testing.T) {
+	frames, regions := liveFrames(t, 400)
+	full := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog"}))
+	reg := newRunner(t, build(t, DetectSpec(), demoRegionParams))
+	var nFull, nFound, nReg int
+	for i := 6; i < len(frames); i += 6 {
+		fullBoxes := rectsOf(full.run(t, frames[i]))
+		reg.in.Detections = regions[i]
+		out := reg.run(t, frames[i])
+		regBoxes := rectsOf(out)
+		nReg += len(regBoxes)
+		for _, d := range out.Detections {
+			if d.Label != "person" {
+				t.Fatalf("label %q", d.Label)
+			}
+		}
+		for _, f := range fullBoxes {
+			// The tallest person in these 480-row frames is about 110 px,
+			// so a HOG box (1.33x the person) taller than 200 px is one
+			// of full-frame HOG's false hits on the building: not a person
+			// the region mode has to find.
+			if f.Dy() > 200 {
+				continue
+			}
+			nFull++
+			if matchesBox(f, regBoxes) {
+				nFound++
+			} else {
+				t.Logf("frame %d: full-frame box %v not found by regions %v", 2*i, f, regBoxes)
+			}
+		}
+	}
+	t.Logf("full frame: %d people; motion regions: %d people, %d of the full frame's", nFull, nReg, nFound)
+	if nFull < 10 {
+		t.Fatalf("full-frame HOG found only %d people: the comparison means nothing", nFull)
+	}
+	// Within reason: people standing still are in no motion region, and two
+	// people walking side by side can be one blob HOG does not take for a
+	// person.
+	if float64(nFound) < 0.8*float64(nFull) {
+		t.Fatalf("motion regions found %d of the %d people full-frame HOG found", nFound, nFull)
+	}
+	if nReg < nFull {
+		t.Fatalf("motion regions found %d people, full frame %d", nReg, nFull)
+	}
+}
+
+// matchesBox reports whether one of rs is the same person as r: overlapping
+// by IoU 0.3, or centred inside the person part of r (r shrunk like
+// tight_boxes does: full-frame HOG boxes around small people are loose).
+func matchesBox(r image.Rectangle, rs []image.Rectangle) bool {
+	w, h := r.Dx(), r.Dy()
+	person := image.Rect(r.Min.X+w/10, r.Min.Y+h*7/100, r.Min.X+w/10+w*8/10, r.Min.Y+h*7/100+h*8/10)
+	for _, o := range rs {
+		c := image.Pt((o.Min.X+o.Max.X)/2, (o.Min.Y+o.Max.Y)/2)
+		if iou(r, o) >= 0.3 || c.In(person) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDetectRegionsOnlyInside: people outside the regions are not reported,
+// no region means no detection, boxes come back in full-frame pixels.
+func TestDetectRegionsOnlyInside(t *testing.T) {
+	frames, regions := liveFrames(t, 40)
+	f := frames[len(frames)-1]
+	reg := newRunner(t, build(t, DetectSpec(), demoRegionParams))
+	reg.in.Detections = regions[len(frames)-1]
+	all := rectsOf(reg.run(t, f))
+	if len(all) < 2 {
+		t.Fatalf("regions %v: found only %v", reg.in.Detections, all)
+	}
+	// One region around the first person only.
+	p := all[0]
+	reg.in.Detections = []*busv1.Detection{motionDet(float32(p.Min.X), float32(p.Min.Y), float32(p.Dx()), float32(p.Dy()))}
+	one := rectsOf(reg.run(t, f))
+	if len(one) != 1 || iou(one[0], p) < 0.5 {
+		t.Fatalf("region around %v found %v", p, one)
+	}
+	// Regions of another label, or none: nothing runs.
+	reg.in.Detections = []*busv1.Detection{{X: 0, Y: 0, W: 640, H: 480, Label: "person", Score: 1}}
+	if got := rectsOf(reg.run(t, f)); len(got) != 0 {
+		t.Fatalf("no motion region, found %v", got)
+	}
+	reg.in.Detections = nil
+	if got := rectsOf(reg.run(t, f)); len(got) != 0 {
+		t.Fatalf("no input detections, found %v", got)
+	}
+	// A region covering the whole frame finds what the full-frame mode
+	// finds (same parameters, no enlargement).
+	full := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog"}))
+	whole := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog", "regions": RegionsMotion, "region_padding": 0}))
+	whole.in.Detections = []*busv1.Detection{motionDet(0, 0, 640, 480)}
+	a, b := rectsOf(full.run(t, f)), rectsOf(whole.run(t, f))
+	if !slices.Equal(a, b) {
+		t.Fatalf("whole-frame region found %v, full frame %v", b, a)
+	}
+}
+
+func TestDetectRegionsHaar(t *testing.T) {
+	img := readImage(t, messiPath)
+	r := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "haar", "regions": RegionsMotion, "region_min_height": 120}))
+	// Messi's face spans about x 225..260, y 95..130 (TestHaarFindsMessisFace).
+	r.in.Detections = []*busv1.Detection{motionDet(200, 80, 80, 70)}
+	out := r.run(t, img)
+	face := image.Rect(215, 85, 275, 140)
+	rs := rectsOf(out)
+	if len(rs) != 1 || !image.Pt((rs[0].Min.X+rs[0].Max.X)/2, (rs[0].Min.Y+rs[0].Max.Y)/2).In(face) {
+		t.Fatalf("region around the face found %v", rs)
+	}
+	// A region on the grass finds no face.
+	r.in.Detections = []*busv1.Detection{motionDet(380, 250, 100, 80)}
+	if rs := rectsOf(r.run(t, img)); len(rs) != 0 {
+		t.Fatalf("region on the grass found %v", rs)
+	}
+}
+
+func TestDetectKeepInputDetections(t *testing.T) {
+	frames := videoFrames(t, vtestPath, 0)
+	for _, keep := range []bool{true, false} {
+		for _, gate := range []string{GateNone, GateOnlyIfMotion} {
+			r := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog", "keep_input_detections": keep, "gate": gate}))
+			r.in.Values = map[string]string{"motion": "false"}
+			r.out.ReplaceDetections = keep // must be overwritten
+			r.run(t, frames[0])
+			if r.out.ReplaceDetections != !keep {
+				t.Fatalf("keep_input_detections=%v gate=%s: ReplaceDetections=%v", keep, gate, r.out.ReplaceDetections)
+			}
+		}
+	}
+	// Params built without the new keys keep the old behaviour.
+	d, err := NewDetect(processors.Params{"backend": "hog", "max_detections": int64(10), "scale": 1.05, "win_stride": int64(8)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if d.(*Detect).keepInput != true || d.(*Detect).regions {
+		t.Fatal("bare params do not mean the defaults")
+	}
+}
+
+func TestDetectRegionsRejectsYOLO(t *testing.T) {
+	spec := DetectSpec()
+	params, err := spec.Resolve(map[string]any{"backend": "onnx", "regions": RegionsMotion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spec.New(params); !errors.Is(err, ErrConfig) {
+		t.Fatalf("onnx with regions=motion: %v, want ErrConfig", err)
+	}
+	if _, err := spec.Resolve(map[string]any{"regions": "everywhere"}); err == nil {
+		t.Fatal("regions=everywhere accepted")
+	}
+}
+
+func TestDetectTightBoxes(t *testing.T) {
+	frames := videoFrames(t, vtestPath, 100)
+	loose := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog"}))
+	tight := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "hog", "tight_boxes": true}))
+	a, b := rectsOf(loose.run(t, frames[0])), rectsOf(tight.run(t, frames[0]))
+	if len(a) == 0 || len(a) != len(b) {
+		t.Fatalf("loose %v, tight %v", a, b)
+	}
+	for i := range a {
+		if !b[i].In(a[i]) || b[i].Dx()*b[i].Dy() > a[i].Dx()*a[i].Dy()*7/10 {
+			t.Fatalf("tight box %v is not a shrunk %v", b[i], a[i])
+		}
+	}
+}
