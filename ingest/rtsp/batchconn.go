@@ -115,6 +115,10 @@ func (b *batchConn) flush() {
 		out, b.pending = b.pending, out[:0]
 		b.mu.Unlock()
 		_, err := b.Conn.Write(out)
+		if cap(out) > 1<<20 {
+			// Keep only keyframe-sized buffers across a rare huge burst.
+			out = nil
+		}
 		b.mu.Lock()
 		if err != nil {
 			b.err = err
