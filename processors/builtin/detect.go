@@ -46,7 +46,7 @@ func DetectSpec() processors.Spec {
 		Name: "detect",
 		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"), " +
 			"backend=onnx runs a YOLO ONNX model in-process (OpenCV DNN) and backend=triton the same on a Triton / KServe v2 server (labels are the class names). " +
-			"Boxes are in pixels of the step's input. With gate=only_if_motion the step runs only when an input step reported motion=true. " +
+			"Boxes are in pixels of the step's input; scores are in 0..1 for every backend. With gate=only_if_motion the step runs only when an input step reported motion=true. " +
 			"With regions=motion (hog, haar) it looks only inside the input's motion regions, padded and merged, which costs a fraction of a full-frame pass; " +
 			"keep_input_detections=false passes on only this step's boxes, not the motion regions it was given.",
 		Params: []processors.ParamSpec{
@@ -65,7 +65,7 @@ func DetectSpec() processors.Spec {
 			{Name: "scale", Type: processors.ParamFloat, Description: "hog: ratio between pyramid levels; larger is faster and misses more sizes.", Default: 1.05, Min: processors.Range(1.01), Max: processors.Range(2)},
 			{Name: "hit_threshold", Type: processors.ParamFloat, Description: "hog: SVM margin a window needs to count as a hit.", Default: 0.0, Min: processors.Range(-10), Max: processors.Range(10)},
 			{Name: "group_threshold", Type: processors.ParamInt, Description: "hog: hits that must overlap for a box to survive grouping (0 keeps raw windows).", Default: int64(2), Min: processors.Range(0), Max: processors.Range(20)},
-			{Name: "min_score", Type: processors.ParamFloat, Description: "hog: smallest SVM score (the detection's score) kept.", Default: 0.3, Min: processors.Range(-10), Max: processors.Range(10)},
+			{Name: "min_score", Type: processors.ParamFloat, Description: "hog: smallest SVM margin kept (the detection's score is this margin squashed into 0..1 by the logistic function: 0.3 gives 0.57, 3 gives 0.95).", Default: 0.3, Min: processors.Range(-10), Max: processors.Range(10)},
 			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton, and boxes from different regions with regions=motion: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
 			{Name: "tight_boxes", Type: processors.ParamBool, Description: "hog: shrink each box to the person inside the detection window (OpenCV's peopledetect sample does the same), for neater boxes.", Default: false},
 			// Haar.
@@ -474,7 +474,10 @@ func (d *Detect) addHOG(x, y, w, h int, score float32) {
 		w = int(math.Round(float64(w) * 0.8))
 		h = int(math.Round(float64(h) * 0.8))
 	}
-	d.add(x, y, w, h, score)
+	// The SVM margin is unbounded (people score 0.3 to 4); every other
+	// backend scores in 0..1 and viewers print scores as percentages, so
+	// squash it monotonically (NMS order and min_score are unaffected).
+	d.add(x, y, w, h, float32(1/(1+math.Exp(-float64(score)))))
 }
 
 // addHaar turns a cascade hit into a detection. A cascade has no confidence;
