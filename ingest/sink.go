@@ -60,6 +60,7 @@ func (s *BusSink) WriteAccessUnit(au *busv1.AccessUnit) error {
 	if au.IngestUnixNano == 0 {
 		au.IngestUnixNano = now.UnixNano()
 	}
+	au.CompleteUnixNano = now.UnixNano()
 	isVideo := au.Codec < busv1.Codec_CODEC_AAC
 	var changed *busv1.CameraStatus
 	if isVideo {

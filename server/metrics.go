@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer, b *bus.Bus) *metrics {
 			Name: "imageflow_remote_processor_errors_total", Help: "Failed calls to remote gRPC processors, by address.",
 		}, []string{"address"}),
 		rtspLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "imageflow_rtsp_egress_latency_seconds", Help: "Server-added latency from ingest to RTSP egress of an access unit.",
+			Name: "imageflow_rtsp_egress_latency_seconds", Help: "Server-added latency of an access unit: from its last packet arriving to its packets written to an RTSP reader.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 		}),
 	}

@@ -325,8 +325,8 @@ func (e *egress) write(au *busv1.AccessUnit) {
 		}
 		sent = true
 	}
-	if sent && e.s.OnLatency != nil && au.IngestUnixNano != 0 {
-		e.s.OnLatency(e.cam, time.Since(time.Unix(0, au.IngestUnixNano)))
+	if sent && e.s.OnLatency != nil && au.CompleteUnixNano != 0 {
+		e.s.OnLatency(e.cam, time.Since(time.Unix(0, au.CompleteUnixNano)))
 	}
 }
 

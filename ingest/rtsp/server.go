@@ -82,7 +82,7 @@ type Server struct {
 	// DESCRIBE answers 503; 5 s when zero.
 	DescribeTimeout time.Duration
 	// OnLatency, when set, is called for every access unit written to
-	// readers with the time since the server received it (for metrics).
+	// readers with the time since it was complete on the bus (for metrics).
 	OnLatency func(camera string, d time.Duration)
 
 	log        *slog.Logger

@@ -250,9 +250,13 @@ type AccessUnit struct {
 	Width  uint32 `protobuf:"varint,11,opt,name=width,proto3" json:"width,omitempty"`
 	Height uint32 `protobuf:"varint,12,opt,name=height,proto3" json:"height,omitempty"`
 	// Audio only: channel count and sample rate.
-	Channels      uint32 `protobuf:"varint,13,opt,name=channels,proto3" json:"channels,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Channels uint32 `protobuf:"varint,13,opt,name=channels,proto3" json:"channels,omitempty"`
+	// Wall clock (Unix ns) when the access unit was complete (its last packet
+	// arrived) and went onto the bus. Egress measures server-added latency from
+	// here; ingest_unix_nano minus this is the time the sender took to send it.
+	CompleteUnixNano int64 `protobuf:"varint,14,opt,name=complete_unix_nano,json=completeUnixNano,proto3" json:"complete_unix_nano,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AccessUnit) Reset() {
@@ -372,6 +376,13 @@ func (x *AccessUnit) GetHeight() uint32 {
 func (x *AccessUnit) GetChannels() uint32 {
 	if x != nil {
 		return x.Channels
+	}
+	return 0
+}
+
+func (x *AccessUnit) GetCompleteUnixNano() int64 {
+	if x != nil {
+		return x.CompleteUnixNano
 	}
 	return 0
 }
@@ -1506,7 +1517,7 @@ var File_bus_proto protoreflect.FileDescriptor
 const file_bus_proto_rawDesc = "" +
 	"\n" +
 	"\tbus.proto\x12\n" +
-	"ifc.bus.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf9\x02\n" +
+	"ifc.bus.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa7\x03\n" +
 	"\n" +
 	"AccessUnit\x12\x16\n" +
 	"\x06camera\x18\x01 \x01(\tR\x06camera\x12'\n" +
@@ -1523,7 +1534,8 @@ const file_bus_proto_rawDesc = "" +
 	" \x01(\x03R\x0eingestUnixNano\x12\x14\n" +
 	"\x05width\x18\v \x01(\rR\x05width\x12\x16\n" +
 	"\x06height\x18\f \x01(\rR\x06height\x12\x1a\n" +
-	"\bchannels\x18\r \x01(\rR\bchannels\"\xa7\x02\n" +
+	"\bchannels\x18\r \x01(\rR\bchannels\x12,\n" +
+	"\x12complete_unix_nano\x18\x0e \x01(\x03R\x10completeUnixNano\"\xa7\x02\n" +
 	"\x05Frame\x12\x16\n" +
 	"\x06camera\x18\x01 \x01(\tR\x06camera\x12\x10\n" +
 	"\x03pts\x18\x02 \x01(\x03R\x03pts\x12#\n" +
