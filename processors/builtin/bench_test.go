@@ -3,6 +3,7 @@ package builtin
 import (
 	"image"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ func benchWithDetections(b *testing.B, spec processors.Spec, params map[string]a
 	durs := make([]time.Duration, 0, b.N)
 	b.SetBytes(int64(frames[0].Total() * frames[0].Channels()))
 	b.ReportAllocs()
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -67,6 +70,12 @@ func benchWithDetections(b *testing.B, spec processors.Spec, params map[string]a
 		durs = append(durs, time.Since(t0))
 	}
 	b.StopTimer()
+	// CPU time of the whole process (OpenCV's worker threads included) per
+	// frame: what a frame costs the machine, less swayed than wall time by
+	// other work on a shared machine.
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
 	slices.Sort(durs)
 	pct := func(p float64) float64 {
 		return float64(durs[min(len(durs)-1, int(p*float64(len(durs))))].Microseconds())
