@@ -182,6 +182,7 @@ func (c *Client) Process(ctx context.Context, in *processors.Input, out *process
 		out.Image = m
 	}
 	out.Detections = append(out.Detections, resp.Detections...)
+	out.ReplaceDetections = resp.ReplaceDetections
 	if len(resp.Values) > 0 {
 		if out.Values == nil {
 			out.Values = make(map[string]string, len(resp.Values))

@@ -183,7 +183,7 @@ func (s *processorService) handle(ctx context.Context, req *pb.ProcessRequest) (
 	inst.mu.Lock()
 	err = inst.p.Process(ctx, &in, &out)
 	inst.mu.Unlock()
-	resp := &pb.ProcessResponse{RequestId: req.RequestId, Detections: out.Detections, Values: out.Values}
+	resp := &pb.ProcessResponse{RequestId: req.RequestId, Detections: out.Detections, Values: out.Values, ReplaceDetections: out.ReplaceDetections}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()

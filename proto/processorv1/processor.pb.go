@@ -357,9 +357,13 @@ type ProcessResponse struct {
 	Values     map[string]string  `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// A processing failure that retrying will not fix (e.g. the model rejected
 	// the input). Empty on success. Transport-level failures use gRPC status.
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// True when detections replace the request's upstream detections for the
+	// steps downstream, instead of being added to them (a detector that looked
+	// inside motion regions replaces the regions with what it found).
+	ReplaceDetections bool `protobuf:"varint,6,opt,name=replace_detections,json=replaceDetections,proto3" json:"replace_detections,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ProcessResponse) Reset() {
@@ -425,6 +429,13 @@ func (x *ProcessResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *ProcessResponse) GetReplaceDetections() bool {
+	if x != nil {
+		return x.ReplaceDetections
+	}
+	return false
 }
 
 // InfoRequest asks for the processor's description.
@@ -668,7 +679,7 @@ const file_processor_proto_rawDesc = "" +
 	"\x06values\x18\x05 \x03(\v2,.ifc.processor.v1.ProcessRequest.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x02\n" +
 	"\x0fProcessResponse\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12-\n" +
@@ -677,7 +688,8 @@ const file_processor_proto_rawDesc = "" +
 	"detections\x18\x03 \x03(\v2\x15.ifc.bus.v1.DetectionR\n" +
 	"detections\x12E\n" +
 	"\x06values\x18\x04 \x03(\v2-.ifc.processor.v1.ProcessResponse.ValuesEntryR\x06values\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\x1a9\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12-\n" +
+	"\x12replace_detections\x18\x06 \x01(\bR\x11replaceDetections\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\r\n" +
