@@ -59,7 +59,7 @@ const (
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 10 * time.Second
-	DefaultAckWait         = 2 * time.Minute
+	DefaultAckWait         = 30 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
 )
 
@@ -107,7 +107,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the wait between failed writes.
 	MinBackoff, MaxBackoff time.Duration
 	// AckWait is how long JetStream waits for an acknowledgement before it
-	// redelivers; the Mirror extends it while it retries a batch.
+	// redelivers (what a crashed Mirror's batch waits); the Mirror extends it
+	// while it retries a batch.
 	AckWait time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
@@ -302,9 +303,10 @@ func (m *Mirror) Start(ctx context.Context) error {
 			Description:   "imageflow bridge: " + spec.name + " to Kafka " + m.Topic(spec.name),
 			FilterSubject: spec.subject(m.cfg.Subjects),
 			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// One batch is in flight per stream; acknowledging its last
-			// message acknowledges the batch.
-			AckPolicy:     jetstream.AckAllPolicy,
+			// Explicit, not AckAll: after a crash the new Mirror fetches past
+			// the dead one's unacknowledged batch, and an AckAll of its own
+			// batch would acknowledge (lose) that one too.
+			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       m.cfg.AckWait,
 			MaxDeliver:    -1,
 			MaxAckPending: 4 * m.cfg.BatchSize,

@@ -223,7 +223,21 @@ func (r *streamRunner) write(ctx context.Context) bool {
 		}
 		r.written -= int(dropped)
 		failures++
-		r.m.update(r.stats, func(s *StreamStats) { s.Failed++; s.Dropped += dropped })
+		// The backlog grows while Kafka is away; ask JetStream so the lag
+		// gauge shows it (one in-process request per retry).
+		lag := uint64(0)
+		ictx, icancel := context.WithTimeout(ctx, time.Second)
+		if info, err := r.cons.Info(ictx); err == nil {
+			lag = info.NumPending + uint64(info.NumAckPending)
+		}
+		icancel()
+		r.m.update(r.stats, func(s *StreamStats) {
+			s.Failed++
+			s.Dropped += dropped
+			if lag > 0 {
+				s.Lag = lag
+			}
+		})
 		if len(pending) == 0 {
 			break
 		}
@@ -249,12 +263,15 @@ func (r *streamRunner) write(ctx context.Context) bool {
 	return true
 }
 
-// ack acknowledges the whole batch through its last message (AckAll policy)
-// and waits for JetStream to confirm, so a restart never sees a written batch
-// again unless the process died in between.
+// ack acknowledges every message of the batch and waits for JetStream to
+// confirm the last: acks travel in order on one connection, so a restart
+// never sees a written batch again unless the process died in between.
 func (r *streamRunner) ack(ctx context.Context) {
 	n := uint64(r.written)
 	last := r.batch[len(r.batch)-1]
+	for _, msg := range r.batch[:len(r.batch)-1] {
+		_ = msg.Ack()
+	}
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err := last.DoubleAck(actx)
 	cancel()
