@@ -749,6 +749,20 @@ func TestServeConfig(t *testing.T) {
 		if menv["MINIO_ROOT_USER"] != cfg.S3AccessKey || menv["MINIO_ROOT_PASSWORD"] != cfg.S3SecretKey {
 			t.Error("imageflow's S3 keys differ from MinIO's root credentials")
 		}
+		// The init container waits on MinIO's own readiness path there.
+		if mc.c.ReadinessProbe == nil || mc.c.ReadinessProbe.HTTPGet == nil {
+			t.Fatal("MinIO has no HTTP readiness probe")
+		}
+		wait := "http://" + cfg.S3Endpoint + mc.c.ReadinessProbe.HTTPGet.Path
+		found := false
+		for _, ic := range pc.pod.w.Spec.Template.Spec.InitContainers {
+			if strings.Contains(strings.Join(append(ic.Command, ic.Args...), " "), wait) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no init container of %s waits for %s", pc.pod.owner, wait)
+		}
 	}
 }
 
