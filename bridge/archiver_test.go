@@ -136,9 +136,10 @@ func TestArchiverPublishesJPEGWithLatestResult(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info, err := st.Info(t.Context()); err != nil || int(info.State.Msgs) != archived {
-		t.Fatalf("ARCHIVE stream holds %v, archived %d (%v)", info.State.Msgs, archived, err)
-	}
+	waitFor(t, 5*time.Second, "ARCHIVE stream holds every archived frame", func() bool {
+		info, err := st.Info(t.Context())
+		return err == nil && int(info.State.Msgs) == archived
+	})
 }
 
 func TestArchiverFormatsAndBadFrames(t *testing.T) {

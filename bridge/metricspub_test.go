@@ -82,9 +82,11 @@ func TestMetricsPublisherPublishesSelectedSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if si, err := info.Info(t.Context()); err != nil || si.State.Msgs < 3 {
-		t.Fatalf("METRICS stream: %v %v", si, err)
-	}
+	// JetStream stores asynchronously to the core delivery seen above.
+	waitFor(t, 5*time.Second, "three snapshots in METRICS", func() bool {
+		si, err := info.Info(t.Context())
+		return err == nil && si.State.Msgs >= 3
+	})
 	p.Close()
 	p.Close()
 	if p.Published.Load() < 3 || p.Errors.Load() != 0 {

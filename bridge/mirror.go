@@ -61,6 +61,7 @@ const (
 	DefaultMaxBackoff      = 10 * time.Second
 	DefaultAckWait         = 30 * time.Second
 	DefaultMaxMessageBytes = 1 << 20
+	DefaultPollInterval    = 100 * time.Millisecond
 )
 
 // Errors of the bridge.
@@ -110,6 +111,9 @@ type Config struct {
 	// redelivers (what a crashed Mirror's batch waits); the Mirror extends it
 	// while it retries a batch.
 	AckWait time.Duration
+	// PollInterval is the longest wait between two looks at an idle stream,
+	// so the most a quiet stream's first new message waits.
+	PollInterval time.Duration
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
 	// Registerer receives the Mirror's metrics; none are registered when nil.
@@ -236,6 +240,8 @@ func NewMirror(cfg Config) (*Mirror, error) {
 	setDefault(&cfg.MinBackoff, DefaultMinBackoff)
 	setDefault(&cfg.MaxBackoff, DefaultMaxBackoff)
 	setDefault(&cfg.AckWait, DefaultAckWait)
+	setDefault(&cfg.PollInterval, DefaultPollInterval)
+	cfg.PollInterval = max(cfg.PollInterval, minPoll)
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = cfg.MinBackoff
 	}

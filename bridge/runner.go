@@ -13,9 +13,9 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// idleWait is how long a fetch waits for the first message of a batch; it
-// only bounds how often an idle stream asks again.
-const idleWait = 5 * time.Second
+// minPoll is the first wait after an empty poll; waits double up to
+// Config.PollInterval while the stream stays idle.
+const minPoll = 2 * time.Millisecond
 
 // recordOverhead is a generous estimate of what Kafka adds to key and value
 // of one record (lengths, timestamp delta, headers); kafka-go rejects a
@@ -40,6 +40,8 @@ type streamRunner struct {
 	pb      proto.Message
 	// written counts the records of the current batch Kafka confirmed.
 	written int
+	// poll is the wait after the next empty poll.
+	poll time.Duration
 }
 
 func (r *streamRunner) run(ctx context.Context) {
@@ -58,6 +60,7 @@ func (r *streamRunner) run(ctx context.Context) {
 	r.recs = make([]kafka.Message, 0, cfg.BatchSize)
 	r.arena = make([]byte, 0, 64<<10)
 	r.pb = r.spec.newMsg()
+	r.poll = minPoll
 	for ctx.Err() == nil {
 		if !r.fetch(ctx) {
 			continue
@@ -75,33 +78,30 @@ func (r *streamRunner) run(ctx context.Context) {
 	}
 }
 
-// fetch fills r.batch: it waits for one message, then takes whatever else is
-// already waiting up to BatchSize, so a trickle goes out at once and a flood
-// goes out in full batches.
+// fetch fills r.batch with what is waiting, up to BatchSize, or waits a
+// little when nothing is. It polls with no-wait requests rather than a long
+// pull: a long pull left at the server by a closing Mirror would swallow
+// messages published just after (they would wait AckWait for redelivery),
+// while a no-wait request is answered at once and read to its end.
 func (r *streamRunner) fetch(ctx context.Context) bool {
 	r.batch = r.batch[:0]
-	fctx, cancel := context.WithTimeout(ctx, idleWait)
-	mb, err := r.cons.Fetch(1, jetstream.FetchContext(fctx))
+	mb, err := r.cons.FetchNoWait(r.m.cfg.BatchSize)
 	if err == nil {
 		r.collect(mb)
 		err = mb.Error()
 	}
-	cancel()
-	if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
 		r.log.Warn("fetch from jetstream", "error", err)
-		sleep(ctx, r.m.cfg.MinBackoff)
 	}
 	if len(r.batch) == 0 {
-		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
 			r.m.update(r.stats, func(s *StreamStats) { s.Lag = 0 })
 		}
+		sleep(ctx, r.poll)
+		r.poll = min(2*r.poll, r.m.cfg.PollInterval)
 		return false
 	}
-	if n := r.m.cfg.BatchSize - 1; n > 0 {
-		if mb, err := r.cons.FetchNoWait(n); err == nil {
-			r.collect(mb)
-		}
-	}
+	r.poll = minPoll
 	var pending uint64
 	if meta, err := r.batch[len(r.batch)-1].Metadata(); err == nil {
 		pending = meta.NumPending
