@@ -63,8 +63,13 @@ func (s *Server) newApp() *fiber.App {
 		AppName:               "imageflow",
 		DisableStartupMessage: true,
 		BodyLimit:             limit,
-		ReadTimeout:           30 * time.Second,
-		IdleTimeout:           2 * time.Minute,
+		// Batch handlers parse multipart themselves (streaming, with their own
+		// limits); fasthttp's pre-parse would cap a form at 1000 parts and do
+		// the work twice.
+		DisablePreParseMultipartForm: true,
+		// Long enough for a large batch upload on a slow link.
+		ReadTimeout: 5 * time.Minute,
+		IdleTimeout: 2 * time.Minute,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
 			var fe *fiber.Error
 			if errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge {

@@ -20,6 +20,7 @@ Usage:
   imageflow serve [flags]              run the server (embedded NATS, REST, RTSP, WebRTC, gRPC)
   imageflow processor serve <name>     run one built-in processor as a gRPC service
   imageflow infer serve                run a KServe v2 (Triton protocol) inference server
+  imageflow batch run|status|ls|cancel upload images through a pipeline and fetch the results
   imageflow help                       this text
 
 Run "imageflow <command> -h" for the flags of a command.
