@@ -304,19 +304,7 @@ func (m *Mirror) Start(ctx context.Context) error {
 	defer cancel()
 	consumers := make([]jetstream.Consumer, len(m.specs))
 	for i, spec := range m.specs {
-		c, err := m.cfg.JetStream.CreateOrUpdateConsumer(cctx, spec.jsStream, jetstream.ConsumerConfig{
-			Durable:       m.Durable(spec.name),
-			Description:   "imageflow bridge: " + spec.name + " to Kafka " + m.Topic(spec.name),
-			FilterSubject: spec.subject(m.cfg.Subjects),
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			// Explicit, not AckAll: after a crash the new Mirror fetches past
-			// the dead one's unacknowledged batch, and an AckAll of its own
-			// batch would acknowledge (lose) that one too.
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       m.cfg.AckWait,
-			MaxDeliver:    -1,
-			MaxAckPending: 4 * m.cfg.BatchSize,
-		})
+		c, err := m.cfg.JetStream.CreateOrUpdateConsumer(cctx, spec.jsStream, m.consumerConfig(spec))
 		if err != nil {
 			return fmt.Errorf("bridge: consumer %s on %s: %w", m.Durable(spec.name), spec.jsStream, err)
 		}
@@ -331,6 +319,23 @@ func (m *Mirror) Start(ctx context.Context) error {
 		m.wg.Go(func() { r.run(rctx) })
 	}
 	return nil
+}
+
+// consumerConfig is the durable consumer a stream is read through.
+func (m *Mirror) consumerConfig(spec streamSpec) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       m.Durable(spec.name),
+		Description:   "imageflow bridge: " + spec.name + " to Kafka " + m.Topic(spec.name),
+		FilterSubject: spec.subject(m.cfg.Subjects),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		// Explicit, not AckAll: after a crash the new Mirror fetches past
+		// the dead one's unacknowledged batch, and an AckAll of its own
+		// batch would acknowledge (lose) that one too.
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       m.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * m.cfg.BatchSize,
+	}
 }
 
 // Close stops the stream goroutines, hands unacknowledged messages back to

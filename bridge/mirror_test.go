@@ -468,3 +468,32 @@ func TestMirrorAfterCrashDeliversTheDeadBatch(t *testing.T) {
 		t.Fatalf("redelivered %d, want the 10 held", st.Redelivered)
 	}
 }
+
+// TestMirrorRecreatesDeletedConsumer: an operator deleting the durable
+// consumer stalls nothing; the Mirror puts it back (starting over from the
+// stream's beginning, so earlier messages come again — at least once).
+func TestMirrorRecreatesDeletedConsumer(t *testing.T) {
+	b := startBus(t)
+	k := startKafka(t)
+	m := newTestMirror(t, b, k, func(c *Config) { c.Streams = []string{StreamProgress} })
+	publish(t, b, b.Subjects().Progress("d"), progress("d", 0))
+	waitFor(t, 10*time.Second, "first mirrored", func() bool { return m.Stats(StreamProgress).Mirrored == 1 })
+	if err := b.JetStream().DeleteConsumer(t.Context(), "PROGRESS", m.Durable(StreamProgress)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		publish(t, b, b.Subjects().Progress("d"), progress("d", i))
+	}
+	waitFor(t, 10*time.Second, "mirrored after the consumer came back", func() bool { return m.Stats(StreamProgress).Mirrored >= 7 })
+	seen := map[uint32]int{}
+	for _, r := range readTopic(t, k.addr(), "imageflow.progress") {
+		var p busv1.Progress
+		if err := protojson.Unmarshal(r.Value, &p); err != nil {
+			t.Fatal(err)
+		}
+		seen[p.Index]++
+	}
+	if len(seen) != 6 || seen[0] != 2 {
+		t.Fatalf("records per index: %v", seen)
+	}
+}

@@ -42,6 +42,8 @@ type streamRunner struct {
 	written int
 	// poll is the wait after the next empty poll.
 	poll time.Duration
+	// fetchFailing is set from the first failed fetch to the next good one.
+	fetchFailing bool
 }
 
 func (r *streamRunner) run(ctx context.Context) {
@@ -91,7 +93,10 @@ func (r *streamRunner) fetch(ctx context.Context) bool {
 		err = mb.Error()
 	}
 	if err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
-		r.log.Warn("fetch from jetstream", "error", err)
+		r.fetchFailed(ctx, err)
+	} else if r.fetchFailing {
+		r.fetchFailing = false
+		r.log.Info("fetch from jetstream recovered")
 	}
 	if len(r.batch) == 0 {
 		if err == nil {
@@ -108,6 +113,27 @@ func (r *streamRunner) fetch(ctx context.Context) bool {
 	}
 	r.m.update(r.stats, func(s *StreamStats) { s.Lag = pending + uint64(len(r.batch)) })
 	return true
+}
+
+// fetchFailed logs the first of a run of fetch errors and puts back a
+// consumer someone deleted, so the Mirror outlives an operator's mistake.
+func (r *streamRunner) fetchFailed(ctx context.Context, err error) {
+	if !r.fetchFailing {
+		r.fetchFailing = true
+		r.log.Warn("fetch from jetstream failed; retrying", "error", err)
+	}
+	// A deleted consumer shows as "no responders" to the fetch request, as
+	// does a JetStream that is away; asking for the consumer tells them apart.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	durable := r.m.Durable(r.spec.name)
+	if _, lerr := r.m.cfg.JetStream.Consumer(cctx, r.spec.jsStream, durable); !errors.Is(lerr, jetstream.ErrConsumerNotFound) {
+		return
+	}
+	if c, cerr := r.m.cfg.JetStream.CreateOrUpdateConsumer(cctx, r.spec.jsStream, r.m.consumerConfig(r.spec)); cerr == nil {
+		r.cons = c
+		r.log.Warn("recreated the deleted consumer; the stream is mirrored again from its start", "durable", durable)
+	}
 }
 
 func (r *streamRunner) collect(mb jetstream.MessageBatch) {
