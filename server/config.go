@@ -83,6 +83,19 @@ type Config struct {
 	UploadMaxFileBytes int64 `yaml:"upload_max_file_bytes"`
 	UploadMaxFiles     int   `yaml:"upload_max_files"`
 
+	// KafkaBrokers, when set, mirror progress, metrics and archived frames
+	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive.
+	KafkaBrokers     []string `yaml:"kafka_brokers"`
+	KafkaTopicPrefix string   `yaml:"kafka_topic_prefix"`
+	// KafkaFormat is json (for Kafka Connect's JsonConverter) or protobuf.
+	KafkaFormat string `yaml:"kafka_format"`
+	// Node names this server on <prefix>.metrics.<node>.
+	Node string `yaml:"node"`
+	// MetricsInterval is how often a metrics snapshot goes on the bus.
+	MetricsInterval time.Duration `yaml:"metrics_interval"`
+	// ArchiveInterval is how often an archived camera keeps a frame.
+	ArchiveInterval time.Duration `yaml:"archive_interval"`
+
 	// DetectFPS is how many frames per second a camera's pipeline sees.
 	DetectFPS float64 `yaml:"detect_fps"`
 	// DetectWidth is the width frames are scaled to for processing.
@@ -106,6 +119,11 @@ func Defaults() Config {
 		BodyLimit:          4 << 20,
 		ShutdownTimeout:    5 * time.Second,
 		DetectFPS:          5,
+		KafkaTopicPrefix:   "imageflow",
+		KafkaFormat:        "json",
+		Node:               defaultNode(),
+		MetricsInterval:    10 * time.Second,
+		ArchiveInterval:    time.Second,
 		S3Bucket:           "imageflow",
 		BatchWorkers:       2,
 		UploadMaxFileBytes: 32 << 20,
@@ -297,6 +315,26 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadMaxFiles < 1 {
 		return bad("upload_max_files", c.UploadMaxFiles, "must be at least 1")
+	}
+	for i, b := range c.KafkaBrokers {
+		if err := checkAddr(b, false); err != nil {
+			return bad(fmt.Sprintf("kafka_brokers[%d]", i), strconv.Quote(b), "want host:port")
+		}
+	}
+	if c.KafkaFormat != "json" && c.KafkaFormat != "protobuf" {
+		return bad("kafka_format", strconv.Quote(c.KafkaFormat), "want json or protobuf")
+	}
+	if c.KafkaTopicPrefix == "" || strings.ContainsAny(c.KafkaTopicPrefix, " /\\") {
+		return bad("kafka_topic_prefix", strconv.Quote(c.KafkaTopicPrefix), "want a Kafka topic name prefix")
+	}
+	if c.Node == "" || strings.ContainsAny(c.Node, ".*> \t") || len(c.Node) > 64 {
+		return bad("node", strconv.Quote(c.Node), "want letters, digits, '-' and '_'")
+	}
+	if c.MetricsInterval < time.Second {
+		return bad("metrics_interval", c.MetricsInterval, "at least 1s")
+	}
+	if c.ArchiveInterval < 100*time.Millisecond {
+		return bad("archive_interval", c.ArchiveInterval, "at least 100ms")
 	}
 	if c.DetectFPS <= 0 || c.DetectFPS > 60 {
 		return bad("detect_fps", c.DetectFPS, "want 0 < fps <= 60")

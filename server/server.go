@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"github.com/imageflowcanvas/imageflow/bridge"
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
 	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
@@ -52,6 +53,8 @@ type Server struct {
 
 	rtsp        *rtsp.Server
 	batch       *batch.Manager
+	mirror      *bridge.Mirror
+	metricsPub  *bridge.MetricsPublisher
 	blobs       blob.Store
 	procMetrics *processors.Metrics
 	decoders    *decoderCounters
@@ -144,6 +147,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("rtsp: %w", err)
 	}
 	if err := s.startBatch(ctx); err != nil {
+		return err
+	}
+	if err := s.startBridge(); err != nil {
 		return err
 	}
 
@@ -280,6 +286,12 @@ func (s *Server) Close() error {
 		}
 		if s.super != nil {
 			s.super.stopAll()
+		}
+		if s.mirror != nil {
+			s.mirror.Close()
+		}
+		if s.metricsPub != nil {
+			s.metricsPub.Close()
 		}
 		if s.hub != nil {
 			s.hub.Close()

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/imageflowcanvas/imageflow/bridge"
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/ingest/file"
 	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
@@ -67,10 +69,44 @@ func (s *Server) sourceFactories() map[string]sourceFactory {
 // startLive starts a camera's processing: one decoder per camera publishing
 // sampled frames, and its pipeline on them. It returns their stop functions.
 func (s *Server) startLive(cam *busv1.Camera) []func() {
-	if cam.Pipeline == "" {
+	if cam.Pipeline == "" && !cam.Archive {
 		return nil
 	}
 	log := s.Logger.With("camera", cam.Id, "pipeline", cam.Pipeline)
+	var stops []func()
+	if cam.Pipeline != "" {
+		if stop := s.startPipeline(cam, log); stop != nil {
+			stops = append(stops, stop)
+		}
+	}
+	if cam.Archive {
+		a := &bridge.Archiver{Conn: s.bus.Conn(), Subjects: s.bus.Subjects(), Camera: cam.Id,
+			Interval: s.Config.ArchiveInterval, Logger: log}
+		if err := a.Start(); err != nil {
+			log.Warn("archive not started", "error", err)
+		} else {
+			stops = append(stops, func() { a.Close() })
+		}
+	}
+	// One decoder per camera feeds both the pipeline and the archive.
+	frames := &framesource.Runner{
+		Camera: cam.Id, Hub: s.hub, Conn: s.bus.Conn(), Subjects: s.bus.Subjects(),
+		FPS: s.Config.DetectFPS, Width: s.Config.DetectWidth, Logger: log,
+	}
+	fctx, fcancel := context.WithCancel(s.ctx)
+	done := make(chan struct{})
+	s.decoders.register(cam.Id, &frames.Counters)
+	go func() {
+		defer close(done)
+		if err := frames.Run(fctx); err != nil && fctx.Err() == nil {
+			log.Warn("decoder stopped", "error", err)
+		}
+	}()
+	return append([]func(){func() { fcancel(); <-done; s.decoders.unregister(cam.Id) }}, stops...)
+}
+
+// startPipeline runs a camera's pipeline on its sampled frames.
+func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger) func() {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	p, _, err := s.pipelines.get(ctx, cam.Pipeline)
 	cancel()
@@ -87,23 +123,7 @@ func (s *Server) startLive(cam *busv1.Camera) []func() {
 		log.Warn("pipeline not started", "error", err)
 		return nil
 	}
-	frames := &framesource.Runner{
-		Camera: cam.Id, Hub: s.hub, Conn: s.bus.Conn(), Subjects: s.bus.Subjects(),
-		FPS: s.Config.DetectFPS, Width: s.Config.DetectWidth, Logger: log,
-	}
-	fctx, fcancel := context.WithCancel(s.ctx)
-	done := make(chan struct{})
-	s.decoders.register(cam.Id, &frames.Counters)
-	go func() {
-		defer close(done)
-		if err := frames.Run(fctx); err != nil && fctx.Err() == nil {
-			log.Warn("decoder stopped", "error", err)
-		}
-	}()
-	return []func(){
-		func() { fcancel(); <-done; s.decoders.unregister(cam.Id) },
-		func() { _ = runner.Close() },
-	}
+	return func() { _ = runner.Close() }
 }
 
 // startRTSP serves RTSP publishers and readers.
