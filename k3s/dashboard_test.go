@@ -483,7 +483,7 @@ func startPodServer(t *testing.T, b *bundle) *podServer {
 	pc := serveContainer(t, b)
 	cfg := loadPodConfig(t, b, pc, "127.0.0.1")
 	cfg.DataDir = t.TempDir()
-	for _, a := range []*string{&cfg.HTTPAddr, &cfg.RTSPAddr, &cfg.GRPCAddr, &cfg.WebRTCUDPAddr, &cfg.NATSAddr, &cfg.HTTPSAddr, &cfg.WebRTCTCPAddr} {
+	for _, a := range []*string{&cfg.HTTPAddr, &cfg.RTSPAddr, &cfg.RTSPUDPAddr, &cfg.GRPCAddr, &cfg.WebRTCUDPAddr, &cfg.NATSAddr, &cfg.HTTPSAddr, &cfg.WebRTCTCPAddr} {
 		if *a != "" {
 			*a = "127.0.0.1:0"
 		}

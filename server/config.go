@@ -33,8 +33,8 @@ type Config struct {
 	TLSKey  string `yaml:"tls_key"`
 	// RTSPAddr serves RTSP readers and publishers; empty disables RTSP.
 	RTSPAddr string `yaml:"rtsp"`
-	// RTSPUDPAddr enables RTSP over UDP (RTP on this even port, RTCP on the
-	// next); empty serves RTSP over TCP only.
+	// RTSPUDPAddr serves RTSP over UDP (RTP on this even port, RTCP on the
+	// next), which VLC and most NVRs try first; empty serves TCP only.
 	RTSPUDPAddr string `yaml:"rtsp_udp"`
 	// GRPCAddr serves the streaming and processor gRPC services.
 	GRPCAddr string `yaml:"grpc"`
@@ -112,6 +112,7 @@ func Defaults() Config {
 		DataDir:            "./data",
 		HTTPAddr:           ":8080",
 		RTSPAddr:           ":8554",
+		RTSPUDPAddr:        ":8000",
 		GRPCAddr:           ":50051",
 		WebRTCUDPAddr:      ":8189",
 		Prefix:             "ifc",
@@ -243,6 +244,7 @@ func (c *Config) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTPAddr, "http", c.HTTPAddr, "HTTP address (UI, REST, WHIP/WHEP, /metrics)")
 	fs.StringVar(&c.HTTPSAddr, "https", c.HTTPSAddr, "HTTPS address (self-signed certificate unless tls_cert/tls_key are set; empty disables)")
 	fs.StringVar(&c.RTSPAddr, "rtsp", c.RTSPAddr, "RTSP address (empty disables)")
+	fs.StringVar(&c.RTSPUDPAddr, "rtsp-udp", c.RTSPUDPAddr, "RTSP over UDP: RTP on this even port, RTCP on the next (empty: TCP only)")
 	fs.StringVar(&c.GRPCAddr, "grpc", c.GRPCAddr, "gRPC address (empty disables)")
 	fs.StringVar(&c.WebRTCUDPAddr, "webrtc-udp", c.WebRTCUDPAddr, "UDP address shared by all WebRTC peers")
 	fs.StringVar(&c.WebRTCTCPAddr, "webrtc-tcp", c.WebRTCTCPAddr, "TCP address for ICE-TCP when UDP is blocked (empty disables)")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -212,6 +213,14 @@ func (s *Server) startWebRTC() error {
 	}
 	s.webrtc = eng
 	s.listen.WebRTCUDP = eng.UDPAddr().String()
+	if host, port, _ := net.SplitHostPort(s.Config.WebRTCUDPAddr); host == "" {
+		// Every interface is served; the engine reports only the first.
+		s.listen.WebRTCUDP = ":" + port
+		if port == "0" {
+			_, p, _ := net.SplitHostPort(eng.UDPAddr().String())
+			s.listen.WebRTCUDP = ":" + p
+		}
+	}
 	if a := eng.TCPAddr(); a != nil {
 		s.listen.WebRTCTCP = a.String()
 	}

@@ -81,6 +81,7 @@ type Listen struct {
 	HTTP      string `json:"http"`
 	HTTPS     string `json:"https,omitempty"`
 	RTSP      string `json:"rtsp,omitempty"`
+	RTSPUDP   string `json:"rtsp_udp,omitempty"`
 	GRPC      string `json:"grpc,omitempty"`
 	WebRTCUDP string `json:"webrtc_udp,omitempty"`
 	WebRTCTCP string `json:"webrtc_tcp,omitempty"`

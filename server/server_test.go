@@ -43,6 +43,7 @@ func testConfig(dir string) Config {
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.RTSPAddr = ""
+	cfg.RTSPUDPAddr = ""
 	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.WebRTCUDPAddr = "127.0.0.1:0"
 	cfg.Demo = false

@@ -150,6 +150,9 @@ func (s *Server) startRTSP() error {
 	}
 	s.rtsp = srv
 	s.listen.RTSP = srv.Addr()
+	if a := srv.UDPAddr(); a != "" {
+		s.listen.RTSPUDP = a
+	}
 	return nil
 }
 

@@ -62,7 +62,7 @@ type listenInfo struct {
 // through listen.json and /api/v1/ready.
 func startBinary(t *testing.T, dataDir string, extra ...string) (*exec.Cmd, listenInfo, *strings.Builder) {
 	t.Helper()
-	args := append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0",
+	args := append([]string{"serve", "--data", dataDir, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--rtsp-udp", "127.0.0.1:0",
 		"--grpc", "127.0.0.1:0", "--webrtc-udp", "127.0.0.1:0", "--demo=false"}, extra...)
 	cmd := exec.Command(binary(t), args...)
 	var logs strings.Builder

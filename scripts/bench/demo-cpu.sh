@@ -11,7 +11,7 @@ BIN="${IFC_BIN:-$ROOT/bin/imageflow}"
 [ -x "$BIN" ] || (cd "$ROOT" && go build -o bin/imageflow ./cmd/imageflow)
 DATA="$(mktemp -d)"
 trap 'kill $PID $READER 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"' EXIT
-"$BIN" serve --data "$DATA" --http 127.0.0.1:0 --rtsp 127.0.0.1:0 --grpc "" --webrtc-udp 127.0.0.1:0 --log-level warn &
+"$BIN" serve --data "$DATA" --http 127.0.0.1:0 --rtsp 127.0.0.1:0 --rtsp-udp "" --grpc "" --webrtc-udp 127.0.0.1:0 --log-level warn &
 PID=$!
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
 HTTP=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['http'])" "$DATA/listen.json")

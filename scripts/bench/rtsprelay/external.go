@@ -45,7 +45,7 @@ func startExternal(bin, dir string, ids []string, window string) (*external, err
 		return nil, err
 	}
 	defer logf.Close()
-	t.cmd = exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0",
+	t.cmd = exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--rtsp-udp", "",
 		"--grpc", "", "--webrtc-udp", "", "--demo=false", "--log-level", "warn")
 	t.cmd.Env = os.Environ()
 	if window != "" {
