@@ -2,7 +2,7 @@
 # RTSP relay benchmark: 10 cameras 1080p30 H264 (~4 Mbit/s) pushed by ffmpeg
 # (-re -stream_loop -1 -c copy), 3 ffmpeg RTSP readers per camera
 # (-c copy -f null -), ~20 s window. Prints the server's CPU % (total and per
-# stream), RSS and the server-added latency: ingest first packet -> queued to
+# stream), RSS and the server-added latency: access unit complete -> queued to
 # readers (AccessUnit.ingest_unix_nano), and, through TCP proxies in front of
 # the publishers and one reader per camera, last packet of an access unit in
 # -> first/last packet out (excludes the sender's pacing). Figures only.

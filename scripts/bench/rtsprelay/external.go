@@ -218,7 +218,7 @@ func quantile(h0, h1 histogram, q float64) (float64, float64) {
 func (t *external) report() {
 	p50, n := quantile(t.hist0, t.hist1, .5)
 	p99, _ := quantile(t.hist0, t.hist1, .99)
-	fmt.Printf("added latency:  p50 %.2f ms  p99 %.2f ms  (%d access units; /metrics imageflow_rtsp_egress_latency_seconds, ingest first packet -> queued to readers, bucket-interpolated)\n",
+	fmt.Printf("added latency:  p50 %.2f ms  p99 %.2f ms  (%d access units; /metrics imageflow_rtsp_egress_latency_seconds, access unit complete (last packet in) -> queued to readers, bucket-interpolated)\n",
 		p50*1000, p99*1000, int(n))
 	fmt.Printf("hub drops:      %d (imageflow_live_dropped_total in the window)\n", int(t.drops1-t.drops0))
 }

@@ -76,7 +76,7 @@ type inproc struct {
 	srv   *rtsp.Server
 	mu    sync.Mutex
 	sinks map[string]*ingest.BusSink
-	lat   *latencies // ingest first packet -> queued to readers
+	lat   *latencies // access unit complete (last packet in) -> queued to readers
 	asm   *latencies // first packet -> last packet of an access unit
 }
 
@@ -140,7 +140,7 @@ func (t *inproc) window(on bool) {
 
 func (t *inproc) report() {
 	lat, asm := t.lat.sorted(), t.asm.sorted()
-	fmt.Printf("added latency:  p50 %v  p99 %v  max %v  (%d access units; ingest first packet -> packets queued to readers)\n",
+	fmt.Printf("added latency:  p50 %v  p99 %v  max %v  (%d access units; access unit complete (last packet in) -> packets queued to readers)\n",
 		rnd(pct(lat, .5)), rnd(pct(lat, .99)), rnd(pct(lat, 1)), len(lat))
 	fmt.Printf("  of which AU arrival (first -> last packet, sender pacing): p50 %v  p99 %v\n",
 		rnd(pct(asm, .5)), rnd(pct(asm, .99)))
