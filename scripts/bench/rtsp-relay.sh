@@ -3,7 +3,7 @@
 # (-re -stream_loop -1 -c copy), 3 ffmpeg RTSP readers per camera
 # (-c copy -f null -), ~20 s window. Prints the server's CPU % (total and per
 # stream), RSS and the server-added latency: access unit complete -> queued to
-# readers (AccessUnit.ingest_unix_nano), and, through TCP proxies in front of
+# readers (AccessUnit.complete_unix_nano), and, through TCP proxies in front of
 # the publishers and one reader per camera, last packet of an access unit in
 # -> first/last packet out (excludes the sender's pacing). Figures only.
 #
