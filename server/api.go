@@ -67,6 +67,11 @@ func (s *Server) newApp() *fiber.App {
 		// limits); fasthttp's pre-parse would cap a form at 1000 parts and do
 		// the work twice.
 		DisablePreParseMultipartForm: true,
+		// Path parameters and headers outlive their handler (WHEP/WHIP
+		// sessions keep the camera id, SSE streams write after the handler
+		// returned); by default fiber hands out strings over buffers it
+		// reuses for the next request.
+		Immutable: true,
 		// Long enough for a large batch upload on a slow link.
 		ReadTimeout: 5 * time.Minute,
 		IdleTimeout: 2 * time.Minute,

@@ -83,10 +83,10 @@ func (c *benchClient) one() error {
 	if err != nil {
 		return err
 	}
-	n, _ := io.Copy(io.Discard, resp.Body)
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || n == 0 {
-		return fmt.Errorf("image: %d, %d bytes", resp.StatusCode, n)
+	if resp.StatusCode != 200 || len(body) == 0 {
+		return fmt.Errorf("image: %d: %.200s", resp.StatusCode, body)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package batch
 import (
 	"bufio"
 	"context"
+	"strings"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -134,7 +135,9 @@ func (m *Manager) follow(ctx context.Context, id string, send func([]byte) error
 
 // events handles GET /api/v1/executions/:id/events (Server-Sent Events).
 func (m *Manager) events(c *fiber.Ctx) error {
-	id := c.Params("id")
+	// Copied: the stream outlives the handler, and fiber reuses the
+	// request buffer its params point into.
+	id := strings.Clone(c.Params("id"))
 	if _, _, err := m.load(c.UserContext(), id); err != nil {
 		return writeError(c, err)
 	}
@@ -167,7 +170,9 @@ func (m *Manager) events(c *fiber.Ctx) error {
 // one JSON text message each; the server closes with 1000 when the
 // execution is finished.
 func (m *Manager) ws(c *fiber.Ctx) error {
-	id := c.Params("id")
+	// Copied: the stream outlives the handler, and fiber reuses the
+	// request buffer its params point into.
+	id := strings.Clone(c.Params("id"))
 	if _, _, err := m.load(c.UserContext(), id); err != nil {
 		return writeError(c, err)
 	}
