@@ -261,6 +261,13 @@ func (e *env) published(ts uint32) bool {
 // clientAPI is a pion API for test peers that only uses loopback.
 func clientAPI(t testing.TB) *webrtc.API {
 	t.Helper()
+	return clientAPIOn(t, webrtc.NetworkTypeUDP4)
+}
+
+// clientAPIOn builds a client that gathers and connects only over the given
+// network types (TCP4 alone plays a network that blocks UDP).
+func clientAPIOn(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
+	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -273,7 +280,7 @@ func clientAPI(t testing.TB) *webrtc.API {
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(isLoopback)
 	se.SetRemoteIPFilter(isLoopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetNetworkTypes(types)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 }

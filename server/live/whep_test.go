@@ -28,7 +28,12 @@ type pionViewer struct {
 
 func newPionViewer(t *testing.T, e *env, codecs ...string) (*pionViewer, string) {
 	t.Helper()
-	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	return newPionViewerWith(t, e, clientAPI(t), codecs...)
+}
+
+func newPionViewerWith(t *testing.T, e *env, api *webrtc.API, codecs ...string) (*pionViewer, string) {
+	t.Helper()
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,5 +312,32 @@ func TestEngineCloseEndsSessions(t *testing.T) {
 	}
 	if _, _, err := e.engine.NewViewer(context.Background(), "cam1", "v=0", e.hub, e.rs); err == nil {
 		t.Fatal("NewViewer after Close succeeded")
+	}
+}
+
+// A viewer on a network that blocks UDP connects over ICE-TCP (passive
+// candidates on the engine's TCP port) and gets the video.
+func TestWHEPOverICETCP(t *testing.T) {
+	e := newEnv(t, EngineConfig{TCPAddr: "127.0.0.1:0"})
+	startFeed(t, e, "cam1")
+	v, offer := newPionViewerWith(t, e, clientAPIOn(t, webrtc.NetworkTypeTCP4))
+	defer v.pc.Close()
+	code, ans, _ := whepPost(t, e.srv.URL+"/whep/cam1", offer)
+	if code != http.StatusCreated {
+		t.Fatalf("POST: %d %s", code, ans)
+	}
+	if !strings.Contains(ans, "tcptype passive") {
+		t.Fatalf("answer has no passive TCP candidate:\n%s", ans)
+	}
+	if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "30 AUs over ICE-TCP", func() bool { return v.markers.Load() >= 30 })
+	if n := v.badTS.Load(); n != 0 {
+		t.Fatalf("%d packets with an RTP timestamp the camera never sent", n)
+	}
+	pair, err := v.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local.Protocol != webrtc.ICEProtocolTCP {
+		t.Fatalf("selected pair is not TCP: %v %v", pair, err)
 	}
 }
