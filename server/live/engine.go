@@ -201,7 +201,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", cfg.TCPAddr, "ice_servers", len(cfg.ICEServers))
+	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
 }
 
