@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imageflowcanvas/imageflow/server/batch"
 )
 
 func init() { commands["batch"] = batchCommand }
@@ -135,30 +137,12 @@ func (c *apiClient) getJSON(ctx context.Context, path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// batchExecution is what the CLI reads of an execution.
-type batchExecution struct {
-	ID         string     `json:"id"`
-	Pipeline   string     `json:"pipeline"`
-	State      string     `json:"state"`
-	Total      int        `json:"total"`
-	Done       int        `json:"done"`
-	Failed     int        `json:"failed"`
-	Cancelled  int        `json:"cancelled"`
-	Percent    float64    `json:"percent"`
-	CreatedAt  time.Time  `json:"created_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-	Files      []struct {
-		Index      int     `json:"index"`
-		Name       string  `json:"name"`
-		State      string  `json:"state"`
-		Error      string  `json:"error"`
-		DurationMS float64 `json:"duration_ms"`
-		Detections int     `json:"detections"`
-		Output     string  `json:"output"`
-	} `json:"files"`
-}
+// batchExecution is the server's execution record, as the API returns it.
+type batchExecution = batch.Execution
 
-func finishedState(s string) bool { return s == "done" || s == "failed" || s == "cancelled" }
+func finishedState(s string) bool {
+	return s == batch.StateDone || s == batch.StateFailed || s == batch.StateCancelled
+}
 
 func batchRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("batch run", flag.ContinueOnError)

@@ -48,23 +48,8 @@ func (m *Manager) Routes() []Route {
 	}
 }
 
-// summary is an execution in a list: no per-file detail.
-type summary struct {
-	ID         string     `json:"id"`
-	Pipeline   string     `json:"pipeline"`
-	State      string     `json:"state"`
-	Total      int        `json:"total"`
-	Done       int        `json:"done"`
-	Failed     int        `json:"failed"`
-	Cancelled  int        `json:"cancelled"`
-	Percent    float64    `json:"percent"`
-	CreatedAt  time.Time  `json:"created_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-}
-
 type listBody struct {
-	Executions []summary `json:"executions"`
+	Executions []Summary `json:"executions"`
 	// NextCursor continues the list (?cursor=); empty on the last page.
 	NextCursor string `json:"next_cursor,omitempty"`
 	Total      int    `json:"total"`
@@ -104,7 +89,7 @@ func (m *Manager) list(c *fiber.Ctx) error {
 	// Ids start with their creation time in fixed-width hex: descending
 	// order is newest first, and a cursor is simply the last id shown.
 	sort.Sort(sort.Reverse(sort.StringSlice(ids)))
-	var all []summary
+	var all []Summary
 	for _, id := range ids {
 		if cursor != "" && id >= cursor {
 			continue
@@ -116,7 +101,7 @@ func (m *Manager) list(c *fiber.Ctx) error {
 		if state != "" && e.State != state {
 			continue
 		}
-		all = append(all, summaryOf(e))
+		all = append(all, e.Summary)
 	}
 	body := listBody{Total: len(all)}
 	from := 0
@@ -133,7 +118,7 @@ func (m *Manager) list(c *fiber.Ctx) error {
 		}
 	}
 	if body.Executions == nil {
-		body.Executions = []summary{}
+		body.Executions = []Summary{}
 	}
 	return c.JSON(body)
 }
@@ -148,11 +133,6 @@ func queryInt(c *fiber.Ctx, name string, def, lo, hi int) (int, error) {
 		return 0, invalidf("%s %q: want an integer from %d to %d", name, s, lo, hi)
 	}
 	return n, nil
-}
-
-func summaryOf(e *Execution) summary {
-	return summary{ID: e.ID, Pipeline: e.Pipeline, State: e.State, Total: e.Total, Done: e.Done, Failed: e.Failed,
-		Cancelled: e.Cancelled, Percent: e.Percent, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, FinishedAt: e.FinishedAt}
 }
 
 // view overlays the files running in this process on the record, which

@@ -154,9 +154,8 @@ type File struct {
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 }
 
-// Execution is the record of one batch execution (KV bucket executions,
-// JSON). Counters are derived from Files on every update.
-type Execution struct {
+// Summary is an execution without its per-file detail, as lists show it.
+type Summary struct {
 	ID         string     `json:"id"`
 	Pipeline   string     `json:"pipeline"`
 	State      string     `json:"state"`
@@ -168,6 +167,12 @@ type Execution struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	UpdatedAt  time.Time  `json:"updated_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+}
+
+// Execution is the record of one batch execution (KV bucket executions,
+// JSON). Counters are derived from Files on every update.
+type Execution struct {
+	Summary
 	// Spec is the pipeline as it was when the execution started (protojson),
 	// so editing or deleting the pipeline does not change a running batch.
 	Spec  json.RawMessage `json:"pipeline_spec"`

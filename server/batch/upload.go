@@ -125,7 +125,7 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	}
 	id := newID()
 	now := time.Now().UTC()
-	e := &Execution{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now, Spec: spec, Files: make([]File, len(u.files))}
+	e := &Execution{Summary: Summary{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now}, Spec: spec, Files: make([]File, len(u.files))}
 	ctx := c.UserContext()
 	for i, f := range u.files {
 		// The content is sniffed: the client's claim is not trusted, and a
