@@ -40,6 +40,7 @@ func (s *Server) startBatch(ctx context.Context) error {
 		Workers:       s.Config.BatchWorkers,
 		MaxFileBytes:  s.Config.UploadMaxFileBytes,
 		MaxFiles:      s.Config.UploadMaxFiles,
+		Retention:     s.Config.BatchRetention,
 		Logger:        s.Logger.With("component", "batch"),
 		Registerer:    s.Registerer,
 	})

@@ -82,6 +82,9 @@ type Config struct {
 	// UploadMaxFileBytes and UploadMaxFiles bound one batch upload.
 	UploadMaxFileBytes int64 `yaml:"upload_max_file_bytes"`
 	UploadMaxFiles     int   `yaml:"upload_max_files"`
+	// BatchRetention deletes finished executions and their data this long
+	// after they finished; 0 keeps them until deleted.
+	BatchRetention time.Duration `yaml:"batch_retention"`
 
 	// KafkaBrokers, when set, mirror progress, metrics and archived frames
 	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive.
@@ -129,6 +132,7 @@ func Defaults() Config {
 		BatchWorkers:       2,
 		UploadMaxFileBytes: 32 << 20,
 		UploadMaxFiles:     1000,
+		BatchRetention:     7 * 24 * time.Hour,
 		DetectWidth:        640,
 		Demo:               true,
 		LogLevel:           "info",
@@ -314,6 +318,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadMaxFileBytes < 1024 {
 		return bad("upload_max_file_bytes", c.UploadMaxFileBytes, "must be at least 1024")
+	}
+	if c.BatchRetention < 0 {
+		return bad("batch_retention", c.BatchRetention, "must not be negative (0 keeps executions)")
 	}
 	if c.UploadMaxFiles < 1 {
 		return bad("upload_max_files", c.UploadMaxFiles, "must be at least 1")

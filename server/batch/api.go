@@ -39,7 +39,7 @@ func (m *Manager) Routes() []Route {
 		{Method: "POST", Path: base, Summary: "Start a batch execution: upload images (multipart field files) with pipeline or pipeline_json", Request: "Upload", Response: "ExecutionCreated", Statuses: []int{202, 400, 404, 413}, Handler: m.create},
 		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list},
 		{Method: "GET", Path: base + "/:id", Summary: "An execution's state with per-file results and timings", Response: "Execution", Statuses: []int{200, 400, 404}, Handler: m.get},
-		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start", Response: "Execution", Statuses: []int{200, 400, 404, 409}, Handler: m.cancelHandler},
+		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start; ?purge=true deletes a finished execution and all its data", Response: "Execution", Statuses: []int{200, 204, 400, 404, 409}, Handler: m.cancelHandler},
 		{Method: "GET", Path: base + "/:id/events", Summary: "Progress as Server-Sent Events: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{200, 400, 404}, Handler: m.events},
 		{Method: "GET", Path: base + "/:id/ws", Summary: "Progress over WebSocket: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{101, 400, 404, 426}, Handler: m.ws},
 		{Method: "GET", Path: base + "/:id/files/:index", Summary: "One file's result: detections, values, timings", Response: "FileResult", Statuses: []int{200, 400, 404, 409}, Handler: m.fileResult},
@@ -203,6 +203,12 @@ func (m *Manager) Cancel(ctx context.Context, id string) (*Execution, error) {
 }
 
 func (m *Manager) cancelHandler(c *fiber.Ctx) error {
+	if c.QueryBool("purge") {
+		if err := m.Purge(c.UserContext(), c.Params("id")); err != nil {
+			return writeError(c, err)
+		}
+		return c.SendStatus(fiber.StatusNoContent)
+	}
 	e, err := m.Cancel(c.UserContext(), c.Params("id"))
 	if err != nil {
 		return writeError(c, err)

@@ -97,6 +97,10 @@ type Config struct {
 	// MaxAttempts bounds retries of a file whose processor call failed
 	// transiently (remote unavailable, timeout); default 5.
 	MaxAttempts int
+	// Retention removes finished executions (record, uploads, outputs and
+	// results) this long after they finished, so an edge box's disk does not
+	// fill up; 0 keeps them until deleted with DELETE ...?purge=true.
+	Retention time.Duration
 	// Logger receives the manager's log lines.
 	Logger *slog.Logger
 	// Registerer registers the manager's metrics (nil: not registered).

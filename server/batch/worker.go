@@ -59,6 +59,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.wg.Add(1)
 		go m.worker(cons)
 	}
+	if m.cfg.Retention > 0 {
+		m.wg.Add(1)
+		go m.janitor()
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
