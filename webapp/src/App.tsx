@@ -2,6 +2,8 @@ import { useEffect, useState, type FormEvent } from 'react';
 import { getToken, onTokenChange, setToken } from './api';
 import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
+import { Execution } from './pages/Execution';
+import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
 import { Publish } from './pages/Publish';
 import { Link, matchRoute, usePathname } from './router';
@@ -70,6 +72,12 @@ export function App() {
     case 'publish':
       page = <Publish key={route.id} id={route.id} />;
       break;
+    case 'executions':
+      page = <Executions />;
+      break;
+    case 'execution':
+      page = <Execution key={route.id} id={route.id} />;
+      break;
     default:
       page = <NotFound path={route.path} />;
   }
@@ -83,6 +91,9 @@ export function App() {
         <nav>
           <Link to="/" className={route.name === 'dashboard' ? 'active' : ''}>
             Cameras
+          </Link>
+          <Link to="/executions" className={route.name === 'executions' || route.name === 'execution' ? 'active' : ''} data-testid="nav-batch">
+            Batch
           </Link>
         </nav>
         <div className="spacer" />

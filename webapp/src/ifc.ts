@@ -31,9 +31,22 @@ export interface PublishIfc {
   error: string | null;
 }
 
+export interface ExecutionIfc {
+  page: 'execution';
+  id: string;
+  /** queued | running | done | failed | cancelled, as last reported by the server. */
+  state: string;
+  done: number;
+  failed: number;
+  total: number;
+  /** Progress messages received on the event stream. */
+  events: number;
+  error: string | null;
+}
+
 declare global {
   interface Window {
-    __ifc?: LiveIfc | PublishIfc;
+    __ifc?: LiveIfc | PublishIfc | ExecutionIfc;
   }
 }
 
@@ -56,6 +69,12 @@ export function initLiveIfc(camera: string): LiveIfc {
 
 export function initPublishIfc(camera: string): PublishIfc {
   const o: PublishIfc = { page: 'publish', camera, state: 'idle', framesSent: 0, error: null };
+  window.__ifc = o;
+  return o;
+}
+
+export function initExecutionIfc(id: string): ExecutionIfc {
+  const o: ExecutionIfc = { page: 'execution', id, state: 'loading', done: 0, failed: 0, total: 0, events: 0, error: null };
   window.__ifc = o;
   return o;
 }

@@ -6,6 +6,8 @@ export type Route =
   | { name: 'dashboard' }
   | { name: 'camera'; id: string }
   | { name: 'publish'; id: string }
+  | { name: 'executions' }
+  | { name: 'execution'; id: string }
   | { name: 'notfound'; path: string };
 
 function decode(s: string): string | null {
@@ -19,16 +21,22 @@ function decode(s: string): string | null {
 export function matchRoute(pathname: string): Route {
   const p = pathname.replace(/\/+$/, '') || '/';
   if (p === '/') return { name: 'dashboard' };
-  const m = /^\/(cameras|publish)\/([^/]+)$/.exec(p);
+  if (p === '/executions') return { name: 'executions' };
+  const m = /^\/(cameras|publish|executions)\/([^/]+)$/.exec(p);
   if (m) {
     const id = decode(m[2]);
-    if (id) return m[1] === 'cameras' ? { name: 'camera', id } : { name: 'publish', id };
+    if (id) {
+      if (m[1] === 'cameras') return { name: 'camera', id };
+      if (m[1] === 'publish') return { name: 'publish', id };
+      return { name: 'execution', id };
+    }
   }
   return { name: 'notfound', path: pathname };
 }
 
 export const cameraURL = (id: string) => `/cameras/${encodeURIComponent(id)}`;
 export const publishURL = (id: string) => `/publish/${encodeURIComponent(id)}`;
+export const executionURL = (id: string) => `/executions/${encodeURIComponent(id)}`;
 
 const NAV_EVENT = 'ifc-navigate';
 
