@@ -1,6 +1,6 @@
-const GOOD = new Set(['connected', 'running', 'publishing', 'streaming', 'live', 'ok', 'ready', 'playing', 'active']);
+const GOOD = new Set(['connected', 'running', 'publishing', 'streaming', 'live', 'ok', 'ready', 'playing', 'active', 'online', 'done']);
 const BAD = new Set(['failed', 'error', 'unsupported', 'stopped_with_error', 'unauthorized']);
-const IDLE = new Set(['stopped', 'closed', 'disabled', 'idle', 'unknown', 'new', 'offline']);
+const IDLE = new Set(['stopped', 'closed', 'disabled', 'idle', 'unknown', 'new', 'offline', 'cancelled']);
 
 export function stateTone(state: string): 'good' | 'bad' | 'idle' | 'busy' {
   const s = state.toLowerCase();
