@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import { useState, type FormEvent } from 'react';
 import {
   cameraStatus,
   createCamera,
@@ -6,46 +6,15 @@ import {
   listCameras,
   listPipelines,
   listProcessors,
-  onTokenChange,
   type Camera,
   type Pipeline,
   type Processor,
 } from '../api';
 import { Link, cameraURL, publishURL } from '../router';
 import { StateBadge } from './common';
+import { useLoad } from './useLoad';
 
 const CAMERA_POLL_MS = 5000;
-
-function useLoad<T>(load: () => Promise<T>, pollMs?: number) {
-  const [data, setData] = useState<T | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [nonce, setNonce] = useState(0);
-  const reload = useCallback(() => setNonce((n) => n + 1), []);
-
-  useEffect(() => onTokenChange(reload), [reload]);
-  useEffect(() => {
-    let stop = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const run = async () => {
-      try {
-        const d = await load();
-        if (!stop) {
-          setData(d);
-          setError(null);
-        }
-      } catch (e) {
-        if (!stop) setError(errorMessage(e));
-      }
-      if (!stop && pollMs) timer = setTimeout(run, pollMs);
-    };
-    void run();
-    return () => {
-      stop = true;
-      clearTimeout(timer);
-    };
-  }, [load, pollMs, nonce]);
-  return { data, error, reload };
-}
 
 export function Dashboard() {
   const cameras = useLoad(listCameras, CAMERA_POLL_MS);

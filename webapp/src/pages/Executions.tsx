@@ -1,9 +1,10 @@
 // Batch executions: the recent list and an upload form. The execution
 // helpers live here (not in api.ts) because only the batch pages use them.
-import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import { API, apiFetch, apiJSON, errorMessage, getToken, listPipelines, onTokenChange, responseError, type Pipeline } from '../api';
 import { Link, executionURL, navigate } from '../router';
 import { StateBadge } from './common';
+import { useLoad } from './useLoad';
 
 const LIST_POLL_MS = 3000;
 
@@ -80,33 +81,7 @@ export function formatTime(s: string | undefined): string {
 }
 
 export function Executions() {
-  const [items, setItems] = useState<ExecutionSummary[] | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [nonce, setNonce] = useState(0);
-  const reload = useCallback(() => setNonce((n) => n + 1), []);
-  useEffect(() => onTokenChange(reload), [reload]);
-
-  useEffect(() => {
-    let stop = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const run = async () => {
-      try {
-        const d = await listExecutions();
-        if (!stop) {
-          setItems(d);
-          setError(null);
-        }
-      } catch (e) {
-        if (!stop) setError(errorMessage(e));
-      }
-      if (!stop) timer = setTimeout(run, LIST_POLL_MS);
-    };
-    void run();
-    return () => {
-      stop = true;
-      clearTimeout(timer);
-    };
-  }, [nonce]);
+  const { data: items, error, reload } = useLoad(listExecutions, LIST_POLL_MS);
 
   return (
     <div className="page" data-testid="executions">
