@@ -147,7 +147,7 @@ type videoTrack struct {
 	bufHas   bool
 	bufTS    uint32
 	bufStart int64
-	unwrap   tsUnwrap
+	clk      ingest.RTPClock
 
 	aus       atomic.Uint64
 	decodeErr atomic.Uint64
@@ -157,7 +157,7 @@ type videoTrack struct {
 // newVideoTrack builds the track of forma, seeded with the parameter sets of
 // the SDP; it returns nil for a format that is not H264/H265.
 func newVideoTrack(forma format.Format, sink ingest.Sink, log *slog.Logger) (*videoTrack, error) {
-	t := &videoTrack{sink: sink, log: log, clock: 90000}
+	t := &videoTrack{sink: sink, log: log, clock: 90000, clk: ingest.RTPClock{Rate: 90000}}
 	switch f := forma.(type) {
 	case *format.H264:
 		d, err := f.CreateDecoder()
@@ -319,7 +319,7 @@ func (t *videoTrack) assemble(nalus [][]byte, ts uint32, ingestNs int64) *busv1.
 	}
 	au := &busv1.AccessUnit{
 		Codec:          t.codec,
-		Pts:            ticksToNs(t.unwrap.unwrap(ts), t.clock),
+		Pts:            t.clk.PTS(ts),
 		RtpTimestamp:   ts,
 		ClockRate:      uint32(t.clock),
 		Keyframe:       key,
@@ -332,30 +332,6 @@ func (t *videoTrack) assemble(nalus [][]byte, ts uint32, ingestNs int64) *busv1.
 	return au
 }
 
-// tsUnwrap extends 32-bit RTP timestamps to a 64-bit count from the first one.
-type tsUnwrap struct {
-	init bool
-	last uint32
-	ext  int64
-}
-
-func (u *tsUnwrap) unwrap(ts uint32) int64 {
-	if !u.init {
-		u.init, u.last = true, ts
-		return 0
-	}
-	u.ext += int64(int32(ts - u.last))
-	u.last = ts
-	return u.ext
-}
-
-func ticksToNs(ticks, clock int64) int64 {
-	if clock <= 0 {
-		return 0
-	}
-	return ticks/clock*int64(time.Second) + ticks%clock*int64(time.Second)/clock
-}
-
 // audioTrack publishes the frames of one audio format (AAC, Opus, G711).
 type audioTrack struct {
 	sink     ingest.Sink
@@ -363,12 +339,12 @@ type audioTrack struct {
 	clock    int64
 	channels uint32
 	aac      *rtpmpeg4audio.Decoder
-	unwrap   tsUnwrap
+	clk      ingest.RTPClock
 }
 
 // newAudioTrack returns nil for formats the bus has no codec for.
 func newAudioTrack(forma format.Format, sink ingest.Sink) *audioTrack {
-	t := &audioTrack{sink: sink, clock: int64(forma.ClockRate())}
+	t := &audioTrack{sink: sink, clock: int64(forma.ClockRate()), clk: ingest.RTPClock{Rate: int64(forma.ClockRate())}}
 	switch f := forma.(type) {
 	case *format.MPEG4Audio:
 		if f.Config == nil {
@@ -418,7 +394,7 @@ func (t *audioTrack) writePacket(pkt *rtp.Packet) {
 func (t *audioTrack) write(data []byte, ts uint32, now int64) {
 	_ = t.sink.WriteAccessUnit(&busv1.AccessUnit{
 		Codec:          t.codec,
-		Pts:            ticksToNs(t.unwrap.unwrap(ts), t.clock),
+		Pts:            t.clk.PTS(ts),
 		RtpTimestamp:   ts,
 		ClockRate:      uint32(t.clock),
 		Data:           data,

@@ -231,7 +231,7 @@ func TestTimestampSplit(t *testing.T) {
 	if len(got) != 3 || got[0] != 1000 || got[1] != 4000 || got[2] != 7000 {
 		t.Fatalf("access unit timestamps %v, want [1000 4000 7000]", got)
 	}
-	if sink.aus[1].Pts != ticksToNs(3000, 90000) {
+	if sink.aus[1].Pts != 3000*1_000_000_000/90000 { // 3000 ticks at 90 kHz
 		t.Fatalf("pts %d", sink.aus[1].Pts)
 	}
 }

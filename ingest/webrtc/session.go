@@ -91,25 +91,6 @@ func (r *receiver) stop() {
 	r.wg.Wait()
 }
 
-// ptsClock turns 32-bit RTP timestamps into nanoseconds since the first
-// packet, across wrap-arounds.
-type ptsClock struct {
-	started bool
-	last    uint32
-	ticks   int64
-	rate    int64
-}
-
-func (c *ptsClock) pts(ts uint32) int64 {
-	if !c.started {
-		c.started, c.last = true, ts
-		return 0
-	}
-	c.ticks += int64(int32(ts - c.last))
-	c.last = ts
-	return c.ticks * int64(time.Second) / c.rate
-}
-
 func (r *receiver) readVideo(track *webrtc.TrackRemote) {
 	codec := CodecOfMime(track.Codec().MimeType)
 	log := r.log.With("codec", track.Codec().MimeType)
@@ -125,7 +106,7 @@ func (r *receiver) readVideo(track *webrtc.TrackRemote) {
 	}
 	pli()
 	lastPLI := time.Now()
-	clock := ptsClock{rate: 90000}
+	clock := ingest.RTPClock{Rate: 90000}
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
 	trackSet := false
@@ -150,7 +131,7 @@ func (r *receiver) readVideo(track *webrtc.TrackRemote) {
 			r.sink.setTrack(codec, w, h)
 			trackSet = true
 		}
-		au.Pts = clock.pts(au.RtpTimestamp)
+		au.Pts = clock.PTS(au.RtpTimestamp)
 		au.IngestUnixNano = now.UnixNano()
 		if err := r.sink.write(au); err != nil {
 			log.Debug("webrtc: sink write", "err", err)
@@ -170,9 +151,9 @@ func (r *receiver) readAudio(track *webrtc.TrackRemote) {
 	if channels == 0 {
 		channels = 2
 	}
-	clock := ptsClock{rate: int64(track.Codec().ClockRate)}
-	if clock.rate == 0 {
-		clock.rate = 48000
+	clock := ingest.RTPClock{Rate: int64(track.Codec().ClockRate)}
+	if clock.Rate == 0 {
+		clock.Rate = 48000
 	}
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
@@ -186,9 +167,9 @@ func (r *receiver) readAudio(track *webrtc.TrackRemote) {
 		}
 		// One Opus packet is one access unit (RFC 7587 §4.2).
 		au := &busv1.AccessUnit{
-			Codec: codec, RtpTimestamp: pkt.Timestamp, ClockRate: uint32(clock.rate),
+			Codec: codec, RtpTimestamp: pkt.Timestamp, ClockRate: uint32(clock.Rate),
 			Channels: channels, Keyframe: true, Data: append([]byte(nil), pkt.Payload...),
-			Pts: clock.pts(pkt.Timestamp), IngestUnixNano: time.Now().UnixNano(),
+			Pts: clock.PTS(pkt.Timestamp), IngestUnixNano: time.Now().UnixNano(),
 		}
 		_ = r.sink.write(au)
 	}
