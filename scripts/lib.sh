@@ -31,7 +31,7 @@ need_go_tool() { # binary module@version
 PRODUCT_APT=(pkg-config gcc g++ libopencv-dev opencv-data opencv-doc
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev ffmpeg)
 # Extra packages the tests talk to as real peers.
-TEST_APT=(chromium prometheus kcat protobuf-compiler)
+TEST_APT=(chromium prometheus kcat protobuf-compiler libprotobuf-dev)
 
 MINIO_MODULE="github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 
