@@ -30,14 +30,19 @@ need_go_tool() { # binary module@version
 # opencv-doc for the demo camera's real video (vtest.avi).
 PRODUCT_APT=(pkg-config gcc g++ libopencv-dev opencv-data opencv-doc
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev ffmpeg)
-# Extra packages the tests talk to as real peers.
-TEST_APT=(chromium prometheus kcat protobuf-compiler libprotobuf-dev)
+# Extra packages the tests and benchmarks use: real peers (Chromium,
+# Prometheus, kcat), protoc with the well-known .proto files (google/protobuf/
+# struct.proto is in libprotobuf-dev), git (the generated-code check) and curl
+# (benchmarks). scripts/checkdeps fails when something the tests or scripts
+# use is missing from these lists.
+TEST_APT=(chromium prometheus kcat protobuf-compiler libprotobuf-dev git curl)
 
 MINIO_MODULE="github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 
 # need_node installs Node.js from Debian only when no node is on the PATH
 # (machines that already have a newer Node keep it).
+NODE_APT=(nodejs npm)
 need_node() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && return 0
-  need_apt nodejs npm
+  need_apt "${NODE_APT[@]}"
 }

@@ -6,6 +6,9 @@ source "$(dirname "$0")/lib.sh"
 bash "$ROOT/scripts/setup-test.sh"
 cd "$ROOT"
 export IFC_BIN="$ROOT/bin/imageflow"
+# Everything the tests and scripts use must come from what the setup installs
+# (a fresh machine has nothing installed by hand).
+go run ./scripts/checkdeps
 (cd webapp && npm test --silent)
 # The committed generated code must match the .proto files.
 bash scripts/gen-proto.sh

@@ -14,8 +14,9 @@ trap 'kill $PID $READER 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$
 "$BIN" serve --data "$DATA" --http 127.0.0.1:0 --rtsp 127.0.0.1:0 --rtsp-udp "" --grpc "" --webrtc-udp 127.0.0.1:0 --log-level warn &
 PID=$!
 for _ in $(seq 100); do [ -f "$DATA/listen.json" ] && break; sleep 0.1; done
-HTTP=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['http'])" "$DATA/listen.json")
-RTSP=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['rtsp'])" "$DATA/listen.json")
+listen() { grep -o "\"$1\": *\"[^\"]*\"" "$DATA/listen.json" | sed 's/.*: *"\(.*\)"/\1/'; }
+HTTP=$(listen http)
+RTSP=$(listen rtsp)
 for _ in $(seq 100); do curl -sf "http://$HTTP/api/v1/cameras/demo" | grep -q '"state":"online"' && break; sleep 0.2; done
 ffmpeg -v quiet -rtsp_transport tcp -i "rtsp://$RTSP/demo" -c copy -f null - &
 READER=$!
@@ -26,7 +27,7 @@ t0=$(ticks); s0=$(date +%s.%N)
 sleep "$SECS"
 t1=$(ticks); s1=$(date +%s.%N)
 rss=$(awk '/VmRSS/{print $2}' "/proc/$PID/status")
-cpu=$(python3 -c "print(round(100*($t1-$t0)/$HZ/($s1-$s0),1))")
+cpu=$(awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" 'BEGIN { printf "%.1f", 100 * (t1 - t0) / hz / (s1 - s0) }')
 m=$(curl -sf "http://$HTTP/metrics")
 frames=$(echo "$m" | awk '/^imageflow_decoder_frames_total\{camera="demo",event="published"\}/{print $2}')
 results=$(echo "$m" | awk '/^imageflow_live_results_total/{s+=$2} END{print s+0}')
