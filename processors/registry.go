@@ -68,6 +68,17 @@ var (
 type Registry struct {
 	mu    sync.RWMutex
 	specs map[string]Spec
+	// remoteCheck vets a grpc:// step's host:port (the server's deny list).
+	remoteCheck func(hostport string) error
+}
+
+// SetRemoteCheck installs the check every grpc:// step's host:port must pass
+// when a pipeline is validated; the composition root wires its host policy
+// here, since processors do not know the server's configuration.
+func (r *Registry) SetRemoteCheck(check func(hostport string) error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.remoteCheck = check
 }
 
 // NewRegistry returns an empty registry.

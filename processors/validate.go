@@ -91,8 +91,19 @@ func (r *Registry) ValidatePipeline(p *busv1.Pipeline) error {
 
 func (r *Registry) validateStep(s *busv1.Step) error {
 	if IsRemote(s.Processor) {
-		_, err := ParseRemote(s.Processor)
-		return err
+		addr, err := ParseRemote(s.Processor)
+		if err != nil {
+			return err
+		}
+		r.mu.RLock()
+		check := r.remoteCheck
+		r.mu.RUnlock()
+		if check != nil {
+			if err := check(addr); err != nil {
+				return fmt.Errorf("%w: processor %q: %v", ErrBadRemote, s.Processor, err)
+			}
+		}
+		return nil
 	}
 	spec, ok := r.Lookup(s.Processor)
 	if !ok {

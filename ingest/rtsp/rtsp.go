@@ -26,7 +26,6 @@ package rtsp
 import (
 	"errors"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -42,56 +41,6 @@ var (
 	// ErrBadConfig wraps configuration errors of Source and Server.
 	ErrBadConfig = errors.New("rtsp: bad configuration")
 )
-
-// RedactURL returns u with its password replaced by "xxxxx", for logs and API
-// answers; a string that does not parse as a URL is not echoed at all because
-// it may hold a password in a form url.Parse does not recognise.
-func RedactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "<unparsable url>"
-	}
-	if p.User == nil {
-		return p.String()
-	}
-	if _, ok := p.User.Password(); ok {
-		p.User = url.UserPassword(p.User.Username(), "xxxxx")
-	}
-	return p.String()
-}
-
-// redactedError hides the credentials of a camera URL in an error message
-// (gortsplib errors may quote the URL) while keeping errors.Is working.
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }
-
-// redactErr removes the user info of rawURL from err's text.
-func redactErr(err error, rawURL string) error {
-	if err == nil {
-		return nil
-	}
-	p, perr := url.Parse(rawURL)
-	if perr != nil || p.User == nil {
-		return err
-	}
-	msg := err.Error()
-	pass, hasPass := p.User.Password()
-	if hasPass && pass != "" {
-		msg = strings.ReplaceAll(msg, pass, "xxxxx")
-		if esc := url.PathEscape(pass); esc != pass {
-			msg = strings.ReplaceAll(msg, esc, "xxxxx")
-		}
-	}
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
-}
 
 // cameraFromPath turns an RTSP path ("/cam1", "/cam1/") into a camera id.
 func cameraFromPath(p string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -12,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/redact"
 )
 
 // Transports accepted in SourceConfig.Transport.
@@ -37,6 +39,10 @@ type SourceConfig struct {
 	// URL is rtsp:// or rtsps://, optionally with user:password@ (basic and
 	// digest are answered from it). It is never logged unredacted.
 	URL string
+	// DialContext opens the TCP connections to the camera (redirects
+	// included); the server passes its host policy's dialer so denied
+	// addresses are refused after DNS resolution. nil dials directly.
+	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
 	// Sink receives access units and state.
 	Sink ingest.Sink
 	// Logger receives the source's log lines; slog.Default() when nil.
@@ -70,13 +76,13 @@ func (s *source) init() error {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.log = s.log.With("camera", s.cfg.Camera, "url", RedactURL(s.cfg.URL))
+	s.log = s.log.With("camera", s.cfg.Camera, "url", redact.URL(s.cfg.URL))
 	s.lost = rateLog{log: s.log, msg: "rtp packets lost"}
 	s.decodeErrs = rateLog{log: s.log, msg: "rtp decode errors"}
 	u, err := base.ParseURL(s.cfg.URL)
 	if err != nil {
 		// The parse error quotes the URL, password included: leave it out.
-		return fmt.Errorf("%w: URL %s does not parse", ErrBadConfig, RedactURL(s.cfg.URL))
+		return fmt.Errorf("%w: URL %s does not parse", ErrBadConfig, redact.URL(s.cfg.URL))
 	}
 	if u.Scheme != "rtsp" && u.Scheme != "rtsps" {
 		return fmt.Errorf("%w: URL scheme %q (want rtsp or rtsps)", ErrBadConfig, u.Scheme)
@@ -114,7 +120,7 @@ func (s *source) Run(ctx context.Context) error {
 			s.cfg.Sink.SetState(ingest.StateOffline, nil)
 			return nil
 		}
-		err = redactErr(err, s.cfg.URL)
+		err = redact.Error(err, s.cfg.URL)
 		s.cfg.Sink.SetState(ingest.StateOffline, err)
 		if got {
 			// The camera worked: a blip reconnects fast again.
@@ -147,11 +153,12 @@ func (s *source) session(ctx context.Context) (got bool, err error) {
 		ReadTimeout:  readTimeout,
 		WriteTimeout: readTimeout,
 		Transport:    s.tr,
+		DialContext:  s.cfg.DialContext,
 		OnTransportSwitch: func(err error) {
-			s.log.Info("rtsp transport switch", "why", err)
+			s.log.Info("rtsp transport switch", "why", redact.Error(err, s.cfg.URL))
 		},
 		OnPacketsLost: func(n uint64) { s.lost.add(n) },
-		OnDecodeError: func(err error) { s.decodeErrs.add(1, "err", err) },
+		OnDecodeError: func(err error) { s.decodeErrs.add(1, "err", redact.Error(err, s.cfg.URL)) },
 	}
 	if err := c.Start2(); err != nil {
 		return false, err
@@ -215,7 +222,7 @@ func (s *source) setupAudio(c *gortsplib.Client, desc *description.Session, vmed
 				continue
 			}
 			if _, err := c.Setup(desc.BaseURL, m, 0, 0); err != nil {
-				s.log.Warn("rtsp audio setup", "err", redactErr(err, s.cfg.URL))
+				s.log.Warn("rtsp audio setup", "err", redact.Error(err, s.cfg.URL))
 				return
 			}
 			c.OnPacketRTP(m, f, func(pkt *rtp.Packet) { at.writePacket(pkt) })

@@ -18,6 +18,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/ingest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/redact"
 )
 
 func freePort(t *testing.T) int {
@@ -259,7 +260,7 @@ func TestSourceBadConfig(t *testing.T) {
 		cfg.Sink = ingest.NewBusSink(b.Conn(), b.Subjects(), "x", states.onChange)
 		err := NewSource(cfg).Run(context.Background())
 		if !errors.Is(err, ErrBadConfig) {
-			t.Errorf("%q: err %v, want ErrBadConfig", RedactURL(cfg.URL), err)
+			t.Errorf("%q: err %v, want ErrBadConfig", redact.URL(cfg.URL), err)
 		}
 		if strings.Contains(fmt.Sprint(err), ":p@") {
 			t.Errorf("password in error %v", err)
@@ -267,22 +268,5 @@ func TestSourceBadConfig(t *testing.T) {
 	}
 	if err := NewSource(SourceConfig{URL: "rtsp://h/x"}).Run(context.Background()); !errors.Is(err, ErrBadConfig) {
 		t.Errorf("nil sink: %v", err)
-	}
-}
-
-func TestRedactURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"rtsp://admin:secret@10.0.0.2:554/h264": "rtsp://admin:xxxxx@10.0.0.2:554/h264",
-		"rtsp://10.0.0.2/h264":                  "rtsp://10.0.0.2/h264",
-		"rtsps://user@cam/x":                    "rtsps://user@cam/x",
-		"rtsp://u:p@[bad/x":                     "<unparsable url>",
-	} {
-		if got := RedactURL(in); got != want {
-			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
-		}
-	}
-	err := redactErr(errors.New("dial rtsp://admin:secret@h failed"), "rtsp://admin:secret@h/x")
-	if strings.Contains(err.Error(), "secret") {
-		t.Fatalf("redactErr kept the password: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,13 +17,16 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/redact"
 )
 
 // WHEPSourceConfig configures a camera pulled from a WHEP server.
 type WHEPSourceConfig struct {
 	// URL is whep://host[:port]/path (plain HTTP) or wheps://… (HTTPS). A
 	// bearer token may ride in ?token= or the user-info; it is sent as
-	// "Authorization: Bearer" and never logged.
+	// "Authorization: Bearer" only to this URL's origin (scheme, host and
+	// port), never on a redirect or to a session URL elsewhere, and never
+	// logged.
 	URL string
 	// Camera names the camera in logs.
 	Camera string
@@ -32,7 +36,9 @@ type WHEPSourceConfig struct {
 	API *webrtc.API
 	// Configuration holds the ICE servers.
 	Configuration webrtc.Configuration
-	// HTTPClient sends the WHEP requests; http.DefaultClient when nil.
+	// HTTPClient sends the WHEP requests; http.DefaultClient when nil. Its
+	// redirect policy is wrapped so the token stays with its origin; the
+	// server passes one whose dialer applies its host policy.
 	HTTPClient *http.Client
 	// NoMediaTimeout reconnects when no video arrives for this long; 0 means 3 s.
 	NoMediaTimeout time.Duration
@@ -47,8 +53,10 @@ type WHEPSourceConfig struct {
 type WHEPSource struct {
 	cfg      WHEPSourceConfig
 	endpoint string // http(s) URL without credentials
+	origin   string // scheme://host:port the token may go to
 	token    string
 	redacted string // for logs and errors
+	client   *http.Client
 	log      *slog.Logger
 }
 
@@ -92,10 +100,14 @@ func NewWHEPSource(cfg WHEPSourceConfig) (*WHEPSource, error) {
 		u.User = nil
 	}
 	s.endpoint = u.String()
-	s.redacted = u.Scheme + "://" + u.Host + u.Path
+	s.origin = originOf(u)
+	s.redacted = redact.URL(cfg.URL)
 	if s.cfg.HTTPClient == nil {
 		s.cfg.HTTPClient = http.DefaultClient
 	}
+	client := *s.cfg.HTTPClient
+	client.CheckRedirect = s.checkRedirect
+	s.client = &client
 	if s.cfg.NoMediaTimeout <= 0 {
 		s.cfg.NoMediaTimeout = 3 * time.Second
 	}
@@ -230,14 +242,14 @@ func (s *WHEPSource) post(ctx context.Context, offer string) (answer, location s
 	req.Header.Set("Content-Type", "application/sdp")
 	req.Header.Set("Accept", "application/sdp")
 	s.auth(req)
-	resp, err := s.cfg.HTTPClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
-		return "", "", fmt.Errorf("whep POST %s: %w", s.redacted, stripURL(err))
+		return "", "", fmt.Errorf("whep POST %s: %w", s.redacted, redact.Error(stripURL(err), s.cfg.URL))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSDPSize+1))
 	if err != nil {
-		return "", "", fmt.Errorf("whep POST %s: %w", s.redacted, stripURL(err))
+		return "", "", fmt.Errorf("whep POST %s: %w", s.redacted, redact.Error(stripURL(err), s.cfg.URL))
 	}
 	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
 		return "", "", fmt.Errorf("whep POST %s: status %d: %s", s.redacted, resp.StatusCode, truncate(string(bytes.TrimSpace(body))))
@@ -260,16 +272,58 @@ func (s *WHEPSource) delete(location string) {
 		return
 	}
 	s.auth(req)
-	if resp, err := s.cfg.HTTPClient.Do(req); err == nil {
+	if resp, err := s.client.Do(req); err == nil {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
 	}
 }
 
+// auth adds the token to a request for the configured origin only: a
+// session URL (Location) on another host does not get it.
 func (s *WHEPSource) auth(req *http.Request) {
-	if s.token != "" {
+	if s.token != "" && originOf(req.URL) == s.origin {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
+}
+
+// errCrossOriginRedirect refuses a redirect that would carry the token to
+// another origin.
+var errCrossOriginRedirect = errors.New("redirect to another origin refused (the token is only sent to the configured one)")
+
+// checkRedirect keeps the token with its origin. net/http already drops
+// Authorization for another host name, but not for another port or scheme
+// of the same name, so the check is by origin: with a token, a cross-origin
+// redirect is refused; without one it is followed as usual.
+func (s *WHEPSource) checkRedirect(req *http.Request, via []*http.Request) error {
+	if originOf(req.URL) != s.origin {
+		if s.token != "" {
+			return errCrossOriginRedirect
+		}
+		req.Header.Del("Authorization")
+	}
+	if s.cfg.HTTPClient.CheckRedirect != nil {
+		return s.cfg.HTTPClient.CheckRedirect(req, via)
+	}
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return nil
+}
+
+// originOf returns scheme://host:port with the default port filled in, the
+// unit a browser scopes credentials to.
+func originOf(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "https":
+			port = "443"
+		default:
+			port = "80"
+		}
+	}
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 // stripURL drops the URL from a *url.Error, which would print the query.

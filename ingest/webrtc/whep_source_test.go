@@ -228,3 +228,99 @@ func TestWHEPSourceBadConfig(t *testing.T) {
 		t.Fatalf("Authorization %q", got)
 	}
 }
+
+// authRecorder is another origin: it records the Authorization of every
+// request it gets.
+type authRecorder struct {
+	mu    sync.Mutex
+	calls []string // "METHOD Authorization"
+}
+
+func (a *authRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	a.calls = append(a.calls, r.Method+" "+r.Header.Get("Authorization"))
+	a.mu.Unlock()
+	http.Error(w, "gone", http.StatusNotFound)
+}
+
+func (a *authRecorder) snapshot() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+// The token goes only to the configured origin: a redirect to another port
+// of the same host (which net/http treats as the same host) is refused, so
+// the other origin never sees the token.
+func TestWHEPSourceTokenNotRedirectedCrossOrigin(t *testing.T) {
+	w := newBusWatch(t, "c")
+	api := testAPI(t)
+	other := &authRecorder{}
+	ho := httptest.NewServer(other)
+	defer ho.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		http.Redirect(rw, r, ho.URL+"/whep/cam", http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	src, err := NewWHEPSource(WHEPSourceConfig{URL: "whep://" + strings.TrimPrefix(redirector.URL, "http://") + "/whep/cam?token=s3cret-tok", Sink: w.sink, API: api})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = src.session(context.Background())
+	if err == nil || strings.Contains(err.Error(), "s3cret-tok") {
+		t.Fatalf("err = %v", err)
+	}
+	for _, c := range other.snapshot() {
+		if strings.Contains(c, "s3cret-tok") {
+			t.Fatalf("the other origin got the token: %q", c)
+		}
+	}
+	t.Logf("refused: %v", err)
+}
+
+// The session URL (Location) the server answers with may name another
+// origin: the DELETE goes there without the token.
+func TestWHEPSourceTokenNotSentToCrossOriginLocation(t *testing.T) {
+	w := newBusWatch(t, "c")
+	srvAPI := testAPI(t)
+	ws := &whepServer{t: t, api: srvAPI, clip: makeClip(t, 2), token: "s3cret-tok", sessions: map[string]*webrtc.PeerConnection{}, stop: make(chan struct{})}
+	other := &authRecorder{}
+	ho := httptest.NewServer(other)
+	defer ho.Close()
+	// The real WHEP server, with its Location rewritten to the other origin.
+	hs := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		ws.ServeHTTP(rec, r)
+		for k, v := range rec.Header() {
+			rw.Header()[k] = v
+		}
+		if loc := rec.Header().Get("Location"); loc != "" {
+			rw.Header().Set("Location", ho.URL+"/"+loc)
+		}
+		rw.WriteHeader(rec.Code)
+		_, _ = rw.Write(rec.Body.Bytes())
+	}))
+	defer func() {
+		hs.Close()
+		ws.setDown(true)
+		close(ws.stop)
+		ws.wg.Wait()
+	}()
+	src, err := NewWHEPSource(WHEPSourceConfig{URL: "whep://" + strings.TrimPrefix(hs.URL, "http://") + "/whep/cam?token=s3cret-tok", Sink: w.sink, API: testAPI(t), PLIInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, _ = src.session(ctx)
+	if got := ws.auth.Load(); got != "Bearer s3cret-tok" {
+		t.Fatalf("the configured origin got Authorization %q", got)
+	}
+	calls := other.snapshot()
+	if len(calls) != 1 || !strings.HasPrefix(calls[0], "DELETE") {
+		t.Fatalf("the other origin got %q, want one DELETE", calls)
+	}
+	if strings.Contains(calls[0], "s3cret-tok") {
+		t.Fatalf("the other origin got the token: %q", calls[0])
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,10 @@ type ClientOptions struct {
 	// DialOptions are added to the connection's (e.g. TLS credentials;
 	// plaintext by default).
 	DialOptions []grpc.DialOption
+	// Dial, when set, opens every connection to the remote (addr is the
+	// resolved host:port); the server passes its host policy's dialer so a
+	// denied address is refused at connect time too.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client is a processors.Processor running on a remote Processor service.
@@ -93,6 +98,9 @@ func newClient(addr string, opts ClientOptions) (*Client, error) {
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second}),
+	}
+	if opts.Dial != nil {
+		dial = append(dial, grpc.WithContextDialer(opts.Dial))
 	}
 	conn, err := grpc.NewClient(addr, append(dial, opts.DialOptions...)...)
 	if err != nil {
