@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,6 +16,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/redact"
 )
 
 // route is one REST endpoint; the same table registers the handlers and
@@ -194,7 +194,7 @@ func redactError(msg, source string) string {
 	if msg == "" || source == "" {
 		return msg
 	}
-	return strings.ReplaceAll(msg, source, RedactURL(source))
+	return redact.Text(msg, source)
 }
 
 // checkCamera validates input and fills a stored camera from it. keepSource
@@ -209,7 +209,7 @@ func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (
 	if keepSource != "" && in.Source == RedactURL(keepSource) {
 		in.Source = keepSource
 	}
-	if err := validateSource(in.Source); err != nil {
+	if err := s.validateSource(in.Source); err != nil {
 		return nil, err
 	}
 	if in.Pipeline != "" {

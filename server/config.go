@@ -8,12 +8,14 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/imageflowcanvas/imageflow/netpolicy"
 	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
@@ -107,6 +109,15 @@ type Config struct {
 	Demo bool `yaml:"demo"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+
+	// MediaDirs are the only directories file:// sources may play from
+	// (regular files; symlinks must resolve inside); empty means
+	// <data>/media and the demo clip's directory.
+	MediaDirs []string `yaml:"media_dirs"`
+	// DenyHosts are CIDR ranges, addresses and host names that sources and
+	// grpc:// steps may not reach, checked on save and after DNS
+	// resolution; the default denies link-local and cloud metadata hosts.
+	DenyHosts []string `yaml:"deny_hosts"`
 }
 
 // Defaults is what a newcomer gets with no configuration at all.
@@ -136,6 +147,7 @@ func Defaults() Config {
 		DetectWidth:        640,
 		Demo:               true,
 		LogLevel:           "info",
+		DenyHosts:          slices.Clone(netpolicy.DefaultDeny),
 	}
 }
 
@@ -362,7 +374,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("log_level", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
 	}
-	return nil
+	return c.validateSourcePolicy()
 }
 
 func checkAddr(addr string, optional bool) error {

@@ -65,12 +65,14 @@ func (s *Server) ensureDemo(ctx context.Context) error {
 }
 
 // demoVideo returns opencv-doc's vtest.avi, or generates a clip with ffmpeg
-// when that package is missing.
+// when that package is missing. Either lies in a media directory (file://
+// sources play nothing else): vtest.avi's directory is one by default, the
+// generated clip goes into the first one (<data>/media by default).
 func (s *Server) demoVideo(ctx context.Context) (string, error) {
-	if _, err := os.Stat(demoVideo); err == nil {
+	if _, err := s.sources.mediaFile("file://" + demoVideo); err == nil {
 		return demoVideo, nil
 	}
-	out := filepath.Join(s.Config.DataDir, "demo", "demo.mp4")
+	out := filepath.Join(s.Config.mediaDirs()[0], "demo.mp4")
 	if _, err := os.Stat(out); err == nil {
 		return filepath.Abs(out)
 	}

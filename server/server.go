@@ -60,6 +60,7 @@ type Server struct {
 	decoders    *decoderCounters
 	webrtc      *live.Engine
 	whip        *iwebrtc.Publisher
+	sources     *sourcePolicy
 
 	app     *fiber.App
 	httpLn  net.Listener
@@ -105,6 +106,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.Registry == nil {
 		s.Registry = processors.NewRegistry()
 		registerBuiltins(s.Registry)
+	}
+	if err := s.initSourcePolicy(); err != nil {
+		return err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.errc = make(chan error, 4)

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -33,6 +35,9 @@ func (s *Server) remoteFactory(addr string, params map[string]any) (processors.P
 	return remote.NewClient(addr, remote.ClientOptions{
 		Params:  params,
 		OnError: func(err error) { s.metrics.remoteErrors.WithLabelValues(addr).Inc() },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return s.sources.hosts.DialContext(ctx, "tcp", addr)
+		},
 	})
 }
 
@@ -41,9 +46,15 @@ func (s *Server) sourceFactories() map[string]sourceFactory {
 	f := map[string]sourceFactory{
 		"rtsp": func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
 			return rtsp.NewSource(rtsp.SourceConfig{Camera: cam.Id, URL: cam.Source, Sink: sink,
-				Logger: s.Logger.With("camera", cam.Id, "source", "rtsp")}), nil
+				DialContext: s.sources.hosts.DialContext,
+				Logger:      s.Logger.With("camera", cam.Id, "source", "rtsp")}), nil
 		},
 		"file": func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
+			// Checked again at start: a camera stored before media_dirs
+			// existed (or changed) must not read outside them.
+			if _, err := s.sources.mediaFile(cam.Source); err != nil {
+				return nil, err
+			}
 			return file.NewSource(file.Config{Camera: cam.Id, Path: cam.Source, Sink: sink,
 				Logger: s.Logger.With("camera", cam.Id, "source", "file")})
 		},
@@ -54,9 +65,16 @@ func (s *Server) sourceFactories() map[string]sourceFactory {
 	}
 	f["rtsps"] = f["rtsp"]
 	if s.webrtc != nil {
+		// One client for every WHEP pull: its dialer applies deny_hosts
+		// after DNS resolution, and no proxy from the environment gets
+		// between that check and the camera.
+		whepClient := &http.Client{Transport: &http.Transport{
+			DialContext: s.sources.hosts.DialContext, DisableKeepAlives: true,
+			TLSHandshakeTimeout: 10 * time.Second, IdleConnTimeout: 90 * time.Second,
+		}}
 		whep := func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
 			return iwebrtc.NewWHEPSource(iwebrtc.WHEPSourceConfig{
-				URL: cam.Source, Camera: cam.Id, Sink: sink,
+				URL: cam.Source, Camera: cam.Id, Sink: sink, HTTPClient: whepClient,
 				API: s.webrtc.API(), Configuration: s.webrtc.Configuration(),
 				Logger: s.Logger.With("camera", cam.Id, "source", "whep"),
 			})
