@@ -20,7 +20,7 @@ const Mask = "***"
 // costs little; showing a secret costs a camera.
 var sensitiveKeys = []string{
 	"token", "pass", "pwd", "auth", "sig", "secret", "key", "credential",
-	"jwt", "session", "cookie", "bearer", "code", "nonce",
+	"jwt", "session", "cookie", "bearer", "nonce",
 }
 
 // SensitiveKey reports whether a query parameter named key holds a secret.

@@ -34,6 +34,7 @@ var urlCases = []struct {
 	{"not a url at all", "not a url at all", ""},
 	{"", "", ""},
 	{"file:///media/clip.mp4", "file:///media/clip.mp4", ""},
+	{"rtsp://cam/x?codec=h265&channel=2&subtype=0", "rtsp://cam/x?codec=h265&channel=2&subtype=0", ""},
 }
 
 func TestURL(t *testing.T) {

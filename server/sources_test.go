@@ -238,7 +238,44 @@ func TestDenyHostsAfterResolution(t *testing.T) {
 	if n := accepted.Load(); n != 0 {
 		t.Fatalf("the denied address got %d connections", n)
 	}
+	// The WHEP pull goes through the same dialer.
+	st, body, _ = ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "dnswhep", "source": "whep://localhost:" + port + "/whep?token=t0ken-x", "enabled": true})
+	if st != 201 {
+		t.Fatalf("create whep: %d %s", st, body)
+	}
+	waitUntil(t, 15*time.Second, "the WHEP camera to report the refusal", func() bool {
+		_, body, _ := ts.do("GET", "/api/v1/cameras/dnswhep", "", nil)
+		_ = json.Unmarshal(body, &got)
+		return strings.Contains(got.LastError, "deny_hosts")
+	})
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the denied address got %d connections", n)
+	}
 	// The literal address is refused on save already.
 	st, body, _ = ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "lit", "source": "rtsp://127.0.0.1:" + port + "/x"})
 	expectError(t, st, body, 400, "deny_hosts")
+}
+
+func TestSourcePolicyConfig(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	if len(cfg.DenyHosts) == 0 {
+		t.Fatal("no default deny_hosts")
+	}
+	cfg.DenyHosts = []string{"10.0.0.0/33"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "deny_hosts") {
+		t.Fatalf("bad deny_hosts: %v", err)
+	}
+	cfg.DenyHosts = nil
+	cfg.MediaDirs = []string{" "}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "media_dirs") {
+		t.Fatalf("empty media_dirs entry: %v", err)
+	}
+	env := map[string]string{"IFC_DENY_HOSTS": "192.0.2.0/24,cam.internal", "IFC_MEDIA_DIRS": "/srv/video"}
+	cfg = testConfig(t.TempDir())
+	if err := cfg.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.DenyHosts) != 2 || cfg.MediaDirs[0] != "/srv/video" || cfg.Validate() != nil {
+		t.Fatalf("from the environment: %v %v", cfg.DenyHosts, cfg.MediaDirs)
+	}
 }
