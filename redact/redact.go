@@ -222,7 +222,9 @@ func Text(msg string, urls ...string) string {
 	}
 	// URLs the caller did not name (a redirect target, a URL inside a
 	// wrapped error): mask each word that looks like one.
-	words := strings.FieldsFunc(msg, func(r rune) bool { return r == ' ' || r == '"' || r == '\'' || r == '\t' || r == '\n' || r == '<' || r == '>' })
+	words := strings.FieldsFunc(msg, func(r rune) bool {
+		return r == ' ' || r == '"' || r == '\'' || r == '\t' || r == '\n' || r == '<' || r == '>'
+	})
 	for _, w := range words {
 		if strings.Contains(w, "://") || strings.ContainsAny(w, "@?") {
 			if r := URL(w); r != w {
