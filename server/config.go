@@ -8,14 +8,12 @@ import (
 	"net"
 	"os"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/imageflowcanvas/imageflow/netpolicy"
 	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
@@ -116,7 +114,8 @@ type Config struct {
 	MediaDirs []string `yaml:"media_dirs"`
 	// DenyHosts are CIDR ranges, addresses and host names that sources and
 	// grpc:// steps may not reach, checked on save and after DNS
-	// resolution; the default denies link-local and cloud metadata hosts.
+	// resolution; unset means netpolicy.DefaultDeny (link-local and cloud
+	// metadata hosts), an empty list allows every host.
 	DenyHosts []string `yaml:"deny_hosts"`
 }
 
@@ -147,7 +146,6 @@ func Defaults() Config {
 		DetectWidth:        640,
 		Demo:               true,
 		LogLevel:           "info",
-		DenyHosts:          slices.Clone(netpolicy.DefaultDeny),
 	}
 }
 

@@ -60,9 +60,18 @@ func (c *Config) mediaDirs() []string {
 	return []string{filepath.Join(c.DataDir, "media"), filepath.Dir(demoVideo)}
 }
 
+// denyHosts returns deny_hosts, or netpolicy.DefaultDeny when it is unset
+// (nil; an empty list from the file allows every host).
+func (c *Config) denyHosts() []string {
+	if c.DenyHosts == nil {
+		return netpolicy.DefaultDeny
+	}
+	return c.DenyHosts
+}
+
 // validateSourcePolicy checks deny_hosts and media_dirs (part of Validate).
 func (c *Config) validateSourcePolicy() error {
-	if _, err := netpolicy.New(c.DenyHosts); err != nil {
+	if _, err := netpolicy.New(c.denyHosts()); err != nil {
 		return fmt.Errorf("%w: deny_hosts: %v", ErrConfig, err)
 	}
 	for i, d := range c.MediaDirs {
@@ -77,7 +86,7 @@ func (c *Config) validateSourcePolicy() error {
 // pipeline validation check grpc:// hosts against it. The default media
 // directory is created so users have a place to put videos.
 func (s *Server) initSourcePolicy() error {
-	hosts, err := netpolicy.New(s.Config.DenyHosts)
+	hosts, err := netpolicy.New(s.Config.denyHosts())
 	if err != nil {
 		return fmt.Errorf("%w: deny_hosts: %v", ErrConfig, err)
 	}

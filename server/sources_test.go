@@ -258,7 +258,7 @@ func TestDenyHostsAfterResolution(t *testing.T) {
 
 func TestSourcePolicyConfig(t *testing.T) {
 	cfg := testConfig(t.TempDir())
-	if len(cfg.DenyHosts) == 0 {
+	if len(cfg.denyHosts()) == 0 {
 		t.Fatal("no default deny_hosts")
 	}
 	cfg.DenyHosts = []string{"10.0.0.0/33"}
