@@ -107,9 +107,6 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.Registry = processors.NewRegistry()
 		registerBuiltins(s.Registry)
 	}
-	if err := s.initSourcePolicy(); err != nil {
-		return err
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.errc = make(chan error, 4)
 	defer func() {
@@ -136,6 +133,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.hub = hub.New(s.bus.Conn(), s.bus.Subjects())
 	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
 	s.pipelines = newPipelineStore(s.bus.KV(bus.BucketPipelines))
+	if err := s.initSourcePolicy(); err != nil {
+		return err
+	}
 
 	s.metrics = newMetrics(s.Registerer, s.bus)
 	s.Registerer.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
