@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/media/imagedecode"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -175,12 +176,9 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	if err := proto.Unmarshal(m.Data, &r.frame); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadFrame, err)
 	}
-	img, decoded, err := r.decode(&r.frame)
+	img, err := r.decode(&r.frame)
 	if err != nil {
 		return err
-	}
-	if decoded {
-		defer img.Close()
 	}
 	res, runErr := r.pl.Run(r.ctx, img)
 	if res == nil {
@@ -208,57 +206,52 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	return runErr
 }
 
-// decode turns a frame into a BGR Mat. Raw frames are copied into the
-// runner's reused buffer (one memcpy, no allocation); gocv.NewMatFromBytes
-// would not copy but wraps the slice in a new cv::Mat header per frame and
-// ties the Mat to the message's memory. JPEG and PNG get a new Mat
-// (decoded = true) that the caller closes, as gocv v0.31 cannot decode into
-// an existing one.
-func (r *LiveRunner) decode(f *busv1.Frame) (gocv.Mat, bool, error) {
+// decode turns a frame into a BGR Mat in the runner's reused buffers: raw
+// frames are copied (one memcpy, no allocation; gocv.NewMatFromBytes would
+// not copy but wraps the slice in a new cv::Mat header per frame and ties
+// the Mat to the message's memory), JPEG and PNG are decoded into r.img,
+// header checked first. The caller closes nothing.
+func (r *LiveRunner) decode(f *busv1.Frame) (gocv.Mat, error) {
 	switch f.Format {
 	case busv1.PixelFormat_PIXEL_FORMAT_JPEG, busv1.PixelFormat_PIXEL_FORMAT_PNG:
-		m, err := gocv.IMDecode(f.Data, gocv.IMReadColor)
-		if err != nil || m.Empty() {
-			if err == nil {
-				m.Close()
-			}
-			return gocv.Mat{}, false, fmt.Errorf("%w: %v image of %d bytes does not decode", ErrBadFrame, f.Format, len(f.Data))
+		if _, err := imagedecode.DecodeInto(f.Data, &r.img, imagedecode.Options{}); err != nil {
+			return gocv.Mat{}, fmt.Errorf("%w: %v", ErrBadFrame, err)
 		}
-		return m, true, nil
+		return r.img, nil
 	}
 	w, h := int(f.Width), int(f.Height)
 	if w <= 0 || h <= 0 || w > maxFrameSide || h > maxFrameSide {
-		return gocv.Mat{}, false, fmt.Errorf("%w: size %dx%d", ErrBadFrame, w, h)
+		return gocv.Mat{}, fmt.Errorf("%w: size %dx%d", ErrBadFrame, w, h)
 	}
 	switch f.Format {
 	case busv1.PixelFormat_PIXEL_FORMAT_BGR24:
 		if err := copyPlane(&r.img, f.Data, int(f.Stride), w, h, 3, gocv.MatTypeCV8UC3); err != nil {
-			return gocv.Mat{}, false, err
+			return gocv.Mat{}, err
 		}
 	case busv1.PixelFormat_PIXEL_FORMAT_RGB24:
 		if err := copyPlane(&r.stage, f.Data, int(f.Stride), w, h, 3, gocv.MatTypeCV8UC3); err != nil {
-			return gocv.Mat{}, false, err
+			return gocv.Mat{}, err
 		}
 		// Swapping R and B is its own inverse.
 		gocv.CvtColor(r.stage, &r.img, gocv.ColorBGRToRGB)
 	case busv1.PixelFormat_PIXEL_FORMAT_GRAY8:
 		if err := copyPlane(&r.stage, f.Data, int(f.Stride), w, h, 1, gocv.MatTypeCV8U); err != nil {
-			return gocv.Mat{}, false, err
+			return gocv.Mat{}, err
 		}
 		gocv.CvtColor(r.stage, &r.img, gocv.ColorGrayToBGR)
 	case busv1.PixelFormat_PIXEL_FORMAT_I420:
 		if w%2 != 0 || h%2 != 0 {
-			return gocv.Mat{}, false, fmt.Errorf("%w: I420 needs an even size, got %dx%d", ErrBadFrame, w, h)
+			return gocv.Mat{}, fmt.Errorf("%w: I420 needs an even size, got %dx%d", ErrBadFrame, w, h)
 		}
 		// The three planes stacked make one w x 1.5h single-channel picture.
 		if err := copyPlane(&r.stage, f.Data, 0, w, h*3/2, 1, gocv.MatTypeCV8U); err != nil {
-			return gocv.Mat{}, false, err
+			return gocv.Mat{}, err
 		}
 		gocv.CvtColor(r.stage, &r.img, gocv.ColorYUVToBGRIYUV)
 	default:
-		return gocv.Mat{}, false, fmt.Errorf("%w: pixel format %v not supported", ErrBadFrame, f.Format)
+		return gocv.Mat{}, fmt.Errorf("%w: pixel format %v not supported", ErrBadFrame, f.Format)
 	}
-	return r.img, false, nil
+	return r.img, nil
 }
 
 // copyPlane copies a raw frame into dst, reallocating dst only when the size

@@ -27,7 +27,7 @@ import (
 // Errors of Decode; each message says what was wrong with the picture.
 var (
 	// ErrUnsupported is a picture in a format outside Formats.
-	ErrUnsupported = errors.New("unsupported image format")
+	ErrUnsupported = errors.New("not an image in an accepted format (JPEG, PNG, BMP, WebP)")
 	// ErrCorrupt is a picture whose header or data does not decode.
 	ErrCorrupt = errors.New("corrupt image")
 	// ErrTooLarge is a picture whose header claims more pixels than allowed.

@@ -182,6 +182,12 @@ func FuzzReadHeader(f *testing.F) {
 	for _, c := range headerCases(f) {
 		f.Add(c.data)
 	}
+	if b, err := os.ReadFile(samples + "messi5.jpg"); err == nil {
+		f.Add(b[:min(len(b), 2048)])
+	}
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x04, 0x38, 0x07, 0x80, 0x03})
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x07, 0x08, 0x00, 0x01, 0x00, 0x01})
+	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xFF, 0xFF})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := imagedecode.ReadHeader(b)
 		if err != nil {
@@ -189,6 +195,9 @@ func FuzzReadHeader(f *testing.F) {
 		}
 		if h.Width <= 0 || h.Height <= 0 || h.Format == "" {
 			t.Fatalf("header %+v from %d bytes", h, len(b))
+		}
+		if h.Format == imagedecode.JPEG && (h.Width > 65535 || h.Height > 65535) || h.Format == imagedecode.WebP && (h.Width > 1<<24 || h.Height > 1<<24) {
+			t.Fatalf("%s size %dx%d beyond what the format can hold", h.Format, h.Width, h.Height)
 		}
 	})
 }

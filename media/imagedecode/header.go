@@ -73,12 +73,12 @@ func describe(data []byte) string {
 		return "no data"
 	}
 	if len(data) >= 4 && (string(data[:4]) == "II*\x00" || string(data[:4]) == "MM\x00*") {
-		return "TIFF is not accepted (JPEG, PNG, BMP or WebP)"
+		return "TIFF"
 	}
 	if len(data) >= 6 && (string(data[:6]) == "GIF87a" || string(data[:6]) == "GIF89a") {
-		return "GIF is not accepted (JPEG, PNG, BMP or WebP)"
+		return "GIF"
 	}
-	return fmt.Sprintf("%d bytes are not JPEG, PNG, BMP or WebP", len(data))
+	return fmt.Sprintf("%d bytes of something else", len(data))
 }
 
 // jpegSize reads a JPEG's picture size from its first frame header (SOFn),

@@ -6,6 +6,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/imageflowcanvas/imageflow/media/imagedecode"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	pb "github.com/imageflowcanvas/imageflow/proto/processorv1"
 )
@@ -75,17 +76,12 @@ func RawToMat(format busv1.PixelFormat, width, height, stride int, data []byte) 
 	return m, nil
 }
 
-// DecodeToMat decodes a JPEG or PNG into a new BGR Mat.
+// DecodeToMat decodes a JPEG, PNG, BMP or WebP into a new BGR Mat, refusing
+// pictures whose header claims more than imagedecode.DefaultMaxPixels.
 func DecodeToMat(data []byte) (gocv.Mat, error) {
-	if len(data) == 0 {
-		return gocv.Mat{}, fmt.Errorf("%w: no data", ErrBadImage)
-	}
-	m, err := gocv.IMDecode(data, gocv.IMReadColor)
-	if err != nil || m.Empty() {
-		if err == nil {
-			m.Close()
-		}
-		return gocv.Mat{}, fmt.Errorf("%w: cannot decode %d bytes as JPEG or PNG", ErrBadImage, len(data))
+	m, _, err := imagedecode.Decode(data, imagedecode.Options{})
+	if err != nil {
+		return gocv.Mat{}, fmt.Errorf("%w: %v", ErrBadImage, err)
 	}
 	return m, nil
 }

@@ -1,59 +1,15 @@
 package batch
 
 import (
-	"os"
 	"strings"
 	"testing"
 
-	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
-
-const samples = "/usr/share/doc/opencv-doc/examples/data/"
-
-func TestJPEGSizeOnRealFiles(t *testing.T) {
-	for _, name := range []string{"messi5.jpg", "baboon.jpg", "fruits.jpg", "HappyFish.jpg", "starry_night.jpg"} {
-		b, err := os.ReadFile(samples + name)
-		if err != nil {
-			t.Skip(err)
-		}
-		m, _ := gocv.IMDecode(b, gocv.IMReadColor)
-		w, h, ok := jpegSize(b)
-		if !ok || w != m.Cols() || h != m.Rows() {
-			t.Errorf("%s: jpegSize %dx%d %v, decoded %dx%d", name, w, h, ok, m.Cols(), m.Rows())
-		}
-		m.Close()
-	}
-	png, _ := os.ReadFile(samples + "smarties.png")
-	if _, _, ok := jpegSize(png); ok {
-		t.Error("PNG taken for a JPEG")
-	}
-	m, _ := gocv.IMDecode(png, gocv.IMReadColor)
-	if w, h, ok := pngSize(png); !ok || w != m.Cols() || h != m.Rows() {
-		t.Errorf("pngSize %dx%d %v, decoded %dx%d", w, h, ok, m.Cols(), m.Rows())
-	}
-	m.Close()
-}
-
-func FuzzJPEGSize(f *testing.F) {
-	if b, err := os.ReadFile(samples + "messi5.jpg"); err == nil {
-		f.Add(b[:min(len(b), 2048)])
-	}
-	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, 0x04, 0x38, 0x07, 0x80, 0x03})
-	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x07, 0x08, 0x00, 0x01, 0x00, 0x01})
-	f.Add([]byte{0xFF, 0xD8, 0xFF, 0xFF, 0xFF})
-	f.Add([]byte("\xff\xd8\xff\xe0garbage"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		w, h, ok := jpegSize(b)
-		if ok && (w <= 0 || h <= 0 || w > 65535 || h > 65535) {
-			t.Fatalf("size %dx%d", w, h)
-		}
-	})
-}
 
 func TestReducedDecodeChoice(t *testing.T) {
 	reg := processors.NewRegistry()

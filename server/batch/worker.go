@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imageflowcanvas/imageflow/media/imagedecode"
 	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/blob"
@@ -426,36 +426,29 @@ func (w *worker) process(ctx context.Context, e *Execution, idx int, attempt int
 			return fail(true, "read upload: %v", err)
 		}
 	}
-	ct := http.DetectContentType(data)
-	if !strings.HasPrefix(ct, "image/") {
-		return fail(false, "not an image (content looks like %s)", ct)
+	// The header says the format and the size: a few compressed bytes can
+	// claim a gigapixel, refused here before OpenCV allocates it.
+	hdr, err := imagedecode.Check(data, imagedecode.Options{MaxPixels: m.cfg.MaxPixels})
+	if err != nil {
+		return fail(false, "%v", err)
 	}
+	ct := hdr.ContentType()
 	cp, err := w.pipeline(e)
 	if err != nil {
 		return fail(transient(err), "pipeline: %v", err)
 	}
-	flag, srcW, srcH := gocv.IMReadColor, 0, 0
-	jw, jh, isJPEG := jpegSize(data)
-	if isJPEG {
-		flag, _ = reducedDecode(cp.roots, jw, jh)
-		srcW, srcH = jw, jh
-	} else if pw, ph, ok := pngSize(data); ok {
-		srcW, srcH = pw, ph
+	reduce := 1
+	if hdr.Format == imagedecode.JPEG {
+		_, reduce = reducedDecode(cp.roots, hdr.Width, hdr.Height)
 	}
-	// A few compressed megabytes can claim a gigapixel: refuse before
-	// OpenCV allocates it.
-	if int64(srcW)*int64(srcH) > m.cfg.MaxPixels {
-		return fail(false, "picture is %dx%d, over the limit of %d pixels (MaxPixels)", srcW, srcH, m.cfg.MaxPixels)
-	}
-	img, err := gocv.IMDecode(data, flag)
-	if err != nil || img.Empty() {
-		if err == nil {
-			img.Close()
-		}
-		return fail(false, "corrupt image: %s could not be decoded", ct)
+	img, _, err := imagedecode.Decode(data, imagedecode.Options{MaxPixels: m.cfg.MaxPixels, Reduce: reduce})
+	if err != nil {
+		return fail(false, "%v", err)
 	}
 	defer img.Close()
-	if !isJPEG || flag == gocv.IMReadColor {
+	// Detections are reported in pixels of the uploaded picture.
+	srcW, srcH := hdr.Width, hdr.Height
+	if reduce == 1 {
 		srcW, srcH = img.Cols(), img.Rows()
 	}
 	res, runErr := cp.pl.Run(ctx, img)
