@@ -54,14 +54,21 @@ type child struct {
 
 func startChild(t *testing.T, dir string) *child {
 	t.Helper()
+	return startChildRun(t, dir, "^TestHelperProcess$", helperEnv)
+}
+
+// startChildRun runs the helper test named by run in a child process with
+// env set to dir, and waits until it serves.
+func startChildRun(t *testing.T, dir, run, env string) *child {
+	t.Helper()
 	_ = os.Remove(filepath.Join(dir, "addr"))
 	logf, err := os.OpenFile(filepath.Join(dir, "child.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+dir)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,12 +42,26 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	m.started = true
 	m.mu.Unlock()
+	// Listen for items JetStream gives up on before the consumer exists,
+	// so no advisory is missed.
+	dead := make(chan *nats.Msg, 64)
+	sub, err := m.cfg.Bus.Conn().ChanQueueSubscribe(maxDeliveriesAdvisory+"JOBS."+consumerName, "batch-dead-letters", dead)
+	if err != nil {
+		return fmt.Errorf("batch: max-deliveries advisory: %w", err)
+	}
+	m.wg.Add(1)
+	go m.deadLetters(sub, dead)
+	// Every delivery is an attempt: a transient failure naks (until
+	// MaxAttempts, then the file is recorded failed), a crash or kill just
+	// never acks. After MaxAttempts deliveries JetStream stops and sends the
+	// advisory, and the file is dead-lettered instead of crashing the
+	// process at every restart.
 	cons, err := m.js.CreateOrUpdateConsumer(ctx, "JOBS", jetstream.ConsumerConfig{
 		Durable:       consumerName,
 		FilterSubject: m.subj.Jobs("*"),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       m.cfg.AckWait,
-		MaxDeliver:    -1,
+		MaxDeliver:    m.cfg.MaxAttempts,
 		MaxAckPending: 4096,
 	})
 	if err != nil {
@@ -55,9 +70,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.resume(ctx); err != nil {
 		return err
 	}
+	g := &deliveryGate{}
 	for i := 0; i < m.cfg.Workers; i++ {
 		m.wg.Add(1)
-		go m.worker(cons)
+		go m.worker(cons, g)
 	}
 	if m.cfg.Retention > 0 {
 		m.wg.Add(1)
@@ -188,6 +204,7 @@ func (m *Manager) queued(ctx context.Context, id string) (uint64, error) {
 // time, so each worker compiles the executions it meets.
 type worker struct {
 	m         *Manager
+	gate      *deliveryGate
 	pipelines map[string]*compiled
 	order     []string
 }
@@ -200,15 +217,28 @@ type compiled struct {
 
 const maxCachedPipelines = 4
 
-func (m *Manager) worker(cons jetstream.Consumer) {
+// deliveryGate lets the workers of a process run items side by side, and a
+// suspect item (see suspect) alone.
+type deliveryGate struct {
+	sync.RWMutex
+	// retrying holds the stream sequences of items this process naked for a
+	// retry: their next delivery is expected, not suspect.
+	retrying sync.Map
+}
+
+func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
 	defer m.wg.Done()
-	w := &worker{m: m, pipelines: make(map[string]*compiled)}
+	w := &worker{m: m, gate: g, pipelines: make(map[string]*compiled)}
 	defer w.closeAll()
 	for m.ctx.Err() == nil {
-		fctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+		// Fetch under the shared side of the gate, so no new item is taken
+		// while a suspect runs alone.
+		g.RLock()
+		fctx, cancel := context.WithTimeout(m.ctx, 2*time.Second)
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
+			g.RUnlock()
 			if m.ctx.Err() != nil {
 				return
 			}
@@ -222,8 +252,30 @@ func (m *Manager) worker(cons jetstream.Consumer) {
 			}
 			continue
 		}
+		if g.suspect(msg) {
+			g.RUnlock()
+			g.Lock()
+			w.handle(msg)
+			g.Unlock()
+			continue
+		}
 		w.handle(msg)
+		g.RUnlock()
 	}
+}
+
+// suspect reports an item delivered before without this process asking for
+// a retry: the process that had it died or stopped while working on it,
+// perhaps because of it. A suspect runs with no other item in work, so if
+// it kills the process again only its own delivery count grows and the
+// files that happened to run beside it are not dead-lettered with it.
+func (g *deliveryGate) suspect(msg jetstream.Msg) bool {
+	md, err := msg.Metadata()
+	if err != nil || md.NumDelivered <= 1 {
+		return false
+	}
+	_, retried := g.retrying.LoadAndDelete(md.Sequence.Stream)
+	return !retried
 }
 
 func (w *worker) closeAll() {
@@ -358,40 +410,19 @@ func (w *worker) handle(msg jetstream.Msg) {
 		m.metrics.retries.Inc()
 		delay := time.Duration(1<<min(attempt-1, 6)) * 200 * time.Millisecond
 		m.log.Warn("file failed, retrying", "execution", e.ID, "index", idx, "attempt", attempt, "delay", delay, "error", out.file.Error)
+		if md, err := msg.Metadata(); err == nil {
+			w.gate.retrying.Store(md.Sequence.Stream, struct{}{})
+		}
 		_ = msg.NakWithDelay(delay)
 		m.publishFile(e, idx, busv1.FileState_FILE_STATE_PENDING, out.file.Error, 0)
 		return
 	}
 	out.file.Attempts = attempt
-	now := time.Now().UTC()
-	out.file.FinishedAt = &now
-	rec, changed, err := m.update(ctx, e.ID, func(x *Execution) bool {
-		if idx >= len(x.Files) || fileTerminal(x.Files[idx].State) {
-			return false
-		}
-		if x.State == StateCancelled && out.file.State != FileDone {
-			out.file.State, out.file.Error = FileCancelled, "execution cancelled"
-		}
-		f := &x.Files[idx]
-		f.State, f.Error, f.Attempts, f.DurationMS = out.file.State, out.file.Error, out.file.Attempts, out.file.DurationMS
-		f.Steps, f.Detections, f.Output, f.FinishedAt = out.file.Steps, out.file.Detections, out.file.Output, out.file.FinishedAt
-		return true
-	})
+	rec, changed, err := m.finishFile(ctx, e.ID, idx, out.file, time.Since(start))
 	if err != nil {
 		m.log.Error("record result", "execution", e.ID, "index", idx, "error", err)
 		_ = msg.NakWithDelay(time.Second)
 		return
-	}
-	if changed {
-		m.metrics.files.WithLabelValues(out.file.State).Inc()
-		m.metrics.fileDur.Observe(time.Since(start).Seconds())
-		fs := fileStateProto(rec.Files[idx].State)
-		m.publishFile(rec, idx, fs, rec.Files[idx].Error, time.Duration(rec.Files[idx].DurationMS*float64(time.Millisecond)))
-		if terminal(rec.State) && rec.State != StateCancelled {
-			m.metrics.executions.WithLabelValues(rec.State).Inc()
-			m.publishOverall(rec)
-			m.log.Info("execution finished", "execution", rec.ID, "state", rec.State, "done", rec.Done, "failed", rec.Failed)
-		}
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
 		// The item comes back; the record already says done, so the
@@ -403,6 +434,110 @@ func (w *worker) handle(msg jetstream.Msg) {
 		if changed {
 			m.purgeJobs(ctx, rec.ID)
 		}
+	}
+}
+
+// finishFile records a file's final outcome (unless it already has one),
+// counts it and tells the progress stream, and the execution's end when it
+// was the last file. changed is false when the record already had an outcome.
+func (m *Manager) finishFile(ctx context.Context, id string, idx int, file File, took time.Duration) (*Execution, bool, error) {
+	now := time.Now().UTC()
+	file.FinishedAt = &now
+	rec, changed, err := m.update(ctx, id, func(x *Execution) bool {
+		if idx >= len(x.Files) || fileTerminal(x.Files[idx].State) {
+			return false
+		}
+		if x.State == StateCancelled && file.State != FileDone {
+			file.State, file.Error = FileCancelled, "execution cancelled"
+		}
+		f := &x.Files[idx]
+		f.State, f.Error, f.Attempts, f.DurationMS = file.State, file.Error, file.Attempts, file.DurationMS
+		f.Steps, f.Detections, f.Output, f.FinishedAt = file.Steps, file.Detections, file.Output, file.FinishedAt
+		return true
+	})
+	if err != nil || !changed {
+		return rec, changed, err
+	}
+	m.metrics.files.WithLabelValues(file.State).Inc()
+	if took > 0 {
+		m.metrics.fileDur.Observe(took.Seconds())
+	}
+	fs := fileStateProto(rec.Files[idx].State)
+	m.publishFile(rec, idx, fs, rec.Files[idx].Error, time.Duration(rec.Files[idx].DurationMS*float64(time.Millisecond)))
+	if terminal(rec.State) && rec.State != StateCancelled {
+		m.metrics.executions.WithLabelValues(rec.State).Inc()
+		m.publishOverall(rec)
+		m.log.Info("execution finished", "execution", rec.ID, "state", rec.State, "done", rec.Done, "failed", rec.Failed)
+	}
+	return rec, true, nil
+}
+
+// maxDeliveriesAdvisory is the subject prefix of JetStream's advisory that a
+// consumer stopped delivering a message after MaxDeliver attempts; the
+// stream and consumer names follow.
+const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+
+// maxDeliveries is the part of the advisory the manager reads.
+type maxDeliveries struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// deadLetters records the items JetStream gave up on until the manager stops.
+func (m *Manager) deadLetters(sub *nats.Subscription, in <-chan *nats.Msg) {
+	defer m.wg.Done()
+	defer func() { _ = sub.Unsubscribe() }()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case msg := <-in:
+			var adv maxDeliveries
+			if err := json.Unmarshal(msg.Data, &adv); err != nil || adv.StreamSeq == 0 {
+				m.log.Warn("malformed max-deliveries advisory", "error", err)
+				continue
+			}
+			m.deadLetter(m.ctx, adv.StreamSeq, adv.Deliveries)
+		}
+	}
+}
+
+// deadLetter marks the file of the work item at seq failed with the reason
+// and removes the item, so its execution completes: an item that crashed
+// the process (or failed) on every delivery is not tried again.
+func (m *Manager) deadLetter(ctx context.Context, seq uint64, deliveries int) {
+	st, err := m.js.Stream(ctx, "JOBS")
+	if err != nil {
+		m.log.Error("dead-letter: jobs stream", "seq", seq, "error", err)
+		return
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		// Gone already: another node handled it, or its execution ended.
+		return
+	}
+	item := &busv1.JobItem{}
+	if err := proto.Unmarshal(raw.Data, item); err != nil || item.Execution == "" {
+		_ = st.DeleteMsg(ctx, seq)
+		return
+	}
+	idx := int(item.Index)
+	reason := fmt.Sprintf("dead-lettered after %d deliveries without a result: processing this file crashed or stopped the worker every time", deliveries)
+	m.log.Warn("work item dead-lettered", "execution", item.Execution, "index", idx, "deliveries", deliveries)
+	rec, changed, err := m.finishFile(ctx, item.Execution, idx, File{State: FileFailed, Error: reason, Attempts: deliveries}, 0)
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+		// Kept in the stream: the next start's resume finds the file open
+		// and the item queued; a later advisory may come again.
+		m.log.Error("dead-letter: record", "execution", item.Execution, "index", idx, "error", err)
+		return
+	}
+	if err := st.DeleteMsg(ctx, seq); err != nil {
+		m.log.Warn("dead-letter: remove item", "seq", seq, "error", err)
+	}
+	if changed && terminal(rec.State) {
+		m.purgeJobs(ctx, rec.ID)
 	}
 }
 
