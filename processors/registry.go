@@ -40,6 +40,10 @@ type Spec struct {
 	// Outputs says what the step produces: "image", "detections", "values".
 	Outputs []string `json:"outputs"`
 	New     Factory  `json:"-"`
+	// Check, when set, vets resolved parameters beyond their types when a
+	// pipeline is validated (that a named model file may be read, say),
+	// without building the processor.
+	Check func(Params) error `json:"-"`
 }
 
 // Params are a step's parameters after validation: every declared parameter

@@ -109,8 +109,11 @@ func (r *Registry) validateStep(s *busv1.Step) error {
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownProcessor, s.Processor)
 	}
-	_, err := spec.Resolve(s.GetParams().AsMap())
-	return err
+	params, err := spec.Resolve(s.GetParams().AsMap())
+	if err != nil || spec.Check == nil {
+		return err
+	}
+	return spec.Check(params)
 }
 
 // TopoOrder returns the step indexes in an order where every step comes after

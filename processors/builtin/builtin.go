@@ -13,6 +13,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -26,14 +27,28 @@ var (
 	ErrConfig = errors.New("bad processor configuration")
 )
 
-// Register adds every built-in processor to r.
-func Register(r *processors.Registry) {
+// Register adds every built-in processor to r. Without WithModels, detect
+// reads no models and only OpenCV's shipped cascades.
+func Register(r *processors.Registry, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	r.Register(ResizeSpec())
 	r.Register(FilterSpec())
 	r.Register(MotionSpec())
-	r.Register(DetectSpec())
+	r.Register(DetectSpecIn(o.files))
 	r.Register(OverlaySpec())
 }
+
+// Option tunes Register.
+type Option func(*options)
+
+type options struct{ files *modelfiles.Dir }
+
+// WithModels makes detect read its model, classes and cascade files
+// through files (see package modelfiles).
+func WithModels(files *modelfiles.Dir) Option { return func(o *options) { o.files = files } }
 
 // checkBGR rejects pictures the processors cannot work on; a clear error is
 // better than an OpenCV assertion aborting the process.

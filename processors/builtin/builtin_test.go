@@ -5,11 +5,13 @@ import (
 	"errors"
 	"image"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 )
 
 const (
@@ -376,7 +378,9 @@ func TestHaarFindsMessisFace(t *testing.T) {
 }
 
 func TestDetectBadCascade(t *testing.T) {
-	spec := DetectSpec()
+	// The picture's directory is the models directory, so the second case
+	// is a readable file that is no cascade.
+	spec := DetectSpecIn(modelfiles.New(filepath.Dir(messiPath)))
 	for _, path := range []string{"/nonexistent/cascade.xml", messiPath} {
 		params, err := spec.Resolve(map[string]any{"backend": "haar", "cascade": path})
 		if err != nil {

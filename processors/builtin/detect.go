@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"os"
 
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
@@ -39,9 +39,14 @@ const maxRegionUpscale = 4
 // HOG's detection window: a region is grown to at least this size.
 const hogWinW, hogWinH = 64, 128
 
-// DetectSpec describes the detect processor: its own parameters followed by
-// those of the YOLO backends (package yolo) it does not already have.
-func DetectSpec() processors.Spec {
+// DetectSpec describes the detect processor reading files only from
+// OpenCV's shipped cascades (no models directory); see DetectSpecIn.
+func DetectSpec() processors.Spec { return DetectSpecIn(nil) }
+
+// DetectSpecIn describes the detect processor: its own parameters followed
+// by those of the YOLO backends (package yolo) it does not already have.
+// Its model, classes and cascade files are read through files only.
+func DetectSpecIn(files *modelfiles.Dir) processors.Spec {
 	s := processors.Spec{
 		Name: "detect",
 		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"), " +
@@ -69,13 +74,14 @@ func DetectSpec() processors.Spec {
 			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton, and boxes from different regions with regions=motion: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
 			{Name: "tight_boxes", Type: processors.ParamBool, Description: "hog: shrink each box to the person inside the detection window (OpenCV's peopledetect sample does the same), for neater boxes.", Default: false},
 			// Haar.
-			{Name: "cascade", Type: processors.ParamString, Description: "haar: path of the cascade XML file.", Default: DefaultCascade},
+			{Name: "cascade", Type: processors.ParamString, Description: "haar: cascade XML file, relative to models_dir, or one of OpenCV's shipped cascades by name (haarcascade_frontalface_default.xml) or path.", Default: DefaultCascade},
 			{Name: "scale_factor", Type: processors.ParamFloat, Description: "haar: ratio between pyramid levels.", Default: 1.1, Min: processors.Range(1.01), Max: processors.Range(2)},
 			{Name: "min_neighbors", Type: processors.ParamInt, Description: "haar: overlapping hits a face needs; more is stricter.", Default: int64(5), Min: processors.Range(0), Max: processors.Range(100)},
 			{Name: "min_size", Type: processors.ParamInt, Description: "haar: smallest face side in pixels.", Default: int64(24), Min: processors.Range(1), Max: processors.Range(4096)},
 		},
 		Outputs: []string{"detections"},
-		New:     NewDetect,
+		New:     func(p processors.Params) (processors.Processor, error) { return newDetect(p, files) },
+		Check:   func(p processors.Params) error { return checkDetectFiles(p, files) },
 	}
 	have := make(map[string]bool, len(s.Params))
 	for _, p := range s.Params {
@@ -123,9 +129,35 @@ type Detect struct {
 	bounds     image.Rectangle
 }
 
-// NewDetect builds a detect processor from validated parameters; it loads the
-// HOG SVM or the cascade now so a bad path fails at compile time, not per frame.
-func NewDetect(p processors.Params) (processors.Processor, error) {
+// checkDetectFiles checks, when a pipeline is saved, that the files the
+// chosen backend reads are allowed, so a bad name is refused then, not
+// when the pipeline first runs.
+func checkDetectFiles(p processors.Params, files *modelfiles.Dir) error {
+	switch p.String("backend") {
+	case "haar":
+		if err := files.Check(p.String("cascade"), modelfiles.MaxCascadeBytes); err != nil {
+			return fmt.Errorf("%w \"cascade\": %v", processors.ErrBadParam, err)
+		}
+	case "onnx":
+		if err := files.Check(p.String("model"), modelfiles.MaxModelBytes); err != nil {
+			return fmt.Errorf("%w \"model\": %v", processors.ErrBadParam, err)
+		}
+		fallthrough
+	case "triton":
+		if _, err := yolo.ParseClasses(p.String("classes"), files); err != nil {
+			return fmt.Errorf("%w \"classes\": %v", processors.ErrBadParam, err)
+		}
+	}
+	return nil
+}
+
+// NewDetect builds a detect processor from validated parameters, with no
+// models directory; see DetectSpecIn.
+func NewDetect(p processors.Params) (processors.Processor, error) { return newDetect(p, nil) }
+
+// newDetect loads the HOG SVM or the cascade now so a bad file fails at
+// compile time, not per frame.
+func newDetect(p processors.Params, files *modelfiles.Dir) (processors.Processor, error) {
 	d := &Detect{
 		backend:     p.String("backend"),
 		gated:       p.String("gate") == GateOnlyIfMotion,
@@ -182,14 +214,13 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 		}
 		d.scaleF, d.minNb, d.minSize = p.Float("scale_factor"), p.Int("min_neighbors"), p.Int("min_size")
 		d.winW, d.winH = d.minSize, d.minSize
-		path := p.String("cascade")
-		// A missing file would only give "cannot load"; stat first for the
-		// operating system's reason.
-		if _, err := os.Stat(path); err != nil {
+		name := p.String("cascade")
+		xml, err := files.ReadFile(name, modelfiles.MaxCascadeBytes)
+		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("%w: haar cascade: %v", ErrConfig, err)
 		}
-		c, err := newCascadeDetector(path)
+		c, err := newCascadeDetector(name, xml)
 		if err != nil {
 			d.Close()
 			return nil, err
@@ -206,7 +237,7 @@ func NewDetect(p processors.Params) (processors.Processor, error) {
 		if d.backend == "triton" {
 			newBackend = yolo.NewTriton
 		}
-		inner, err := newBackend(p)
+		inner, err := newBackend(p, files)
 		if err != nil {
 			d.Close()
 			return nil, err

@@ -1,5 +1,7 @@
 #include <opencv2/dnn.hpp>
+#include <string>
 #include <vector>
+#include <opencv2/core/persistence.hpp>
 #include <opencv2/objdetect.hpp>
 #include "objdetect.h"
 
@@ -51,11 +53,13 @@ int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
     return n;
 }
 
-void* ifc_cascade_new(const char* path) {
+void* ifc_cascade_new(const char* xml, int len) {
     cv::CascadeClassifier* c = nullptr;
     try {
+        cv::FileStorage fs(std::string(xml, len), cv::FileStorage::READ | cv::FileStorage::MEMORY);
+        if (!fs.isOpened()) return nullptr;
         c = new cv::CascadeClassifier();
-        if (c->load(path) && !c->empty()) return c;
+        if (c->read(fs.getFirstTopLevelNode()) && !c->empty()) return c;
     } catch (...) {
     }
     delete c;

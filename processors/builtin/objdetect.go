@@ -75,12 +75,14 @@ type cascadeDetector struct {
 	neighbors [maxBoxes]C.int
 }
 
-func newCascadeDetector(path string) (*cascadeDetector, error) {
-	cs := C.CString(path)
-	defer C.free(unsafe.Pointer(cs))
-	p := C.ifc_cascade_new(cs)
+// newCascadeDetector loads a cascade from its XML; name is for errors.
+func newCascadeDetector(name string, xml []byte) (*cascadeDetector, error) {
+	if len(xml) == 0 {
+		return nil, fmt.Errorf("%w: %q is empty", ErrConfig, name)
+	}
+	p := C.ifc_cascade_new((*C.char)(unsafe.Pointer(&xml[0])), C.int(len(xml)))
 	if p == nil {
-		return nil, fmt.Errorf("%w: %q is not a cascade file OpenCV can load", ErrConfig, path)
+		return nil, fmt.Errorf("%w: %q is not a cascade file OpenCV can load", ErrConfig, name)
 	}
 	return &cascadeDetector{p: p}, nil
 }

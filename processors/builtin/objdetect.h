@@ -19,8 +19,10 @@ int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
                    float min_score, float nms_threshold, int* boxes,
                    float* scores, int max);
 
-// ifc_cascade_new loads a cascade file; NULL when it cannot.
-void* ifc_cascade_new(const char* path);
+// ifc_cascade_new loads a cascade from the len bytes of XML at xml (the
+// caller reads the file, so it decides which files may be read); NULL when
+// it cannot.
+void* ifc_cascade_new(const char* xml, int len);
 void ifc_cascade_close(void* cascade);
 
 // ifc_cascade_detect runs the cascade on gray (a cv::Mat*, 8-bit single

@@ -10,6 +10,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 )
 
@@ -31,7 +32,8 @@ func TestDetectONNXBackend(t *testing.T) {
 	img := gocv.NewMatWithSize(640, 640, gocv.MatTypeCV8UC3)
 	defer img.Close()
 
-	r := newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "onnx", "model": model, "classes": "walker,dog", "layout": "v8"}))
+	spec := DetectSpecIn(modelfiles.New(filepath.Dir(model)))
+	r := newRunner(t, build(t, spec, map[string]any{"backend": "onnx", "model": model, "classes": "walker,dog", "layout": "v8"}))
 	got := r.run(t, img)
 	if len(got.Detections) != 2 {
 		t.Fatalf("detections %v", got.Detections)
@@ -43,7 +45,7 @@ func TestDetectONNXBackend(t *testing.T) {
 
 	// label overrides the class names, max_detections keeps the first, the
 	// gate skips the model without motion.
-	r = newRunner(t, build(t, DetectSpec(), map[string]any{"backend": "onnx", "model": model, "label": "thing", "max_detections": 1, "gate": GateOnlyIfMotion, "layout": "v8"}))
+	r = newRunner(t, build(t, spec, map[string]any{"backend": "onnx", "model": model, "label": "thing", "max_detections": 1, "gate": GateOnlyIfMotion, "layout": "v8"}))
 	r.in.Values = map[string]string{"motion": "true"}
 	got = r.run(t, img)
 	if len(got.Detections) != 1 || got.Detections[0].Label != "thing" {
@@ -54,8 +56,9 @@ func TestDetectONNXBackend(t *testing.T) {
 		t.Fatalf("gated onnx ran: %v", got.Detections)
 	}
 
-	spec := DetectSpec()
-	params, _ := spec.Resolve(map[string]any{"backend": "onnx", "model": filepath.Join(t.TempDir(), "missing.onnx")})
+	missing := t.TempDir()
+	spec = DetectSpecIn(modelfiles.New(missing))
+	params, _ := spec.Resolve(map[string]any{"backend": "onnx", "model": filepath.Join(missing, "missing.onnx")})
 	if _, err := spec.New(params); err == nil || !strings.Contains(err.Error(), "missing.onnx") {
 		t.Fatalf("missing model: %v", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 	pb "github.com/imageflowcanvas/imageflow/proto/kservev2"
@@ -89,13 +90,13 @@ func TestTritonMatchesONNX(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		onnx, err := yolo.NewONNX(local)
+		onnx, err := yolo.NewONNX(local, modelfiles.New(dir))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer onnx.Close()
 		remote, _ := spec.Resolve(map[string]any{"url": s.ListenAddr().String(), "model_name": name, "classes": "a,b,c", "timeout": "5s"})
-		tri, err := yolo.NewTriton(remote)
+		tri, err := yolo.NewTriton(remote, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +120,7 @@ func TestTritonMatchesONNX(t *testing.T) {
 	}
 	// An unknown model fails with the server's NotFound in the message.
 	remote, _ := spec.Resolve(map[string]any{"url": s.ListenAddr().String(), "model_name": "nope"})
-	tri, _ := yolo.NewTriton(remote)
+	tri, _ := yolo.NewTriton(remote, nil)
 	defer tri.Close()
 	var out processors.Output
 	err := tri.Process(context.Background(), &processors.Input{Image: img}, &out)
@@ -299,7 +300,7 @@ func TestTritonServerRestart(t *testing.T) {
 	addr := s.ListenAddr().String()
 	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
 	params, _ := spec.Resolve(map[string]any{"url": addr, "model_name": "yolo", "classes": "a,b,c", "timeout": "1s"})
-	tri, err := yolo.NewTriton(params)
+	tri, err := yolo.NewTriton(params, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +355,7 @@ func BenchmarkDetectONNX(b *testing.B) {
 	dir := benchRepo(b)
 	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
 	params, _ := spec.Resolve(map[string]any{"model": filepath.Join(dir, "yolo", "1", "model.onnx"), "classes": "a,b,c"})
-	p, err := yolo.NewONNX(params)
+	p, err := yolo.NewONNX(params, modelfiles.New(dir))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -371,7 +372,7 @@ func BenchmarkDetectTriton(b *testing.B) {
 	defer s.Close()
 	spec := processors.Spec{Name: "detect", Params: yolo.ParamSpecs()}
 	params, _ := spec.Resolve(map[string]any{"url": s.ListenAddr().String(), "model_name": "yolo", "classes": "a,b,c"})
-	p, err := yolo.NewTriton(params)
+	p, err := yolo.NewTriton(params, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

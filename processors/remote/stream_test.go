@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -51,7 +52,7 @@ func newDetectPipeline(t testing.TB) *detectPipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	det, err := yolo.NewONNX(params)
+	det, err := yolo.NewONNX(params, modelfiles.New(filepath.Dir(path)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,11 @@
 package yolo
 
 import (
-	"bufio"
 	"fmt"
-	"os"
+	"path"
 	"strings"
+
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 )
 
 // COCO80 are the class names of the 80-class COCO models that YOLOv5/v8 ship
@@ -24,18 +25,19 @@ var COCO80 = []string{
 	"toothbrush",
 }
 
-// ParseClasses turns the classes parameter into names: empty means COCO80; a
-// value without a comma that names an existing file is read one name a line
-// (blank lines skipped); anything else is a comma-separated list.
-func ParseClasses(v string) ([]string, error) {
+// ParseClasses turns the classes parameter into names: empty means COCO80;
+// a value without a comma that looks like a file name (it has a slash, or
+// ends in .txt, .names or .labels) is a file of one name a line (blank
+// lines skipped) read through files, so only inside models_dir; anything
+// else is a comma-separated list (one name without a comma is a list of
+// one).
+func ParseClasses(v string, files *modelfiles.Dir) ([]string, error) {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return COCO80, nil
 	}
-	if !strings.Contains(v, ",") {
-		if st, err := os.Stat(v); err == nil && !st.IsDir() {
-			return readClassFile(v)
-		}
+	if !strings.Contains(v, ",") && isFileName(v) {
+		return readClassFile(v, files)
 	}
 	parts := strings.Split(v, ",")
 	out := make([]string, 0, len(parts))
@@ -45,24 +47,30 @@ func ParseClasses(v string) ([]string, error) {
 	return out, nil
 }
 
-func readClassFile(path string) ([]string, error) {
-	f, err := os.Open(path)
+func isFileName(v string) bool {
+	if strings.ContainsRune(v, '/') {
+		return true
+	}
+	switch strings.ToLower(path.Ext(v)) {
+	case ".txt", ".names", ".labels":
+		return true
+	}
+	return false
+}
+
+func readClassFile(name string, files *modelfiles.Dir) ([]string, error) {
+	b, err := files.ReadFile(name, modelfiles.MaxClassesBytes)
 	if err != nil {
 		return nil, fmt.Errorf("yolo: classes: %w", err)
 	}
-	defer f.Close()
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
+	for _, line := range strings.Split(string(b), "\n") {
+		if s := strings.TrimSpace(line); s != "" {
 			out = append(out, s)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("yolo: classes %s: %w", path, err)
-	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("yolo: classes file %s is empty", path)
+		return nil, fmt.Errorf("yolo: classes file %q is empty", name)
 	}
 	return out, nil
 }

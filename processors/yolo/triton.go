@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	pb "github.com/imageflowcanvas/imageflow/proto/kservev2"
 )
 
@@ -50,12 +51,13 @@ type Triton struct {
 
 // NewTriton makes the triton backend: params url and model_name name the
 // server and model; the connection is made lazily.
-func NewTriton(params processors.Params) (processors.Processor, error) {
-	return newTriton(params)
+// A classes file is read through files.
+func NewTriton(params processors.Params, files *modelfiles.Dir) (processors.Processor, error) {
+	return newTriton(params, files)
 }
 
-func newTriton(params processors.Params) (*Triton, error) {
-	o, err := parseOptions(params)
+func newTriton(params processors.Params, files *modelfiles.Dir) (*Triton, error) {
+	o, err := parseOptions(params, files)
 	if err != nil {
 		return nil, err
 	}

@@ -9,11 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/cvdnn"
 )
 
@@ -24,11 +24,11 @@ var ErrModel = errors.New("yolo: model")
 // offers them for its onnx and triton backends.
 func ParamSpecs() []processors.ParamSpec {
 	return []processors.ParamSpec{
-		{Name: "model", Type: processors.ParamString, Description: "ONNX model file (onnx backend)"},
+		{Name: "model", Type: processors.ParamString, Description: "ONNX model file, relative to models_dir (onnx backend)"},
 		{Name: "input_size", Type: processors.ParamInt, Default: int64(640), Min: processors.Range(32), Max: processors.Range(4096),
 			Description: "square model input side in pixels; images are letterboxed to it"},
 		{Name: "classes", Type: processors.ParamString, Default: "",
-			Description: "class names: comma list, a file with one name a line, or empty for COCO-80"},
+			Description: "class names: comma list, a file in models_dir with one name a line (a name with a slash or ending in .txt, .names or .labels), or empty for COCO-80"},
 		{Name: "conf_threshold", Type: processors.ParamFloat, Default: 0.25, Min: processors.Range(0), Max: processors.Range(1),
 			Description: "minimum confidence of a detection"},
 		{Name: "nms_threshold", Type: processors.ParamFloat, Default: 0.45, Min: processors.Range(0), Max: processors.Range(1),
@@ -51,7 +51,7 @@ type options struct {
 	timeout time.Duration
 }
 
-func parseOptions(p processors.Params) (options, error) {
+func parseOptions(p processors.Params, files *modelfiles.Dir) (options, error) {
 	o := options{size: p.Int("input_size")}
 	if o.size == 0 {
 		o.size = 640
@@ -59,7 +59,7 @@ func parseOptions(p processors.Params) (options, error) {
 	if o.size < 32 || o.size > 4096 {
 		return o, fmt.Errorf("%w \"input_size\": %d out of 32..4096", processors.ErrBadParam, o.size)
 	}
-	classes, err := ParseClasses(p.String("classes"))
+	classes, err := ParseClasses(p.String("classes"), files)
 	if err != nil {
 		return o, fmt.Errorf("%w \"classes\": %v", processors.ErrBadParam, err)
 	}
@@ -98,15 +98,16 @@ type ONNX struct {
 	shape []int64
 }
 
-// NewONNX loads the model named by params["model"] and runs it once on a
+// NewONNX loads the model named by params["model"] (read through files, so
+// from models_dir, at most modelfiles.MaxModelBytes) and runs it once on a
 // blank picture, so a model OpenCV cannot run at input_size fails here, not
 // on the first frame.
-func NewONNX(params processors.Params) (processors.Processor, error) {
-	return newONNX(params)
+func NewONNX(params processors.Params, files *modelfiles.Dir) (processors.Processor, error) {
+	return newONNX(params, files)
 }
 
-func newONNX(params processors.Params) (*ONNX, error) {
-	o, err := parseOptions(params)
+func newONNX(params processors.Params, files *modelfiles.Dir) (*ONNX, error) {
+	o, err := parseOptions(params, files)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +115,7 @@ func newONNX(params processors.Params) (*ONNX, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w \"model\": an ONNX file is required", processors.ErrBadParam)
 	}
-	buf, err := os.ReadFile(path)
+	buf, err := files.ReadFile(path, modelfiles.MaxModelBytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrModel, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
@@ -76,11 +77,12 @@ func TestONNXDetects(t *testing.T) {
 	}{{"v8", false, "auto"}, {"v5", true, "auto"}, {"v8-explicit", false, "v8"}, {"v5-explicit", true, "v5"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := processors.Spec{Name: "yolo", Params: ParamSpecs()}
-			params, err := spec.Resolve(map[string]any{"model": writeModel(t, tc.v5), "classes": "person, bike,car", "layout": tc.layout})
+			model := writeModel(t, tc.v5)
+			params, err := spec.Resolve(map[string]any{"model": model, "classes": "person, bike,car", "layout": tc.layout})
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := NewONNX(params)
+			p, err := NewONNX(params, modelfiles.New(filepath.Dir(model)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,21 +103,23 @@ func TestONNXDetects(t *testing.T) {
 func TestONNXErrors(t *testing.T) {
 	spec := processors.Spec{Name: "yolo", Params: ParamSpecs()}
 	params, _ := spec.Resolve(nil)
-	if _, err := NewONNX(params); !errors.Is(err, processors.ErrBadParam) {
+	if _, err := NewONNX(params, nil); !errors.Is(err, processors.ErrBadParam) {
 		t.Errorf("no model: %v, want ErrBadParam", err)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.onnx")
 	os.WriteFile(bad, []byte("not a model"), 0o644)
 	params, _ = spec.Resolve(map[string]any{"model": bad})
-	if _, err := NewONNX(params); !errors.Is(err, ErrModel) {
+	if _, err := NewONNX(params, modelfiles.New(filepath.Dir(bad))); !errors.Is(err, ErrModel) {
 		t.Errorf("garbage model: %v, want ErrModel", err)
 	}
-	params, _ = spec.Resolve(map[string]any{"model": writeModel(t, false), "timeout": "soon"})
-	if _, err := NewONNX(params); !errors.Is(err, processors.ErrBadParam) {
+	model := writeModel(t, false)
+	files := modelfiles.New(filepath.Dir(model))
+	params, _ = spec.Resolve(map[string]any{"model": model, "timeout": "soon"})
+	if _, err := NewONNX(params, files); !errors.Is(err, processors.ErrBadParam) {
 		t.Errorf("bad timeout: %v, want ErrBadParam", err)
 	}
-	params, _ = spec.Resolve(map[string]any{"model": writeModel(t, false)})
-	p, err := NewONNX(params)
+	params, _ = spec.Resolve(map[string]any{"model": model})
+	p, err := NewONNX(params, files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,23 +228,23 @@ func TestDecodeBadShapes(t *testing.T) {
 }
 
 func TestParseClasses(t *testing.T) {
-	c, _ := ParseClasses("")
+	c, _ := ParseClasses("", nil)
 	if len(c) != 80 || c[0] != "person" || c[79] != "toothbrush" {
 		t.Errorf("default classes %d %v", len(c), c[:2])
 	}
-	c, _ = ParseClasses(" a, b ,c")
+	c, _ = ParseClasses(" a, b ,c", nil)
 	if len(c) != 3 || c[1] != "b" {
 		t.Errorf("comma list %q", c)
 	}
 	path := filepath.Join(t.TempDir(), "names.txt")
 	os.WriteFile(path, []byte("cat\n\ndog\n"), 0o644)
-	c, err := ParseClasses(path)
+	c, err := ParseClasses(path, modelfiles.New(filepath.Dir(path)))
 	if err != nil || len(c) != 2 || c[1] != "dog" {
 		t.Errorf("file %q %v", c, err)
 	}
 	const coco = "/usr/share/doc/opencv-doc/examples/data/dnn/object_detection_classes_coco.txt"
 	if _, err := os.Stat(coco); err == nil {
-		c, err := ParseClasses(coco)
+		c, err := ParseClasses(coco, modelfiles.New(filepath.Dir(coco)))
 		if err != nil || len(c) < 80 || c[0] != "person" {
 			t.Errorf("opencv coco file: %d %v", len(c), err)
 		}
