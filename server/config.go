@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -103,6 +104,10 @@ type Config struct {
 	DetectFPS float64 `yaml:"detect_fps"`
 	// DetectWidth is the width frames are scaled to for processing.
 	DetectWidth int `yaml:"detect_width"`
+	// ModelsDir is the only directory pipeline steps read model, class-list
+	// and cascade files from (besides OpenCV's shipped cascades); empty
+	// means <data>/models.
+	ModelsDir string `yaml:"models_dir"`
 	// Demo creates the demo camera and pipeline on first start.
 	Demo bool `yaml:"demo"`
 	// LogLevel is debug, info, warn or error.
@@ -117,6 +122,15 @@ type Config struct {
 	// resolution; unset means netpolicy.DefaultDeny (link-local and cloud
 	// metadata hosts), an empty list allows every host.
 	DenyHosts []string `yaml:"deny_hosts"`
+}
+
+// ModelsPath is where pipeline steps read model files: ModelsDir, or
+// <data>/models when it is empty.
+func (c *Config) ModelsPath() string {
+	if c.ModelsDir != "" {
+		return c.ModelsDir
+	}
+	return filepath.Join(c.DataDir, "models")
 }
 
 // Defaults is what a newcomer gets with no configuration at all.

@@ -105,7 +105,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	if s.Registry == nil {
 		s.Registry = processors.NewRegistry()
-		registerBuiltins(s.Registry)
+		registerBuiltins(s.Registry, s.Config.ModelsPath())
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.errc = make(chan error, 4)

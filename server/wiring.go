@@ -19,6 +19,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	"github.com/imageflowcanvas/imageflow/processors/framesource"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
@@ -26,8 +27,11 @@ import (
 // This file is where concrete adapters and processors are wired in: the only
 // place besides cmd/ that names them.
 
-// registerBuiltins adds the built-in processors.
-func registerBuiltins(r *processors.Registry) { builtin.Register(r) }
+// registerBuiltins adds the built-in processors, reading model files only
+// from modelsDir.
+func registerBuiltins(r *processors.Registry, modelsDir string) {
+	builtin.Register(r, builtin.WithModels(modelfiles.New(modelsDir)))
+}
 
 // remoteFactory builds the client of a grpc://host:port pipeline step; its
 // failed attempts are counted per address.

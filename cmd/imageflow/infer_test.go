@@ -29,7 +29,10 @@ func TestTritonBackendAgainstInferServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo := t.TempDir()
+	// The repository is the server's default models_dir, <data>/models:
+	// the onnx backend reads models only from there.
+	dataDir := t.TempDir()
+	repo := filepath.Join(dataDir, "models")
 	dir := filepath.Join(repo, "people", "1")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -57,7 +60,7 @@ func TestTritonBackendAgainstInferServe(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	_, li, _ := startBinary(t, t.TempDir())
+	_, li, _ := startBinary(t, dataDir)
 	postPipelines(t, li.HTTP,
 		`{"id":"onnx","steps":[{"id":"d","processor":"detect","params":{"backend":"onnx","model":"`+modelPath+`","classes":"person,bike,car","layout":"v8"}}]}`,
 		`{"id":"triton","steps":[{"id":"d","processor":"detect","params":{"backend":"triton","url":"`+inferAddr+`","model_name":"people","classes":"person,bike,car","layout":"v8"}}]}`,

@@ -8,6 +8,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	"github.com/imageflowcanvas/imageflow/processors/kserve"
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 )
 
@@ -20,16 +21,17 @@ func init() {
 // processor as a standalone gRPC Processor service (one per K3s pod).
 func processorCmd(ctx context.Context, args []string) error {
 	if len(args) < 1 || args[0] != "serve" {
-		return fmt.Errorf("usage: imageflow processor serve [--listen :50052] <name>")
+		return fmt.Errorf("usage: imageflow processor serve [--listen :50052] [--models DIR] <name>")
 	}
 	fs := flag.NewFlagSet("processor serve", flag.ContinueOnError)
 	addr := fs.String("listen", ":50052", "gRPC address")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	models := fs.String("models", "", "the only directory model, class-list and cascade files are read from (none when empty)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	reg := processors.NewRegistry()
-	builtin.Register(reg)
+	builtin.Register(reg, builtin.WithModels(modelfiles.New(*models)))
 	if fs.NArg() != 1 {
 		names := ""
 		for _, s := range reg.Specs() {

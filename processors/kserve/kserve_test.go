@@ -412,3 +412,23 @@ func benchDetect(b *testing.B, p processors.Processor) {
 	b.ReportMetric(pct(0.5), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
+
+// TestRepoReadsOnlyInside: a model file that is a symbolic link out of the
+// repository, or a device, is refused (it used to be read whole: /dev/zero
+// until memory ran out).
+func TestRepoReadsOnlyInside(t *testing.T) {
+	for _, target := range []string{"/dev/zero", "/etc/passwd"} {
+		dir := repo(t)
+		os.MkdirAll(filepath.Join(dir, "evil", "1"), 0o755)
+		if err := os.Symlink(target, filepath.Join(dir, "evil", "1", "model.onnx")); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadRepo(dir)
+		if !errors.Is(err, modelfiles.ErrNotAllowed) {
+			t.Errorf("model linked to %s: %v, want ErrNotAllowed", target, err)
+		}
+	}
+	if _, err := loadRepo("zero=/dev/zero"); !errors.Is(err, modelfiles.ErrNotAllowed) {
+		t.Errorf("zero=/dev/zero: %v, want ErrNotAllowed", err)
+	}
+}

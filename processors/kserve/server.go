@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/cvdnn"
 	pb "github.com/imageflowcanvas/imageflow/proto/kservev2"
 )
@@ -155,8 +156,14 @@ func RunInferServer(ctx context.Context, addr, modelRepo string, logger *slog.Lo
 	return serveErr
 }
 
+// loadRepo loads the models of a repository directory, or of a name=path
+// list. Files are read through modelfiles: from inside the repository
+// (symbolic links may not lead out), regular files only, at most
+// modelfiles.MaxModelBytes each.
 func loadRepo(repo string) (map[string]*model, error) {
 	paths := map[string]string{}
+	files := map[string]*modelfiles.Dir{}
+	rels := map[string]string{} // the file's name inside files[name]
 	if strings.Contains(repo, "=") {
 		for _, item := range strings.Split(repo, ",") {
 			name, path, ok := strings.Cut(strings.TrimSpace(item), "=")
@@ -164,8 +171,10 @@ func loadRepo(repo string) (map[string]*model, error) {
 				return nil, fmt.Errorf("kserve: model %q: want name=path.onnx", item)
 			}
 			paths[name] = path
+			files[name], rels[name] = modelfiles.New(filepath.Dir(path)), filepath.Base(path)
 		}
 	} else {
+		repoFiles := modelfiles.New(repo)
 		entries, err := os.ReadDir(repo)
 		if err != nil {
 			return nil, fmt.Errorf("kserve: model repository: %w", err)
@@ -176,12 +185,13 @@ func loadRepo(repo string) (map[string]*model, error) {
 			}
 			if v := latestVersion(filepath.Join(repo, e.Name())); v != "" {
 				paths[e.Name()] = filepath.Join(repo, e.Name(), v, "model.onnx")
+				files[e.Name()], rels[e.Name()] = repoFiles, filepath.Join(e.Name(), v, "model.onnx")
 			}
 		}
 	}
 	models := map[string]*model{}
 	for name, path := range paths {
-		m, err := loadModel(name, path)
+		m, err := loadModel(name, path, files[name], rels[name])
 		if err != nil {
 			for _, m := range models {
 				m.net.Close()
@@ -218,8 +228,8 @@ func latestVersion(dir string) string {
 	return strconv.Itoa(best)
 }
 
-func loadModel(name, path string) (*model, error) {
-	buf, err := os.ReadFile(path)
+func loadModel(name, path string, files *modelfiles.Dir, rel string) (*model, error) {
+	buf, err := files.ReadFile(rel, modelfiles.MaxModelBytes)
 	if err != nil {
 		return nil, fmt.Errorf("kserve: model %s: %w", name, err)
 	}
