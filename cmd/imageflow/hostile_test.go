@@ -218,9 +218,11 @@ func TestHostileModelPaths(t *testing.T) {
 	dataDir := t.TempDir()
 	cmd, li, logs := startBinary(t, dataDir)
 	_, peak0 := procMemory(t, cmd.Process.Pid)
+	n := 0
 	post := func(params string) errorAnswer {
 		t.Helper()
-		body := `{"id":"evil","steps":[{"id":"det","processor":"detect","params":` + params + `}]}`
+		n++
+		body := `{"id":"evil` + strconv.Itoa(n) + `","steps":[{"id":"det","processor":"detect","params":` + params + `}]}`
 		resp, err := http.Post("http://"+li.HTTP+"/api/v1/pipelines", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatalf("server not answering: %v\n%s", err, logs.String())
