@@ -298,7 +298,8 @@ func (m *Manager) resultsZip(c *fiber.Ctx) error {
 			_ = bw.Flush()
 		}()
 		rec, _ := json.MarshalIndent(e, "", "  ")
-		if w, err := zw.Create("execution.json"); err == nil {
+		// Dated when the record was read; Create would leave 1980.
+		if w, err := zw.CreateHeader(&zip.FileHeader{Name: "execution.json", Method: zip.Deflate, Modified: time.Now()}); err == nil {
 			_, _ = w.Write(rec)
 		}
 		for i := range e.Files {
