@@ -104,6 +104,18 @@ func (r *runner) try(img gocv.Mat) error {
 	return r.p.Process(context.Background(), &r.in, &r.out)
 }
 
+// TestResizeRefusesHugeOutput: a 1-pixel-wide picture (allowed by the
+// decoder's cap) scaled to width 8192 would be 8192x536862720; OpenCV's
+// failed allocation aborted the process.
+func TestResizeRefusesHugeOutput(t *testing.T) {
+	thin := gocv.NewMatWithSize(65535, 1, gocv.MatTypeCV8UC3)
+	defer thin.Close()
+	r := newRunner(t, build(t, ResizeSpec(), map[string]any{"width": 8192}))
+	if err := r.try(thin); !errors.Is(err, ErrBadImage) {
+		t.Fatalf("%v, want ErrBadImage", err)
+	}
+}
+
 func TestResizeSizes(t *testing.T) {
 	src := readImage(t, messiPath) // 548x342
 	w, h := src.Cols(), src.Rows()

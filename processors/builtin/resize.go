@@ -42,6 +42,12 @@ type Resize struct {
 	interp        gocv.InterpolationFlags
 }
 
+// Bounds of a resize's output, as for decoded pictures (media/imagedecode).
+const (
+	maxResizeSide   = 65535
+	maxResizePixels = 64 << 20
+)
+
 // NewResize builds a resize processor from validated parameters.
 func NewResize(p processors.Params) (processors.Processor, error) {
 	r := &Resize{width: p.Int("width"), height: p.Int("height"), keepAspect: p.Bool("keep_aspect")}
@@ -76,6 +82,11 @@ func (r *Resize) Process(_ context.Context, in *processors.Input, out *processor
 		return fmt.Errorf("%w: empty", ErrBadImage)
 	}
 	tw, th := r.TargetSize(in.Image.Cols(), in.Image.Rows())
+	// A thin picture scaled by one side only can ask for terapixels, and
+	// OpenCV's failed allocation would abort the process.
+	if tw > maxResizeSide || th > maxResizeSide || int64(tw)*int64(th) > maxResizePixels {
+		return fmt.Errorf("%w: %dx%d would be scaled to %dx%d, over %d pixels or %d a side", ErrBadImage, in.Image.Cols(), in.Image.Rows(), tw, th, int64(maxResizePixels), maxResizeSide)
+	}
 	if out.Image.Ptr() == nil {
 		out.Image = gocv.NewMat()
 	}
