@@ -88,6 +88,9 @@ func DecodeInto(data []byte, dst *gocv.Mat, opt Options) (Header, error) {
 	if err != nil {
 		return h, err
 	}
+	if dst == nil || dst.Ptr() == nil {
+		return h, errors.New("imagedecode: DecodeInto needs a Mat made by gocv.NewMat")
+	}
 	if len(data) > 1<<31-1 {
 		return h, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(data))
 	}
