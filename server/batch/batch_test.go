@@ -147,6 +147,7 @@ func TestEndToEndJetStreamStore(t *testing.T) {
 		"imageflow_batch_files_running":                   0,
 		"imageflow_batch_file_duration_seconds":           3,
 		"imageflow_batch_retries_total":                   0,
+		"imageflow_batch_dead_letters_total":              0,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("metrics %v, want %v", got, want)

@@ -8,6 +8,7 @@ type metrics struct {
 	files      *prometheus.CounterVec // by final file state
 	fileDur    prometheus.Histogram
 	retries    prometheus.Counter
+	dead       prometheus.Counter
 	running    prometheus.Gauge
 }
 
@@ -26,12 +27,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "imageflow_batch_retries_total", Help: "Batch files put back on the queue after a transient processor failure.",
 		}),
+		dead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imageflow_batch_dead_letters_total", Help: "Batch files failed because JetStream gave up after MaxAttempts deliveries without a result (each crashed or stopped the worker).",
+		}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "imageflow_batch_files_running", Help: "Batch files being processed now in this process.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.executions, m.files, m.fileDur, m.retries, m.running)
+		reg.MustRegister(m.executions, m.files, m.fileDur, m.retries, m.dead, m.running)
 	}
 	return m
 }

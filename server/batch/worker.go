@@ -533,6 +533,9 @@ func (m *Manager) deadLetter(ctx context.Context, seq uint64, deliveries int) {
 		m.log.Error("dead-letter: record", "execution", item.Execution, "index", idx, "error", err)
 		return
 	}
+	if changed {
+		m.metrics.dead.Inc()
+	}
 	if err := st.DeleteMsg(ctx, seq); err != nil {
 		m.log.Warn("dead-letter: remove item", "seq", seq, "error", err)
 	}
