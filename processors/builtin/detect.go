@@ -136,16 +136,16 @@ func checkDetectFiles(p processors.Params, files *modelfiles.Dir) error {
 	switch p.String("backend") {
 	case "haar":
 		if err := files.Check(p.String("cascade"), modelfiles.MaxCascadeBytes); err != nil {
-			return fmt.Errorf("%w \"cascade\": %v", processors.ErrBadParam, err)
+			return fmt.Errorf("%w \"cascade\": %w", processors.ErrBadParam, err)
 		}
 	case "onnx":
 		if err := files.Check(p.String("model"), modelfiles.MaxModelBytes); err != nil {
-			return fmt.Errorf("%w \"model\": %v", processors.ErrBadParam, err)
+			return fmt.Errorf("%w \"model\": %w", processors.ErrBadParam, err)
 		}
 		fallthrough
 	case "triton":
 		if _, err := yolo.ParseClasses(p.String("classes"), files); err != nil {
-			return fmt.Errorf("%w \"classes\": %v", processors.ErrBadParam, err)
+			return fmt.Errorf("%w \"classes\": %w", processors.ErrBadParam, err)
 		}
 	}
 	return nil
@@ -218,7 +218,7 @@ func newDetect(p processors.Params, files *modelfiles.Dir) (processors.Processor
 		xml, err := files.ReadFile(name, modelfiles.MaxCascadeBytes)
 		if err != nil {
 			d.Close()
-			return nil, fmt.Errorf("%w: haar cascade: %v", ErrConfig, err)
+			return nil, fmt.Errorf("%w: haar cascade: %w", ErrConfig, err)
 		}
 		c, err := newCascadeDetector(name, xml)
 		if err != nil {

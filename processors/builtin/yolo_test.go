@@ -10,6 +10,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 )
@@ -74,5 +75,37 @@ func TestDetectTritonBackendNoServer(t *testing.T) {
 	err := r.p.Process(context.Background(), &r.in, &r.out)
 	if err == nil || errors.Is(err, ErrBadImage) {
 		t.Fatalf("triton without a server: %v", err)
+	}
+}
+
+// TestDetectFilesOutsideModelsDir: a stored pipeline saved before
+// validation refused such names is compiled at every start; building the
+// step must refuse them too, without reading (/dev/zero used to be read
+// until memory ran out) and without telling whether they exist.
+func TestDetectFilesOutsideModelsDir(t *testing.T) {
+	spec := DetectSpecIn(modelfiles.New(t.TempDir()))
+	for _, raw := range []map[string]any{
+		{"backend": "onnx", "model": "/dev/zero"},
+		{"backend": "triton", "classes": "/etc/passwd"},
+		{"backend": "haar", "cascade": "/etc/passwd"},
+		{"backend": "haar", "cascade": "../../../../etc/passwd"},
+	} {
+		params, err := spec.Resolve(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := spec.Check(params); !errors.Is(err, processors.ErrBadParam) || !errors.Is(err, modelfiles.ErrNotAllowed) {
+			t.Errorf("check %v: %v", raw, err)
+		}
+		p, err := spec.New(params)
+		if !errors.Is(err, modelfiles.ErrNotAllowed) {
+			t.Errorf("build %v: %v", raw, err)
+		}
+		if p != nil {
+			p.Close()
+		}
+		if err != nil && strings.Contains(err.Error(), "root:") {
+			t.Errorf("build %v: file content in %v", raw, err)
+		}
 	}
 }

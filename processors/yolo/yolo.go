@@ -61,7 +61,7 @@ func parseOptions(p processors.Params, files *modelfiles.Dir) (options, error) {
 	}
 	classes, err := ParseClasses(p.String("classes"), files)
 	if err != nil {
-		return o, fmt.Errorf("%w \"classes\": %v", processors.ErrBadParam, err)
+		return o, fmt.Errorf("%w \"classes\": %w", processors.ErrBadParam, err)
 	}
 	layout, err := ParseLayout(p.String("layout"))
 	if err != nil {
@@ -117,7 +117,7 @@ func newONNX(params processors.Params, files *modelfiles.Dir) (*ONNX, error) {
 	}
 	buf, err := files.ReadFile(path, modelfiles.MaxModelBytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrModel, err)
+		return nil, fmt.Errorf("%w: %w", ErrModel, err)
 	}
 	net, err := cvdnn.Load(buf)
 	if err != nil {
