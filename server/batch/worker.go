@@ -254,7 +254,23 @@ func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
 		}
 		if g.suspect(msg) {
 			g.RUnlock()
+			// Waiting for the others to finish must not count as a lost
+			// delivery: keep telling JetStream the item is in work.
+			stop := make(chan struct{})
+			go func() {
+				t := time.NewTicker(m.cfg.AckWait / 3)
+				defer t.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+						_ = msg.InProgress()
+					}
+				}
+			}()
 			g.Lock()
+			close(stop)
 			w.handle(msg)
 			g.Unlock()
 			continue
