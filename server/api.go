@@ -2,10 +2,8 @@ package server
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -17,35 +15,26 @@ import (
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/redact"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
-
-// route is one REST endpoint; the same table registers the handlers and
-// writes the OpenAPI document, so the two cannot drift apart.
-type route struct {
-	method, path, summary string
-	handler               fiber.Handler
-	// request and response name schemas of the OpenAPI document.
-	request, response string
-	statuses          []int
-}
 
 func (s *Server) routes() []route {
 	return []route{
-		{method: "GET", path: "/api/v1/health", summary: "Liveness", handler: s.health, response: "Health", statuses: []int{200}},
-		{method: "GET", path: "/api/v1/ready", summary: "Readiness: bus and stores up", handler: s.ready, response: "Health", statuses: []int{200, 503}},
-		{method: "GET", path: "/api/v1/cameras", summary: "List cameras", handler: s.listCameras, response: "CameraList", statuses: []int{200}},
-		{method: "POST", path: "/api/v1/cameras", summary: "Create a camera", handler: s.createCamera, request: "CameraInput", response: "Camera", statuses: []int{201, 400, 409, 413}},
-		{method: "GET", path: "/api/v1/cameras/:id", summary: "Get a camera with its live state", handler: s.getCamera, response: "Camera", statuses: []int{200, 400, 404}},
-		{method: "PUT", path: "/api/v1/cameras/:id", summary: "Replace a camera", handler: s.updateCamera, request: "CameraInput", response: "Camera", statuses: []int{200, 400, 404, 409}},
-		{method: "DELETE", path: "/api/v1/cameras/:id", summary: "Delete a camera", handler: s.deleteCamera, statuses: []int{204, 400, 404}},
-		{method: "GET", path: "/api/v1/pipelines", summary: "List pipelines", handler: s.listPipelines, response: "PipelineList", statuses: []int{200}},
-		{method: "POST", path: "/api/v1/pipelines", summary: "Create a pipeline (validated DAG)", handler: s.createPipeline, request: "Pipeline", response: "Pipeline", statuses: []int{201, 400, 409, 413}},
-		{method: "GET", path: "/api/v1/pipelines/:id", summary: "Get a pipeline", handler: s.getPipeline, response: "Pipeline", statuses: []int{200, 400, 404}},
-		{method: "PUT", path: "/api/v1/pipelines/:id", summary: "Replace a pipeline", handler: s.updatePipeline, request: "Pipeline", response: "Pipeline", statuses: []int{200, 400, 404, 409}},
-		{method: "DELETE", path: "/api/v1/pipelines/:id", summary: "Delete a pipeline not used by a camera", handler: s.deletePipeline, statuses: []int{204, 400, 404, 409}},
-		{method: "GET", path: "/api/v1/processors", summary: "List processors and their parameters", handler: s.listProcessors, response: "ProcessorList", statuses: []int{200}},
-		{method: "GET", path: "/api/v1/devices", summary: "List USB/V4L2 capture devices and their formats", handler: s.listDevices, response: "DeviceList", statuses: []int{200}},
-		{method: "GET", path: "/api/v1/openapi.json", summary: "This document", handler: s.openAPI, statuses: []int{200}},
+		{Method: "GET", Path: "/api/v1/health", Summary: "Liveness", Handler: s.health, Response: "Health", Statuses: []int{200}},
+		{Method: "GET", Path: "/api/v1/ready", Summary: "Readiness: bus and stores up", Handler: s.ready, Response: "Health", Statuses: []int{200, 503}},
+		{Method: "GET", Path: "/api/v1/cameras", Summary: "List cameras", Handler: s.listCameras, Response: "CameraList", Statuses: []int{200}},
+		{Method: "POST", Path: "/api/v1/cameras", Summary: "Create a camera", Handler: s.createCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{201, 400, 409, 413}},
+		{Method: "GET", Path: "/api/v1/cameras/:id", Summary: "Get a camera with its live state", Handler: s.getCamera, Response: "Camera", Statuses: []int{200, 400, 404}},
+		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}},
+		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}},
+		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}},
+		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}},
+		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}},
+		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}},
+		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}},
+		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}},
+		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}},
+		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Statuses: []int{200}},
 	}
 }
 
@@ -90,7 +79,7 @@ func (s *Server) newApp() *fiber.App {
 	}}))
 	app.Use(s.metrics.middleware, s.authMiddleware, s.bodyLimit)
 	for _, r := range s.allRoutes() {
-		app.Add(r.method, r.path, r.handler)
+		app.Add(r.Method, r.Path, r.Handler)
 	}
 	app.Get("/metrics", s.metricsHandler())
 	app.All("/api/*", func(c *fiber.Ctx) error {
@@ -117,22 +106,7 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	return c.JSON(fiber.Map{"status": "ready"})
 }
 
-// decodeStrict decodes one JSON object, rejecting unknown fields and
-// trailing data.
-func decodeStrict(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return invalidf("empty body: want a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return invalidf("malformed JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return invalidf("malformed JSON: data after the object")
-	}
-	return nil
-}
+func decodeStrict(body []byte, v any) error { return rest.DecodeStrict(body, v) }
 
 func pathID(c *fiber.Ctx) (string, error) {
 	id := c.Params("id")

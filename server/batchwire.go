@@ -59,12 +59,7 @@ func (s *Server) batchRoutes() []route {
 	if s.batch == nil {
 		return nil
 	}
-	var out []route
-	for _, r := range s.batch.Routes() {
-		out = append(out, route{method: r.Method, path: r.Path, summary: r.Summary, handler: r.Handler,
-			request: r.Request, response: r.Response, statuses: r.Statuses})
-	}
-	return out
+	return s.batch.Routes()
 }
 
 // uploadPath is the one route whose body may exceed Config.BodyLimit.

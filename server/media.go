@@ -27,12 +27,12 @@ func (s *Server) mediaRoutes() []route {
 		return nil
 	}
 	return []route{
-		{method: "POST", path: "/api/v1/cameras/:id/whep", summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", handler: s.whepOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 415, 503}},
-		{method: "PATCH", path: "/api/v1/cameras/:id/whep/:session", summary: "Trickle ICE for a WHEP session", handler: s.patchSession(s.whepOps), request: "SDP", statuses: []int{204, 400, 404}},
-		{method: "DELETE", path: "/api/v1/cameras/:id/whep/:session", summary: "End a WHEP session", handler: s.deleteSession(s.whepOps), statuses: []int{200, 404}},
-		{method: "POST", path: "/api/v1/cameras/:id/whip", summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", handler: s.whipOffer, request: "SDP", response: "SDP", statuses: []int{201, 400, 404, 409, 415, 503}},
-		{method: "PATCH", path: "/api/v1/cameras/:id/whip/:session", summary: "Trickle ICE for a WHIP session", handler: s.patchSession(s.whipOps), request: "SDP", statuses: []int{204, 400, 404}},
-		{method: "DELETE", path: "/api/v1/cameras/:id/whip/:session", summary: "End a WHIP session", handler: s.deleteSession(s.whipOps), statuses: []int{200, 404}},
+		{Method: "POST", Path: "/api/v1/cameras/:id/whep", Summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", Handler: s.whepOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 415, 503}},
+		{Method: "PATCH", Path: "/api/v1/cameras/:id/whep/:session", Summary: "Trickle ICE for a WHEP session", Handler: s.patchSession(s.whepOps), Request: "SDP", Statuses: []int{204, 400, 404}},
+		{Method: "DELETE", Path: "/api/v1/cameras/:id/whep/:session", Summary: "End a WHEP session", Handler: s.deleteSession(s.whepOps), Statuses: []int{200, 404}},
+		{Method: "POST", Path: "/api/v1/cameras/:id/whip", Summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", Handler: s.whipOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 409, 415, 503}},
+		{Method: "PATCH", Path: "/api/v1/cameras/:id/whip/:session", Summary: "Trickle ICE for a WHIP session", Handler: s.patchSession(s.whipOps), Request: "SDP", Statuses: []int{204, 400, 404}},
+		{Method: "DELETE", Path: "/api/v1/cameras/:id/whip/:session", Summary: "End a WHIP session", Handler: s.deleteSession(s.whipOps), Statuses: []int{200, 404}},
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 // metrics holds the server's own instruments; component collectors register
@@ -51,7 +52,7 @@ func (m *metrics) middleware(c *fiber.Ctx) error {
 	err := c.Next()
 	status := c.Response().StatusCode()
 	if err != nil {
-		status, _ = statusOf(err)
+		status, _ = rest.StatusOf(err)
 	}
 	// Unknown paths land on the catch-all routes ("/api/*", "/*"), so the
 	// label stays bounded.

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 func TestMain(m *testing.M) {
@@ -131,7 +133,7 @@ func expectError(t *testing.T, status int, body []byte, wantStatus int, want str
 	if status != wantStatus {
 		t.Fatalf("status %d, want %d: %s", status, wantStatus, body)
 	}
-	var e errorBody
+	var e rest.ErrorBody
 	if err := json.Unmarshal(body, &e); err != nil {
 		t.Fatalf("error body is not the JSON error shape: %s", body)
 	}
@@ -320,7 +322,7 @@ func TestPipelineCRUDAndValidation(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st, body, _ := ts.do("POST", "/api/v1/pipelines", "", tc.body)
 			expectError(t, st, body, 400, tc.want)
-			var e errorBody
+			var e rest.ErrorBody
 			_ = json.Unmarshal(body, &e)
 			if e.Error.Step != tc.wantStep || !strings.Contains(e.Error.Message, tc.wantStep) {
 				t.Fatalf("error does not name step %q: %s", tc.wantStep, body)
@@ -502,7 +504,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if !strings.HasPrefix(r.Path, "/api/v1/") || strings.Contains(r.Path, "*") || r.Method == "HEAD" {
 			continue
 		}
-		registered[r.Method+" "+openAPIPath(r.Path)] = true
+		registered[r.Method+" "+rest.OpenAPIPath(r.Path)] = true
 	}
 	for k := range registered {
 		if !documented[k] {

@@ -18,24 +18,13 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/imageflowcanvas/imageflow/server/blob"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
-// Route is one REST endpoint of the batch API, for the server's route table
-// (which also writes the OpenAPI document from it).
-type Route struct {
-	// Method and Path (fiber syntax, "/api/v1/executions/:id").
-	Method, Path, Summary string
-	// Request and Response name schemas of Schemas(); Request "Upload" is
-	// multipart/form-data.
-	Request, Response string
-	Statuses          []int
-	Handler           fiber.Handler
-}
-
 // Routes lists the batch endpoints.
-func (m *Manager) Routes() []Route {
+func (m *Manager) Routes() []rest.Route {
 	const base = "/api/v1/executions"
-	return []Route{
+	return []rest.Route{
 		{Method: "POST", Path: base, Summary: "Start a batch execution: upload images (multipart field files) with pipeline or pipeline_json", Request: "Upload", Response: "ExecutionCreated", Statuses: []int{202, 400, 404, 413}, Handler: m.create},
 		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list},
 		{Method: "GET", Path: base + "/:id", Summary: "An execution's state with per-file results and timings", Response: "Execution", Statuses: []int{200, 400, 404}, Handler: m.get},

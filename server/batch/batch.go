@@ -33,22 +33,24 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/blob"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
-// Errors of the batch manager; handlers map them to HTTP statuses.
+// Errors of the batch manager: package rest's sentinels, so the one
+// mapping of rest gives their HTTP statuses.
 var (
-	// ErrPipelineNotFound is what Config.Pipelines wraps for an unknown id.
-	ErrPipelineNotFound = errors.New("pipeline not found")
+	// ErrPipelineNotFound is what Config.Pipelines wraps for an unknown id (404).
+	ErrPipelineNotFound = rest.Kind("pipeline not found", rest.ErrNotFound)
 	// ErrNotFound: an execution or file that does not exist (404).
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = rest.ErrNotFound
 	// ErrInvalid: bad request input (400).
-	ErrInvalid = errors.New("invalid request")
+	ErrInvalid = rest.ErrInvalid
 	// ErrTooLarge: a file or file count over a limit (413).
-	ErrTooLarge = errors.New("request too large")
+	ErrTooLarge = rest.ErrTooLarge
 	// ErrConflict: the execution's state does not allow the request (409).
-	ErrConflict = errors.New("conflict")
-	// ErrClosed is returned after Close.
-	ErrClosed = errors.New("batch manager closed")
+	ErrConflict = rest.ErrConflict
+	// ErrClosed is returned after Close (503).
+	ErrClosed = rest.Kind("batch manager closed", rest.ErrUnavailable)
 )
 
 // Defaults of Config.
@@ -463,46 +465,6 @@ func extOf(contentType string) string {
 	return ".jpg"
 }
 
-// errorBody is the API's one JSON error shape (the same as package server's).
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
+func writeError(c *fiber.Ctx, err error) error { return rest.WriteError(c, err) }
 
-type errorDetail struct {
-	Status  int    `json:"status"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Step    string `json:"step,omitempty"`
-}
-
-func statusOf(err error) (int, string) {
-	var se *processors.StepError
-	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, ErrPipelineNotFound):
-		return fiber.StatusNotFound, "not_found"
-	case errors.Is(err, ErrTooLarge):
-		return fiber.StatusRequestEntityTooLarge, "too_large"
-	case errors.Is(err, ErrConflict):
-		return fiber.StatusConflict, "conflict"
-	case errors.Is(err, ErrInvalid), errors.Is(err, bus.ErrInvalidToken), errors.As(err, &se),
-		errors.Is(err, processors.ErrNoSteps), errors.Is(err, processors.ErrTooManySteps):
-		return fiber.StatusBadRequest, "invalid"
-	case errors.Is(err, ErrClosed):
-		return fiber.StatusServiceUnavailable, "unavailable"
-	}
-	return fiber.StatusInternalServerError, "internal"
-}
-
-func writeError(c *fiber.Ctx, err error) error {
-	status, code := statusOf(err)
-	body := errorBody{Error: errorDetail{Status: status, Code: code, Message: err.Error()}}
-	var se *processors.StepError
-	if errors.As(err, &se) {
-		body.Error.Step = se.Step
-	}
-	return c.Status(status).JSON(body)
-}
-
-func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
-}
+func invalidf(format string, args ...any) error { return rest.Invalidf(format, args...) }

@@ -177,9 +177,7 @@ func (m *Manager) ws(c *fiber.Ctx) error {
 		return writeError(c, err)
 	}
 	if !websocket.IsWebSocketUpgrade(c) {
-		c.Status(fiber.StatusUpgradeRequired)
-		return c.JSON(errorBody{Error: errorDetail{Status: fiber.StatusUpgradeRequired, Code: "upgrade_required",
-			Message: "this endpoint speaks WebSocket; use /events for Server-Sent Events"}})
+		return writeError(c, fiber.NewError(fiber.StatusUpgradeRequired, "this endpoint speaks WebSocket; use /events for Server-Sent Events"))
 	}
 	return m.wsHandler(c)
 }

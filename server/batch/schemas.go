@@ -1,25 +1,22 @@
 package batch
 
-func obj(props map[string]any, required ...string) map[string]any {
-	o := map[string]any{"type": "object", "properties": props}
-	if len(required) > 0 {
-		o["required"] = required
-	}
-	return o
-}
+import "github.com/imageflowcanvas/imageflow/server/rest"
 
 var (
-	tString  = map[string]any{"type": "string"}
-	tInt     = map[string]any{"type": "integer"}
-	tNumber  = map[string]any{"type": "number"}
-	tTime    = map[string]any{"type": "string", "format": "date-time"}
+	obj = rest.Obj
+	ref = rest.Ref
+)
+
+var (
+	tString  = rest.String
+	tInt     = rest.Integer
+	tNumber  = rest.Number
+	tTime    = rest.Time
 	tState   = map[string]any{"type": "string", "enum": []string{StateQueued, StateRunning, StateDone, StateFailed, StateCancelled}}
 	tFState  = map[string]any{"type": "string", "enum": []string{FilePending, FileRunning, FileDone, FileFailed, FileCancelled}}
 	tStrMap  = map[string]any{"type": "object", "additionalProperties": map[string]any{"type": "string"}}
 	tTimings = map[string]any{"type": "array", "items": obj(map[string]any{"id": tString, "processor": tString, "duration_ms": tNumber, "error": tString})}
 )
-
-func ref(name string) map[string]any { return map[string]any{"$ref": "#/components/schemas/" + name} }
 
 // Schemas are the OpenAPI component schemas the batch routes reference.
 func (m *Manager) Schemas() map[string]any {
