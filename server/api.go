@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
+	"github.com/valyala/fasthttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -20,38 +21,71 @@ import (
 
 func (s *Server) routes() []route {
 	return []route{
-		{Method: "GET", Path: "/api/v1/health", Summary: "Liveness", Handler: s.health, Response: "Health", Statuses: []int{200}},
-		{Method: "GET", Path: "/api/v1/ready", Summary: "Readiness: bus and stores up", Handler: s.ready, Response: "Health", Statuses: []int{200, 503}},
-		{Method: "GET", Path: "/api/v1/cameras", Summary: "List cameras", Handler: s.listCameras, Response: "CameraList", Statuses: []int{200}},
-		{Method: "POST", Path: "/api/v1/cameras", Summary: "Create a camera", Handler: s.createCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{201, 400, 409, 413}},
-		{Method: "GET", Path: "/api/v1/cameras/:id", Summary: "Get a camera with its live state", Handler: s.getCamera, Response: "Camera", Statuses: []int{200, 400, 404}},
-		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}},
-		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}},
-		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}},
-		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}},
-		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}},
-		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}},
-		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}},
-		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}},
-		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}},
-		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Statuses: []int{200}},
+		{Method: "GET", Path: "/api/v1/health", Summary: "Liveness", Handler: s.health, Response: "Health", Statuses: []int{200}, Role: rest.RoleViewer, Open: !s.Config.HealthAuth},
+		{Method: "GET", Path: "/api/v1/ready", Summary: "Readiness: bus and stores up", Handler: s.ready, Response: "Health", Statuses: []int{200, 503}, Role: rest.RoleViewer, Open: !s.Config.HealthAuth},
+		{Method: "GET", Path: "/api/v1/cameras", Summary: "List cameras", Handler: s.listCameras, Response: "CameraList", Statuses: []int{200}, Role: rest.RoleViewer},
+		{Method: "POST", Path: "/api/v1/cameras", Summary: "Create a camera", Handler: s.createCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		{Method: "GET", Path: "/api/v1/cameras/:id", Summary: "Get a camera with its live state", Handler: s.getCamera, Response: "Camera", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
+		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
+		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}, Role: rest.RoleOperator},
+		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}, Role: rest.RoleViewer},
+		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
+		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
+		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},
+		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}, Role: rest.RoleViewer},
+		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}, Role: rest.RoleViewer},
+		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Statuses: []int{200}, Role: rest.RoleViewer},
 	}
 }
 
-// allRoutes is the REST table plus the media endpoints (WHIP/WHEP).
+// allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
+// batch API: every documented endpoint.
 func (s *Server) allRoutes() []route {
 	return append(append(s.routes(), s.mediaRoutes()...), s.batchRoutes()...)
 }
 
+// methodAll registers a route for every method.
+const methodAll = "ALL"
+
+// appRoutes is every route the HTTP server registers: the documented ones,
+// /metrics, the API's not-found answer and the web UI.
+func (s *Server) appRoutes() []route {
+	notFound := func(c *fiber.Ctx) error {
+		return writeError(c, fmt.Errorf("%w: no route %s %s", ErrNotFound, c.Method(), c.Path()))
+	}
+	ui := s.webUIHandler()
+	return append(s.allRoutes(),
+		route{Method: "GET", Path: "/metrics", Handler: s.metricsHandler(), Role: rest.RoleViewer, Open: !s.Config.MetricsAuth},
+		route{Method: methodAll, Path: "/api/*", Handler: notFound, Role: rest.RoleViewer},
+		// The web UI's files hold no data; the page asks for a token.
+		route{Method: "GET", Path: "/*", Handler: ui, Open: true},
+		route{Method: "HEAD", Path: "/*", Handler: ui, Open: true},
+	)
+}
+
 func (s *Server) newApp() *fiber.App {
+	return s.buildApp(s.appRoutes())
+}
+
+// buildApp registers routes behind their guard. Routing is case-sensitive
+// and strict about trailing slashes, so one path names one route and the
+// guard that runs is the one of the handler that runs.
+func (s *Server) buildApp(routes []route) *fiber.App {
 	limit := s.Config.BodyLimit
-	if s.batch != nil && s.batch.MaxRequestBytes() > limit {
-		limit = s.batch.MaxRequestBytes()
+	for _, r := range routes {
+		limit = max(limit, int(r.BodyLimit))
 	}
 	app := fiber.New(fiber.Config{
 		AppName:               "imageflow",
 		DisableStartupMessage: true,
-		BodyLimit:             limit,
+		CaseSensitive:         true,
+		StrictRouting:         true,
+		// Bodies reach the handler as a stream: the route's guard checks the
+		// token and the route's body limit before any of it is read, and
+		// uploads go to the blob store part by part.
+		StreamRequestBody: true,
+		BodyLimit:         limit,
 		// Batch handlers parse multipart themselves (streaming, with their own
 		// limits); fasthttp's pre-parse would cap a form at 1000 parts and do
 		// the work twice.
@@ -61,9 +95,11 @@ func (s *Server) newApp() *fiber.App {
 		// returned); by default fiber hands out strings over buffers it
 		// reuses for the next request.
 		Immutable: true,
-		// Long enough for a large batch upload on a slow link.
-		ReadTimeout: 5 * time.Minute,
-		IdleTimeout: 2 * time.Minute,
+		// The headers must arrive within the header timeout (a client
+		// dribbling them, slowloris, is cut off); HeaderReceived below gives
+		// the body its own time.
+		ReadTimeout: s.Config.HTTPHeaderTimeout,
+		IdleTimeout: s.Config.HTTPIdleTimeout,
 		ErrorHandler: func(c *fiber.Ctx, err error) error {
 			var fe *fiber.Error
 			if errors.As(err, &fe) && fe.Code == fiber.StatusRequestEntityTooLarge {
@@ -72,20 +108,22 @@ func (s *Server) newApp() *fiber.App {
 			return writeError(c, err)
 		},
 	})
+	app.Server().HeaderReceived = func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		return fasthttp.RequestConfig{ReadTimeout: s.Config.HTTPReadTimeout}
+	}
 	// A bug in one handler answers 500 and is logged; it never takes the
 	// server (and every camera) down.
 	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
 		s.Logger.Error("handler panic", "method", c.Method(), "route", c.Route().Path, "panic", fmt.Sprint(e))
 	}}))
-	app.Use(s.metrics.middleware, s.authMiddleware, s.bodyLimit)
-	for _, r := range s.allRoutes() {
-		app.Add(r.Method, r.Path, r.Handler)
+	app.Use(s.metrics.middleware)
+	for _, r := range routes {
+		if r.Method == methodAll {
+			app.All(r.Path, s.guard(r), r.Handler)
+		} else {
+			app.Add(r.Method, r.Path, s.guard(r), r.Handler)
+		}
 	}
-	app.Get("/metrics", s.metricsHandler())
-	app.All("/api/*", func(c *fiber.Ctx) error {
-		return writeError(c, fmt.Errorf("%w: no route %s %s", ErrNotFound, c.Method(), c.Path()))
-	})
-	s.addWebUI(app)
 	return app
 }
 

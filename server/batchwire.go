@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/gofiber/fiber/v2"
-
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
@@ -62,17 +60,3 @@ func (s *Server) batchRoutes() []route {
 	return s.batch.Routes()
 }
 
-// uploadPath is the one route whose body may exceed Config.BodyLimit.
-const uploadPath = "/api/v1/executions"
-
-// bodyLimit holds every other request to Config.BodyLimit: fiber's own
-// limit is raised to the upload limit, so JSON endpoints check here.
-func (s *Server) bodyLimit(c *fiber.Ctx) error {
-	if c.Path() == uploadPath && c.Method() == fiber.MethodPost {
-		return c.Next()
-	}
-	if n := len(c.Request().Body()); n > s.Config.BodyLimit {
-		return writeError(c, fmt.Errorf("%w: body over the limit of %d bytes", ErrTooLarge, s.Config.BodyLimit))
-	}
-	return c.Next()
-}

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imageflowcanvas/imageflow/server/live"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 // Config is the whole configuration of `imageflow serve`. It is filled in one
@@ -58,8 +61,34 @@ type Config struct {
 	VideoWindow time.Duration `yaml:"video_window"`
 
 	// APITokens, when not empty, are the bearer tokens every API and media
-	// request must carry.
+	// request must carry; each has the admin role.
 	APITokens []string `yaml:"api_tokens"`
+	// APIKeys are tokens stored as their SHA-256 with a role: viewer,
+	// operator or admin (`imageflow token hash` or `sha256sum` gives the hash).
+	APIKeys []APIKey `yaml:"api_keys"`
+	// CORSOrigins may send state-changing requests (POST, PUT, PATCH,
+	// DELETE) from a browser page of another origin; "*" allows any.
+	CORSOrigins []string `yaml:"cors_origins"`
+	// RateLimit is how many requests per second one client (a token, or an
+	// IP without one) may send; more get 429 with Retry-After. 0 disables.
+	RateLimit float64 `yaml:"rate_limit"`
+	// RateBurst is how many requests a client may send at once.
+	RateBurst int `yaml:"rate_burst"`
+	// AuthFailuresPerMinute is how many failed authentications a client
+	// may make per minute before it gets 429 for a while. 0 disables.
+	AuthFailuresPerMinute int `yaml:"auth_failures_per_minute"`
+	// HTTPHeaderTimeout is how long a client has to send a request's
+	// headers (a slowloris client is cut off after it).
+	HTTPHeaderTimeout time.Duration `yaml:"http_header_timeout"`
+	// HTTPReadTimeout is how long a client has to send a request's body
+	// after its headers (uploads have UploadTimeout).
+	HTTPReadTimeout time.Duration `yaml:"http_read_timeout"`
+	// HTTPIdleTimeout closes a keep-alive connection idle this long.
+	HTTPIdleTimeout time.Duration `yaml:"http_idle_timeout"`
+	// UploadTimeout is how long a batch upload's body may take.
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+	// GRPCTLS serves gRPC over TLS with the HTTPS certificate.
+	GRPCTLS bool `yaml:"grpc_tls"`
 	// MetricsAuth makes /metrics require a token too.
 	MetricsAuth bool `yaml:"metrics_auth"`
 	// HealthAuth makes /api/v1/health and /ready require a token too.
@@ -133,33 +162,46 @@ func (c *Config) ModelsPath() string {
 	return filepath.Join(c.DataDir, "models")
 }
 
+// APIKey is a hashed API token with its role.
+type APIKey struct {
+	Role   string `yaml:"role"`
+	SHA256 string `yaml:"sha256"`
+}
+
 // Defaults is what a newcomer gets with no configuration at all.
 func Defaults() Config {
 	return Config{
-		DataDir:            "./data",
-		HTTPAddr:           ":8080",
-		RTSPAddr:           ":8554",
-		RTSPUDPAddr:        ":8000",
-		GRPCAddr:           ":50051",
-		WebRTCUDPAddr:      ":8189",
-		Prefix:             "ifc",
-		VideoWindow:        5 * time.Second,
-		BodyLimit:          4 << 20,
-		ShutdownTimeout:    5 * time.Second,
-		DetectFPS:          5,
-		KafkaTopicPrefix:   "imageflow",
-		KafkaFormat:        "json",
-		Node:               defaultNode(),
-		MetricsInterval:    10 * time.Second,
-		ArchiveInterval:    time.Second,
-		S3Bucket:           "imageflow",
-		BatchWorkers:       2,
-		UploadMaxFileBytes: 32 << 20,
-		UploadMaxFiles:     1000,
-		BatchRetention:     7 * 24 * time.Hour,
-		DetectWidth:        640,
-		Demo:               true,
-		LogLevel:           "info",
+		DataDir:               "./data",
+		HTTPAddr:              ":8080",
+		RTSPAddr:              ":8554",
+		RTSPUDPAddr:           ":8000",
+		GRPCAddr:              ":50051",
+		WebRTCUDPAddr:         ":8189",
+		Prefix:                "ifc",
+		VideoWindow:           5 * time.Second,
+		BodyLimit:             4 << 20,
+		RateLimit:             100,
+		RateBurst:             200,
+		AuthFailuresPerMinute: 30,
+		HTTPHeaderTimeout:     10 * time.Second,
+		HTTPReadTimeout:       time.Minute,
+		HTTPIdleTimeout:       2 * time.Minute,
+		UploadTimeout:         10 * time.Minute,
+		ShutdownTimeout:       5 * time.Second,
+		DetectFPS:             5,
+		KafkaTopicPrefix:      "imageflow",
+		KafkaFormat:           "json",
+		Node:                  defaultNode(),
+		MetricsInterval:       10 * time.Second,
+		ArchiveInterval:       time.Second,
+		S3Bucket:              "imageflow",
+		BatchWorkers:          2,
+		UploadMaxFileBytes:    32 << 20,
+		UploadMaxFiles:        1000,
+		BatchRetention:        7 * 24 * time.Hour,
+		DetectWidth:           640,
+		Demo:                  true,
+		LogLevel:              "info",
 	}
 }
 
@@ -252,6 +294,20 @@ func setField(f reflect.Value, raw string) error {
 			}
 		}
 		f.Set(reflect.ValueOf(out))
+	case []APIKey:
+		// IFC_API_KEYS=viewer:<sha256 hex>,operator:<sha256 hex>
+		var out []APIKey
+		for _, kv := range strings.Split(raw, ",") {
+			if kv = strings.TrimSpace(kv); kv == "" {
+				continue
+			}
+			role, hash, ok := strings.Cut(kv, ":")
+			if !ok {
+				return errors.New("want role:sha256hex,...")
+			}
+			out = append(out, APIKey{Role: role, SHA256: hash})
+		}
+		f.Set(reflect.ValueOf(out))
 	case []string:
 		var out []string
 		for _, s := range strings.Split(raw, ",") {
@@ -310,6 +366,39 @@ func (c *Config) Validate() error {
 		if len(tok) < 8 {
 			return bad(fmt.Sprintf("api_tokens[%d]", i), "***", "a token needs at least 8 characters")
 		}
+	}
+	for i, k := range c.APIKeys {
+		if _, ok := rest.ParseRole(k.Role); !ok {
+			return bad(fmt.Sprintf("api_keys[%d].role", i), strconv.Quote(k.Role), "want viewer, operator or admin")
+		}
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
+			return bad(fmt.Sprintf("api_keys[%d].sha256", i), "***", "want the 64 hex digits of the token's SHA-256")
+		}
+	}
+	for i, o := range c.CORSOrigins {
+		if o != "*" && (!strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/")) {
+			return bad(fmt.Sprintf("cors_origins[%d]", i), strconv.Quote(o), `want an origin such as "https://example.com" (scheme and host, no path) or "*"`)
+		}
+	}
+	if c.RateLimit < 0 {
+		return bad("rate_limit", c.RateLimit, "must not be negative (0 disables)")
+	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		return bad("rate_burst", c.RateBurst, "must be at least 1")
+	}
+	if c.AuthFailuresPerMinute < 0 {
+		return bad("auth_failures_per_minute", c.AuthFailuresPerMinute, "must not be negative (0 disables)")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"http_header_timeout", c.HTTPHeaderTimeout}, {"http_read_timeout", c.HTTPReadTimeout}, {"http_idle_timeout", c.HTTPIdleTimeout}, {"upload_timeout", c.UploadTimeout}} {
+		if d.v < 100*time.Millisecond {
+			return bad(d.name, d.v, "at least 100ms")
+		}
+	}
+	if c.GRPCTLS && (c.GRPCAddr == "" || c.HTTPSAddr == "" && c.TLSCert == "") {
+		return bad("grpc_tls", c.GRPCTLS, "needs grpc and a certificate (https or tls_cert/tls_key)")
 	}
 	for i, ice := range c.ICEServers {
 		if len(ice.URLs) == 0 {

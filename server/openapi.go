@@ -8,7 +8,7 @@ import (
 
 // openAPIDoc builds the OpenAPI 3 document from the route table.
 func (s *Server) openAPIDoc() map[string]any {
-	return rest.Document(s.allRoutes(), s.openAPISchemas(), len(s.Config.APITokens) > 0)
+	return rest.Document(s.allRoutes(), s.openAPISchemas(), s.authOn())
 }
 
 func (s *Server) openAPI(c *fiber.Ctx) error { return c.JSON(s.openAPIDoc()) }

@@ -62,6 +62,10 @@ type Server struct {
 	whip        *iwebrtc.Publisher
 	sources     *sourcePolicy
 
+	keys      keyring
+	limits    *limiters
+	authFails *limiters
+
 	app     *fiber.App
 	httpLn  net.Listener
 	grpcSrv *grpc.Server
@@ -107,6 +111,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.Registry = processors.NewRegistry()
 		registerBuiltins(s.Registry, s.Config.ModelsPath())
 	}
+	s.keys = newKeyring(&s.Config)
+	s.limits = newLimiters(s.Config.RateLimit, s.Config.RateBurst)
+	s.authFails = newLimiters(float64(s.Config.AuthFailuresPerMinute)/60, s.Config.AuthFailuresPerMinute)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.errc = make(chan error, 4)
 	defer func() {

@@ -12,10 +12,9 @@ func (s *Server) metricsHandler() fiber.Handler {
 	return adaptor.HTTPHandler(promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
 }
 
-// addWebUI serves the embedded React build (or a "not built" page) for every
-// path the API does not own, so client-side routes like /cameras/demo load.
-func (s *Server) addWebUI(app *fiber.App) {
-	ui := adaptor.HTTPHandler(webapp.Handler())
-	app.Get("/*", ui)
-	app.Head("/*", ui)
+// webUIHandler serves the embedded React build (or a "not built" page) for
+// every path the API does not own, so client-side routes like /cameras/demo
+// load.
+func (s *Server) webUIHandler() fiber.Handler {
+	return adaptor.HTTPHandler(webapp.Handler())
 }

@@ -162,10 +162,10 @@ func (s *Server) startRTSP() error {
 		Logger:     s.Logger.With("component", "rtsp"),
 		OnLatency:  func(cam string, d time.Duration) { s.metrics.rtspLatency.Observe(d.Seconds()) },
 	}
-	if len(s.Config.APITokens) > 0 {
+	if s.authOn() {
 		// RTSP clients carry the API token as the password (any user name):
 		// rtsp://imageflow:<token>@host:8554/<camera>.
-		srv.Authenticator = func(id, user, pass string, publish bool) bool { return s.tokenValid(pass) }
+		srv.Authenticator = s.rtspAuth
 	}
 	if err := srv.Start(); err != nil {
 		return err

@@ -25,15 +25,16 @@ import (
 func (m *Manager) Routes() []rest.Route {
 	const base = "/api/v1/executions"
 	return []rest.Route{
-		{Method: "POST", Path: base, Summary: "Start a batch execution: upload images (multipart field files) with pipeline or pipeline_json", Request: "Upload", Response: "ExecutionCreated", Statuses: []int{202, 400, 404, 413}, Handler: m.create},
-		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list},
-		{Method: "GET", Path: base + "/:id", Summary: "An execution's state with per-file results and timings", Response: "Execution", Statuses: []int{200, 400, 404}, Handler: m.get},
-		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start; ?purge=true deletes a finished execution and all its data", Response: "Execution", Statuses: []int{200, 204, 400, 404, 409}, Handler: m.cancelHandler},
-		{Method: "GET", Path: base + "/:id/events", Summary: "Progress as Server-Sent Events: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{200, 400, 404}, Handler: m.events},
-		{Method: "GET", Path: base + "/:id/ws", Summary: "Progress over WebSocket: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{101, 400, 404, 426}, Handler: m.ws},
-		{Method: "GET", Path: base + "/:id/files/:index", Summary: "One file's result: detections, values, timings", Response: "FileResult", Statuses: []int{200, 400, 404, 409}, Handler: m.fileResult},
-		{Method: "GET", Path: base + "/:id/files/:index/image", Summary: "One file's output image (JPEG or PNG)", Statuses: []int{200, 400, 404, 409}, Handler: m.fileImage},
-		{Method: "GET", Path: base + "/:id/results.zip", Summary: "Every output image and result JSON as a zip", Statuses: []int{200, 400, 404}, Handler: m.resultsZip},
+		{Method: "POST", Path: base, Summary: "Start a batch execution: upload images (multipart field files) with pipeline or pipeline_json", Request: "Upload", Response: "ExecutionCreated", Statuses: []int{202, 400, 404, 413}, Handler: m.create,
+			Role: rest.RoleOperator, BodyLimit: int64(m.MaxRequestBytes()), StreamBody: true},
+		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list, Role: rest.RoleViewer},
+		{Method: "GET", Path: base + "/:id", Summary: "An execution's state with per-file results and timings", Response: "Execution", Statuses: []int{200, 400, 404}, Handler: m.get, Role: rest.RoleViewer},
+		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start; ?purge=true deletes a finished execution and all its data", Response: "Execution", Statuses: []int{200, 204, 400, 404, 409}, Handler: m.cancelHandler, Role: rest.RoleOperator},
+		{Method: "GET", Path: base + "/:id/events", Summary: "Progress as Server-Sent Events: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{200, 400, 404}, Handler: m.events, Role: rest.RoleViewer, TokenQuery: true},
+		{Method: "GET", Path: base + "/:id/ws", Summary: "Progress over WebSocket: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{101, 400, 404, 426}, Handler: m.ws, Role: rest.RoleViewer, TokenQuery: true},
+		{Method: "GET", Path: base + "/:id/files/:index", Summary: "One file's result: detections, values, timings", Response: "FileResult", Statuses: []int{200, 400, 404, 409}, Handler: m.fileResult, Role: rest.RoleViewer},
+		{Method: "GET", Path: base + "/:id/files/:index/image", Summary: "One file's output image (JPEG or PNG)", Statuses: []int{200, 400, 404, 409}, Handler: m.fileImage, Role: rest.RoleViewer},
+		{Method: "GET", Path: base + "/:id/results.zip", Summary: "Every output image and result JSON as a zip", Statuses: []int{200, 400, 404}, Handler: m.resultsZip, Role: rest.RoleViewer},
 	}
 }
 

@@ -37,31 +37,39 @@ type created struct {
 	Results string `json:"results"`
 }
 
-// upload is a parsed upload request.
+// upload is a parsed upload request whose files are in the blob store
+// already.
 type upload struct {
 	pipeline, pipelineJSON string
-	files                  []upFile
-}
-
-type upFile struct {
-	name string
-	data []byte
+	files                  []File
 }
 
 // maxFieldBytes bounds the non-file form fields (an inline pipeline).
 const maxFieldBytes = 1 << 20
 
-// parseUpload reads the multipart body part by part, enforcing the limits
-// as it goes. It does not use mime/multipart's ReadForm, which caps a form at
-// 1000 parts (below MaxFiles plus the pipeline field) and may spill to temp
-// files; the body is in memory already.
-func (m *Manager) parseUpload(c *fiber.Ctx) (*upload, error) {
+// body is the request body as a stream: the HTTP server hands upload
+// routes the connection's stream instead of reading the body into memory.
+func body(c *fiber.Ctx) io.Reader {
+	if c.Request().IsBodyStream() {
+		return c.Context().RequestBodyStream()
+	}
+	return bytes.NewReader(c.Body())
+}
+
+// readUpload reads the multipart body part by part, enforcing the limits as
+// it goes, and stores each file in the blob store as soon as it is read, so
+// a request holds at most one file in memory. It does not use
+// mime/multipart's ReadForm, which caps a form at 1000 parts (below MaxFiles
+// plus the pipeline field) and may spill to temp files. On error the caller
+// removes what was stored.
+func (m *Manager) readUpload(c *fiber.Ctx, id string) (*upload, error) {
 	mt, params, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return nil, invalidf("want a multipart/form-data body with images under \"files\" (Content-Type %q)", c.Get(fiber.HeaderContentType))
 	}
-	mr := multipart.NewReader(bytes.NewReader(c.Body()), params["boundary"])
+	mr := multipart.NewReader(body(c), params["boundary"])
 	u := &upload{}
+	ctx := c.UserContext()
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -83,7 +91,14 @@ func (m *Manager) parseUpload(c *fiber.Ctx) (*upload, error) {
 			if int64(len(data)) > m.cfg.MaxFileBytes {
 				return nil, fmt.Errorf("%w: file #%d %q is over %d bytes, at most %d per file (MaxFileBytes)", ErrTooLarge, i, part.FileName(), m.cfg.MaxFileBytes, m.cfg.MaxFileBytes)
 			}
-			u.files = append(u.files, upFile{name: cleanName(part.FileName(), i), data: data})
+			// The content is sniffed: the client's claim is not trusted, and a
+			// non-image fails at decode anyway.
+			ct := http.DetectContentType(data)
+			if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), bytes.NewReader(data), int64(len(data)), ct); err != nil {
+				return nil, fmt.Errorf("store file #%d: %w", i, err)
+			}
+			m.inputs.put(inputKey(id, i), data)
+			u.files = append(u.files, File{Index: i, Name: cleanName(part.FileName(), i), Size: int64(len(data)), ContentType: ct, State: FilePending})
 		case "pipeline", "pipeline_json":
 			v, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
@@ -108,49 +123,51 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	if m.ctx.Err() != nil {
 		return writeError(c, ErrClosed)
 	}
-	u, err := m.parseUpload(c)
+	id := newID()
+	e, err := m.createExecution(c, id)
 	if err != nil {
+		m.removeBlobs(id)
+		if c.Request().IsBodyStream() {
+			// The rest of the body is not read: it must not be taken for
+			// the next request on this connection.
+			c.Context().SetConnectionClose()
+		}
 		return writeError(c, err)
 	}
-	p, err := m.pipelineOf(c.UserContext(), u.pipeline, u.pipelineJSON)
+	base := "/api/v1/executions/" + id
+	return c.Status(fiber.StatusAccepted).JSON(created{ID: id, State: e.State, Pipeline: e.Pipeline, Total: len(e.Files),
+		Status: base, Events: base + "/events", WS: base + "/ws", Results: base + "/results.zip"})
+}
+
+func (m *Manager) createExecution(c *fiber.Ctx, id string) (*Execution, error) {
+	u, err := m.readUpload(c, id)
 	if err != nil {
-		return writeError(c, err)
+		return nil, err
+	}
+	ctx := c.UserContext()
+	p, err := m.pipelineOf(ctx, u.pipeline, u.pipelineJSON)
+	if err != nil {
+		return nil, err
 	}
 	if len(u.files) == 0 {
-		return writeError(c, invalidf("no files: send one or more images under the form field \"files\""))
+		return nil, invalidf("no files: send one or more images under the form field \"files\"")
 	}
 	spec, err := specJSON.Marshal(p)
 	if err != nil {
-		return writeError(c, err)
+		return nil, err
 	}
-	id := newID()
 	now := time.Now().UTC()
-	e := &Execution{Summary: Summary{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now}, Spec: spec, Files: make([]File, len(u.files))}
-	ctx := c.UserContext()
-	for i, f := range u.files {
-		// The content is sniffed: the client's claim is not trusted, and a
-		// non-image fails at decode anyway.
-		ct := http.DetectContentType(f.data)
-		if err := m.cfg.Blobs.Put(ctx, inputKey(id, i), bytes.NewReader(f.data), int64(len(f.data)), ct); err != nil {
-			m.removeBlobs(id)
-			return writeError(c, fmt.Errorf("store file #%d: %w", i, err))
-		}
-		m.inputs.put(inputKey(id, i), f.data)
-		e.Files[i] = File{Index: i, Name: f.name, Size: int64(len(f.data)), ContentType: ct, State: FilePending}
-	}
+	e := &Execution{Summary: Summary{ID: id, Pipeline: p.Id, State: StateQueued, CreatedAt: now}, Spec: spec, Files: u.files}
 	e.recount(now)
 	data, err := jsonMarshal(e)
 	var rev uint64
 	if err == nil {
 		rev, err = m.kv.Create(ctx, id, data)
 	}
-	if err == nil {
-		m.remember(e, rev)
-	}
 	if err != nil {
-		m.removeBlobs(id)
-		return writeError(c, fmt.Errorf("executions store: %w", err))
+		return nil, fmt.Errorf("executions store: %w", err)
 	}
+	m.remember(e, rev)
 	// The record exists before its work items, so a worker never sees an
 	// item without its execution; a crash between the two is repaired by
 	// resume (it requeues the files still pending).
@@ -160,9 +177,7 @@ func (m *Manager) create(c *fiber.Ctx) error {
 	m.metrics.executions.WithLabelValues("created").Inc()
 	m.publishOverall(e)
 	m.log.Info("execution created", "execution", id, "pipeline", p.Id, "files", len(u.files))
-	base := "/api/v1/executions/" + id
-	return c.Status(fiber.StatusAccepted).JSON(created{ID: id, State: e.State, Pipeline: p.Id, Total: len(u.files),
-		Status: base, Events: base + "/events", WS: base + "/ws", Results: base + "/results.zip"})
+	return e, nil
 }
 
 // pipelineOf resolves the pipeline form field (a stored pipeline's id) or
