@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/imageflowcanvas/imageflow/bridge"
 	"github.com/imageflowcanvas/imageflow/bus"
@@ -212,9 +213,20 @@ func (s *Server) startGRPC() error {
 	}
 	s.grpcLn = ln
 	s.listen.GRPC = ln.Addr().String()
-	s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.grpcUnaryAuth), grpc.StreamInterceptor(s.grpcStreamAuth),
+	opts := []grpc.ServerOption{grpc.UnaryInterceptor(s.grpcUnaryAuth), grpc.StreamInterceptor(s.grpcStreamAuth),
 		// Raw frames (a 4K BGR picture is 25 MB) exceed gRPC's 4 MB default.
-		grpc.MaxRecvMsgSize(remote.MaxMessageSize), grpc.MaxSendMsgSize(remote.MaxMessageSize))
+		grpc.MaxRecvMsgSize(remote.MaxMessageSize), grpc.MaxSendMsgSize(remote.MaxMessageSize)}
+	if s.Config.GRPCTLS {
+		// The HTTPS certificate: tokens in gRPC metadata are as safe as in
+		// HTTPS headers.
+		cfg, err := s.tlsConfig()
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("grpc: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	s.grpcSrv = grpc.NewServer(opts...)
 	s.registerGRPC(s.grpcSrv)
 	s.goRun("grpc", func() error { return s.grpcSrv.Serve(ln) })
 	return nil
