@@ -118,8 +118,8 @@ func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 		return s.reject(c, fmt.Errorf("%w: body of %d bytes is over the limit of %d bytes on %s %s", rest.ErrTooLarge, n, limit, c.Method(), r.Path))
 	}
 	if r.StreamBody {
-		if s.Config.UploadTimeout > 0 {
-			_ = c.Context().Conn().SetReadDeadline(time.Now().Add(s.Config.UploadTimeout))
+		if conn := c.Context().Conn(); conn != nil && s.Config.UploadTimeout > 0 {
+			_ = conn.SetReadDeadline(time.Now().Add(s.Config.UploadTimeout))
 		}
 		return c.Next()
 	}

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -516,3 +517,33 @@ func TestGRPCOverTLS(t *testing.T) {
 }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// Issue 8 item 10: a long file name is cut to 200 bytes on a character
+// boundary, never in the middle of a UTF-8 character.
+func TestLongFileNameCutOnCharacter(t *testing.T) {
+	ts := startServer(t, testConfig(t.TempDir()))
+	name := "a" + strings.Repeat("é", 150) + ".jpeg" // 306 bytes: a cut at 200 from the end lands mid-character
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	fw, _ := w.CreateFormFile("files", name)
+	fw.Write([]byte("\x89PNG\r\n\x1a\nnot really"))
+	w.WriteField("pipeline_json", `{"id":"p","steps":[{"id":"r","processor":"resize","params":{"width":32}}]}`)
+	w.Close()
+	st, body, _ := ts.send("POST", "/api/v1/executions", map[string]string{"Content-Type": w.FormDataContentType()}, buf.String())
+	if st != 202 {
+		t.Fatalf("upload: %d %s", st, body)
+	}
+	var created struct{ ID string }
+	jsonInto(body, &created)
+	st, body, _ = ts.do("GET", "/api/v1/executions/"+created.ID, "", nil)
+	var e struct {
+		Files []struct{ Name string } `json:"files"`
+	}
+	if err := jsonInto(body, &e); st != 200 || err != nil || len(e.Files) != 1 {
+		t.Fatalf("execution: %d %v %s", st, err, body)
+	}
+	got := e.Files[0].Name
+	if strings.ContainsRune(got, '\uFFFD') || !utf8.ValidString(got) || !strings.HasSuffix(name, got) || len(got) > 200 || len(got) < 198 {
+		t.Fatalf("name %q (%d bytes) is not the tail of %q cut on a character", got, len(got), name)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go/jetstream"
@@ -232,6 +233,23 @@ func (m *Manager) pipelineOf(ctx context.Context, id, inline string) (*busv1.Pip
 	return p, nil
 }
 
+// maxNameBytes bounds a file's display name.
+const maxNameBytes = 200
+
+// keepTail keeps the last max bytes of s (the end of a file name tells more
+// than its start), starting on a character boundary so no UTF-8 character
+// is split.
+func keepTail(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	i := len(s) - max
+	for i < len(s) && !utf8.RuneStart(s[i]) {
+		i++
+	}
+	return s[i:]
+}
+
 // cleanName keeps a display name without directories or control characters.
 func cleanName(name string, i int) string {
 	name = filepath.Base(strings.ReplaceAll(name, "\\", "/"))
@@ -244,10 +262,7 @@ func cleanName(name string, i int) string {
 	if name == "" || name == "." || name == ".." || name == "/" {
 		return "file-" + strconv.Itoa(i)
 	}
-	if len(name) > 200 {
-		name = name[len(name)-200:]
-	}
-	return name
+	return keepTail(strings.ToValidUTF8(name, ""), maxNameBytes)
 }
 
 // removeBlobs deletes what a failed upload stored (best effort).
