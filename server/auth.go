@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,10 +186,12 @@ func (s *Server) checkOrigin(c *fiber.Ctx) error {
 		return nil
 	}
 	origin := c.Get(fiber.HeaderOrigin)
-	if origin == "" {
+	if origin == "" || c.Get("Sec-Fetch-Site") == "same-origin" {
 		return nil
 	}
-	if origin == c.Protocol()+"://"+c.Hostname() {
+	// Same host as the request asked for: the UI, also behind a proxy that
+	// ends TLS (the scheme differs there).
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, c.Hostname()) {
 		return nil
 	}
 	for _, o := range s.Config.CORSOrigins {

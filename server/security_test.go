@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -545,5 +546,29 @@ func TestLongFileNameCutOnCharacter(t *testing.T) {
 	got := e.Files[0].Name
 	if strings.ContainsRune(got, '\uFFFD') || !utf8.ValidString(got) || !strings.HasSuffix(name, got) || len(got) > 200 || len(got) < 198 {
 		t.Fatalf("name %q (%d bytes) is not the tail of %q cut on a character", got, len(got), name)
+	}
+}
+
+// Every $ref of the served OpenAPI document names a schema it defines
+// (four operations referenced an undefined SDP).
+func TestOpenAPIRefsResolve(t *testing.T) {
+	ts := startServer(t, testConfig(t.TempDir()))
+	st, body, _ := ts.do("GET", "/api/v1/openapi.json", "", nil)
+	var doc struct {
+		Components struct {
+			Schemas map[string]any `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := jsonInto(body, &doc); st != 200 || err != nil {
+		t.Fatalf("openapi: %d %v", st, err)
+	}
+	refs := regexp.MustCompile(`"#/components/schemas/([A-Za-z0-9_]+)"`).FindAllStringSubmatch(string(body), -1)
+	if len(refs) < 30 {
+		t.Fatalf("only %d refs", len(refs))
+	}
+	for _, m := range refs {
+		if _, ok := doc.Components.Schemas[m[1]]; !ok {
+			t.Errorf("$ref %s is not defined", m[1])
+		}
 	}
 }
