@@ -352,7 +352,7 @@ func TestHugeContentLengthRefusedBeforeReading(t *testing.T) {
 	ts := startServer(t, cfg)
 	addr := ts.srv.Addrs().HTTP
 	before := rssMB(t)
-	const conns = 12
+	const conns = 12 // times two
 	const announced = 250 << 20 // under the old global limit of 256 MiB
 	type result struct {
 		status int
@@ -362,8 +362,11 @@ func TestHugeContentLengthRefusedBeforeReading(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 0; i < 2*conns; i++ {
 		auth, path, want := "", "/api/v1/cameras", 401
-		if i%2 == 1 {
+		switch i % 3 {
+		case 1:
 			auth, path, want = "Authorization: Bearer "+token+"\r\n", "/api/v1/pipelines", 413
+		case 2: // health is open for GET; a POST is the API's not-found route
+			path, want = "/api/v1/health", 401
 		}
 		wg.Add(1)
 		go func() {
@@ -570,5 +573,38 @@ func TestOpenAPIRefsResolve(t *testing.T) {
 		if _, ok := doc.Components.Schemas[m[1]]; !ok {
 			t.Errorf("$ref %s is not defined", m[1])
 		}
+	}
+}
+
+func TestSecurityConfigValidated(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.APIKeys = []APIKey{{Role: "root", SHA256: sha("x")}} }, "api_keys[0].role"},
+		{func(c *Config) { c.APIKeys = []APIKey{{Role: "viewer", SHA256: "abc"}} }, "api_keys[0].sha256"},
+		{func(c *Config) { c.CORSOrigins = []string{"example.com"} }, "cors_origins[0]"},
+		{func(c *Config) { c.RateLimit = -1 }, "rate_limit"},
+		{func(c *Config) { c.RateBurst = 0 }, "rate_burst"},
+		{func(c *Config) { c.AuthFailuresPerMinute = -1 }, "auth_failures_per_minute"},
+		{func(c *Config) { c.HTTPHeaderTimeout = 0 }, "http_header_timeout"},
+		{func(c *Config) { c.GRPCTLS = true }, "grpc_tls"},
+	} {
+		cfg := Defaults()
+		c.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want an error naming %s, got %v", c.want, err)
+		}
+	}
+	cfg := Defaults()
+	env := map[string]string{"IFC_API_KEYS": "viewer:" + sha("a") + ",operator:" + sha("b"), "IFC_CORS_ORIGINS": "https://a.example", "IFC_RATE_LIMIT": "7.5"}
+	if err := cfg.LoadEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.APIKeys) != 2 || cfg.APIKeys[1].Role != "operator" || cfg.RateLimit != 7.5 || cfg.CORSOrigins[0] != "https://a.example" {
+		t.Fatalf("environment not applied: %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
