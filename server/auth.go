@@ -49,10 +49,17 @@ func (s *Server) authOn() bool { return len(s.Config.APITokens)+len(s.Config.API
 
 // roleOf is the role of a token, RoleNone when it is not known.
 func (s *Server) roleOf(tok string) rest.Role {
+	role, _ := s.lookup(tok)
+	return role
+}
+
+// lookup gives a token's role and its hash.
+func (s *Server) lookup(tok string) (rest.Role, [sha256.Size]byte) {
 	if tok == "" {
-		return rest.RoleNone
+		return rest.RoleNone, [sha256.Size]byte{}
 	}
-	return s.keys[sha256.Sum256([]byte(tok))]
+	h := sha256.Sum256([]byte(tok))
+	return s.keys[h], h
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header.
@@ -93,14 +100,15 @@ func (s *Server) guard(r rest.Route) fiber.Handler {
 				c.Set(fiber.HeaderRetryAfter, retryAfter(wait))
 				return s.reject(c, fmt.Errorf("%w: too many failed authentications from %s; retry after %ss", rest.ErrTooManyRequests, client, retryAfter(wait)))
 			}
-			role := s.roleOf(tok)
+			role, hash := s.lookup(tok)
 			if role == rest.RoleNone {
 				return s.reject(c, s.failedAuth(c, client, tok == ""))
 			}
 			if role < need {
 				return s.reject(c, fmt.Errorf("%w: %s %s needs the %s role; this token is %s", rest.ErrForbidden, c.Method(), r.Path, need, role))
 			}
-			client = "token:" + hex.EncodeToString(sha256Prefix(tok))
+			// The rate is per token (a hash prefix names it in logs).
+			client = "token:" + hex.EncodeToString(hash[:8])
 		}
 		if wait, ok := s.limits.allow(client); !ok {
 			c.Set(fiber.HeaderRetryAfter, retryAfter(wait))
@@ -122,7 +130,15 @@ func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 		if conn := c.Context().Conn(); conn != nil && s.Config.UploadTimeout > 0 {
 			_ = conn.SetReadDeadline(time.Now().Add(s.Config.UploadTimeout))
 		}
-		return c.Next()
+		err := c.Next()
+		// What the handler left of the body (a multipart epilogue) must not
+		// be read as the next request: drain a little, else close.
+		if req.IsBodyStream() && !c.Context().Response.ConnectionClose() {
+			if n, _ := io.Copy(io.Discard, io.LimitReader(c.Context().RequestBodyStream(), 64<<10)); n == 64<<10 {
+				c.Context().SetConnectionClose()
+			}
+		}
+		return err
 	}
 	if req.IsBodyStream() {
 		body, err := io.ReadAll(io.LimitReader(c.Context().RequestBodyStream(), limit+1))
@@ -140,15 +156,10 @@ func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 // reject answers with err and closes the connection when a body may still
 // be unread, so its bytes are never parsed as the next request.
 func (s *Server) reject(c *fiber.Ctx, err error) error {
-	if c.Request().IsBodyStream() {
+	if c.Request().IsBodyStream() && c.Request().Header.ContentLength() != 0 {
 		c.Context().SetConnectionClose()
 	}
 	return writeError(c, err)
-}
-
-func sha256Prefix(tok string) []byte {
-	h := sha256.Sum256([]byte(tok))
-	return h[:8]
 }
 
 func retryAfter(d time.Duration) string {
