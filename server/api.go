@@ -116,7 +116,7 @@ func (s *Server) buildApp(routes []route) *fiber.App {
 	app.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: func(c *fiber.Ctx, e any) {
 		s.Logger.Error("handler panic", "method", c.Method(), "route", c.Route().Path, "panic", fmt.Sprint(e))
 	}}))
-	app.Use(s.metrics.middleware)
+	app.Use(s.metrics.middleware, s.cors)
 	for _, r := range routes {
 		if r.Method == methodAll {
 			app.All(r.Path, s.guard(r), r.Handler)

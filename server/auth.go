@@ -124,7 +124,7 @@ func (s *Server) guard(r rest.Route) fiber.Handler {
 func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 	req := c.Request()
 	if n := req.Header.ContentLength(); int64(n) > limit {
-		return s.reject(c, fmt.Errorf("%w: body of %d bytes is over the limit of %d bytes on %s %s", rest.ErrTooLarge, n, limit, c.Method(), r.Path))
+		return s.reject(c, fmt.Errorf("%w: body of %d bytes is over the limit of %d bytes; %s %s takes at most %d", rest.ErrTooLarge, n, limit, c.Method(), r.Path, limit))
 	}
 	if r.StreamBody {
 		if conn := c.Context().Conn(); conn != nil && s.Config.UploadTimeout > 0 {
@@ -146,7 +146,7 @@ func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 			return s.reject(c, rest.Invalidf("reading the body: %v", err))
 		}
 		if int64(len(body)) > limit {
-			return s.reject(c, fmt.Errorf("%w: body over the limit of %d bytes on %s %s", rest.ErrTooLarge, limit, c.Method(), r.Path))
+			return s.reject(c, fmt.Errorf("%w: body over the limit of %d bytes; %s %s takes at most %d", rest.ErrTooLarge, limit, c.Method(), r.Path, limit))
 		}
 		req.SetBody(body)
 	}
@@ -205,12 +205,40 @@ func (s *Server) checkOrigin(c *fiber.Ctx) error {
 	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, c.Hostname()) {
 		return nil
 	}
-	for _, o := range s.Config.CORSOrigins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return nil
-		}
+	if s.corsAllowed(origin) {
+		return nil
 	}
 	return fmt.Errorf("%w: cross-origin %s from %q refused; list the origin in cors_origins to allow it", rest.ErrForbidden, c.Method(), origin)
+}
+
+// corsAllowed reports whether cors_origins lists origin.
+func (s *Server) corsAllowed(origin string) bool {
+	for _, o := range s.Config.CORSOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// cors answers the preflight of, and labels responses to, the origins in
+// cors_origins, so their pages can call the API with a token; other
+// origins get no CORS headers and the browser keeps their pages out.
+func (s *Server) cors(c *fiber.Ctx) error {
+	origin := c.Get(fiber.HeaderOrigin)
+	if origin == "" || !s.corsAllowed(origin) {
+		return c.Next()
+	}
+	c.Set(fiber.HeaderAccessControlAllowOrigin, origin)
+	c.Vary(fiber.HeaderOrigin)
+	if c.Method() == fiber.MethodOptions && c.Get(fiber.HeaderAccessControlRequestMethod) != "" {
+		c.Set(fiber.HeaderAccessControlAllowMethods, "GET, HEAD, POST, PUT, PATCH, DELETE")
+		c.Set(fiber.HeaderAccessControlAllowHeaders, "Authorization, Content-Type, If-Match")
+		c.Set(fiber.HeaderAccessControlExposeHeaders, "Location, ETag, Link, Retry-After")
+		c.Set(fiber.HeaderAccessControlMaxAge, "600")
+		return c.SendStatus(fiber.StatusNoContent)
+	}
+	return c.Next()
 }
 
 // limiters keeps one token bucket per client (a token's hash or an IP).

@@ -267,6 +267,15 @@ func TestCrossOriginWritesRefused(t *testing.T) {
 			t.Errorf("POST with Origin %q: %d %s", origin, st, out)
 		}
 	}
+	// A listed origin's preflight is answered; another origin's is not.
+	st, _, hdr := ts.send("OPTIONS", "/api/v1/cameras", map[string]string{"Origin": "https://console.example", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}, "")
+	if st != 204 || hdr.Get("Access-Control-Allow-Origin") != "https://console.example" || !strings.Contains(hdr.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("preflight of a listed origin: %d %v", st, hdr)
+	}
+	_, _, hdr = ts.send("OPTIONS", "/api/v1/cameras", map[string]string{"Origin": "https://attacker.example", "Access-Control-Request-Method": "POST"}, "")
+	if hdr.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("preflight of another origin allowed: %v", hdr)
+	}
 	// Reads stay open to any origin (the browser's own CORS rules apply).
 	if st, _, _ := ts.send("GET", "/api/v1/cameras", map[string]string{"Origin": "https://attacker.example"}, ""); st != 200 {
 		t.Fatalf("cross-origin GET: %d", st)
