@@ -45,7 +45,9 @@ func newKeyring(c *Config) keyring {
 
 // authOn reports whether any token is configured; without one every
 // request has every right (the loopback default).
-func (s *Server) authOn() bool { return len(s.Config.APITokens)+len(s.Config.APIKeys) > 0 }
+func (s *Server) authOn() bool {
+	return len(s.Config.APITokens)+len(s.Config.APIKeys) > 0 || s.Config.JWTJWKSURL != ""
+}
 
 // roleOf is the role of a token, RoleNone when it is not known.
 func (s *Server) roleOf(tok string) rest.Role {
@@ -59,7 +61,11 @@ func (s *Server) lookup(tok string) (rest.Role, [sha256.Size]byte) {
 		return rest.RoleNone, [sha256.Size]byte{}
 	}
 	h := sha256.Sum256([]byte(tok))
-	return s.keys[h], h
+	role := s.keys[h]
+	if role == rest.RoleNone && s.jwt != nil && looksLikeJWT(tok) {
+		role = s.jwt.role(tok)
+	}
+	return role, h
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header.

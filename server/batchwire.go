@@ -59,4 +59,3 @@ func (s *Server) batchRoutes() []route {
 	}
 	return s.batch.Routes()
 }
-

@@ -66,6 +66,14 @@ type Config struct {
 	// APIKeys are tokens stored as their SHA-256 with a role: viewer,
 	// operator or admin (`imageflow token hash` or `sha256sum` gives the hash).
 	APIKeys []APIKey `yaml:"api_keys"`
+	// JWTJWKSURL, when set, also accepts JSON Web Tokens (RS256, ES256)
+	// signed by a key of this JWKS; the role comes from JWTRoleClaim.
+	JWTJWKSURL string `yaml:"jwt_jwks_url"`
+	// JWTIssuer and JWTAudience, when set, must match the token's iss and aud.
+	JWTIssuer   string `yaml:"jwt_issuer"`
+	JWTAudience string `yaml:"jwt_audience"`
+	// JWTRoleClaim names the claim holding the role (a string or a list).
+	JWTRoleClaim string `yaml:"jwt_role_claim"`
 	// CORSOrigins may send state-changing requests (POST, PUT, PATCH,
 	// DELETE) from a browser page of another origin; "*" allows any.
 	CORSOrigins []string `yaml:"cors_origins"`
@@ -374,6 +382,9 @@ func (c *Config) Validate() error {
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
 			return bad(fmt.Sprintf("api_keys[%d].sha256", i), "***", "want the 64 hex digits of the token's SHA-256")
 		}
+	}
+	if c.JWTJWKSURL != "" && !strings.HasPrefix(c.JWTJWKSURL, "https://") && !strings.HasPrefix(c.JWTJWKSURL, "http://") {
+		return bad("jwt_jwks_url", strconv.Quote(c.JWTJWKSURL), "want an http:// or https:// URL")
 	}
 	for i, o := range c.CORSOrigins {
 		if o != "*" && (!strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") || strings.HasSuffix(o, "/")) {

@@ -57,8 +57,6 @@ func (ts *testServer) send(method, path string, hdr map[string]string, body stri
 	return resp.StatusCode, out, resp.Header
 }
 
-func bearerHdr(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
-
 func uploadBody(t *testing.T) (string, string) {
 	t.Helper()
 	var buf bytes.Buffer
@@ -361,7 +359,7 @@ func TestHugeContentLengthRefusedBeforeReading(t *testing.T) {
 	ts := startServer(t, cfg)
 	addr := ts.srv.Addrs().HTTP
 	before := rssMB(t)
-	const conns = 12 // times two
+	const conns = 12            // times two
 	const announced = 250 << 20 // under the old global limit of 256 MiB
 	type result struct {
 		status int

@@ -64,6 +64,7 @@ type Server struct {
 	sources     *sourcePolicy
 
 	keys      keyring
+	jwt       *jwksVerifier
 	limits    *limiters
 	authFails *limiters
 
@@ -113,6 +114,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		registerBuiltins(s.Registry, s.Config.ModelsPath())
 	}
 	s.keys = newKeyring(&s.Config)
+	s.jwt = newJWKSVerifier(&s.Config)
 	s.limits = newLimiters(s.Config.RateLimit, s.Config.RateBurst)
 	s.authFails = newLimiters(float64(s.Config.AuthFailuresPerMinute)/60, s.Config.AuthFailuresPerMinute)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
