@@ -38,6 +38,7 @@ func (s *Server) startBatch(ctx context.Context) error {
 		Workers:       s.Config.BatchWorkers,
 		MaxFileBytes:  s.Config.UploadMaxFileBytes,
 		MaxFiles:      s.Config.UploadMaxFiles,
+		RequestBytes:  int(s.Config.UploadMaxBytes),
 		Retention:     s.Config.BatchRetention,
 		Logger:        s.Logger.With("component", "batch"),
 		Registerer:    s.Registerer,

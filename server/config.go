@@ -120,6 +120,8 @@ type Config struct {
 	// UploadMaxFileBytes and UploadMaxFiles bound one batch upload.
 	UploadMaxFileBytes int64 `yaml:"upload_max_file_bytes"`
 	UploadMaxFiles     int   `yaml:"upload_max_files"`
+	// UploadMaxBytes bounds one whole upload request.
+	UploadMaxBytes int64 `yaml:"upload_max_bytes"`
 	// BatchRetention deletes finished executions and their data this long
 	// after they finished; 0 keeps them until deleted.
 	BatchRetention time.Duration `yaml:"batch_retention"`
@@ -206,6 +208,7 @@ func Defaults() Config {
 		BatchWorkers:          2,
 		UploadMaxFileBytes:    32 << 20,
 		UploadMaxFiles:        1000,
+		UploadMaxBytes:        256 << 20,
 		BatchRetention:        7 * 24 * time.Hour,
 		DetectWidth:           640,
 		Demo:                  true,
@@ -445,6 +448,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchRetention < 0 {
 		return bad("batch_retention", c.BatchRetention, "must not be negative (0 keeps executions)")
+	}
+	if c.UploadMaxBytes < c.UploadMaxFileBytes || c.UploadMaxBytes > 1<<40 {
+		return bad("upload_max_bytes", c.UploadMaxBytes, "must be at least upload_max_file_bytes")
 	}
 	if c.UploadMaxFiles < 1 {
 		return bad("upload_max_files", c.UploadMaxFiles, "must be at least 1")

@@ -448,6 +448,37 @@ func TestUploadStreamsAndChunkedBodyLimited(t *testing.T) {
 	expectError(t, resp.StatusCode, out, 413, "limit of 4096")
 }
 
+// An upload over upload_max_bytes is refused: from its Content-Length
+// before it is read, and while streaming when it is chunked.
+func TestUploadTotalLimit(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.UploadMaxFileBytes, cfg.UploadMaxBytes = 512<<10, 2<<20
+	ts := startServer(t, cfg)
+	var buf bytes.Buffer
+	w := multipart.NewWriter(&buf)
+	w.WriteField("pipeline_json", `{"id":"p","steps":[{"id":"r","processor":"resize","params":{"width":32}}]}`)
+	for i := 0; i < 6; i++ {
+		fw, _ := w.CreateFormFile("files", fmt.Sprintf("f%d.png", i))
+		fw.Write(append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{byte(i)}, 500<<10)...))
+	}
+	w.Close()
+	st, body, _ := ts.send("POST", "/api/v1/executions", map[string]string{"Content-Type": w.FormDataContentType()}, buf.String())
+	expectError(t, st, body, 413, "limit of 2097152")
+	req, _ := http.NewRequest("POST", ts.base+"/api/v1/executions", io.MultiReader(bytes.NewReader(buf.Bytes())))
+	req.Header.Set("Content-Type", w.FormDataContentType())
+	req.ContentLength = -1
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	expectError(t, resp.StatusCode, out, 413, "upload over 2097152 bytes")
+	if st, body, _ := ts.do("GET", "/api/v1/executions", "", nil); st != 200 || !strings.Contains(string(body), `"total":0`) {
+		t.Fatalf("a refused upload left an execution: %d %s", st, body)
+	}
+}
+
 // Issue 8 item 9: a client dribbling its headers (slowloris) is cut off
 // after http_header_timeout.
 func TestSlowHeadersCutOff(t *testing.T) {

@@ -50,11 +50,43 @@ const maxFieldBytes = 1 << 20
 
 // body is the request body as a stream: the HTTP server hands upload
 // routes the connection's stream instead of reading the body into memory.
-func body(c *fiber.Ctx) io.Reader {
+// A chunked body has no Content-Length the server could check up front, so
+// the stream is capped at MaxRequestBytes here.
+func (m *Manager) body(c *fiber.Ctx) io.Reader {
 	if c.Request().IsBodyStream() {
-		return c.Context().RequestBodyStream()
+		return &cappedReader{r: c.Context().RequestBodyStream(), left: int64(m.cfg.RequestBytes), limit: m.cfg.RequestBytes}
 	}
 	return bytes.NewReader(c.Body())
+}
+
+// cappedReader fails with ErrTooLarge once more than limit bytes were read.
+type cappedReader struct {
+	r     io.Reader
+	left  int64
+	limit int
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, fmt.Errorf("%w: upload over %d bytes (MaxRequestBytes)", ErrTooLarge, c.limit)
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return n, fmt.Errorf("%w: upload over %d bytes (MaxRequestBytes)", ErrTooLarge, c.limit)
+	}
+	return n, err
+}
+
+// partError keeps a size error's status; anything else is a bad body.
+func partError(err error, format string, args ...any) error {
+	if errors.Is(err, ErrTooLarge) {
+		return err
+	}
+	return invalidf(format+": %v", append(args, err)...)
 }
 
 // readUpload reads the multipart body part by part, enforcing the limits as
@@ -68,7 +100,7 @@ func (m *Manager) readUpload(c *fiber.Ctx, id string) (*upload, error) {
 	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
 		return nil, invalidf("want a multipart/form-data body with images under \"files\" (Content-Type %q)", c.Get(fiber.HeaderContentType))
 	}
-	mr := multipart.NewReader(body(c), params["boundary"])
+	mr := multipart.NewReader(m.body(c), params["boundary"])
 	u := &upload{}
 	ctx := c.UserContext()
 	for {
@@ -77,7 +109,7 @@ func (m *Manager) readUpload(c *fiber.Ctx, id string) (*upload, error) {
 			return u, nil
 		}
 		if err != nil {
-			return nil, invalidf("malformed multipart body: %v", err)
+			return nil, partError(err, "malformed multipart body")
 		}
 		switch name := part.FormName(); name {
 		case "files":
@@ -87,7 +119,7 @@ func (m *Manager) readUpload(c *fiber.Ctx, id string) (*upload, error) {
 			i := len(u.files)
 			data, err := io.ReadAll(io.LimitReader(part, m.cfg.MaxFileBytes+1))
 			if err != nil {
-				return nil, invalidf("file #%d: %v", i, err)
+				return nil, partError(err, "file #%d", i)
 			}
 			if int64(len(data)) > m.cfg.MaxFileBytes {
 				return nil, fmt.Errorf("%w: file #%d %q is over %d bytes, at most %d per file (MaxFileBytes)", ErrTooLarge, i, part.FileName(), m.cfg.MaxFileBytes, m.cfg.MaxFileBytes)
@@ -103,7 +135,7 @@ func (m *Manager) readUpload(c *fiber.Ctx, id string) (*upload, error) {
 		case "pipeline", "pipeline_json":
 			v, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
-				return nil, invalidf("field %s: %v", name, err)
+				return nil, partError(err, "field %s", name)
 			}
 			if len(v) > maxFieldBytes {
 				return nil, fmt.Errorf("%w: field %s over %d bytes", ErrTooLarge, name, maxFieldBytes)
