@@ -216,3 +216,38 @@ func FuzzParseSDPFragment(f *testing.F) {
 		_, _ = InspectOffer(s)
 	})
 }
+
+// BenchmarkDepacketizeH264 feeds the RTP packets of a 320x240 clip (pion's
+// payloader, FU-A at 1200 bytes) through the WebRTC depacketizer, one op per
+// packet.
+func BenchmarkDepacketizeH264(b *testing.B) {
+	pkts := packetizeH264(makeClip(b, 2), 1200)
+	d, err := NewDepacketizer(busv1.Codec_CODEC_H264)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bytes int64
+	for _, p := range pkts {
+		bytes += int64(len(p.Payload))
+	}
+	b.SetBytes(bytes / int64(len(pkts)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	aus := 0
+	for i := 0; i < b.N; i++ {
+		k := i % len(pkts)
+		p := *pkts[k]
+		loop := i / len(pkts)
+		p.Timestamp += uint32(loop) * 90000 * 3
+		p.SequenceNumber += uint16(loop * len(pkts))
+		au, err := d.Push(&p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if au != nil {
+			aus++
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(aus)/b.Elapsed().Seconds(), "AUs/s")
+}
