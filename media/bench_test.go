@@ -95,15 +95,3 @@ func BenchmarkDecodeScale1080pTo640(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
 }
-
-// BenchmarkSplitAnnexB splits a keyframe access unit.
-func BenchmarkSplitAnnexB(b *testing.B) {
-	_, pkts := readPackets(b, clip(b, clipH264))
-	data := pkts[0].Data
-	var nalus [][]byte
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for i := 0; i < b.N; i++ {
-		nalus = SplitAnnexB(nalus[:0], data)
-	}
-}

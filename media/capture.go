@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -300,20 +301,20 @@ func (c *Capture) encodeAndEmit(enc *Encoder, dec *Decoder, pts int64) error {
 }
 
 func (c *Capture) emitPassthrough(p *Packet, pts int64, info StreamInfo) error {
-	nalus := SplitAnnexB(c.unit.NALUs[:0], p.Data)
+	nalus := h26x.SplitAnnexB(c.unit.NALUs[:0], p.Data)
 	hasSPS, hasPPS := false, false
 	for _, n := range nalus {
-		switch H264NALUType(n) {
-		case H264NALUTypeSPS:
+		switch h26x.H264NALUType(n) {
+		case h26x.H264NALUTypeSPS:
 			c.sps = append(c.sps[:0], n...)
 			hasSPS = true
-		case H264NALUTypePPS:
+		case h26x.H264NALUTypePPS:
 			c.pps = append(c.pps[:0], n...)
 			hasPPS = true
 		}
 	}
 	c.unit.NALUs = nalus
-	key := H264HasIDR(nalus)
+	key := h26x.H264HasIDR(nalus)
 	if key && (!hasSPS || !hasPPS) && len(c.sps) > 0 && len(c.pps) > 0 {
 		// Every keyframe on the bus must start a decoder by itself.
 		c.fix = append(c.fix[:0], c.sps, c.pps)

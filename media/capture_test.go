@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -36,9 +37,9 @@ func runCapture(t *testing.T, cfg CaptureConfig, stopAfter int) ([]capturedUnit,
 	c := &Capture{CaptureConfig: cfg}
 	c.OnTrack = func(codec busv1.Codec, w, h int) { track = [3]int{int(codec), w, h} }
 	c.OnUnit = func(u *CaptureUnit) error {
-		cu := capturedUnit{key: u.Keyframe, pts: u.PTS, rtp: u.RTPTimestamp, w: u.Width, h: u.Height, idr: H264HasIDR(u.NALUs)}
+		cu := capturedUnit{key: u.Keyframe, pts: u.PTS, rtp: u.RTPTimestamp, w: u.Width, h: u.Height, idr: h26x.H264HasIDR(u.NALUs)}
 		for _, n := range u.NALUs {
-			if H264NALUType(n) == H264NALUTypeSPS {
+			if h26x.H264NALUType(n) == h26x.H264NALUTypeSPS {
 				cu.sps = true
 			}
 		}

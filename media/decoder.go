@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -103,7 +104,7 @@ func (d *Decoder) DecodeNALUs(nalus [][]byte, pts int64, keyframe bool) (int, er
 	if d.d == nil {
 		return 0, ErrClosed
 	}
-	d.annex = AppendAnnexB(d.annex[:0], nalus)
+	d.annex = h26x.AppendAnnexB(d.annex[:0], nalus)
 	return d.decode(d.annex, pts, keyframe)
 }
 

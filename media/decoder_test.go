@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -119,12 +120,12 @@ func TestDecodeNALUsAndScale(t *testing.T) {
 	var buf []byte
 	frames := 0
 	for i, p := range pkts {
-		nalus = SplitAnnexB(nalus[:0], p.Data)
-		if p.Keyframe && H264NALUType(nalus[0]) != H264NALUTypeSPS && H264NALUType(nalus[0]) != H264NALUTypeSEI && H264NALUType(nalus[0]) != H264NALUTypeAUD {
-			t.Fatalf("keyframe starts with NALU type %d", H264NALUType(nalus[0]))
+		nalus = h26x.SplitAnnexB(nalus[:0], p.Data)
+		if p.Keyframe && h26x.H264NALUType(nalus[0]) != h26x.H264NALUTypeSPS && h26x.H264NALUType(nalus[0]) != h26x.H264NALUTypeSEI && h26x.H264NALUType(nalus[0]) != h26x.H264NALUTypeAUD {
+			t.Fatalf("keyframe starts with NALU type %d", h26x.H264NALUType(nalus[0]))
 		}
-		if p.Keyframe != H264HasIDR(nalus) {
-			t.Fatalf("packet %d: keyframe %v, IDR %v", i, p.Keyframe, H264HasIDR(nalus))
+		if p.Keyframe != h26x.H264HasIDR(nalus) {
+			t.Fatalf("packet %d: keyframe %v, IDR %v", i, p.Keyframe, h26x.H264HasIDR(nalus))
 		}
 		n, err := d.DecodeNALUs(nalus, int64(i), p.Keyframe)
 		if err != nil {

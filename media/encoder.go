@@ -6,6 +6,8 @@ import "C"
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 )
 
 // EncodedAU is one H264 access unit out of the Encoder. NALUs alias the
@@ -173,7 +175,7 @@ func (e *Encoder) receive() (*EncodedAU, error) {
 	}
 	p := e.e.pkt
 	e.buf = append(e.buf[:0], unsafe.Slice((*byte)(unsafe.Pointer(p.data)), int(p.size))...)
-	e.au.NALUs = SplitAnnexB(e.au.NALUs[:0], e.buf)
+	e.au.NALUs = h26x.SplitAnnexB(e.au.NALUs[:0], e.buf)
 	e.au.Keyframe = e.e.out_key != 0
 	e.au.PTS = int64(e.e.out_pts)
 	return &e.au, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -75,9 +76,9 @@ func TestEncoderH264(t *testing.T) {
 			if bytes.Contains(nl, []byte{0, 0, 1}) {
 				t.Fatalf("AU %d: start code inside a NALU", i)
 			}
-			types[H264NALUType(nl)] = true
+			types[h26x.H264NALUType(nl)] = true
 		}
-		if au.Keyframe && !(types[H264NALUTypeSPS] && types[H264NALUTypePPS] && types[H264NALUTypeIDR]) {
+		if au.Keyframe && !(types[h26x.H264NALUTypeSPS] && types[h26x.H264NALUTypePPS] && types[h26x.H264NALUTypeIDR]) {
 			t.Fatalf("keyframe AU %d NALU types %v: want SPS, PPS and IDR in-band", i, types)
 		}
 		got, err := d.DecodeAU(au)
@@ -129,8 +130,8 @@ func TestEncoderYUVAndForceKey(t *testing.T) {
 		if err != nil || au == nil {
 			t.Fatalf("picture %d: %v %v", i, au, err)
 		}
-		if want := i == 0 || i == 4; au.Keyframe != want || H264HasIDR(au.NALUs) != want {
-			t.Fatalf("picture %d keyframe %v idr %v", i, au.Keyframe, H264HasIDR(au.NALUs))
+		if want := i == 0 || i == 4; au.Keyframe != want || h26x.H264HasIDR(au.NALUs) != want {
+			t.Fatalf("picture %d keyframe %v idr %v", i, au.Keyframe, h26x.H264HasIDR(au.NALUs))
 		}
 	}
 	if _, err := enc.EncodeYUV420(yuv[:10], w, h, 9); err == nil {

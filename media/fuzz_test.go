@@ -1,9 +1,9 @@
 package media
 
 import (
-	"bytes"
 	"testing"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -14,7 +14,7 @@ func fuzzSeeds(tb testing.TB) [][]byte {
 	aus := encodeTestAUs(tb, 64, 48, 4, 30)
 	var seeds [][]byte
 	for _, au := range aus {
-		seeds = append(seeds, AppendAnnexB(nil, au.Nalus))
+		seeds = append(seeds, h26x.AppendAnnexB(nil, au.Nalus))
 	}
 	return seeds
 }
@@ -50,7 +50,7 @@ func FuzzDecodeH264(f *testing.F) {
 		_, _ = d.Decode(key, 1, true)
 		_, _ = d.Decode(data, 2, false)
 		var nalus [][]byte
-		nalus = SplitAnnexB(nalus, data)
+		nalus = h26x.SplitAnnexB(nalus, data)
 		_, _ = d.DecodeNALUs(nalus, 3, false)
 		_, _ = d.Flush()
 		if p, ok := d.Picture(); ok {
@@ -75,35 +75,5 @@ func FuzzDecodeH265(f *testing.F) {
 		defer d.Close()
 		_, _ = d.Decode(data, 0, true)
 		_, _ = d.Flush()
-	})
-}
-
-// FuzzSplitAnnexB checks the splitter's invariants: units are non-empty,
-// contain no start code, and re-joined they split the same way.
-func FuzzSplitAnnexB(f *testing.F) {
-	for _, s := range fuzzSeeds(f) {
-		f.Add(s)
-	}
-	f.Add([]byte{0, 0, 1, 0, 0, 0, 1, 9, 0, 0})
-	f.Add([]byte{1, 2, 3})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		nalus := SplitAnnexB(nil, data)
-		for _, n := range nalus {
-			if len(n) == 0 || n[len(n)-1] == 0 {
-				t.Fatalf("empty or zero-terminated unit %x", n)
-			}
-			if bytes.Contains(n, []byte{0, 0, 1}) {
-				t.Fatalf("start code inside unit %x", n)
-			}
-		}
-		again := SplitAnnexB(nil, AppendAnnexB(nil, nalus))
-		if len(again) != len(nalus) {
-			t.Fatalf("resplit %d units, first split %d", len(again), len(nalus))
-		}
-		for i := range again {
-			if !bytes.Equal(again[i], nalus[i]) {
-				t.Fatalf("unit %d changed", i)
-			}
-		}
 	})
 }

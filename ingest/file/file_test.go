@@ -16,6 +16,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media"
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -139,12 +140,12 @@ func checkStream(t *testing.T, aus []*busv1.AccessUnit, w, h int) {
 func paramSetsFirst(nalus [][]byte) bool {
 	sps, pps := false, false
 	for _, n := range nalus {
-		switch media.H264NALUType(n) {
-		case media.H264NALUTypeSPS:
+		switch h26x.H264NALUType(n) {
+		case h26x.H264NALUTypeSPS:
 			sps = true
-		case media.H264NALUTypePPS:
+		case h26x.H264NALUTypePPS:
 			pps = true
-		case media.H264NALUTypeIDR:
+		case h26x.H264NALUTypeIDR:
 			return sps && pps
 		}
 	}

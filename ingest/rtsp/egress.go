@@ -13,6 +13,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -229,20 +230,7 @@ func (e *egress) waitKeyframe() bool {
 
 // paramsOf picks the parameter sets out of a keyframe.
 func paramsOf(au *busv1.AccessUnit) (vps, sps, pps []byte) {
-	for _, n := range au.Nalus {
-		if len(n) == 0 {
-			continue
-		}
-		switch classify(au.Codec, n) {
-		case naluVPS:
-			vps = n
-		case naluSPS:
-			sps = n
-		case naluPPS:
-			pps = n
-		}
-	}
-	return vps, sps, pps
+	return h26x.ParamSets(videoCodec(au.Codec), au.Nalus)
 }
 
 func (e *egress) open(au *busv1.AccessUnit) error {

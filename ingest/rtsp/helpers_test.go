@@ -31,6 +31,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/media/h26x/h26xtest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -64,12 +65,9 @@ func quietLogger() *slog.Logger {
 
 // clips are generated once per test binary.
 var (
-	clipOnce  sync.Once
-	clipPath  string
-	clipErr   error
-	annexOnce sync.Once
-	annexAUs  [][][]byte
-	annexErr  error
+	clipOnce sync.Once
+	clipPath string
+	clipErr  error
 )
 
 // clip1080 is a 4 s 1080p30 H264 mp4 (GOP 1 s, no B-frames).
@@ -95,45 +93,7 @@ func clip1080(t testing.TB) string {
 // without start codes), for upstream servers written in Go.
 func smallAUs(t testing.TB) [][][]byte {
 	t.Helper()
-	annexOnce.Do(func() {
-		p := filepath.Join(testDir, "small.h264")
-		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-			"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "2",
-			"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "30", "-bf", "0",
-			"-pix_fmt", "yuv420p", "-x264-params", "aud=1", "-f", "h264", p).CombinedOutput()
-		if err != nil {
-			annexErr = fmt.Errorf("ffmpeg h264: %v: %s", err, out)
-			return
-		}
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			annexErr = err
-			return
-		}
-		var nalus h264.AnnexB
-		if err := nalus.Unmarshal(raw); err != nil {
-			annexErr = err
-			return
-		}
-		var cur [][]byte
-		for _, n := range nalus {
-			if h264.NALUType(n[0]&0x1f) == h264.NALUTypeAccessUnitDelimiter {
-				if len(cur) > 0 {
-					annexAUs = append(annexAUs, cur)
-				}
-				cur = nil
-				continue
-			}
-			cur = append(cur, n)
-		}
-		if len(cur) > 0 {
-			annexAUs = append(annexAUs, cur)
-		}
-	})
-	if annexErr != nil {
-		t.Fatal(annexErr)
-	}
-	return annexAUs
+	return h26xtest.AccessUnits(t, h26xtest.Small)
 }
 
 // env is a bus, a hub and an RTSP server with a map of cameras.

@@ -6,20 +6,17 @@ import (
 	"errors"
 	"fmt"
 
-	mch264 "github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	mcvp9 "github.com/bluenviron/mediacommon/v2/pkg/codecs/vp9"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
-// Limits on what one access unit may hold: a sender cannot make us buffer
-// without bound by never setting the marker bit.
-const (
-	maxAUSize  = 8 << 20
-	maxAUNALUs = 512
-)
+// maxAUSize limits a VP8/VP9 frame: a sender cannot make us buffer without
+// bound by never setting the marker bit (h26x has its own limits).
+const maxAUSize = 8 << 20
 
 var (
 	errEmptyPayload = errors.New("empty RTP payload")
@@ -27,11 +24,11 @@ var (
 )
 
 // Depacketizer rebuilds access units from the RTP packets of one video track
-// (RFC 6184 for H264: single NALU, STAP-A, FU-A; RFC 7741 VP8; VP9 draft).
-// An access unit ends at the marker bit or at a timestamp change. After a
-// sequence gap the broken access unit is dropped and everything up to the next
-// keyframe too, so consumers never see a broken reference chain; NeedKeyframe
-// then tells the caller to send a PLI.
+// (H264 through media/h26x, which all adapters share; RFC 7741 VP8; VP9
+// draft). An access unit ends at the marker bit or at a timestamp change.
+// After a sequence gap the broken access unit is dropped and everything up to
+// the next keyframe too, so consumers never see a broken reference chain;
+// NeedKeyframe then tells the caller to send a PLI.
 type Depacketizer struct {
 	codec busv1.Codec
 
@@ -40,33 +37,37 @@ type Depacketizer struct {
 	lastSeq  uint16
 	haveSeq  bool
 	broken   bool
+	brokenTS uint32 // H264: timestamp of the broken unit
 	waitKey  bool
 	needKey  bool
 	size     int
-	nalus    [][]byte // H264: NALUs of the current AU
-	frag     []byte   // H264: FU-A under assembly
-	inFrag   bool
-	frame    []byte // VP8/VP9: frame under assembly
-	keyStart bool   // VP8/VP9: first packet said keyframe
+	h26x     h26x.Depacketizer // H264: assembles, keeps parameter sets
+	frame    []byte            // VP8/VP9: frame under assembly
+	keyStart bool              // VP8/VP9: first packet said keyframe
 	vp8      codecs.VP8Packet
 	vp9      codecs.VP9Packet
 
-	// Parameter sets last seen, repeated before IDRs that lack them.
-	sps, pps []byte
-	width    int
-	height   int
+	width  int
+	height int
 	// sizeChanged is set when width/height changed on the last keyframe.
 	sizeChanged bool
 }
 
 // NewDepacketizer returns a depacketizer for H264, VP8 or VP9.
 func NewDepacketizer(codec busv1.Codec) (*Depacketizer, error) {
+	d := &Depacketizer{codec: codec, waitKey: true}
 	switch codec {
-	case busv1.Codec_CODEC_H264, busv1.Codec_CODEC_VP8, busv1.Codec_CODEC_VP9:
+	case busv1.Codec_CODEC_H264:
+		// pion reads every packet into the same buffer.
+		d.h26x = h26x.Depacketizer{Codec: h26x.H264, PacketizationMode: 1, CopyPayload: true}
+		if err := d.h26x.Init(); err != nil {
+			return nil, err
+		}
+	case busv1.Codec_CODEC_VP8, busv1.Codec_CODEC_VP9:
 	default:
 		return nil, fmt.Errorf("%w: no depacketizer for %v", ErrCodecNotSupported, codec)
 	}
-	return &Depacketizer{codec: codec, waitKey: true}, nil
+	return d, nil
 }
 
 // NeedKeyframe reports, once, that the stream lost packets (or has not sent a
@@ -89,28 +90,24 @@ func (d *Depacketizer) Size() (w, h int, changed bool) {
 // malformed packet returns an error and breaks the current access unit; the
 // depacketizer stays usable.
 func (d *Depacketizer) Push(p *rtp.Packet) (*busv1.AccessUnit, error) {
-	var out *busv1.AccessUnit
-	if d.started && p.Timestamp != d.ts {
-		// The previous AU lost its marker packet: finish what we have if it
-		// is whole (H264 NALUs are self-delimiting), else it is dropped.
-		if d.codec == busv1.Codec_CODEC_H264 && !d.inFrag {
-			out = d.finish()
-		} else {
-			d.markBroken()
-			d.reset()
-		}
+	gap := d.haveSeq && p.SequenceNumber != d.lastSeq+1
+	d.haveSeq, d.lastSeq = true, p.SequenceNumber
+	if d.codec == busv1.Codec_CODEC_H264 {
+		return d.pushH264(p, gap)
 	}
-	if d.haveSeq && p.SequenceNumber != d.lastSeq+1 {
+	if d.started && p.Timestamp != d.ts {
+		// The previous frame lost its marker packet: it is dropped.
+		d.markBroken()
+		d.reset()
+	}
+	if gap {
 		d.markBroken()
 	}
-	d.haveSeq, d.lastSeq = true, p.SequenceNumber
 	if !d.started {
 		d.started, d.ts = true, p.Timestamp
 	}
 	var err error
 	switch d.codec {
-	case busv1.Codec_CODEC_H264:
-		err = d.pushH264(p.Payload)
 	case busv1.Codec_CODEC_VP8:
 		err = d.pushVP8(p.Payload)
 	case busv1.Codec_CODEC_VP9:
@@ -120,11 +117,43 @@ func (d *Depacketizer) Push(p *rtp.Packet) (*busv1.AccessUnit, error) {
 		d.markBroken()
 	}
 	if p.Marker {
-		if au := d.finish(); au != nil {
-			out = au
-		}
+		return d.finish(), err
+	}
+	return nil, err
+}
+
+// pushH264 hands the packet to the shared assembler and applies the loss
+// policy to what it returns. The assembler may return the previous access
+// unit (no marker bit, closed by this packet's new timestamp): this packet's
+// gap or error does not break that one, only the unit this packet belongs to.
+func (d *Depacketizer) pushH264(p *rtp.Packet, gap bool) (*busv1.AccessUnit, error) {
+	unit, ok, err := d.h26x.Push(p)
+	var out *busv1.AccessUnit
+	if ok && unit.RTPTimestamp != p.Timestamp {
+		out, ok = d.finishH264(unit), false
+	}
+	if gap || err != nil {
+		d.markBroken()
+		d.brokenTS = p.Timestamp
+	}
+	if ok {
+		out = d.finishH264(unit)
 	}
 	return out, err
+}
+
+// finishH264 applies the loss policy to an assembled unit; nil when it is
+// broken or still waiting for a keyframe.
+func (d *Depacketizer) finishH264(unit h26x.AccessUnit) *busv1.AccessUnit {
+	if d.broken && unit.RTPTimestamp == d.brokenTS {
+		d.broken = false
+		return nil
+	}
+	if unit.SPSChanged {
+		d.setSize(d.h26x.Size())
+	}
+	au := &busv1.AccessUnit{Codec: d.codec, RtpTimestamp: unit.RTPTimestamp, ClockRate: 90000, Keyframe: unit.Keyframe, Nalus: unit.NALUs}
+	return d.admit(au)
 }
 
 func (d *Depacketizer) markBroken() {
@@ -137,79 +166,16 @@ func (d *Depacketizer) reset() {
 	d.started = false
 	d.broken = false
 	d.size = 0
-	d.nalus = d.nalus[:0]
-	d.frag = d.frag[:0]
-	d.inFrag = false
 	d.frame = d.frame[:0]
 	d.keyStart = false
 }
 
 func (d *Depacketizer) addSize(n int) error {
 	d.size += n
-	if d.size > maxAUSize || len(d.nalus) > maxAUNALUs {
+	if d.size > maxAUSize {
 		return errAUTooLarge
 	}
 	return nil
-}
-
-func (d *Depacketizer) pushH264(payload []byte) error {
-	if len(payload) == 0 {
-		return errEmptyPayload
-	}
-	switch typ := payload[0] & 0x1f; {
-	case typ >= 1 && typ <= 23:
-		if d.inFrag {
-			return errors.New("h264: NALU inside an unfinished FU-A")
-		}
-		d.nalus = append(d.nalus, bytes.Clone(payload))
-		return d.addSize(len(payload))
-	case typ == 24: // STAP-A
-		if d.inFrag {
-			return errors.New("h264: STAP-A inside an unfinished FU-A")
-		}
-		b := payload[1:]
-		for len(b) > 0 {
-			if len(b) < 2 {
-				return errors.New("h264: truncated STAP-A")
-			}
-			n := int(binary.BigEndian.Uint16(b))
-			b = b[2:]
-			if n == 0 || n > len(b) {
-				return errors.New("h264: bad STAP-A NALU size")
-			}
-			d.nalus = append(d.nalus, bytes.Clone(b[:n]))
-			if err := d.addSize(n); err != nil {
-				return err
-			}
-			b = b[n:]
-		}
-		return nil
-	case typ == 28: // FU-A
-		if len(payload) < 3 {
-			return errors.New("h264: short FU-A")
-		}
-		start, end := payload[1]&0x80 != 0, payload[1]&0x40 != 0
-		if start {
-			if d.inFrag {
-				return errors.New("h264: FU-A start inside an unfinished FU-A")
-			}
-			d.inFrag = true
-			d.frag = append(d.frag[:0], payload[0]&0xe0|payload[1]&0x1f)
-		} else if !d.inFrag {
-			return errors.New("h264: FU-A continuation without start")
-		}
-		d.frag = append(d.frag, payload[2:]...)
-		if err := d.addSize(len(payload) - 2); err != nil {
-			return err
-		}
-		if end {
-			d.nalus = append(d.nalus, bytes.Clone(d.frag))
-			d.inFrag = false
-		}
-		return nil
-	default:
-		return fmt.Errorf("h264: unsupported NALU type %d", typ)
-	}
 }
 
 func (d *Depacketizer) pushVP8(payload []byte) error {
@@ -253,29 +219,25 @@ func (d *Depacketizer) pushVP9(payload []byte) error {
 	return d.addSize(len(data))
 }
 
-// finish closes the current access unit; nil when it is broken, empty or
+// finish closes the current VP8/VP9 frame; nil when it is broken, empty or
 // still waiting for a keyframe.
 func (d *Depacketizer) finish() *busv1.AccessUnit {
 	defer d.reset()
-	if d.broken || d.inFrag {
+	if d.broken || len(d.frame) == 0 {
 		return nil
 	}
 	au := &busv1.AccessUnit{Codec: d.codec, RtpTimestamp: d.ts, ClockRate: 90000}
-	switch d.codec {
-	case busv1.Codec_CODEC_H264:
-		if !d.finishH264(au) {
-			return nil
-		}
-	default:
-		if len(d.frame) == 0 {
-			return nil
-		}
-		au.Data = bytes.Clone(d.frame)
-		au.Keyframe = d.keyStart
-		if au.Keyframe {
-			d.frameSize(au.Data)
-		}
+	au.Data = bytes.Clone(d.frame)
+	au.Keyframe = d.keyStart
+	if au.Keyframe {
+		d.frameSize(au.Data)
 	}
+	return d.admit(au)
+}
+
+// admit drops access units until the first keyframe after a loss and puts
+// the picture size on keyframes.
+func (d *Depacketizer) admit(au *busv1.AccessUnit) *busv1.AccessUnit {
 	if d.waitKey {
 		if !au.Keyframe {
 			d.needKey = true
@@ -287,62 +249,6 @@ func (d *Depacketizer) finish() *busv1.AccessUnit {
 		au.Width, au.Height = uint32(d.width), uint32(d.height)
 	}
 	return au
-}
-
-func (d *Depacketizer) finishH264(au *busv1.AccessUnit) bool {
-	idr, hasSPS, hasPPS := false, false, false
-	n := 0
-	for _, nalu := range d.nalus {
-		switch nalu[0] & 0x1f {
-		case 5:
-			idr = true
-		case 7:
-			hasSPS = true
-			if !bytes.Equal(nalu, d.sps) {
-				d.sps = bytes.Clone(nalu)
-				d.spsSize()
-			}
-		case 8:
-			hasPPS = true
-			d.pps = bytes.Clone(nalu)
-		case 9, 12:
-			// Access unit delimiters and filler data carry nothing a
-			// consumer needs; the egress payloader drops them anyway.
-			continue
-		}
-		d.nalus[n] = nalu
-		n++
-	}
-	nalus := d.nalus[:n]
-	if len(nalus) == 0 {
-		return false
-	}
-	if idr && (!hasSPS || !hasPPS) {
-		if d.sps == nil || d.pps == nil {
-			// An IDR without parameter sets cannot start a decoder.
-			idr = false
-		} else {
-			out := make([][]byte, 0, len(nalus)+2)
-			if !hasSPS {
-				out = append(out, d.sps)
-			}
-			if !hasPPS {
-				out = append(out, d.pps)
-			}
-			nalus = append(out, nalus...)
-		}
-	}
-	au.Keyframe = idr
-	au.Nalus = append([][]byte(nil), nalus...)
-	return true
-}
-
-func (d *Depacketizer) spsSize() {
-	var sps mch264.SPS
-	if err := sps.Unmarshal(d.sps); err != nil {
-		return
-	}
-	d.setSize(sps.Width(), sps.Height())
 }
 
 func (d *Depacketizer) frameSize(frame []byte) {

@@ -1,0 +1,86 @@
+package rtsp
+
+import (
+	"testing"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtp"
+
+	"github.com/imageflowcanvas/imageflow/media/h26x/h26xtest"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// recSink keeps what a track writes.
+type recSink struct {
+	aus    []*busv1.AccessUnit
+	tracks int
+}
+
+func (s *recSink) WriteAccessUnit(au *busv1.AccessUnit) error { s.aus = append(s.aus, au); return nil }
+func (s *recSink) SetState(string, error)                     {}
+func (s *recSink) SetTrack(busv1.Codec, int, int)             { s.tracks++ }
+
+// Cameras without marker bits: rtph264 closes a unit on the next timestamp,
+// and the unit keeps its own timestamp, not the next one.
+func TestTimestampSplit(t *testing.T) {
+	sink := &recSink{}
+	vt, err := newVideoTrack(&format.H264{PayloadTyp: 96, PacketizationMode: 1}, sink, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ts := range []uint32{1000, 4000, 7000, 10000} {
+		vt.writePacket(&rtp.Packet{
+			Header:  rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: ts, Marker: ts >= 7000},
+			Payload: []byte{0x41, byte(i)},
+		})
+	}
+	var got []uint32
+	for _, au := range sink.aus {
+		got = append(got, au.RtpTimestamp)
+	}
+	if len(got) != 3 || got[0] != 1000 || got[1] != 4000 || got[2] != 7000 {
+		t.Fatalf("access unit timestamps %v, want [1000 4000 7000]", got)
+	}
+	if sink.aus[1].Pts != 3000*1_000_000_000/90000 { // 3000 ticks at 90 kHz
+		t.Fatalf("pts %d", sink.aus[1].Pts)
+	}
+}
+
+// countSink counts access units without keeping them.
+type countSink struct{ aus, nalus int }
+
+func (s *countSink) WriteAccessUnit(au *busv1.AccessUnit) error {
+	s.aus++
+	s.nalus += len(au.Nalus)
+	return nil
+}
+func (s *countSink) SetState(string, error)         {}
+func (s *countSink) SetTrack(busv1.Codec, int, int) {}
+
+// BenchmarkDepacketizeH264 feeds the RTP packets of a 640x360 clip (FU-A at
+// 300 bytes) through the RTSP video track, one op per packet: the per-packet
+// cost of RTSP ingest before the bus.
+func BenchmarkDepacketizeH264(b *testing.B) {
+	pkts := h26xtest.Packets(h26xtest.EncodeAUs(b, smallAUs(b)))
+	sink := &countSink{}
+	vt, err := newVideoTrack(&format.H264{PayloadTyp: 96, PacketizationMode: 1}, sink, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bytes int64
+	for _, p := range pkts {
+		bytes += int64(len(p.Payload))
+	}
+	b.SetBytes(bytes / int64(len(pkts)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(pkts)
+		p := *pkts[k]
+		// Timestamps keep rising across loops of the clip.
+		p.Timestamp += uint32(i/len(pkts)) * 90000 * 3
+		vt.writePacket(&p)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sink.aus)/b.Elapsed().Seconds(), "AUs/s")
+}
