@@ -40,6 +40,9 @@ type Config struct {
 	// RTSPUDPAddr serves RTSP over UDP (RTP on this even port, RTCP on the
 	// next), which VLC and most NVRs try first; empty serves TCP only.
 	RTSPUDPAddr string `yaml:"rtsp_udp"`
+	// RTSPReadTimeout closes RTSP connections that do not complete a
+	// request within it (idle or half-sent) and publishers silent that long.
+	RTSPReadTimeout time.Duration `yaml:"rtsp_read_timeout"`
 	// GRPCAddr serves the streaming and processor gRPC services.
 	GRPCAddr string `yaml:"grpc"`
 	// WebRTCUDPAddr is the one UDP port all WebRTC peers share.
@@ -185,6 +188,7 @@ func Defaults() Config {
 		HTTPAddr:              ":8080",
 		RTSPAddr:              ":8554",
 		RTSPUDPAddr:           ":8000",
+		RTSPReadTimeout:       10 * time.Second,
 		GRPCAddr:              ":50051",
 		WebRTCUDPAddr:         ":8189",
 		Prefix:                "ifc",
@@ -468,6 +472,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Node == "" || strings.ContainsAny(c.Node, ".*> \t") || len(c.Node) > 64 {
 		return bad("node", strconv.Quote(c.Node), "want letters, digits, '-' and '_'")
+	}
+	if c.RTSPReadTimeout < 100*time.Millisecond {
+		return bad("rtsp_read_timeout", c.RTSPReadTimeout, "at least 100ms")
 	}
 	if c.MetricsInterval < time.Second {
 		return bad("metrics_interval", c.MetricsInterval, "at least 1s")

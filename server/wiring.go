@@ -154,13 +154,14 @@ func (s *Server) startRTSP() error {
 		return nil
 	}
 	srv := &rtsp.Server{
-		Address:    s.Config.RTSPAddr,
-		UDPAddress: s.Config.RTSPUDPAddr,
-		Cameras:    rtspCameras{s},
-		Hub:        s.hub,
-		Publishers: s.super.acquirePublisher,
-		Logger:     s.Logger.With("component", "rtsp"),
-		OnLatency:  func(cam string, d time.Duration) { s.metrics.rtspLatency.Observe(d.Seconds()) },
+		Address:     s.Config.RTSPAddr,
+		UDPAddress:  s.Config.RTSPUDPAddr,
+		ReadTimeout: s.Config.RTSPReadTimeout,
+		Cameras:     rtspCameras{s},
+		Hub:         s.hub,
+		Publishers:  s.super.acquirePublisher,
+		Logger:      s.Logger.With("component", "rtsp"),
+		OnLatency:   func(cam string, d time.Duration) { s.metrics.rtspLatency.Observe(d.Seconds()) },
 	}
 	if s.authOn() {
 		// RTSP clients carry the API token as the password (any user name):

@@ -3,6 +3,7 @@ package rtsp
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,14 +16,20 @@ const batchMaxPending = 4 << 20
 const batchReadSize = 64 << 10
 
 // batchListener hands out batchConns.
-type batchListener struct{ net.Listener }
+type batchListener struct {
+	net.Listener
+	// requestTimeout: see batchConn.requestTimeout.
+	requestTimeout time.Duration
+}
 
 func (l batchListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newBatchConn(c), nil
+	b := newBatchConn(c)
+	b.requestTimeout = l.requestTimeout
+	return b, nil
 }
 
 // batchConn coalesces writes. gortsplib writes every interleaved RTP packet
@@ -42,6 +49,20 @@ type batchConn struct {
 	// goroutine per connection.
 	rbuf       []byte
 	rpos, rend int
+
+	// requestTimeout bounds the wait for a whole request while the
+	// connection carries no media (gortsplib lifts its read deadline
+	// between requests, so a silent or trickling client would hold the
+	// connection forever): the next request must be complete within it
+	// after the previous response, or after connecting. 0 disables it.
+	requestTimeout time.Duration
+	// streaming is set while a session plays or records on the
+	// connection: a reader sends nothing for long stretches, and
+	// gortsplib times out publishers itself.
+	streaming atomic.Bool
+	// requestDeadline (unix ns, 0 when unset) is when the pending request
+	// must be complete; a response clears it.
+	requestDeadline atomic.Int64
 
 	mu      sync.Mutex
 	cond    sync.Cond // pending grew (flusher) or shrank (writers), or closed
@@ -65,11 +86,13 @@ func newBatchConn(c net.Conn) *batchConn {
 func (b *batchConn) Read(p []byte) (int, error) {
 	if b.rpos == b.rend {
 		if len(p) >= batchReadSize {
+			b.armRequestDeadline()
 			return b.Conn.Read(p)
 		}
 		if b.rbuf == nil {
 			b.rbuf = make([]byte, batchReadSize)
 		}
+		b.armRequestDeadline()
 		n, err := b.Conn.Read(b.rbuf)
 		b.rpos, b.rend = 0, n
 		if n == 0 {
@@ -81,8 +104,33 @@ func (b *batchConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Write queues p; it blocks only while batchMaxPending bytes wait.
+// armRequestDeadline sets the socket's read deadline to the pending
+// request's deadline, starting one if none runs, unless media flows.
+func (b *batchConn) armRequestDeadline() {
+	if b.requestTimeout <= 0 || b.streaming.Load() {
+		return
+	}
+	dl := b.requestDeadline.Load()
+	if dl == 0 {
+		dl = time.Now().Add(b.requestTimeout).UnixNano()
+		b.requestDeadline.Store(dl)
+	}
+	_ = b.Conn.SetReadDeadline(time.Unix(0, dl))
+}
+
+// setStreaming switches the request deadline off while a session plays or
+// records, and back on after.
+func (b *batchConn) setStreaming(on bool) {
+	b.requestDeadline.Store(0)
+	b.streaming.Store(on)
+}
+
+// Write queues p; it blocks only while batchMaxPending bytes wait. A write
+// is a response (or media): the next request gets a fresh deadline.
 func (b *batchConn) Write(p []byte) (int, error) {
+	if b.requestTimeout > 0 {
+		b.requestDeadline.Store(0)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for b.err == nil && !b.closed && len(b.pending) > 0 && len(b.pending)+len(p) > batchMaxPending {

@@ -22,7 +22,7 @@ func tcpPair(t *testing.T) (srv *batchConn, cli net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := batchListener{ln}.Accept()
+	c, err := batchListener{Listener: ln}.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -81,6 +82,11 @@ type Server struct {
 	// DescribeTimeout bounds the wait for a camera's first keyframe before
 	// DESCRIBE answers 503; 5 s when zero.
 	DescribeTimeout time.Duration
+	// ReadTimeout closes a connection that does not complete a request
+	// within it (idle, or sending half a request) while no media flows on
+	// it, and a publisher that stops sending for that long; 10 s when
+	// zero.
+	ReadTimeout time.Duration
 	// OnLatency, when set, is called for every access unit written to
 	// readers with the time since it was complete on the bus (for metrics).
 	OnLatency func(camera string, d time.Duration)
@@ -112,6 +118,18 @@ type serverHandler struct{ *Server }
 type sessionData struct {
 	pub *publisher
 	eg  *egress
+	// conn is the connection that started media, whose request deadline
+	// is off until the session closes.
+	conn atomic.Pointer[batchConn]
+}
+
+// streaming lifts the request deadline of the connection that plays or
+// records the session.
+func (sd *sessionData) streaming(c *gortsplib.ServerConn) {
+	if b, ok := c.NetConn().(*batchConn); ok {
+		sd.conn.Store(b)
+		b.setStreaming(true)
+	}
 }
 
 // publisher is one camera being pushed into the server.
@@ -137,6 +155,9 @@ func (s *Server) Start() error {
 	}
 	if s.DescribeTimeout <= 0 {
 		s.DescribeTimeout = 5 * time.Second
+	}
+	if s.ReadTimeout <= 0 {
+		s.ReadTimeout = 10 * time.Second
 	}
 	s.log = s.Logger
 	if s.log == nil {
@@ -166,7 +187,10 @@ func (s *Server) Start() error {
 		Handler:     serverHandler{s},
 		RTSPAddress: ln.Addr().String(),
 		// Readers' packets leave in batches, not one syscall each.
-		Listen: func(string, string) (net.Listener, error) { return batchListener{ln}, nil },
+		Listen: func(string, string) (net.Listener, error) {
+			return batchListener{Listener: ln, requestTimeout: s.ReadTimeout}, nil
+		},
+		ReadTimeout: s.ReadTimeout,
 		// A 4K keyframe is several hundred packets; the default 256 would
 		// drop part of it for every reader.
 		WriteQueueSize: 2048,
@@ -175,7 +199,7 @@ func (s *Server) Start() error {
 		srv.AuthMethods = []auth.VerifyMethod{auth.VerifyMethodBasic}
 	}
 	if s.UDPAddress != "" {
-		rtpConn, rtcpConn, err := listenUDPPair(s.UDPAddress)
+		rtpConn, rtcpConn, err := listenUDPPair(udpOnRTSPHost(s.UDPAddress, s.Address))
 		if err != nil {
 			ln.Close()
 			return err
@@ -215,6 +239,21 @@ func (s *Server) Start() error {
 	}()
 	s.log.Info("rtsp server listening", "addr", s.Addr(), "udp", s.UDPAddr())
 	return nil
+}
+
+// udpOnRTSPHost gives a UDP address without a host the host of the RTSP
+// address, so an RTSP server kept on loopback does not open its media ports
+// on every interface.
+func udpOnRTSPHost(udp, rtsp string) string {
+	uh, up, err := net.SplitHostPort(udp)
+	if err != nil || uh != "" {
+		return udp
+	}
+	rh, _, err := net.SplitHostPort(rtsp)
+	if err != nil || rh == "" {
+		return udp
+	}
+	return net.JoinHostPort(rh, up)
 }
 
 // listenUDPPair opens the RTP port (even) and the RTCP port (RTP+1) that
@@ -425,6 +464,7 @@ func (s serverHandler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.
 	if p.audio != nil {
 		ctx.Session.OnPacketRTP(p.amedia, p.aforma, func(pkt *rtp.Packet) { p.audio.writePacket(pkt) })
 	}
+	sd.streaming(ctx.Conn)
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
@@ -460,6 +500,7 @@ func (s serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Re
 func (s serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil && sd.eg != nil {
 		s.play(sd.eg, ctx.Session)
+		sd.streaming(ctx.Conn)
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
@@ -478,6 +519,9 @@ func (s serverHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionClose
 	}
 	if e := sd.eg; e != nil {
 		s.detach(e, ctx.Session)
+	}
+	if c := sd.conn.Load(); c != nil {
+		c.setStreaming(false)
 	}
 }
 
