@@ -9,26 +9,51 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/ingest/grpcstream"
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	streamv1 "github.com/imageflowcanvas/imageflow/proto/streamv1"
 )
 
 // registerGRPC adds the StreamService: frames in, results out
-// (StreamService.Process), and gRPC clients as cameras (StreamService.Publish).
+// (StreamService.Process, processors/remote), and gRPC clients as cameras
+// (StreamService.Publish, ingest/grpcstream).
 func (s *Server) registerGRPC(g *grpc.Server) {
-	ss := &remote.StreamServer{
-		Compile: s.compileForStream,
-		OpenPublish: func(ctx context.Context, camera string) (remote.PublishSink, func(), error) {
-			sink, release, err := s.super.acquirePublisher(camera)
-			if err != nil {
-				return nil, nil, grpcStatus(err)
-			}
-			return sink, release, nil
+	streamv1.RegisterStreamServiceServer(g, streamService{
+		process: &remote.StreamServer{
+			Compile: s.compileForStream,
+			Logger:  s.Logger.With("component", "grpc-stream"),
 		},
-		Logger: s.Logger.With("component", "grpc-stream"),
-	}
-	ss.Register(g)
+		publish: &grpcstream.Publisher{
+			Open: func(ctx context.Context, camera string) (ingest.Sink, func(), error) {
+				sink, release, err := s.super.acquirePublisher(camera)
+				if err != nil {
+					return nil, nil, grpcStatus(err)
+				}
+				return sink, release, nil
+			},
+			Logger: s.Logger.With("component", "grpc-publish"),
+		},
+	})
+}
+
+// streamService joins the two halves of the StreamService: one proto
+// service, so clients keep one stub, served by the processors and the
+// ingest adapter.
+type streamService struct {
+	streamv1.UnimplementedStreamServiceServer
+	process *remote.StreamServer
+	publish *grpcstream.Publisher
+}
+
+func (s streamService) Process(st grpc.BidiStreamingServer[streamv1.StreamRequest, streamv1.StreamResult]) error {
+	return s.process.Process(st)
+}
+
+func (s streamService) Publish(st grpc.ClientStreamingServer[streamv1.PublishRequest, streamv1.PublishResponse]) error {
+	return s.publish.Publish(st)
 }
 
 func (s *Server) compileForStream(ctx context.Context, id string) (remote.Pipeline, error) {

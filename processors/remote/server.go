@@ -1,8 +1,8 @@
 // Package remote carries processors over gRPC: Serve exposes any
 // processors.Processor as the Processor service (proto/processor.proto),
 // NewClient turns a remote service back into a processors.Processor, and
-// StreamServer implements the StreamService that lets clients push frames
-// through pipelines or publish a camera.
+// StreamServer implements StreamService.Process, which lets clients push
+// frames through pipelines.
 package remote
 
 import (

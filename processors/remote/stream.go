@@ -1,11 +1,9 @@
 package remote
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"image/jpeg"
 	"io"
 	"log/slog"
 	"time"
@@ -28,37 +26,21 @@ type Pipeline interface {
 	Close() error
 }
 
-// PublishSink takes the access units of a camera published over gRPC. It has
-// ingest.Sink's methods, so the server passes an ingest sink as it is.
-type PublishSink interface {
-	WriteAccessUnit(au *busv1.AccessUnit) error
-	SetState(state string, err error)
-	SetTrack(codec busv1.Codec, width, height int)
-}
-
-// Camera states reported to a PublishSink (the ingest package's values).
-const (
-	stateOnline  = "online"
-	stateOffline = "offline"
-)
-
-// StreamServer implements the StreamService (proto/stream.proto). The server
-// fills in the two functions and registers it on its gRPC listener.
+// StreamServer implements StreamService.Process (proto/stream.proto): frames
+// in, pipeline results out. Publish, the service's camera ingest, lives in
+// ingest/grpcstream; the server joins the two when it registers the service.
 type StreamServer struct {
 	streamv1.UnimplementedStreamServiceServer
 	// Compile builds the pipeline with the given id for one Process stream.
 	// Its error ends the stream: with the error's own gRPC status if it has
 	// one, else NOT_FOUND.
 	Compile func(ctx context.Context, pipeline string) (Pipeline, error)
-	// OpenPublish returns the sink of a camera published over gRPC and a
-	// release function called when the stream ends. Its error ends the stream
-	// like Compile's.
-	OpenPublish func(ctx context.Context, camera string) (PublishSink, func(), error)
-	Logger      *slog.Logger
+	Logger  *slog.Logger
 }
 
-// Register adds the service to a gRPC server. Raw frames are large: the
-// server should allow messages of MaxMessageSize (grpc.MaxRecvMsgSize).
+// Register adds the service, with Process only (Publish answers
+// UNIMPLEMENTED), to a gRPC server. Raw frames are large: the server should
+// allow messages of MaxMessageSize (grpc.MaxRecvMsgSize).
 func (s *StreamServer) Register(g *grpc.Server) { streamv1.RegisterStreamServiceServer(g, s) }
 
 func (s *StreamServer) logger() *slog.Logger {
@@ -148,88 +130,4 @@ func (s *StreamServer) runFrame(ctx context.Context, p Pipeline, f *streamv1.Str
 	res.LatencyNs = time.Since(start).Nanoseconds()
 	out.LatencyNs = res.LatencyNs
 	return res
-}
-
-// Publish implements the StreamService.
-func (s *StreamServer) Publish(stream grpc.ClientStreamingServer[streamv1.PublishRequest, streamv1.PublishResponse]) error {
-	ctx := stream.Context()
-	first, err := stream.Recv()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&streamv1.PublishResponse{})
-		}
-		return err
-	}
-	if first.Camera == "" {
-		return status.Error(codes.InvalidArgument, "the first message must name the camera")
-	}
-	if s.OpenPublish == nil {
-		return status.Error(codes.Unimplemented, "publishing is not enabled on this server")
-	}
-	sink, release, err := s.OpenPublish(ctx, first.Camera)
-	if err != nil {
-		return asStatus(fmt.Errorf("camera %q: %w", first.Camera, err), codes.NotFound)
-	}
-	if release != nil {
-		defer release()
-	}
-	log := s.logger().With("camera", first.Camera)
-	log.Info("gRPC publisher connected")
-	sink.SetState(stateOnline, nil)
-	var accepted uint64
-	var trackCodec busv1.Codec
-	var trackW, trackH int
-	setTrack := func(c busv1.Codec, w, h int) {
-		if c != trackCodec || (w != 0 && (w != trackW || h != trackH)) {
-			trackCodec, trackW, trackH = c, w, h
-			sink.SetTrack(c, w, h)
-		}
-	}
-	fail := func(err error) error {
-		sink.SetState(stateOffline, err)
-		return err
-	}
-	for req := first; ; {
-		switch pl := req.Payload.(type) {
-		case *streamv1.PublishRequest_AccessUnit:
-			au := pl.AccessUnit
-			if au == nil || (len(au.Nalus) == 0 && len(au.Data) == 0) {
-				return fail(status.Errorf(codes.InvalidArgument, "access unit %d is empty", accepted))
-			}
-			if au.Codec == busv1.Codec_CODEC_UNSPECIFIED {
-				return fail(status.Errorf(codes.InvalidArgument, "access unit %d has no codec", accepted))
-			}
-			au.Camera = first.Camera
-			if au.Keyframe {
-				setTrack(au.Codec, int(au.Width), int(au.Height))
-			}
-			if err := sink.WriteAccessUnit(au); err != nil {
-				return fail(status.Errorf(codes.Unavailable, "camera %q: %v", first.Camera, err))
-			}
-			accepted++
-		case *streamv1.PublishRequest_Jpeg:
-			cfg, err := jpeg.DecodeConfig(bytes.NewReader(pl.Jpeg.GetData()))
-			if err != nil {
-				return fail(status.Errorf(codes.InvalidArgument, "frame %d is not a JPEG: %v", accepted, err))
-			}
-			setTrack(busv1.Codec_CODEC_MJPEG, cfg.Width, cfg.Height)
-			au := &busv1.AccessUnit{Camera: first.Camera, Codec: busv1.Codec_CODEC_MJPEG, Pts: pl.Jpeg.Pts,
-				Keyframe: true, Data: pl.Jpeg.Data, Width: uint32(cfg.Width), Height: uint32(cfg.Height),
-				RtpTimestamp: uint32(pl.Jpeg.Pts * 90000 / int64(time.Second)), ClockRate: 90000}
-			if err := sink.WriteAccessUnit(au); err != nil {
-				return fail(status.Errorf(codes.Unavailable, "camera %q: %v", first.Camera, err))
-			}
-			accepted++
-		}
-		req, err = stream.Recv()
-		if errors.Is(err, io.EOF) {
-			sink.SetState(stateOffline, nil)
-			log.Info("gRPC publisher finished", "accepted", accepted)
-			return stream.SendAndClose(&streamv1.PublishResponse{Accepted: accepted})
-		}
-		if err != nil {
-			sink.SetState(stateOffline, err)
-			return err
-		}
-	}
 }

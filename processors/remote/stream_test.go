@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,47 +72,16 @@ func (p *detectPipeline) Run(ctx context.Context, img gocv.Mat) (*busv1.Result, 
 
 func (p *detectPipeline) Close() error { p.small.Close(); return p.det.Close() }
 
-// recordSink keeps what a publisher sent.
-type recordSink struct {
-	mu     sync.Mutex
-	aus    []*busv1.AccessUnit
-	states []string
-	tracks []string
-}
-
-func (r *recordSink) WriteAccessUnit(au *busv1.AccessUnit) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.aus = append(r.aus, au)
-	return nil
-}
-func (r *recordSink) SetState(s string, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.states = append(r.states, fmt.Sprintf("%s %v", s, err != nil))
-}
-func (r *recordSink) SetTrack(c busv1.Codec, w, h int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.tracks = append(r.tracks, fmt.Sprint(c, w, h))
-}
-
 var errNoPipeline = errors.New("no such pipeline")
 
 // startStream runs a StreamServer over real gRPC on 127.0.0.1.
-func startStream(t testing.TB, sink *recordSink) (streamv1.StreamServiceClient, func()) {
+func startStream(t testing.TB) (streamv1.StreamServiceClient, func()) {
 	s := &StreamServer{
 		Compile: func(ctx context.Context, id string) (Pipeline, error) {
 			if id != "detect" {
 				return nil, errNoPipeline
 			}
 			return newDetectPipeline(t), nil
-		},
-		OpenPublish: func(ctx context.Context, camera string) (PublishSink, func(), error) {
-			if camera != "phone" {
-				return nil, nil, errors.New("unknown camera")
-			}
-			return sink, func() {}, nil
 		},
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -147,7 +115,7 @@ func testJPEG(t testing.TB) ([]byte, gocv.Mat) {
 
 func TestStreamProcess(t *testing.T) {
 	jpg, _ := testJPEG(t)
-	client, stop := startStream(t, nil)
+	client, stop := startStream(t)
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -217,59 +185,13 @@ func TestStreamProcess(t *testing.T) {
 	}
 }
 
-func TestStreamPublish(t *testing.T) {
-	jpg, _ := testJPEG(t)
-	sink := &recordSink{}
-	client, stop := startStream(t, sink)
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-
-	st, err := client.Publish(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Send(&streamv1.PublishRequest{Camera: "phone", Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Pts: 0, Data: jpg}}})
-	st.Send(&streamv1.PublishRequest{Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Pts: int64(time.Second), Data: jpg}}})
-	st.Send(&streamv1.PublishRequest{Payload: &streamv1.PublishRequest_AccessUnit{AccessUnit: &busv1.AccessUnit{
-		Codec: busv1.Codec_CODEC_H264, Keyframe: true, Width: 320, Height: 240, Nalus: [][]byte{{0x67, 1}, {0x68, 2}, {0x65, 3}}}}})
-	resp, err := st.CloseAndRecv()
-	if err != nil || resp.Accepted != 3 {
-		t.Fatalf("publish: %v %v", resp, err)
-	}
-	sink.mu.Lock()
-	if len(sink.aus) != 3 || sink.aus[0].Camera != "phone" || sink.aus[1].RtpTimestamp != 90000 || sink.aus[0].Width != 640 ||
-		sink.aus[2].Codec != busv1.Codec_CODEC_H264 {
-		t.Errorf("access units %v", sink.aus)
-	}
-	if fmt.Sprint(sink.tracks) != "[CODEC_MJPEG 640 480 CODEC_H264 320 240]" || fmt.Sprint(sink.states) != "[online false offline false]" {
-		t.Errorf("tracks %v states %v", sink.tracks, sink.states)
-	}
-	sink.mu.Unlock()
-
-	for name, msgs := range map[string][]*streamv1.PublishRequest{
-		"unknown camera": {{Camera: "door"}},
-		"no camera":      {{Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: jpg}}}},
-		"bad jpeg":       {{Camera: "phone", Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: []byte("x")}}}},
-		"empty au":       {{Camera: "phone", Payload: &streamv1.PublishRequest_AccessUnit{AccessUnit: &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264}}}},
-	} {
-		st, _ := client.Publish(ctx)
-		for _, m := range msgs {
-			st.Send(m)
-		}
-		if _, err := st.CloseAndRecv(); status.Code(err) == codes.OK {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
 // BenchmarkStreamRoundTrip sends a 640x480 JPEG through the resize + detect
 // pipeline over the StreamService on 127.0.0.1, one frame in flight, and
 // reports the round-trip percentiles.
 func BenchmarkStreamRoundTrip(b *testing.B) {
 	jpg, img := testJPEG(b)
 	img.Close()
-	client, stop := startStream(b, nil)
+	client, stop := startStream(b)
 	defer stop()
 	st, err := client.Process(context.Background())
 	if err != nil {
