@@ -360,10 +360,8 @@ func TestHOGFindsPeople(t *testing.T) {
 }
 
 func iou(a, b image.Rectangle) float64 {
-	in := a.Intersect(b)
-	ia := float64(in.Dx() * in.Dy())
-	u := float64(a.Dx()*a.Dy()+b.Dx()*b.Dy()) - ia
-	return ia / u
+	return float64(processors.IoU(float32(a.Min.X), float32(a.Min.Y), float32(a.Dx()), float32(a.Dy()),
+		float32(b.Min.X), float32(b.Min.Y), float32(b.Dx()), float32(b.Dy())))
 }
 
 func TestHaarFindsMessisFace(t *testing.T) {

@@ -468,7 +468,7 @@ func nmsInPlace(ds []*busv1.Detection, thr float32) int {
 	for _, d := range ds {
 		ok := true
 		for _, k := range ds[:n] {
-			if boxIoU(d, k) > thr {
+			if processors.IoU(d.X, d.Y, d.W, d.H, k.X, k.Y, k.W, k.H) > thr {
 				ok = false
 				break
 			}
@@ -479,16 +479,6 @@ func nmsInPlace(ds []*busv1.Detection, thr float32) int {
 		}
 	}
 	return n
-}
-
-func boxIoU(a, b *busv1.Detection) float32 {
-	ix := min(a.X+a.W, b.X+b.W) - max(a.X, b.X)
-	iy := min(a.Y+a.H, b.Y+b.H) - max(a.Y, b.Y)
-	if ix <= 0 || iy <= 0 {
-		return 0
-	}
-	in := ix * iy
-	return in / (a.W*a.H + b.W*b.H - in)
 }
 
 // addHOG is a method value bound once per call, so the callback allocates no

@@ -9,6 +9,7 @@ import (
 
 	"gocv.io/x/gocv"
 
+	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -335,17 +336,6 @@ type candidate struct {
 	class      int
 }
 
-// iou is the intersection over union of two boxes.
-func iou(a, b candidate) float32 {
-	ix := min(a.x+a.w, b.x+b.w) - max(a.x, b.x)
-	iy := min(a.y+a.h, b.y+b.h) - max(a.y, b.y)
-	if ix <= 0 || iy <= 0 {
-		return 0
-	}
-	inter := ix * iy
-	return inter / (a.w*a.h + b.w*b.h - inter)
-}
-
 // nms is greedy class-wise non-maximum suppression: boxes sorted by score,
 // a box is dropped when it overlaps a kept box of the same class by more than
 // thresh IoU. Boxes of different classes never suppress each other. It sorts
@@ -356,7 +346,7 @@ func nms(cands []candidate, thresh float32) []candidate {
 	for _, c := range cands {
 		keep := true
 		for _, k := range kept {
-			if k.class == c.class && iou(k, c) > thresh {
+			if k.class == c.class && processors.IoU(k.x, k.y, k.w, k.h, c.x, c.y, c.w, c.h) > thresh {
 				keep = false
 				break
 			}
