@@ -17,6 +17,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 )
 
@@ -304,20 +307,12 @@ func (c *apiClient) upload(ctx context.Context, fields map[string]string, files 
 	return created.ID, nil
 }
 
-// progressMessage is a busv1.Progress as the server sends it.
-type progressMessage struct {
-	State     string  `json:"state"`
-	Index     int     `json:"index"`
-	FileState string  `json:"file_state"`
-	Error     string  `json:"error"`
-	Done      int     `json:"done"`
-	Failed    int     `json:"failed"`
-	Total     int     `json:"total"`
-	Percent   float64 `json:"percent"`
-}
+// progressJSON reads the server's progress events (busv1.Progress in
+// protojson, proto field names); fields a newer server adds are skipped.
+var progressJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 // follow reads the execution's Server-Sent Events until it ends.
-func (c *apiClient) follow(ctx context.Context, id string, update func(progressMessage)) error {
+func (c *apiClient) follow(ctx context.Context, id string, update func(*busv1.Progress)) error {
 	resp, err := c.do(ctx, http.MethodGet, "/api/v1/executions/"+id+"/events", nil, "")
 	if err != nil {
 		return err
@@ -338,8 +333,8 @@ func (c *apiClient) follow(ctx context.Context, id string, update func(progressM
 				}
 				return nil
 			}
-			var p progressMessage
-			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &p); err == nil {
+			p := &busv1.Progress{}
+			if err := progressJSON.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), p); err == nil {
 				last = p.State
 				update(p)
 			}
@@ -352,12 +347,12 @@ func (c *apiClient) follow(ctx context.Context, id string, update func(progressM
 }
 
 // poll is the fallback when the event stream breaks (a server restart).
-func (c *apiClient) poll(ctx context.Context, id string, update func(progressMessage)) error {
+func (c *apiClient) poll(ctx context.Context, id string, update func(*busv1.Progress)) error {
 	for {
 		var x batchExecution
 		err := c.getJSON(ctx, "/api/v1/executions/"+id, &x)
 		if err == nil {
-			update(progressMessage{State: x.State, Done: x.Done, Failed: x.Failed, Total: x.Total, Percent: x.Percent})
+			update(&busv1.Progress{State: x.State, Done: uint32(x.Done), Failed: uint32(x.Failed), Total: uint32(x.Total), Percent: x.Percent})
 			if finishedState(x.State) {
 				return nil
 			}
@@ -445,11 +440,11 @@ func newProgressBar(w io.Writer, quiet bool) *progressBar {
 	return &progressBar{w: w, quiet: quiet, tty: tty, lastStep: -1}
 }
 
-func (b *progressBar) update(p progressMessage) {
+func (b *progressBar) update(p *busv1.Progress) {
 	if b.quiet || p.Total == 0 {
 		return
 	}
-	if p.FileState == "FILE_STATE_FAILED" && p.Error != "" {
+	if p.FileState == busv1.FileState_FILE_STATE_FAILED && p.Error != "" {
 		b.line()
 		fmt.Fprintf(b.w, "file #%d failed: %s\n", p.Index, p.Error)
 	}
