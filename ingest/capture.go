@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imageflowcanvas/imageflow/media"
+	"github.com/imageflowcanvas/imageflow/media/mediabus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -46,6 +47,11 @@ func (l *CaptureLoop) Write(u *media.CaptureUnit) error {
 		l.Logger.Debug("write access unit", "err", err)
 	}
 	return nil
+}
+
+// SetTrack is the capture's OnTrack callback.
+func (l *CaptureLoop) SetTrack(codec media.Codec, width, height int) {
+	l.Sink.SetTrack(mediabus.BusCodec(codec), width, height)
 }
 
 // Run captures until ctx ends. An input that fails or ends is reopened after

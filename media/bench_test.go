@@ -5,8 +5,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // benchClip is the 1080p H264 clip: IFC_BENCH_CLIP names one (the bench
@@ -22,7 +20,7 @@ func benchClip(b *testing.B) string {
 // access unit, looping the clip (flush at each end).
 func BenchmarkDecode1080p(b *testing.B) {
 	info, pkts := readPackets(b, benchClip(b))
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -70,7 +68,7 @@ func cpuTime() time.Duration {
 // frame source does for each sampled picture.
 func BenchmarkDecodeScale1080pTo640(b *testing.B) {
 	_, pkts := readPackets(b, benchClip(b))
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // CaptureConfig configures a Capture.
@@ -71,7 +70,7 @@ type CaptureStats struct {
 type Capture struct {
 	CaptureConfig
 	// OnTrack is called when a run knows its output size.
-	OnTrack func(codec busv1.Codec, width, height int)
+	OnTrack func(codec Codec, width, height int)
 	// OnUnit receives every access unit; an error ends Run.
 	OnUnit func(u *CaptureUnit) error
 	// Stats counts units, loops and decode errors.
@@ -130,7 +129,7 @@ func frameDur(info StreamInfo) int64 {
 func (c *Capture) run(ctx context.Context, dm *Demuxer) error {
 	info := dm.Info()
 	dur := frameDur(info)
-	passthrough := info.Codec == busv1.Codec_CODEC_H264 && !c.Transcode
+	passthrough := info.Codec == CodecH264 && !c.Transcode
 	c.Stats.Transcoded.Store(!passthrough)
 
 	var dec *Decoder
@@ -148,7 +147,7 @@ func (c *Capture) run(ctx context.Context, dm *Demuxer) error {
 			}
 		}()
 	} else if info.Width > 0 && c.OnTrack != nil {
-		c.OnTrack(busv1.Codec_CODEC_H264, info.Width, info.Height)
+		c.OnTrack(CodecH264, info.Width, info.Height)
 	}
 
 	timer := time.NewTimer(time.Hour)
@@ -276,7 +275,7 @@ func (c *Capture) run(ctx context.Context, dm *Demuxer) error {
 				return err
 			}
 			if c.OnTrack != nil {
-				c.OnTrack(busv1.Codec_CODEC_H264, w, h)
+				c.OnTrack(CodecH264, w, h)
 			}
 		}
 		if err := c.encodeAndEmit(enc, dec, pic.PTS); err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 type capturedUnit struct {
@@ -25,7 +24,7 @@ type capturedUnit struct {
 // returns, decoding every unit with a fresh H264 decoder.
 func runCapture(t *testing.T, cfg CaptureConfig, stopAfter int) ([]capturedUnit, *Capture, error) {
 	t.Helper()
-	dec, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	dec, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +34,7 @@ func runCapture(t *testing.T, cfg CaptureConfig, stopAfter int) ([]capturedUnit,
 	var units []capturedUnit
 	var track [3]int
 	c := &Capture{CaptureConfig: cfg}
-	c.OnTrack = func(codec busv1.Codec, w, h int) { track = [3]int{int(codec), w, h} }
+	c.OnTrack = func(codec Codec, w, h int) { track = [3]int{int(codec), w, h} }
 	c.OnUnit = func(u *CaptureUnit) error {
 		cu := capturedUnit{key: u.Keyframe, pts: u.PTS, rtp: u.RTPTimestamp, w: u.Width, h: u.Height, idr: h26x.H264HasIDR(u.NALUs)}
 		for _, n := range u.NALUs {
@@ -54,7 +53,7 @@ func runCapture(t *testing.T, cfg CaptureConfig, stopAfter int) ([]capturedUnit,
 		return nil
 	}
 	err = c.Run(ctx)
-	if track[0] != int(busv1.Codec_CODEC_H264) {
+	if track[0] != int(CodecH264) {
 		t.Fatalf("OnTrack = %v", track)
 	}
 	return units, c, err

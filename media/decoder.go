@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // SkipMode says which pictures the decoder may leave undecoded, for sampling
@@ -52,14 +51,14 @@ type Picture struct {
 // Decoder decodes one video stream. It is not safe for concurrent use.
 type Decoder struct {
 	d     *C.ifc_dec
-	codec busv1.Codec
+	codec Codec
 	skip  SkipMode
 	annex []byte // reusable Annex-B buffer for NAL unit input
 }
 
 // NewDecoder opens a decoder for codec (H264, H265, VP8, VP9, AV1, MJPEG)
 // with threads decoding threads (0 lets libavcodec choose).
-func NewDecoder(codec busv1.Codec, threads int) (*Decoder, error) {
+func NewDecoder(codec Codec, threads int) (*Decoder, error) {
 	libavInit()
 	id, err := codecID(codec)
 	if err != nil {
@@ -73,7 +72,7 @@ func NewDecoder(codec busv1.Codec, threads int) (*Decoder, error) {
 }
 
 // Codec is the codec the decoder was opened for.
-func (d *Decoder) Codec() busv1.Codec { return d.codec }
+func (d *Decoder) Codec() Codec { return d.codec }
 
 // SetSkip changes which pictures are decoded. Leaving SkipNonKey for a
 // weaker mode only makes sense at a keyframe (the skipped pictures were
@@ -115,14 +114,6 @@ func (d *Decoder) Decode(data []byte, pts int64, keyframe bool) (int, error) {
 		return 0, ErrClosed
 	}
 	return d.decode(data, pts, keyframe)
-}
-
-// DecodeAU decodes a bus access unit; its Pts tags the picture.
-func (d *Decoder) DecodeAU(au *busv1.AccessUnit) (int, error) {
-	if len(au.Nalus) > 0 {
-		return d.DecodeNALUs(au.Nalus, au.Pts, au.Keyframe)
-	}
-	return d.Decode(au.Data, au.Pts, au.Keyframe)
 }
 
 func (d *Decoder) decode(data []byte, pts int64, keyframe bool) (int, error) {

@@ -9,21 +9,20 @@ import (
 	"testing"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 func TestDecodeClips(t *testing.T) {
 	cases := []struct {
 		spec  clipSpec
-		codec busv1.Codec
+		codec Codec
 		w, h  int
 	}{
-		{clipH264, busv1.Codec_CODEC_H264, 320, 240},
-		{clipH264B, busv1.Codec_CODEC_H264, 352, 288},
-		{clipH265, busv1.Codec_CODEC_H265, 320, 240},
-		{clipH265Raw, busv1.Codec_CODEC_H265, 256, 144},
-		{clipVP8, busv1.Codec_CODEC_VP8, 320, 180},
-		{clipVP9, busv1.Codec_CODEC_VP9, 320, 180},
+		{clipH264, CodecH264, 320, 240},
+		{clipH264B, CodecH264, 352, 288},
+		{clipH265, CodecH265, 320, 240},
+		{clipH265Raw, CodecH265, 256, 144},
+		{clipVP8, CodecVP8, 320, 180},
+		{clipVP9, CodecVP9, 320, 180},
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec.name, func(t *testing.T) {
@@ -77,7 +76,7 @@ func TestDecodeClips(t *testing.T) {
 // come back reordered, not in packet order.
 func TestDecodeReorderTags(t *testing.T) {
 	_, pkts := readPackets(t, clip(t, clipH264B))
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +110,7 @@ func TestDecodeReorderTags(t *testing.T) {
 
 func TestDecodeNALUsAndScale(t *testing.T) {
 	_, pkts := readPackets(t, clip(t, clipH264))
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +162,7 @@ func TestDecodeSkipModes(t *testing.T) {
 		}
 	}
 	count := func(m SkipMode) int {
-		d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+		d, err := NewDecoder(CodecH264, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +196,7 @@ func TestDecodeSkipModes(t *testing.T) {
 // pictures after the next keyframe decode again.
 func TestDecodeTruncated(t *testing.T) {
 	_, pkts := readPackets(t, clip(t, clipH264))
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +228,7 @@ func TestDecodeTruncated(t *testing.T) {
 }
 
 func TestDecodeGarbage(t *testing.T) {
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +245,8 @@ func TestDecodeGarbage(t *testing.T) {
 	if _, err := d.Decode([]byte{1}, 0, true); !errors.Is(err, ErrClosed) {
 		t.Fatalf("decode after close: %v", err)
 	}
-	if _, err := NewDecoder(busv1.Codec_CODEC_AAC, 1); !errors.Is(err, ErrUnsupportedCodec) {
-		t.Fatalf("AAC decoder: %v", err)
+	if _, err := NewDecoder(CodecUnknown, 1); !errors.Is(err, ErrUnsupportedCodec) {
+		t.Fatalf("decoder of an unknown codec: %v", err)
 	}
 }
 

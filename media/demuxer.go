@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 	"unsafe"
-
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // ErrNoVideo is returned when the input has no video stream.
@@ -36,7 +34,7 @@ type DemuxOptions struct {
 
 // StreamInfo describes the video stream a Demuxer reads.
 type StreamInfo struct {
-	Codec busv1.Codec
+	Codec Codec
 	// CodecName is libavcodec's name ("h264", "msmpeg4v3", "rawvideo").
 	CodecName     string
 	Width, Height int
@@ -135,7 +133,7 @@ func OpenDemuxerContext(ctx context.Context, url string, opts DemuxOptions) (*De
 	var ci C.ifc_dmx_info
 	C.ifc_dmx_info_get(m, &ci)
 	info := StreamInfo{
-		Codec:       busCodec(ci.codec_id),
+		Codec:       codecOf(ci.codec_id),
 		CodecName:   C.GoString(ci.codec_name),
 		Width:       int(ci.width),
 		Height:      int(ci.height),

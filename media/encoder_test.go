@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // testPicture draws a moving gradient with a bright square into a BGR24
@@ -27,8 +26,15 @@ func testPicture(buf []byte, w, h, i int) {
 	}
 }
 
+// testAU is a copy of an encoded access unit.
+type testAU struct {
+	Nalus    [][]byte
+	Keyframe bool
+	Pts      int64
+}
+
 // encodeTestAUs encodes n pictures of w×h and returns copies of the AUs.
-func encodeTestAUs(tb testing.TB, w, h, n, gop int) []*busv1.AccessUnit {
+func encodeTestAUs(tb testing.TB, w, h, n, gop int) []*testAU {
 	tb.Helper()
 	enc, err := NewH264Encoder(w, h, 30, 1_000_000, gop)
 	if err != nil {
@@ -36,7 +42,7 @@ func encodeTestAUs(tb testing.TB, w, h, n, gop int) []*busv1.AccessUnit {
 	}
 	defer enc.Close()
 	pic := make([]byte, w*h*3)
-	var aus []*busv1.AccessUnit
+	var aus []*testAU
 	for i := 0; i < n; i++ {
 		testPicture(pic, w, h, i)
 		au, err := enc.EncodeBGR(pic, w, h, 0, int64(i)*3000)
@@ -46,7 +52,7 @@ func encodeTestAUs(tb testing.TB, w, h, n, gop int) []*busv1.AccessUnit {
 		if au == nil {
 			tb.Fatalf("picture %d: zerolatency encoder held the access unit", i)
 		}
-		c := &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, Keyframe: au.Keyframe, Pts: au.PTS, RtpTimestamp: uint32(au.PTS)}
+		c := &testAU{Keyframe: au.Keyframe, Pts: au.PTS}
 		for _, nl := range au.NALUs {
 			c.Nalus = append(c.Nalus, append([]byte(nil), nl...))
 		}
@@ -58,7 +64,7 @@ func encodeTestAUs(tb testing.TB, w, h, n, gop int) []*busv1.AccessUnit {
 func TestEncoderH264(t *testing.T) {
 	const w, h, n, gop = 320, 240, 30, 10
 	aus := encodeTestAUs(t, w, h, n, gop)
-	d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +87,7 @@ func TestEncoderH264(t *testing.T) {
 		if au.Keyframe && !(types[h26x.H264NALUTypeSPS] && types[h26x.H264NALUTypePPS] && types[h26x.H264NALUTypeIDR]) {
 			t.Fatalf("keyframe AU %d NALU types %v: want SPS, PPS and IDR in-band", i, types)
 		}
-		got, err := d.DecodeAU(au)
+		got, err := d.DecodeNALUs(au.Nalus, au.Pts, au.Keyframe)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,11 +102,11 @@ func TestEncoderH264(t *testing.T) {
 
 	// A decoder started at the second keyframe decodes from there on: the
 	// parameter sets really are repeated.
-	d2, _ := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d2, _ := NewDecoder(CodecH264, 1)
 	defer d2.Close()
 	frames = 0
 	for _, au := range aus[gop:] {
-		got, err := d2.DecodeAU(au)
+		got, err := d2.DecodeNALUs(au.Nalus, au.Pts, au.Keyframe)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +166,7 @@ func TestEncoderScalesInput(t *testing.T) {
 	if err != nil || au == nil {
 		t.Fatal(au, err)
 	}
-	d, _ := NewDecoder(busv1.Codec_CODEC_H264, 1)
+	d, _ := NewDecoder(CodecH264, 1)
 	defer d.Close()
 	if n, err := d.DecodeNALUs(au.NALUs, 0, true); n != 1 || err != nil {
 		t.Fatal(n, err)

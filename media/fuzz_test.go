@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/imageflowcanvas/imageflow/media/h26x"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // fuzzSeeds are real H264 access units: a keyframe (SPS, PPS, IDR) and the
@@ -41,7 +40,7 @@ func FuzzDecodeH264(f *testing.F) {
 	f.Add([]byte{0, 0, 1})
 	key := seeds[0]
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := NewDecoder(busv1.Codec_CODEC_H264, 1)
+		d, err := NewDecoder(CodecH264, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +67,7 @@ func FuzzDecodeH265(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0x40, 0x01, 0x0c, 0x01, 0xff, 0xff})
 	f.Add([]byte{0, 0, 1, 0x26, 0x01, 0xaf, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d, err := NewDecoder(busv1.Codec_CODEC_H265, 1)
+		d, err := NewDecoder(CodecH265, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

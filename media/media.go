@@ -1,6 +1,7 @@
 // Package media decodes, encodes and demuxes video through FFmpeg's
-// libavcodec, libavformat and libswscale (cgo), and splits H264/H265 Annex-B
-// streams into NAL units. Every hot path keeps its packets, frames, scaler and
+// libavcodec, libavformat and libswscale (cgo); media/h26x handles H264/H265
+// bitstreams. It imports nothing of the project: mediabus converts its types
+// to the bus's at the edges. Every hot path keeps its packets, frames, scaler and
 // output buffers across calls, so steady-state decoding allocates nothing in
 // Go per frame.
 package media
@@ -14,8 +15,6 @@ import (
 	"fmt"
 	"sync"
 	"unsafe"
-
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // Errors returned by the package; libav errors are wrapped in *AVError.
@@ -73,40 +72,64 @@ func SetLibavLogLevel(level int) {
 	C.av_log_set_level(C.int(level))
 }
 
-func codecID(c busv1.Codec) (C.int, error) {
+// Codec is a video codec media decodes or demuxes.
+type Codec uint8
+
+// The codecs media knows; CodecUnknown is any other.
+const (
+	CodecUnknown Codec = iota
+	CodecH264
+	CodecH265
+	CodecVP8
+	CodecVP9
+	CodecAV1
+	CodecMJPEG
+)
+
+var codecNames = [...]string{"unknown", "H264", "H265", "VP8", "VP9", "AV1", "MJPEG"}
+
+// String names the codec.
+func (c Codec) String() string {
+	if int(c) < len(codecNames) {
+		return codecNames[c]
+	}
+	return codecNames[0]
+}
+
+func codecID(c Codec) (C.int, error) {
 	switch c {
-	case busv1.Codec_CODEC_H264:
+	case CodecH264:
 		return C.AV_CODEC_ID_H264, nil
-	case busv1.Codec_CODEC_H265:
+	case CodecH265:
 		return C.AV_CODEC_ID_HEVC, nil
-	case busv1.Codec_CODEC_VP8:
+	case CodecVP8:
 		return C.AV_CODEC_ID_VP8, nil
-	case busv1.Codec_CODEC_VP9:
+	case CodecVP9:
 		return C.AV_CODEC_ID_VP9, nil
-	case busv1.Codec_CODEC_AV1:
+	case CodecAV1:
 		return C.AV_CODEC_ID_AV1, nil
-	case busv1.Codec_CODEC_MJPEG:
+	case CodecMJPEG:
 		return C.AV_CODEC_ID_MJPEG, nil
 	}
 	return 0, fmt.Errorf("%w: %v", ErrUnsupportedCodec, c)
 }
 
-func busCodec(id C.int) busv1.Codec {
+func codecOf(id C.int) Codec {
 	switch id {
 	case C.AV_CODEC_ID_H264:
-		return busv1.Codec_CODEC_H264
+		return CodecH264
 	case C.AV_CODEC_ID_HEVC:
-		return busv1.Codec_CODEC_H265
+		return CodecH265
 	case C.AV_CODEC_ID_VP8:
-		return busv1.Codec_CODEC_VP8
+		return CodecVP8
 	case C.AV_CODEC_ID_VP9:
-		return busv1.Codec_CODEC_VP9
+		return CodecVP9
 	case C.AV_CODEC_ID_AV1:
-		return busv1.Codec_CODEC_AV1
+		return CodecAV1
 	case C.AV_CODEC_ID_MJPEG:
-		return busv1.Codec_CODEC_MJPEG
+		return CodecMJPEG
 	}
-	return busv1.Codec_CODEC_UNSPECIFIED
+	return CodecUnknown
 }
 
 // ScaledSize is the output size for a source of sw×sh scaled to width:

@@ -93,7 +93,7 @@ func NewSource(cfg Config) (*Source, error) {
 	s := &Source{cfg: cfg, path: p, log: log.With("camera", cfg.Camera, "source", "file")}
 	s.capture = &media.Capture{
 		CaptureConfig: media.CaptureConfig{URL: p, Loop: true, Realtime: true, Width: cfg.Width, Bitrate: cfg.Bitrate},
-		OnTrack:       cfg.Sink.SetTrack,
+		OnTrack:       s.loop.SetTrack,
 		OnUnit:        s.loop.Write,
 	}
 	s.loop = ingest.CaptureLoop{Capture: s.capture, Sink: cfg.Sink, Logger: s.log, What: "file"}

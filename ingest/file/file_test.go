@@ -17,6 +17,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media"
 	"github.com/imageflowcanvas/imageflow/media/h26x"
+	"github.com/imageflowcanvas/imageflow/media/mediabus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -98,7 +99,7 @@ func run(t *testing.T, s *Source) func() {
 // checkStream decodes the units and checks what the bus contract promises.
 func checkStream(t *testing.T, aus []*busv1.AccessUnit, w, h int) {
 	t.Helper()
-	dec, err := media.NewDecoder(busv1.Codec_CODEC_H264, 1)
+	dec, err := media.NewDecoder(media.CodecH264, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func checkStream(t *testing.T, aus []*busv1.AccessUnit, w, h int) {
 				t.Fatalf("keyframe AU %d size %dx%d", i, au.Width, au.Height)
 			}
 		}
-		n, err := dec.DecodeAU(au)
+		n, err := mediabus.DecodeAU(dec, au)
 		if err != nil {
 			t.Fatalf("decode AU %d: %v", i, err)
 		}

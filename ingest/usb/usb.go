@@ -99,7 +99,7 @@ func NewSource(cfg Config) (*Source, error) {
 			Demux:   media.DemuxOptions{Format: format, Options: opts},
 			Bitrate: cfg.Bitrate,
 		},
-		OnTrack: cfg.Sink.SetTrack,
+		OnTrack: s.loop.SetTrack,
 		OnUnit:  s.loop.Write,
 	}
 	s.loop = ingest.CaptureLoop{Capture: s.capture, Sink: cfg.Sink, Logger: s.log, What: "usb camera"}

@@ -15,6 +15,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media"
+	"github.com/imageflowcanvas/imageflow/media/mediabus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -74,7 +75,7 @@ func TestCaptureEncodePath(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	dec, _ := media.NewDecoder(busv1.Codec_CODEC_H264, 1)
+	dec, _ := media.NewDecoder(media.CodecH264, 1)
 	defer dec.Close()
 	decoded := 0
 	for i, au := range aus {
@@ -89,7 +90,7 @@ func TestCaptureEncodePath(t *testing.T) {
 		if (i%15 == 0) != au.Keyframe {
 			t.Fatalf("AU %d keyframe %v (each reopen starts on an IDR)", i, au.Keyframe)
 		}
-		n, err := dec.DecodeAU(au)
+		n, err := mediabus.DecodeAU(dec, au)
 		if err != nil {
 			t.Fatal(err)
 		}

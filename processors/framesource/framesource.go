@@ -16,6 +16,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
 	"github.com/imageflowcanvas/imageflow/media"
+	"github.com/imageflowcanvas/imageflow/media/mediabus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -173,7 +174,7 @@ func (r *Runner) setup() error {
 func (r *Runner) interval() int64 { return int64(float64(time.Second) / r.FPS) }
 
 func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
-	if r.dec == nil || r.dec.Codec() != au.Codec {
+	if r.dec == nil || r.dec.Codec() != mediabus.Codec(au.Codec) {
 		if !au.Keyframe {
 			r.Counters.Skipped.Add(1)
 			return
@@ -182,7 +183,7 @@ func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
 			r.dec.Close()
 			r.dec = nil
 		}
-		dec, err := media.NewDecoder(au.Codec, r.Threads)
+		dec, err := media.NewDecoder(mediabus.Codec(au.Codec), r.Threads)
 		if err != nil {
 			if r.Counters.Errors.Add(1) == 1 {
 				r.log.Warn("cannot decode camera", "codec", au.Codec, "err", err)
