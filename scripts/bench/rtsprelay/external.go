@@ -215,12 +215,12 @@ func quantile(h0, h1 histogram, q float64) (float64, float64) {
 	return lo + (h1.le[i]-lo)*(rank-below)/(d[i]-below), total
 }
 
-func (t *external) report() {
+func (t *external) report(w io.Writer) {
 	p50, n := quantile(t.hist0, t.hist1, .5)
 	p99, _ := quantile(t.hist0, t.hist1, .99)
-	fmt.Printf("added latency:  p50 %.2f ms  p99 %.2f ms  (%d access units; /metrics imageflow_rtsp_egress_latency_seconds, access unit complete (last packet in) -> queued to readers, bucket-interpolated)\n",
+	fmt.Fprintf(w, "added latency:  p50 %.2f ms  p99 %.2f ms  (%d access units; /metrics imageflow_rtsp_egress_latency_seconds, access unit complete (last packet in) -> queued to readers, bucket-interpolated)\n",
 		p50*1000, p99*1000, int(n))
-	fmt.Printf("hub drops:      %d (imageflow_live_dropped_total in the window)\n", int(t.drops1-t.drops0))
+	fmt.Fprintf(w, "hub drops:      %d (imageflow_live_dropped_total in the window)\n", int(t.drops1-t.drops0))
 }
 
 func (t *external) close() {

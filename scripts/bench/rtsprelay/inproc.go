@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -138,13 +139,13 @@ func (t *inproc) window(on bool) {
 	t.asm.setOn(on)
 }
 
-func (t *inproc) report() {
+func (t *inproc) report(w io.Writer) {
 	lat, asm := t.lat.sorted(), t.asm.sorted()
-	fmt.Printf("added latency:  p50 %v  p99 %v  max %v  (%d access units; access unit complete (last packet in) -> packets queued to readers)\n",
+	fmt.Fprintf(w, "added latency:  p50 %v  p99 %v  max %v  (%d access units; access unit complete (last packet in) -> packets queued to readers)\n",
 		rnd(pct(lat, .5)), rnd(pct(lat, .99)), rnd(pct(lat, 1)), len(lat))
-	fmt.Printf("  of which AU arrival (first -> last packet, sender pacing): p50 %v  p99 %v\n",
+	fmt.Fprintf(w, "  of which AU arrival (first -> last packet, sender pacing): p50 %v  p99 %v\n",
 		rnd(pct(asm, .5)), rnd(pct(asm, .99)))
-	fmt.Printf("hub drops:      %d\n", t.h.Dropped.Load())
+	fmt.Fprintf(w, "hub drops:      %d\n", t.h.Dropped.Load())
 }
 
 func (t *inproc) close() {

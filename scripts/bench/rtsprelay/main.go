@@ -12,6 +12,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,7 +33,7 @@ type target interface {
 	mem() (rssKB, hwmKB int)
 	// window marks the start (true) and end (false) of the measured window.
 	window(on bool)
-	report()
+	report(w io.Writer)
 	close()
 }
 
@@ -46,10 +47,12 @@ type options struct {
 	videoWindow   time.Duration
 	cpuProfile    string
 	probe         bool
+	// out receives the report (stdout).
+	out io.Writer
 }
 
 func main() {
-	var o options
+	o := options{out: os.Stdout}
 	flag.IntVar(&o.ncam, "cameras", 10, "cameras pushed by ffmpeg")
 	flag.IntVar(&o.nread, "readers", 3, "ffmpeg RTSP readers per camera")
 	flag.DurationVar(&o.dur, "duration", 20*time.Second, "measured window")
@@ -78,7 +81,7 @@ func run(o options) error {
 	defer os.RemoveAll(dir)
 	if o.clip == "" {
 		o.clip = filepath.Join(dir, "clip.mp4")
-		fmt.Printf("encoding a 10 s 1080p30 H264 clip at %s/s...\n", o.bitrate)
+		fmt.Fprintf(o.out, "encoding a 10 s 1080p30 H264 clip at %s/s...\n", o.bitrate)
 		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
 			"-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30", "-t", "10",
 			"-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-b:v", o.bitrate,
@@ -243,24 +246,24 @@ func run(o options) error {
 		what = "imageflow serve, pid " + strconv.Itoa(o.pidOf(t))
 	}
 
-	fmt.Printf("rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window, VIDEO window %v\n",
+	fmt.Fprintf(o.out, "rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window, VIDEO window %v\n",
 		o.ncam, o.bitrate, o.nread, wall.Round(time.Millisecond), o.videoWindow)
 	c := 100 * (cpu1 - cpu0).Seconds() / wall.Seconds()
-	fmt.Printf("server CPU:     %.1f%% of one core, %.2f%% per stream (%.2f s CPU in %.2f s; %s)\n",
+	fmt.Fprintf(o.out, "server CPU:     %.1f%% of one core, %.2f%% per stream (%.2f s CPU in %.2f s; %s)\n",
 		c, c/float64(o.ncam), (cpu1 - cpu0).Seconds(), wall.Seconds(), what)
-	fmt.Printf("server memory:  RSS %.1f MiB (peak %.1f MiB)\n", float64(rss)/1024, float64(hwm)/1024)
-	t.report()
+	fmt.Fprintf(o.out, "server memory:  RSS %.1f MiB (peak %.1f MiB)\n", float64(rss)/1024, float64(hwm)/1024)
+	t.report(o.out)
 	if o.probe {
 		pr.mu.Lock()
 		last, first := sortedCopy(pr.toLast), sortedCopy(pr.toFrst)
 		nomatch := pr.nomatch
 		pr.mu.Unlock()
-		fmt.Printf("probe (TCP proxies, last packet of an AU into the server -> back out to one reader per camera; %d AUs, %d unmatched):\n",
+		fmt.Fprintf(o.out, "probe (TCP proxies, last packet of an AU into the server -> back out to one reader per camera; %d AUs, %d unmatched):\n",
 			len(last), nomatch)
-		fmt.Printf("  -> first packet out: p50 %v  p99 %v  max %v\n", rnd(pct(first, .5)), rnd(pct(first, .99)), rnd(pct(first, 1)))
-		fmt.Printf("  -> last packet out:  p50 %v  p99 %v  max %v\n", rnd(pct(last, .5)), rnd(pct(last, .99)), rnd(pct(last, 1)))
+		fmt.Fprintf(o.out, "  -> first packet out: p50 %v  p99 %v  max %v\n", rnd(pct(first, .5)), rnd(pct(first, .99)), rnd(pct(first, 1)))
+		fmt.Fprintf(o.out, "  -> last packet out:  p50 %v  p99 %v  max %v\n", rnd(pct(last, .5)), rnd(pct(last, .99)), rnd(pct(last, 1)))
 	}
-	fmt.Printf("readers:        %d frames received of ~%d expected (%.1f%%), %d reader errors\n",
+	fmt.Fprintf(o.out, "readers:        %d frames received of ~%d expected (%.1f%%), %d reader errors\n",
 		frames, expected, 100*float64(frames)/float64(max(expected, 1)), failed)
 	return nil
 }
