@@ -11,8 +11,8 @@ func TestIoU(t *testing.T) {
 		want float32
 	}{
 		{[4]float32{0, 0, 10, 10}, [4]float32{0, 0, 10, 10}, 1},
-		{[4]float32{0, 0, 10, 10}, [4]float32{10, 0, 10, 10}, 0},       // touching edges
-		{[4]float32{0, 0, 10, 10}, [4]float32{20, 20, 5, 5}, 0},        // apart
+		{[4]float32{0, 0, 10, 10}, [4]float32{10, 0, 10, 10}, 0},        // touching edges
+		{[4]float32{0, 0, 10, 10}, [4]float32{20, 20, 5, 5}, 0},         // apart
 		{[4]float32{0, 0, 10, 10}, [4]float32{5, 5, 10, 10}, 25. / 175}, // quarter overlap
 		{[4]float32{0, 0, 10, 10}, [4]float32{2, 2, 5, 5}, 25. / 100},   // inside
 	} {

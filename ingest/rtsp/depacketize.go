@@ -48,11 +48,11 @@ func newVideoTrack(forma format.Format, sink ingest.Sink, log *slog.Logger) (*vi
 	switch f := forma.(type) {
 	case *format.H264:
 		t.codec = busv1.Codec_CODEC_H264
-		t.dep = h26x.Depacketizer{Codec: h26x.H264, PacketizationMode: f.PacketizationMode}
+		t.dep = h26x.Depacketizer{Codec: h26x.H264, PacketizationMode: f.PacketizationMode, ArrivalTime: true}
 		sps, pps = f.SafeParams()
 	case *format.H265:
 		t.codec = busv1.Codec_CODEC_H265
-		t.dep = h26x.Depacketizer{Codec: h26x.H265, MaxDONDiff: f.MaxDONDiff}
+		t.dep = h26x.Depacketizer{Codec: h26x.H265, MaxDONDiff: f.MaxDONDiff, ArrivalTime: true}
 		vps, sps, pps = f.SafeParams()
 	default:
 		return nil, ErrNoVideo

@@ -234,9 +234,11 @@ func BenchmarkDepacketizeH264(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	aus := 0
+	// One packet variable for every read, as the track reader has.
+	var p rtp.Packet
 	for i := 0; i < b.N; i++ {
 		k := i % len(pkts)
-		p := *pkts[k]
+		p = *pkts[k]
 		loop := i / len(pkts)
 		p.Timestamp += uint32(loop) * 90000 * 3
 		p.SequenceNumber += uint16(loop * len(pkts))

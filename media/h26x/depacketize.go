@@ -15,16 +15,17 @@ import (
 // start was never seen: normal when joining a running stream.
 var ErrJoinedMidFragment = errors.New("h26x: fragment without its start")
 
-// AccessUnit is one picture assembled from RTP packets. NALUs is freshly
-// allocated per unit; its NAL units alias the packet payloads unless the
-// depacketizer copies them (CopyPayload).
+// AccessUnit is one picture assembled from RTP packets. NALUs is a new
+// slice per unit, the caller's to keep; its NAL units alias the packet
+// payloads unless the depacketizer copies them (CopyPayload).
 type AccessUnit struct {
 	NALUs [][]byte
 	// Keyframe: decoding can start here; the parameter sets are in NALUs.
 	Keyframe bool
 	// RTPTimestamp is the timestamp of the unit's packets.
 	RTPTimestamp uint32
-	// ArrivalUnixNano is when the unit's first packet arrived.
+	// ArrivalUnixNano is when the unit's first packet arrived (with
+	// Depacketizer.ArrivalTime).
 	ArrivalUnixNano int64
 	// SPSChanged is set when this unit brought a new SPS (the picture size
 	// may have changed: Depacketizer.Size).
@@ -51,12 +52,18 @@ type Depacketizer struct {
 	// CopyPayload is for callers that reuse packet buffers: payloads are
 	// copied before the decoder keeps references to them.
 	CopyPayload bool
+	// ArrivalTime records when each unit's first packet arrived; it costs a
+	// clock read per unit.
+	ArrivalTime bool
 
 	dec    rtpDecoder
 	params paramSets
 	// frag is the copy of the payloads of the fragmented NAL unit under
 	// assembly (CopyPayload); the decoder joins them into a new unit.
 	frag []byte
+	// pkt is the packet with its payload copied (CopyPayload), kept here so
+	// the copy does not escape to the heap per packet.
+	pkt rtp.Packet
 
 	// The decoder closes an access unit on a timestamp change (cameras
 	// without marker bits) and returns it with the packet of the next one;
@@ -110,13 +117,13 @@ func (d *Depacketizer) Size() (w, h int) { return d.params.width, d.params.heigh
 // (ErrJoinedMidFragment at the start of a stream); the depacketizer stays
 // usable after them.
 func (d *Depacketizer) Push(pkt *rtp.Packet) (au AccessUnit, ok bool, err error) {
-	if !d.pending {
+	if !d.pending && d.ArrivalTime {
 		d.pendingTime = time.Now().UnixNano()
 	}
 	if d.CopyPayload {
-		cp := *pkt
-		cp.Payload = d.copyPayload(pkt.Payload)
-		pkt = &cp
+		d.pkt = *pkt
+		d.pkt.Payload = d.copyPayload(pkt.Payload)
+		pkt = &d.pkt
 	}
 	nalus, err := d.dec.Decode(pkt)
 	switch {
@@ -136,7 +143,10 @@ func (d *Depacketizer) Push(pkt *rtp.Packet) (au AccessUnit, ok bool, err error)
 		// The decoder closed the previous unit on a timestamp change and
 		// kept this packet as the start of the next one.
 		ts = d.pendingTS
-		d.pending, d.pendingTS, d.pendingTime = true, pkt.Timestamp, time.Now().UnixNano()
+		d.pending, d.pendingTS = true, pkt.Timestamp
+		if d.ArrivalTime {
+			d.pendingTime = time.Now().UnixNano()
+		}
 	} else {
 		d.pending = false
 	}
@@ -209,10 +219,13 @@ func (d *Depacketizer) assemble(nalus [][]byte) (au AccessUnit, ok bool) {
 	key := irap && d.params.complete()
 	inBand := hasSPS && hasPPS && (hasVPS || d.Codec != H265)
 	rebuild := key && !inBand
-	out := make([][]byte, 0, count+3)
+	// The decoder hands over a new slice per unit: it is filtered in place
+	// unless the parameter sets go in front.
+	out := nalus[:0]
 	if rebuild {
 		// Rebuild the whole set in order: a decoder parses a PPS against
 		// its SPS, so a lone PPS in front of an in-band SPS would fail.
+		out = make([][]byte, 0, count+3)
 		if d.Codec == H265 {
 			out = append(out, d.params.vps)
 		}
