@@ -9,59 +9,6 @@ import (
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
-// jpegSize reads a JPEG's picture size from its frame header (SOFn) without
-// decoding anything; ok is false for anything it does not understand.
-func jpegSize(b []byte) (w, h int, ok bool) {
-	if len(b) < 4 || b[0] != 0xFF || b[1] != 0xD8 {
-		return 0, 0, false
-	}
-	i := 2
-	for i+2 <= len(b) {
-		if b[i] != 0xFF {
-			return 0, 0, false
-		}
-		marker := b[i+1]
-		if marker == 0xFF { // fill byte
-			i++
-			continue
-		}
-		i += 2
-		if marker == 0x01 || marker >= 0xD0 && marker <= 0xD8 { // no length
-			continue
-		}
-		if marker == 0xD9 || marker == 0xDA { // end, or scan before any frame header
-			return 0, 0, false
-		}
-		if i+2 > len(b) {
-			return 0, 0, false
-		}
-		n := int(b[i])<<8 | int(b[i+1])
-		if n < 2 || i+n > len(b) {
-			return 0, 0, false
-		}
-		// SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-		if marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC {
-			if n < 7 {
-				return 0, 0, false
-			}
-			h, w = int(b[i+3])<<8|int(b[i+4]), int(b[i+5])<<8|int(b[i+6])
-			return w, h, w > 0 && h > 0
-		}
-		i += n
-	}
-	return 0, 0, false
-}
-
-// pngSize reads a PNG's picture size from its IHDR chunk.
-func pngSize(b []byte) (w, h int, ok bool) {
-	if len(b) < 24 || string(b[:8]) != "\x89PNG\r\n\x1a\n" || string(b[12:16]) != "IHDR" {
-		return 0, 0, false
-	}
-	w = int(b[16])<<24 | int(b[17])<<16 | int(b[18])<<8 | int(b[19])
-	h = int(b[20])<<24 | int(b[21])<<16 | int(b[22])<<8 | int(b[23])
-	return w, h, w > 0 && h > 0
-}
-
 // sizer is what a shrinking first step tells about its output (the
 // built-in resize has it).
 type sizer interface {
