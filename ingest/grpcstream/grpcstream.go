@@ -5,11 +5,9 @@
 package grpcstream
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"image/jpeg"
 	"io"
 	"log/slog"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/media/imagedecode"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	streamv1 "github.com/imageflowcanvas/imageflow/proto/streamv1"
 )
@@ -115,13 +114,18 @@ func (p *Publisher) Publish(stream grpc.ClientStreamingServer[streamv1.PublishRe
 			}
 			accepted++
 		case *streamv1.PublishRequest_Jpeg:
-			cfg, err := jpeg.DecodeConfig(bytes.NewReader(pl.Jpeg.GetData()))
-			if err != nil {
-				return fail(status.Errorf(codes.InvalidArgument, "frame %d is not a JPEG: %v", accepted, err))
+			// The frames are decoded later (live pipelines, snapshots): a
+			// header claiming a huge picture is refused here, once.
+			hdr, err := imagedecode.Check(pl.Jpeg.GetData(), imagedecode.Options{})
+			if err == nil && hdr.Format != imagedecode.JPEG {
+				err = fmt.Errorf("%s, not JPEG", hdr.Format)
 			}
-			setTrack(busv1.Codec_CODEC_MJPEG, cfg.Width, cfg.Height)
+			if err != nil {
+				return fail(status.Errorf(codes.InvalidArgument, "frame %d is not a usable JPEG: %v", accepted, err))
+			}
+			setTrack(busv1.Codec_CODEC_MJPEG, hdr.Width, hdr.Height)
 			au := &busv1.AccessUnit{Camera: first.Camera, Codec: busv1.Codec_CODEC_MJPEG, Pts: pl.Jpeg.Pts,
-				Keyframe: true, Data: pl.Jpeg.Data, Width: uint32(cfg.Width), Height: uint32(cfg.Height),
+				Keyframe: true, Data: pl.Jpeg.Data, Width: uint32(hdr.Width), Height: uint32(hdr.Height),
 				RtpTimestamp: uint32(pl.Jpeg.Pts * 90000 / int64(time.Second)), ClockRate: 90000}
 			if err := sink.WriteAccessUnit(au); err != nil {
 				return fail(status.Errorf(codes.Unavailable, "camera %q: %v", first.Camera, err))

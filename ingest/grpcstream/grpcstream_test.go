@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/media/imagedecode/imagetest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	streamv1 "github.com/imageflowcanvas/imageflow/proto/streamv1"
 )
@@ -126,13 +127,16 @@ func TestStreamPublish(t *testing.T) {
 		"no camera":      {{Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: jpg}}}},
 		"bad jpeg":       {{Camera: "phone", Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: []byte("x")}}}},
 		"empty au":       {{Camera: "phone", Payload: &streamv1.PublishRequest_AccessUnit{AccessUnit: &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264}}}},
+		// A header claiming 65000×65000 would reach the decoder later.
+		"jpeg bomb": {{Camera: "phone", Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: imagetest.JPEG(65000, 65000)}}}},
+		"png frame": {{Camera: "phone", Payload: &streamv1.PublishRequest_Jpeg{Jpeg: &streamv1.JpegFrame{Data: imagetest.PNG(64, 64)}}}},
 	} {
 		st, _ := client.Publish(ctx)
 		for _, m := range msgs {
 			st.Send(m)
 		}
-		if _, err := st.CloseAndRecv(); status.Code(err) == codes.OK {
-			t.Errorf("%s: accepted", name)
+		if _, err := st.CloseAndRecv(); status.Code(err) != codes.InvalidArgument && status.Code(err) != codes.NotFound {
+			t.Errorf("%s: %v, want InvalidArgument or NotFound", name, err)
 		}
 	}
 }
