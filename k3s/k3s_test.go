@@ -1,6 +1,3 @@
-// Package k3s holds the cluster deployment (kustomize manifests under base/,
-// Grafana under grafana/) and the tests that check it against the real
-// binary, configuration loader, server, Prometheus and MinIO.
 package k3s
 
 import (
