@@ -17,7 +17,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/imageflowcanvas/imageflow/server/live"
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
@@ -53,7 +53,7 @@ type Config struct {
 	// machine's own (NAT 1:1, e.g. a public IP).
 	WebRTCHosts []string `yaml:"webrtc_hosts"`
 	// ICEServers are STUN/TURN servers handed to every peer.
-	ICEServers []live.ICEServer `yaml:"ice_servers"`
+	ICEServers []iwebrtc.ICEServer `yaml:"ice_servers"`
 	// NATSAddr opens the NATS client port; empty (default) keeps it closed.
 	NATSAddr     string `yaml:"nats"`
 	NATSUser     string `yaml:"nats_user"`
@@ -299,13 +299,13 @@ func setField(f reflect.Value, raw string) error {
 			return errors.New(`want a duration such as "10s"`)
 		}
 		f.SetInt(int64(d))
-	case []live.ICEServer:
+	case []iwebrtc.ICEServer:
 		// IFC_ICE_SERVERS=stun:host:3478,stun:other:3478 (TURN with
 		// credentials needs the YAML file).
-		var out []live.ICEServer
+		var out []iwebrtc.ICEServer
 		for _, u := range strings.Split(raw, ",") {
 			if u = strings.TrimSpace(u); u != "" {
-				out = append(out, live.ICEServer{URLs: []string{u}})
+				out = append(out, iwebrtc.ICEServer{URLs: []string{u}})
 			}
 		}
 		f.Set(reflect.ValueOf(out))

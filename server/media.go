@@ -14,7 +14,6 @@ import (
 
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
-	"github.com/imageflowcanvas/imageflow/server/live"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
@@ -62,7 +61,7 @@ func mediaError(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	case errors.Is(err, iwebrtc.ErrNotSupported):
 		return fiber.NewError(fiber.StatusNotImplemented, err.Error())
-	case errors.Is(err, live.ErrNoVideo), errors.Is(err, iwebrtc.ErrClosed):
+	case errors.Is(err, iwebrtc.ErrNoVideo), errors.Is(err, iwebrtc.ErrClosed):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	case errors.Is(err, ErrPublisherBusy):
 		return fmt.Errorf("%w: %v", ErrConflict, err)
@@ -182,7 +181,7 @@ func (s *Server) deleteSession(ops func() sessionOps) fiber.Handler {
 	}
 }
 
-// SubscribeResults implements live.ResultSource: a camera's pipeline results
+// SubscribeResults implements iwebrtc.ResultSource: a camera's pipeline results
 // from ifc.results.<cam>.
 func (s *Server) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
 	sub, err := s.bus.Conn().Subscribe(s.bus.Subjects().Results(cam), func(m *nats.Msg) {
@@ -202,7 +201,7 @@ func (s *Server) startWebRTC() error {
 	if s.Config.WebRTCUDPAddr == "" {
 		return nil
 	}
-	eng, err := live.NewEngine(live.EngineConfig{
+	eng, err := iwebrtc.NewEngine(iwebrtc.EngineConfig{
 		UDPAddr:       s.Config.WebRTCUDPAddr,
 		TCPAddr:       s.Config.WebRTCTCPAddr,
 		ICEServers:    s.Config.ICEServers,

@@ -31,7 +31,6 @@ import (
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
-	"github.com/imageflowcanvas/imageflow/server/live"
 )
 
 // Server is one running `imageflow serve`. Exported fields are configuration.
@@ -59,7 +58,7 @@ type Server struct {
 	blobs       blob.Store
 	procMetrics *processors.Metrics
 	decoders    *decoderCounters
-	webrtc      *live.Engine
+	webrtc      *iwebrtc.Engine
 	whip        *iwebrtc.Publisher
 	sources     *sourcePolicy
 

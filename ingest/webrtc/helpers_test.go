@@ -25,14 +25,18 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// Process-wide pools that outlive any one test.
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).logRejectedTLSConns"),
+		goleak.IgnoreAnyFunction("github.com/chromedp/chromedp.(*Browser).run"),
+	)
 }
 
 func isLoopback(ip net.IP) bool { return ip.IsLoopback() }
 
-// testAPI is what the server's live.Engine builds, reduced to loopback: one
-// UDP mux on 127.0.0.1, default codecs and interceptors. ingest/webrtc must
-// not import server/, hence this copy.
+// testAPI is a server-side API shaped like an Engine's, reduced to loopback:
+// one UDP mux on 127.0.0.1, default codecs and interceptors, short ICE
+// timeouts.
 func testAPI(t testing.TB) *webrtc.API {
 	t.Helper()
 	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -63,21 +67,7 @@ func testAPI(t testing.TB) *webrtc.API {
 // clientAPI is a loopback-only pion API without a mux (a remote peer).
 func clientAPI(t testing.TB) *webrtc.API {
 	t.Helper()
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(isLoopback)
-	se.SetRemoteIPFilter(isLoopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
-		t.Fatal(err)
-	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return clientAPIOn(t, webrtc.NetworkTypeUDP4)
 }
 
 // makeClip encodes a real H264 clip with ffmpeg and splits it into access

@@ -91,7 +91,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
 	s := &pubSession{
-		id: newSessionID(), cam: cam, pc: pc, release: release, done: make(chan struct{}),
+		id: NewSessionID(), cam: cam, pc: pc, release: release, done: make(chan struct{}),
 		rx: &receiver{pc: pc, sink: &lockedSink{sink: sink}, pliInterval: p.cfg.PLIInterval,
 			log: p.cfg.Logger.With("camera", cam, "kind", "whip")},
 	}
@@ -108,7 +108,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 			p.endAsync(s, st.String())
 		}
 	})
-	ans, err := answer(ctx, pc, offerSDP, func() { preferVideoCodecs(pc) })
+	ans, err := answer(ctx, pc, offerSDP, func() error { preferVideoCodecs(pc); return nil })
 	if err != nil {
 		_ = pc.Close()
 		return "", "", err

@@ -229,15 +229,18 @@ func pickVideoCodec(info *OfferInfo) (busv1.Codec, error) {
 	return 0, ErrCodecNotSupported
 }
 
-// answer runs the answerer side of an offer/answer exchange and waits for
-// ICE gathering (instant with a UDP mux), so non-trickle clients get every
-// candidate in the answer.
-func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, beforeAnswer func()) (string, error) {
+// answer runs the answerer side of an offer/answer exchange (WHIP and WHEP
+// egress alike) and waits for ICE gathering (instant with a UDP mux), so
+// non-trickle clients get every candidate in the answer. beforeAnswer runs
+// once the offer is applied, to choose codecs; its error is returned.
+func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, beforeAnswer func() error) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", errors.Join(ErrBadSDP, err)
 	}
 	if beforeAnswer != nil {
-		beforeAnswer()
+		if err := beforeAnswer(); err != nil {
+			return "", err
+		}
 	}
 	ans, err := pc.CreateAnswer(nil)
 	if err != nil {

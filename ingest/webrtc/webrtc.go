@@ -1,11 +1,10 @@
-// Package webrtc brings cameras in over WebRTC: WHIP publishers (a phone or
-// OBS pushes to the server, RFC 9725) and WHEP servers pulled as a source
-// (whep:// and wheps:// URLs). Both rebuild access units from RTP and write
-// them to an ingest.Sink.
-//
-// The package never builds its own *webrtc.API: the composition root passes
-// the one shared with the WHEP egress (server/live), so every peer uses the
-// same UDP port, codecs and interceptors.
+// Package webrtc is the server's WebRTC protocol, in and out: the shared pion
+// engine (one UDP port for every peer, ICE-TCP fallback, codecs,
+// interceptors), WHIP publishers (a phone or OBS pushes to the server, RFC
+// 9725) and WHEP servers pulled as a source (whep:// and wheps:// URLs), both
+// rebuilding access units from RTP into an ingest.Sink, and the WHEP egress
+// that passes each camera's encoded video to viewers without re-encoding,
+// with detection results beside it on a "results" data channel.
 package webrtc
 
 import (
@@ -21,9 +20,9 @@ import (
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
-// Errors callers map to HTTP statuses (see the package README in the report):
-// ErrBadSDP and ErrCodecNotSupported are client errors (400), ErrSessionNotFound
-// is 404, ErrNotSupported is 501 (or 405 for PATCH), ErrClosed is 503.
+// Errors callers map to HTTP statuses: ErrBadSDP and ErrCodecNotSupported are
+// client errors (400), ErrSessionNotFound is 404, ErrNotSupported is 501,
+// ErrNoVideo and ErrClosed are 503.
 var (
 	// ErrBadSDP is returned for an offer or SDP fragment that does not parse.
 	ErrBadSDP = errors.New("malformed SDP")
@@ -36,6 +35,9 @@ var (
 	ErrNotSupported = errors.New("not supported")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("closed")
+	// ErrNoVideo is returned to a viewer when the camera sent no access unit
+	// within EngineConfig.NoVideoTimeout.
+	ErrNoVideo = errors.New("camera has no video")
 )
 
 // maxSDPSize bounds offers and fragments: real ones are a few KiB.
@@ -240,14 +242,11 @@ func truncate(s string) string {
 	return s
 }
 
-// newSessionID returns a random, unguessable session id: the id is the only
-// thing that authorizes PATCH and DELETE of a session resource.
-func newSessionID() string {
+// NewSessionID returns a random, unguessable session id for WHIP and WHEP
+// sessions alike: the id is the only thing that authorizes PATCH and DELETE
+// of a session resource.
+func NewSessionID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
-
-// NewSessionID is newSessionID for the egress package, so both kinds of
-// session ids look alike.
-func NewSessionID() string { return newSessionID() }

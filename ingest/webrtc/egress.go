@@ -1,9 +1,8 @@
-package live
+package webrtc
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -14,7 +13,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/imageflowcanvas/imageflow/bus/hub"
-	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -71,7 +69,7 @@ type viewer struct {
 // Errors: ErrBadSDP, ErrCodecNotSupported (the offer lacks the camera's
 // codec), ErrNoVideo, ErrClosed, or ctx's error.
 func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoSource, results ResultSource) (answerSDP, sessionID string, err error) {
-	info, err := iwebrtc.InspectOffer(offerSDP)
+	info, err := InspectOffer(offerSDP)
 	if err != nil {
 		return "", "", err
 	}
@@ -105,7 +103,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 	case <-ctx.Done():
 		return "", "", ctx.Err()
 	}
-	mime := iwebrtc.MimeType(first.Codec)
+	mime := MimeType(first.Codec)
 	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 {
 		return "", "", fmt.Errorf("%w: camera codec %s cannot be passed through", ErrCodecNotSupported, first.Codec)
 	}
@@ -114,7 +112,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 	}
 
 	v := &viewer{
-		id: iwebrtc.NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
+		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}),
 	}
 	pc, err := e.api.NewPeerConnection(e.Configuration())
@@ -150,36 +148,22 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 		_ = pc.Close()
 		return "", "", err
 	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offerSDP}); err != nil {
-		_ = pc.Close()
-		return "", "", errors.Join(ErrBadSDP, err)
-	}
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
-	for _, tr := range pc.GetTransceivers() {
-		if tr.Sender() == sender {
-			if tr.Mid() == "" {
-				_ = pc.Close()
-				return "", "", fmt.Errorf("%w: no video section can receive", ErrCodecNotSupported)
+	ans, err := answer(ctx, pc, offerSDP, func() error {
+		for _, tr := range pc.GetTransceivers() {
+			if tr.Sender() == sender {
+				if tr.Mid() == "" {
+					return fmt.Errorf("%w: no video section can receive", ErrCodecNotSupported)
+				}
+				narrowCodecs(tr, mime)
 			}
-			narrowCodecs(tr, mime)
 		}
-	}
-	ans, err := pc.CreateAnswer(nil)
+		return nil
+	})
 	if err != nil {
 		_ = pc.Close()
-		return "", "", errors.Join(ErrCodecNotSupported, err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(ans); err != nil {
-		_ = pc.Close()
 		return "", "", err
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		_ = pc.Close()
-		return "", "", ctx.Err()
 	}
 
 	e.mu.Lock()
@@ -204,7 +188,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 		e.send(v)
 	}()
 	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime)
-	return pc.LocalDescription().SDP, v.id, nil
+	return ans, v.id, nil
 }
 
 // narrowCodecs keeps only mime's codecs on a transceiver (H264 with
@@ -212,7 +196,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 func narrowCodecs(tr *webrtc.RTPTransceiver, mime string) {
 	var keep []webrtc.RTPCodecParameters
 	for _, c := range tr.Sender().GetParameters().Codecs {
-		if iwebrtc.CodecOfMime(c.MimeType) == iwebrtc.CodecOfMime(mime) {
+		if CodecOfMime(c.MimeType) == CodecOfMime(mime) {
 			keep = append(keep, c)
 		}
 	}
@@ -424,36 +408,7 @@ func (e *Engine) PatchViewer(id, sdpFragment string) error {
 	if v == nil {
 		return ErrSessionNotFound
 	}
-	cands, err := iwebrtc.ParseSDPFragment(sdpFragment, remoteUfrag(v.pc))
-	if err != nil {
-		return err
-	}
-	for _, c := range cands {
-		if err := v.pc.AddICECandidate(c); err != nil {
-			return errors.Join(ErrBadSDP, err)
-		}
-	}
-	return nil
-}
-
-func remoteUfrag(pc *webrtc.PeerConnection) string {
-	rd := pc.RemoteDescription()
-	if rd == nil {
-		return ""
-	}
-	sd, err := rd.Unmarshal()
-	if err != nil {
-		return ""
-	}
-	if u, ok := sd.Attribute("ice-ufrag"); ok {
-		return u
-	}
-	for _, md := range sd.MediaDescriptions {
-		if u, ok := md.Attribute("ice-ufrag"); ok {
-			return u
-		}
-	}
-	return ""
+	return addCandidates(v.pc, sdpFragment)
 }
 
 // CloseSession ends a viewer session (WHEP DELETE); ErrSessionNotFound for

@@ -1,11 +1,6 @@
-// Package live is the WebRTC side of the server: the shared pion setup (one
-// UDP port for every peer, ICE-TCP fallback, codecs, interceptors) and the
-// WHEP egress that passes each camera's encoded video to browsers without
-// re-encoding, with detection results beside it on a "results" data channel.
-package live
+package webrtc
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,25 +12,6 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/webrtc/v4"
-
-	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
-)
-
-// Errors the HTTP layer maps to statuses. They are the ingest/webrtc
-// sentinels, so one mapping serves WHIP and WHEP.
-var (
-	// ErrBadSDP: 400.
-	ErrBadSDP = iwebrtc.ErrBadSDP
-	// ErrCodecNotSupported: 400 "unsupported codec".
-	ErrCodecNotSupported = iwebrtc.ErrCodecNotSupported
-	// ErrSessionNotFound: 404.
-	ErrSessionNotFound = iwebrtc.ErrSessionNotFound
-	// ErrNotSupported: 501 (an ICE restart in PATCH).
-	ErrNotSupported = iwebrtc.ErrNotSupported
-	// ErrClosed: 503.
-	ErrClosed = iwebrtc.ErrClosed
-	// ErrNoVideo: 503; the camera sent no access unit within NoVideoTimeout.
-	ErrNoVideo = errors.New("camera has no video")
 )
 
 // ICEServer is a STUN or TURN server handed to every peer connection.
@@ -243,11 +219,11 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 	return nil
 }
 
-// API is the shared pion API, to hand to ingest/webrtc.
+// API is the shared pion API, to hand to the Publisher and WHEP sources.
 func (e *Engine) API() *webrtc.API { return e.api }
 
 // Configuration is the peer-connection configuration (ICE servers) every
-// session uses; hand it to ingest/webrtc too.
+// session uses; hand it to the Publisher and WHEP sources too.
 func (e *Engine) Configuration() webrtc.Configuration {
 	var c webrtc.Configuration
 	for _, s := range e.cfg.ICEServers {

@@ -1,27 +1,20 @@
-package live
+package webrtc
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	mch264 "github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/nats-io/nats.go"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
-	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
@@ -29,71 +22,6 @@ import (
 	"github.com/imageflowcanvas/imageflow/ingest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
-
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Process-wide pools that outlive any one test.
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).logRejectedTLSConns"),
-		goleak.IgnoreAnyFunction("github.com/chromedp/chromedp.(*Browser).run"),
-	)
-}
-
-func isLoopback(ip net.IP) bool { return ip.IsLoopback() }
-
-// makeClip encodes a real H264 clip (baseline, no B-frames, GOP 30) with
-// ffmpeg and splits it into access units (NALUs without start codes).
-func makeClip(t testing.TB, seconds int) [][][]byte {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "clip.h264")
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-		"-i", "testsrc=size=320x240:rate=30", "-t", fmt.Sprint(seconds),
-		"-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "h264", path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, out)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ab mch264.AnnexB
-	if err := ab.Unmarshal(raw); err != nil {
-		t.Fatal(err)
-	}
-	return splitAUs(ab)
-}
-
-// splitAUs groups NALUs into access units: a new one starts at an AUD, SPS,
-// SEI or at a slice with first_mb_in_slice == 0 once the current AU has a slice.
-func splitAUs(nalus [][]byte) [][][]byte {
-	var aus [][][]byte
-	var cur [][]byte
-	hasSlice := false
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		typ := n[0] & 0x1f
-		start := false
-		switch typ {
-		case 6, 7, 8, 9:
-			start = hasSlice
-		case 1, 5:
-			start = hasSlice && len(n) > 1 && n[1]&0x80 != 0
-		}
-		if start {
-			aus = append(aus, cur)
-			cur, hasSlice = nil, false
-		}
-		cur = append(cur, n)
-		if typ == 1 || typ == 5 {
-			hasSlice = true
-		}
-	}
-	if len(cur) > 0 {
-		aus = append(aus, cur)
-	}
-	return aus
-}
 
 // env is a running bus, hub, engine and WHEP HTTP endpoint.
 type env struct {
@@ -258,12 +186,6 @@ func (e *env) published(ts uint32) bool {
 	return e.ts[ts]
 }
 
-// clientAPI is a pion API for test peers that only uses loopback.
-func clientAPI(t testing.TB) *webrtc.API {
-	t.Helper()
-	return clientAPIOn(t, webrtc.NetworkTypeUDP4)
-}
-
 // clientAPIOn builds a client that gathers and connects only over the given
 // network types (TCP4 alone plays a network that blocks UDP).
 func clientAPIOn(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
@@ -309,16 +231,4 @@ func doReq(t testing.TB, method, url, ctype, body string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
