@@ -11,15 +11,15 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
 
 // publishPage publishes the fake camera over WHIP like
-// webapp/src/pages/Publish.tsx (sendonly, non-trickle). Only loopback
-// candidates are offered so the test stays on 127.0.0.1.
-const publishPage = `<!doctype html><html><body><script>
+// webapp/src/pages/Publish.tsx (sendonly, non-trickle).
+const publishPage = `<!doctype html><html><body><script>` + testkit.NegotiateJS + `
 window.ifc = {status: 0, error: '', state: ''};
 (async () => {
   try {
@@ -27,19 +27,9 @@ window.ifc = {status: 0, error: '', state: ''};
     const pc = new RTCPeerConnection();
     pc.onconnectionstatechange = () => { ifc.state = pc.connectionState; };
     for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((res) => {
-      if (pc.iceGatheringState === 'complete') return res();
-      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') res(); };
-      setTimeout(res, 3000);
-    });
-    const sdp = pc.localDescription.sdp.split('\r\n')
-      .filter((l) => !l.startsWith('a=candidate:') || l.includes(' 127.0.0.1 ')).join('\r\n');
-    const r = await fetch('/whip/phone', {method: 'POST', headers: {'Content-Type': 'application/sdp'}, body: sdp});
+    const r = await negotiate(pc, '/whip/phone');
     ifc.status = r.status;
-    const ans = await r.text();
-    if (r.status !== 201) { ifc.error = ans; return; }
-    await pc.setRemoteDescription({type: 'answer', sdp: ans});
+    if (r.status !== 201) ifc.error = r.body;
   } catch (e) { ifc.error = String(e); }
 })();
 </script></body></html>`
@@ -57,27 +47,9 @@ func TestWHIPChromium(t *testing.T) {
 	srv := httptest.NewServer(whipHandler(pub, func(string) ingest.Sink { return w.sink }, &released))
 	defer srv.Close()
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("use-fake-device-for-media-stream", true),
-		chromedp.Flag("use-fake-ui-for-media-stream", true),
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
-	}
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer acancel()
-	cctx, ccancel := chromedp.NewContext(actx)
-	defer ccancel()
-	ctx, cancel := context.WithTimeout(cctx, 45*time.Second)
+	bctx, stop := testkit.Chromium(t)
+	defer stop()
+	ctx, cancel := context.WithTimeout(bctx, 45*time.Second)
 	defer cancel()
 	if _, err := chromedp.Run(ctx, chromedp.Navigate(srv.URL+"/page")); err != nil {
 		t.Fatal(err)
@@ -117,7 +89,7 @@ func TestWHIPChromium(t *testing.T) {
 		t.Fatalf("size unknown: %+v", st)
 	}
 	t.Logf("chromium published %s %dx%d; %d AUs on the bus", st.Codec, st.Width, st.Height, len(aus))
-	ccancel()
+	stop()
 	waitFor(t, 20*time.Second, "the session to end after the browser went", func() bool { return pub.Sessions() == 0 })
 	if released.Load() != 1 {
 		t.Fatalf("released %d times", released.Load())

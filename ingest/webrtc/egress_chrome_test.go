@@ -3,19 +3,19 @@ package webrtc
 import (
 	"context"
 	"net/http"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
 )
 
 // viewerPage plays /whep/cam1 like webapp/src/pages/CameraLive.tsx does:
-// recvonly video (and audio) plus a "results" channel, non-trickle. Only
-// loopback candidates are offered so the test never leaves 127.0.0.1.
+// recvonly video (and audio) plus a "results" channel, non-trickle.
 const viewerPage = `<!doctype html><html><body>
 <video id="v" muted autoplay playsinline></video>
-<script>
+<script>` + testkit.NegotiateJS + `
 window.ifc = {rtps: [], results: [], status: 0, error: '', state: ''};
 (async () => {
   try {
@@ -36,50 +36,19 @@ window.ifc = {rtps: [], results: [], status: 0, error: '', state: ''};
       v.requestVideoFrameCallback(onFrame);
     };
     v.requestVideoFrameCallback(onFrame);
-    await pc.setLocalDescription(await pc.createOffer());
-    await new Promise((res) => {
-      if (pc.iceGatheringState === 'complete') return res();
-      pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') res(); };
-      setTimeout(res, 3000);
-    });
-    const sdp = pc.localDescription.sdp.split('\r\n')
-      .filter((l) => !l.startsWith('a=candidate:') || l.includes(' 127.0.0.1 ')).join('\r\n');
-    const r = await fetch('/whep/cam1', {method: 'POST', headers: {'Content-Type': 'application/sdp'}, body: sdp});
+    const r = await negotiate(pc, '/whep/cam1');
     ifc.status = r.status;
-    const ans = await r.text();
-    if (r.status !== 201) { ifc.error = ans; return; }
-    await pc.setRemoteDescription({type: 'answer', sdp: ans});
+    if (r.status !== 201) ifc.error = r.body;
   } catch (e) { ifc.error = String(e); }
 })();
 </script></body></html>`
 
 // chromeCtx starts headless Chromium (a fresh profile) for one test.
-func chromeCtx(t *testing.T, extra ...chromedp.ExecAllocatorOption) (context.Context, context.CancelFunc) {
+func chromeCtx(t *testing.T) (context.Context, context.CancelFunc) {
 	t.Helper()
-	if _, err := exec.LookPath("/usr/bin/chromium"); err != nil {
-		t.Fatalf("chromium is required: %v", err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath("/usr/bin/chromium"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
-		// Offer 127.0.0.1 candidates, as plain IPs rather than mDNS names.
-		chromedp.Flag("allow-loopback-in-peer-connection", true),
-		chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"),
-	}
-	opts = append(opts, extra...)
-	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	ctx, tcancel := context.WithTimeout(ctx, 45*time.Second)
-	return ctx, func() { tcancel(); cancel(); acancel() }
+	bctx, stop := testkit.Chromium(t)
+	ctx, cancel := context.WithTimeout(bctx, 45*time.Second)
+	return ctx, func() { cancel(); stop() }
 }
 
 // Headless Chromium decodes the passed-through H264, its

@@ -2,16 +2,16 @@ package webrtc
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	mch264 "github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/nats-io/nats.go"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -20,7 +20,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/bus/hub"
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -70,48 +72,9 @@ func clientAPI(t testing.TB) *webrtc.API {
 	return clientAPIOn(t, webrtc.NetworkTypeUDP4)
 }
 
-// makeClip encodes a real H264 clip with ffmpeg and splits it into access
+// makeClip is the shared ffmpeg clip (320x240, baseline, GOP 30) as access
 // units of NALUs without start codes.
-func makeClip(t testing.TB, seconds int) [][][]byte {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "clip.h264")
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-		"-i", "testsrc=size=320x240:rate=30", "-t", fmt.Sprint(seconds),
-		"-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "h264", path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, out)
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ab mch264.AnnexB
-	if err := ab.Unmarshal(raw); err != nil {
-		t.Fatal(err)
-	}
-	var aus [][][]byte
-	var cur [][]byte
-	hasSlice := false
-	for _, n := range ab {
-		typ := n[0] & 0x1f
-		start := false
-		switch typ {
-		case 6, 7, 8, 9:
-			start = hasSlice
-		case 1, 5:
-			start = hasSlice && len(n) > 1 && n[1]&0x80 != 0
-		}
-		if start {
-			aus = append(aus, cur)
-			cur, hasSlice = nil, false
-		}
-		cur = append(cur, n)
-		if typ == 1 || typ == 5 {
-			hasSlice = true
-		}
-	}
-	return append(aus, cur)
-}
+func makeClip(t testing.TB, seconds int) [][][]byte { return testkit.H264Clip(t, seconds) }
 
 func annexB(nalus [][]byte) []byte {
 	var b []byte
@@ -190,11 +153,215 @@ func keyframesWithSPS(aus []*busv1.AccessUnit) int {
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	testkit.WaitFor(t, d, what, cond)
+}
+
+// env is a running bus, hub, engine and WHEP HTTP endpoint.
+type env struct {
+	t      *testing.T
+	bus    *bus.Bus
+	hub    *hub.Hub
+	engine *Engine
+	srv    *httptest.Server
+	rs     *natsResults
+
+	mu  sync.Mutex
+	ts  map[uint32]bool // RTP timestamps published
+	res int             // results published
+}
+
+func newEnv(t *testing.T, cfg EngineConfig) *env {
+	t.Helper()
+	ctx := context.Background()
+	b := &bus.Bus{Config: bus.Config{DataDir: t.TempDir()}}
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
+	if cfg.UDPAddr == "" {
+		cfg.UDPAddr = "127.0.0.1:0"
+	}
+	cfg.RemoteIPFilter = isLoopback
+	eng, err := NewEngine(cfg)
+	if err != nil {
+		b.Close()
+		t.Fatal(err)
+	}
+	e := &env{t: t, bus: b, hub: hub.New(b.Conn(), b.Subjects()), engine: eng, ts: map[uint32]bool{}}
+	e.rs = &natsResults{nc: b.Conn(), subjects: b.Subjects()}
+	e.srv = httptest.NewServer(e.handler())
+	t.Cleanup(func() {
+		e.srv.Close()
+		eng.Close()
+		e.hub.Close()
+		b.Close()
+	})
+	return e
+}
+
+// natsResults is the ResultSource the server wires: results from the bus.
+type natsResults struct {
+	nc       *nats.Conn
+	subjects bus.Subjects
+}
+
+func (n *natsResults) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
+	sub, err := n.nc.Subscribe(n.subjects.Results(cam), func(m *nats.Msg) {
+		r := &busv1.Result{}
+		if proto.Unmarshal(m.Data, r) == nil {
+			fn(r)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// handler is a tiny WHEP endpoint over the engine, mapping errors the way
+// the server's routes should.
+func (e *env) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /whep/{cam}", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		ans, id, err := e.engine.NewViewer(r.Context(), r.PathValue("cam"), string(body), e.hub, e.rs)
+		if err != nil {
+			http.Error(w, err.Error(), statusOf(err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/sdp")
+		w.Header().Set("Location", "/whep/session/"+id)
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, ans)
+	})
+	mux.HandleFunc("PATCH /whep/session/{id}", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err := e.engine.PatchViewer(r.PathValue("id"), string(body)); err != nil {
+			http.Error(w, err.Error(), statusOf(err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /whep/session/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := e.engine.CloseSession(r.PathValue("id")); err != nil {
+			http.Error(w, err.Error(), statusOf(err))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	mux.HandleFunc("GET /page", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = io.WriteString(w, viewerPage)
+	})
+	return mux
+}
+
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrBadSDP), errors.Is(err, ErrCodecNotSupported):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrSessionNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrNotSupported):
+		return http.StatusNotImplemented
+	case errors.Is(err, ErrNoVideo), errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// feed publishes the clip's AUs for cam at 30 fps through a BusSink, and a
+// result for every 3rd AU, until ctx ends. RTP timestamps start at a large
+// odd value so a receiver that re-bases them would be caught.
+func (e *env) feed(ctx context.Context, cam string, aus [][][]byte, wg *sync.WaitGroup) {
+	sink := ingest.NewBusSink(e.bus.Conn(), e.bus.Subjects(), cam, nil)
+	sink.SetTrack(busv1.Codec_CODEC_H264, 320, 240)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		ts := uint32(4_000_000_123)
+		for i := 0; ; i++ {
+			nalus := aus[i%len(aus)]
+			key := false
+			for _, n := range nalus {
+				if n[0]&0x1f == 5 {
+					key = true
+				}
+			}
+			au := &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, RtpTimestamp: ts, ClockRate: 90000,
+				Keyframe: key, Nalus: nalus, Pts: int64(i) * int64(time.Second) / 30}
+			e.mu.Lock()
+			e.ts[ts] = true
+			e.mu.Unlock()
+			_ = sink.WriteAccessUnit(au)
+			if i%3 == 0 {
+				r := &busv1.Result{Camera: cam, RtpTimestamp: ts, Pts: au.Pts, Width: 320, Height: 240,
+					Detections: []*busv1.Detection{{X: 10, Y: 20, W: 30, H: 40, Label: "person", Score: 0.9, TrackId: int64(i)}}}
+				_ = bus.Publish(e.bus.Conn(), e.bus.Subjects().Results(cam), r)
+				e.mu.Lock()
+				e.res++
+				e.mu.Unlock()
+			}
+			ts += 3000 // wraps past 2^32 within the test: must still match
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+func (e *env) published(ts uint32) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ts[ts]
+}
+
+// clientAPIOn builds a client that gathers and connects only over the given
+// network types (TCP4 alone plays a network that blocks UDP).
+func clientAPIOn(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		t.Fatal(err)
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(isLoopback)
+	se.SetRemoteIPFilter(isLoopback)
+	se.SetNetworkTypes(types)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// whepPost sends an offer and returns status, body and Location.
+func whepPost(t testing.TB, url, offer string) (int, string, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/sdp", strings.NewReader(offer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header.Get("Location")
+}
+
+func doReq(t testing.TB, method, url, ctype, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
