@@ -27,9 +27,11 @@ func (s *Server) mediaRoutes() []route {
 		return nil
 	}
 	return []route{
+		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whep", Summary: "WHEP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/cameras/:id/whep", Summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", Handler: s.whepOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 415, 503}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "PATCH", Path: "/api/v1/cameras/:id/whep/:session", Summary: "Trickle ICE for a WHEP session", Handler: s.patchSession(s.whepOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whep/:session", Summary: "End a WHEP session", Handler: s.deleteSession(s.whepOps), Statuses: []int{200, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
+		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whip", Summary: "WHIP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleOperator},
 		{Method: "POST", Path: "/api/v1/cameras/:id/whip", Summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", Handler: s.whipOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 409, 415, 503}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 		{Method: "PATCH", Path: "/api/v1/cameras/:id/whip/:session", Summary: "Trickle ICE for a WHIP session", Handler: s.patchSession(s.whipOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whip/:session", Summary: "End a WHIP session", Handler: s.deleteSession(s.whipOps), Statuses: []int{200, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
@@ -71,6 +73,32 @@ func mediaError(err error) error {
 
 func (s *Server) mediaContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, 15*time.Second)
+}
+
+// mediaOptions answers OPTIONS on a WHIP/WHEP endpoint. WHIP/WHEP clients
+// such as mediamtx's send it before the offer and give up on anything but
+// 200/204; it names the endpoint's methods (no PATCH here: trickle ICE goes
+// to the session URL) and the ICE servers as Link headers (RFC 9725 §4.6),
+// to a client that passed the same auth as POST.
+func (s *Server) mediaOptions(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderAllow, "OPTIONS, POST")
+	c.Set(fiber.HeaderAccessControlAllowMethods, "OPTIONS, POST")
+	for _, is := range s.Config.ICEServers {
+		for _, u := range is.URLs {
+			c.Append(fiber.HeaderLink, iceServerLink(u, is.Username, is.Credential))
+		}
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// iceServerLink is one Link header value for an ICE server (RFC 9725 §4.6).
+func iceServerLink(url, username, credential string) string {
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace
+	v := "<" + url + `>; rel="ice-server"`
+	if username != "" || credential != "" {
+		v += `; username="` + quote(username) + `"; credential="` + quote(credential) + `"; credential-type="password"`
+	}
+	return v
 }
 
 func (s *Server) whepOffer(c *fiber.Ctx) error {

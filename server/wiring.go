@@ -79,7 +79,7 @@ func (s *Server) sourceFactories() map[string]sourceFactory {
 		whep := func(cam *busv1.Camera, sink ingest.Sink) (ingest.Source, error) {
 			return iwebrtc.NewWHEPSource(iwebrtc.WHEPSourceConfig{
 				URL: cam.Source, Camera: cam.Id, Sink: sink, HTTPClient: whepClient,
-				API: s.webrtc.API(), Configuration: s.webrtc.Configuration(),
+				API: s.webrtc.ClientAPI(), Configuration: s.webrtc.Configuration(),
 				Logger: s.Logger.With("camera", cam.Id, "source", "whep"),
 			})
 		}

@@ -52,16 +52,17 @@ type EngineConfig struct {
 	Logger      *slog.Logger
 }
 
-// Engine owns the sockets and the pion API shared by WHEP viewers, WHIP
+// Engine owns the sockets and the pion APIs shared by WHEP viewers, WHIP
 // publishers and WHEP pull sources, and the viewer sessions.
 type Engine struct {
-	cfg     EngineConfig
-	api     *webrtc.API
-	udpMux  ice.UDPMux
-	udpAddr net.Addr
-	tcpMux  ice.TCPMux
-	tcpLn   net.Listener
-	log     *slog.Logger
+	cfg       EngineConfig
+	api       *webrtc.API
+	clientAPI *webrtc.API
+	udpMux    ice.UDPMux
+	udpAddr   net.Addr
+	tcpMux    ice.TCPMux
+	tcpLn     net.Listener
+	log       *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]*viewer
@@ -118,6 +119,31 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			fixedIP = nil
 		}
 	}
+	if fixedIP != nil {
+		// Announce only the configured address, also for ICE-TCP and for
+		// the client sessions' ports.
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(fixedIP) })
+		if fixedIP.IsLoopback() {
+			se.SetIncludeLoopbackCandidate(true)
+		}
+	}
+	if cfg.RemoteIPFilter != nil {
+		se.SetRemoteIPFilter(cfg.RemoteIPFilter)
+	}
+	// A server answers browsers' mDNS candidates by their prflx source, and
+	// must not multicast on the LAN.
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// Notice a vanished peer in seconds rather than the default 30 s.
+	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
+
+	// Sessions we start (WHEP pull) gather on ports of their own, as
+	// browsers do: two peers that each put every session on one port would
+	// share one 5-tuple for all their sessions, and each side's mux routes
+	// a remote address to one session only, so pulling two streams from
+	// one server (mediamtx, or another imageflow) mixed their packets.
+	client := se
+	client.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+
 	if fixedIP == nil {
 		mux, err := ice.NewMultiUDPMuxFromPort(port, ice.UDPMuxFromPortWithLoopback())
 		if err != nil {
@@ -134,16 +160,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("ice"), conn)
 		e.udpAddr = conn.LocalAddr()
-		// Announce only the configured address, also for ICE-TCP.
-		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(fixedIP) })
-		if fixedIP.IsLoopback() {
-			se.SetIncludeLoopbackCandidate(true)
-		}
 	}
 	se.SetICEUDPMux(e.udpMux)
-	if cfg.RemoteIPFilter != nil {
-		se.SetRemoteIPFilter(cfg.RemoteIPFilter)
-	}
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.TCPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.TCPAddr)
@@ -157,14 +175,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
 	}
 	se.SetNetworkTypes(networks)
-	// A server answers browsers' mDNS candidates by their prflx source, and
-	// must not multicast on the LAN.
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	if len(cfg.HostAddresses) > 0 {
 		se.SetNAT1To1IPs(cfg.HostAddresses, webrtc.ICECandidateTypeHost)
 	}
-	// Notice a vanished viewer in seconds rather than the default 30 s.
-	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
 
 	me := &webrtc.MediaEngine{}
 	if err := registerCodecs(me); err != nil {
@@ -177,13 +190,17 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	e.clientAPI = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(client))
 	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
 }
 
 // registerCodecs registers the video codecs browsers and cameras use, H264
-// first (several profiles, all packetization-mode=1), then VP8, VP9, AV1,
-// and Opus audio.
+// first (several profiles, all packetization-mode=1), then VP8, VP9, AV1;
+// and Opus, PCMU and PCMA audio. G.711 is there for the other side's sake: a
+// WHEP server that only has G.711 (a camera) or sends it as a placeholder
+// when its stream has no audio (mediamtx) refuses an offer whose audio
+// section lacks it, since its audio sender would have no codec.
 func registerCodecs(me *webrtc.MediaEngine) error {
 	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
 	video := []struct {
@@ -209,18 +226,28 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 			return fmt.Errorf("webrtc: register %s: %w", v.mime, err)
 		}
 	}
-	opus := webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"},
-		PayloadType:        111,
+	audio := []webrtc.RTPCodecParameters{
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+		// RFC 3551 §6: static payload types 0 and 8, 8 kHz mono.
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
 	}
-	if err := me.RegisterCodec(opus, webrtc.RTPCodecTypeAudio); err != nil {
-		return fmt.Errorf("webrtc: register opus: %w", err)
+	for _, a := range audio {
+		if err := me.RegisterCodec(a, webrtc.RTPCodecTypeAudio); err != nil {
+			return fmt.Errorf("webrtc: register %s: %w", a.MimeType, err)
+		}
 	}
 	return nil
 }
 
-// API is the shared pion API, to hand to the Publisher and WHEP sources.
+// API is the pion API of sessions peers start (WHEP viewers, WHIP
+// publishers), all on the one UDP port; hand it to the Publisher.
 func (e *Engine) API() *webrtc.API { return e.api }
+
+// ClientAPI is the pion API of sessions the server starts (WHEP pull
+// sources): the same codecs, interceptors and address filters, but each
+// session on a port of its own.
+func (e *Engine) ClientAPI() *webrtc.API { return e.clientAPI }
 
 // Configuration is the peer-connection configuration (ICE servers) every
 // session uses; hand it to the Publisher and WHEP sources too.

@@ -143,17 +143,23 @@ func (r *receiver) readVideo(track *webrtc.TrackRemote) {
 
 func (r *receiver) readAudio(track *webrtc.TrackRemote) {
 	codec := CodecOfMime(track.Codec().MimeType)
-	if codec != busv1.Codec_CODEC_OPUS {
+	// Opus is stereo at 48 kHz in SDP whatever it carries (RFC 7587 §7);
+	// G.711 is mono at 8 kHz (RFC 3551 §4.5.14).
+	channels, rate := uint32(2), int64(48000)
+	switch codec {
+	case busv1.Codec_CODEC_OPUS:
+	case busv1.Codec_CODEC_PCMU, busv1.Codec_CODEC_PCMA:
+		channels, rate = 1, 8000
+	default:
 		r.drain(track)
 		return
 	}
-	channels := uint32(track.Codec().Channels)
-	if channels == 0 {
-		channels = 2
+	if c := uint32(track.Codec().Channels); c != 0 {
+		channels = c
 	}
 	clock := ingest.RTPClock{Rate: int64(track.Codec().ClockRate)}
 	if clock.Rate == 0 {
-		clock.Rate = 48000
+		clock.Rate = rate
 	}
 	buf := make([]byte, 1500)
 	var pkt rtp.Packet
@@ -165,7 +171,8 @@ func (r *receiver) readAudio(track *webrtc.TrackRemote) {
 		if err := pkt.Unmarshal(buf[:n]); err != nil || len(pkt.Payload) == 0 {
 			continue
 		}
-		// One Opus packet is one access unit (RFC 7587 §4.2).
+		// One Opus packet is one access unit (RFC 7587 §4.2); a G.711
+		// packet is a run of samples, published as it came.
 		au := &busv1.AccessUnit{
 			Codec: codec, RtpTimestamp: pkt.Timestamp, ClockRate: uint32(clock.Rate),
 			Channels: channels, Keyframe: true, Data: append([]byte(nil), pkt.Payload...),

@@ -167,6 +167,10 @@ func MimeType(c busv1.Codec) string {
 		return webrtc.MimeTypeAV1
 	case busv1.Codec_CODEC_OPUS:
 		return webrtc.MimeTypeOpus
+	case busv1.Codec_CODEC_PCMU:
+		return webrtc.MimeTypePCMU
+	case busv1.Codec_CODEC_PCMA:
+		return webrtc.MimeTypePCMA
 	}
 	return ""
 }
@@ -184,6 +188,10 @@ func CodecOfMime(mime string) busv1.Codec {
 		return busv1.Codec_CODEC_AV1
 	case strings.ToLower(webrtc.MimeTypeOpus):
 		return busv1.Codec_CODEC_OPUS
+	case strings.ToLower(webrtc.MimeTypePCMU):
+		return busv1.Codec_CODEC_PCMU
+	case strings.ToLower(webrtc.MimeTypePCMA):
+		return busv1.Codec_CODEC_PCMA
 	}
 	return busv1.Codec_CODEC_UNSPECIFIED
 }

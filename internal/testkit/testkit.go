@@ -86,14 +86,7 @@ func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) (context.Cont
 // units, each a list of NALUs without start codes.
 func H264Clip(t testing.TB, seconds int) [][][]byte {
 	t.Helper()
-	NeedCommand(t, "ffmpeg")
-	path := filepath.Join(t.TempDir(), "clip.h264")
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
-		"-i", "testsrc=size=320x240:rate=30", "-t", fmt.Sprint(seconds),
-		"-c:v", "libx264", "-profile:v", "baseline", "-bf", "0", "-g", "30", "-pix_fmt", "yuv420p", "-f", "h264", path)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, out)
-	}
+	path := encodeClip(t, "clip.h264", "320x240", 30, seconds, "baseline", "h264")
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +96,28 @@ func H264Clip(t testing.TB, seconds int) [][][]byte {
 		t.Fatal(err)
 	}
 	return splitAccessUnits(ab)
+}
+
+// H264File encodes ffmpeg's test pattern into an MP4 file for peers that
+// publish a file (ffmpeg -re -stream_loop -1 -i file -c copy): size as
+// "WxH", 25 fps, the given x264 profile ("baseline", "high"), no B-frames,
+// a keyframe every second.
+func H264File(t testing.TB, size, profile string, seconds int) string {
+	t.Helper()
+	return encodeClip(t, "clip.mp4", size, 25, seconds, profile, "mp4")
+}
+
+func encodeClip(t testing.TB, name, size string, fps, seconds int, profile, format string) string {
+	t.Helper()
+	NeedCommand(t, "ffmpeg")
+	path := filepath.Join(t.TempDir(), name)
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+		"-i", fmt.Sprintf("testsrc=size=%s:rate=%d", size, fps), "-t", fmt.Sprint(seconds),
+		"-c:v", "libx264", "-profile:v", profile, "-bf", "0", "-g", fmt.Sprint(fps), "-pix_fmt", "yuv420p", "-f", format, path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	return path
 }
 
 // splitAccessUnits groups NALUs into access units: a new one starts at an
