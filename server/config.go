@@ -54,6 +54,13 @@ type Config struct {
 	WebRTCHosts []string `yaml:"webrtc_hosts"`
 	// ICEServers are STUN/TURN servers handed to every peer.
 	ICEServers []iwebrtc.ICEServer `yaml:"ice_servers"`
+	// WebRTCMaxPending and WebRTCMaxPendingPerClient cap WHIP/WHEP sessions
+	// answered but not yet connected, in total (over: 503) and per client
+	// IP (over: 429); WebRTCConnectTimeout ends such a session, freeing its
+	// place and a WHIP camera for another publisher. 0 means 100, 10, 10s.
+	WebRTCMaxPending          int           `yaml:"webrtc_max_pending"`
+	WebRTCMaxPendingPerClient int           `yaml:"webrtc_max_pending_per_client"`
+	WebRTCConnectTimeout      time.Duration `yaml:"webrtc_connect_timeout"`
 	// NATSAddr opens the NATS client port; empty (default) keeps it closed.
 	NATSAddr     string `yaml:"nats"`
 	NATSUser     string `yaml:"nats_user"`

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,11 +30,11 @@ func (s *Server) mediaRoutes() []route {
 	}
 	return []route{
 		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whep", Summary: "WHEP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleViewer},
-		{Method: "POST", Path: "/api/v1/cameras/:id/whep", Summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", Handler: s.whepOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 415, 503}, Role: rest.RoleViewer, BodyLimit: maxSDP},
+		{Method: "POST", Path: "/api/v1/cameras/:id/whep", Summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", Handler: s.whepOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 415, 429, 503}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "PATCH", Path: "/api/v1/cameras/:id/whep/:session", Summary: "Trickle ICE for a WHEP session", Handler: s.patchSession(s.whepOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whep/:session", Summary: "End a WHEP session", Handler: s.deleteSession(s.whepOps), Statuses: []int{200, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whip", Summary: "WHIP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleOperator},
-		{Method: "POST", Path: "/api/v1/cameras/:id/whip", Summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", Handler: s.whipOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 409, 415, 503}, Role: rest.RoleOperator, BodyLimit: maxSDP},
+		{Method: "POST", Path: "/api/v1/cameras/:id/whip", Summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", Handler: s.whipOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 409, 415, 429, 503}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 		{Method: "PATCH", Path: "/api/v1/cameras/:id/whip/:session", Summary: "Trickle ICE for a WHIP session", Handler: s.patchSession(s.whipOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whip/:session", Summary: "End a WHIP session", Handler: s.deleteSession(s.whipOps), Statuses: []int{200, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 	}
@@ -63,12 +65,31 @@ func mediaError(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotFound, err)
 	case errors.Is(err, iwebrtc.ErrNotSupported):
 		return fiber.NewError(fiber.StatusNotImplemented, err.Error())
-	case errors.Is(err, iwebrtc.ErrNoVideo), errors.Is(err, iwebrtc.ErrClosed):
+	case errors.Is(err, iwebrtc.ErrClientPendingLimit):
+		return fmt.Errorf("%w: %v: connect the ones open or wait for them to time out", rest.ErrTooManyRequests, err)
+	case errors.Is(err, iwebrtc.ErrNoVideo), errors.Is(err, iwebrtc.ErrClosed), errors.Is(err, iwebrtc.ErrPendingLimit):
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	case errors.Is(err, ErrPublisherBusy):
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return err
+}
+
+// writeMediaError answers an offer's error; over a pending-session limit it
+// says when to try again: by then the oldest unconnected session has
+// connected or timed out.
+func (s *Server) writeMediaError(c *fiber.Ctx, err error) error {
+	if errors.Is(err, iwebrtc.ErrPendingLimit) || errors.Is(err, iwebrtc.ErrClientPendingLimit) {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(s.webrtcConnectTimeout().Seconds()))))
+	}
+	return writeError(c, mediaError(err))
+}
+
+func (s *Server) webrtcConnectTimeout() time.Duration {
+	if s.Config.WebRTCConnectTimeout > 0 {
+		return s.Config.WebRTCConnectTimeout
+	}
+	return iwebrtc.DefaultConnectTimeout
 }
 
 func (s *Server) mediaContext(c *fiber.Ctx) (context.Context, context.CancelFunc) {
@@ -115,9 +136,9 @@ func (s *Server) whepOffer(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.mediaContext(c)
 	defer cancel()
-	answer, session, err := s.webrtc.NewViewer(ctx, id, offer, s.hub, s)
+	answer, session, err := s.webrtc.NewViewer(ctx, id, c.IP(), offer, s.hub, s)
 	if err != nil {
-		return writeError(c, mediaError(err))
+		return s.writeMediaError(c, err)
 	}
 	c.Location("/api/v1/cameras/" + id + "/whep/" + session)
 	c.Set(fiber.HeaderContentType, "application/sdp")
@@ -139,10 +160,10 @@ func (s *Server) whipOffer(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.mediaContext(c)
 	defer cancel()
-	answer, session, err := s.whip.Offer(ctx, id, offer, sink, release)
+	answer, session, err := s.whip.Offer(ctx, id, c.IP(), offer, sink, release)
 	if err != nil {
 		release()
-		return writeError(c, mediaError(err))
+		return s.writeMediaError(c, err)
 	}
 	c.Location("/api/v1/cameras/" + id + "/whip/" + session)
 	c.Set(fiber.HeaderContentType, "application/sdp")
@@ -229,12 +250,16 @@ func (s *Server) startWebRTC() error {
 	if s.Config.WebRTCUDPAddr == "" {
 		return nil
 	}
+	// One budget of unconnected sessions for viewers and publishers.
+	pending := iwebrtc.NewPendingLimits(s.Config.WebRTCMaxPending, s.Config.WebRTCMaxPendingPerClient)
 	eng, err := iwebrtc.NewEngine(iwebrtc.EngineConfig{
-		UDPAddr:       s.Config.WebRTCUDPAddr,
-		TCPAddr:       s.Config.WebRTCTCPAddr,
-		ICEServers:    s.Config.ICEServers,
-		HostAddresses: s.Config.WebRTCHosts,
-		Logger:        s.Logger.With("component", "webrtc"),
+		UDPAddr:        s.Config.WebRTCUDPAddr,
+		TCPAddr:        s.Config.WebRTCTCPAddr,
+		ICEServers:     s.Config.ICEServers,
+		HostAddresses:  s.Config.WebRTCHosts,
+		ConnectTimeout: s.webrtcConnectTimeout(),
+		Pending:        pending,
+		Logger:         s.Logger.With("component", "webrtc"),
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)
@@ -253,7 +278,8 @@ func (s *Server) startWebRTC() error {
 		s.listen.WebRTCTCP = a.String()
 	}
 	s.whip, err = iwebrtc.NewPublisher(iwebrtc.PublisherConfig{
-		API: eng.API(), Configuration: eng.Configuration(), Logger: s.Logger.With("component", "whip"),
+		API: eng.API(), Configuration: eng.Configuration(), ConnectTimeout: s.webrtcConnectTimeout(),
+		Pending: pending, Logger: s.Logger.With("component", "whip"),
 	})
 	return err
 }

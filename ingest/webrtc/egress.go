@@ -57,18 +57,22 @@ type viewer struct {
 
 	connected chan struct{}
 	connOnce  sync.Once
-	done      chan struct{}
-	once      sync.Once
-	rtpSent   atomic.Uint64
+	// connecting gives back the session's pending slot (idempotent).
+	connecting func()
+	done       chan struct{}
+	once       sync.Once
+	rtpSent    atomic.Uint64
 }
 
 // NewViewer answers a WHEP offer (RFC 9725) for camera cam: the camera's
 // video passes through with its own RTP timestamps, and a "results" data
 // channel in the offer carries src's results as JSON. It waits up to
 // NoVideoTimeout for the camera's first keyframe to learn its codec.
+// client identifies the peer (its IP address) for EngineConfig.Pending.
 // Errors: ErrBadSDP, ErrCodecNotSupported (the offer lacks the camera's
-// codec), ErrNoVideo, ErrClosed, or ctx's error.
-func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoSource, results ResultSource) (answerSDP, sessionID string, err error) {
+// codec), ErrNoVideo, ErrPendingLimit, ErrClientPendingLimit, ErrClosed, or
+// ctx's error.
+func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, src VideoSource, results ResultSource) (answerSDP, sessionID string, err error) {
 	info, err := InspectOffer(offerSDP)
 	if err != nil {
 		return "", "", err
@@ -79,14 +83,20 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 	if e.isClosed() {
 		return "", "", ErrClosed
 	}
+	connecting, err := e.cfg.Pending.acquire(client)
+	if err != nil {
+		return "", "", err
+	}
 	reader, err := src.Subscribe(cam, "whep", e.cfg.ReaderDepth)
 	if err != nil {
+		connecting()
 		return "", "", fmt.Errorf("%w: %v", ErrNoVideo, err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
 			reader.Close()
+			connecting()
 		}
 	}()
 	var first *busv1.AccessUnit
@@ -113,7 +123,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 
 	v := &viewer{
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
-		results: results, connected: make(chan struct{}), done: make(chan struct{}),
+		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
 	pc, err := e.api.NewPeerConnection(e.Configuration())
 	if err != nil {
@@ -130,6 +140,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, offerSDP string, src VideoS
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			v.connOnce.Do(func() { close(v.connected) })
+			v.connecting()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			e.endViewerAsync(v, st.String())
 		}
@@ -437,6 +448,10 @@ func (e *Engine) Sessions() int {
 	return len(e.sessions)
 }
 
+// Pending is the number of sessions, viewers and publishers, answered but
+// not yet connected (EngineConfig.Pending).
+func (e *Engine) Pending() int { return e.cfg.Pending.Pending() }
+
 // Drops returns, per camera, what its viewers lost by being slow (ended
 // sessions included), for metrics.
 func (e *Engine) Drops() map[string]Drops {
@@ -492,6 +507,7 @@ func (e *Engine) endViewer(v *viewer, why string) {
 		d.Results += v.resultsDrops.Load()
 		e.mu.Unlock()
 		close(v.done)
+		v.connecting()
 		v.unsubMu.Lock()
 		if v.unsub != nil {
 			v.unsub()

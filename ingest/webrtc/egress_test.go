@@ -189,7 +189,7 @@ func TestWHEPBadInput(t *testing.T) {
 		"no m=":   "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
 		"broken":  "v=0\r\no=- 1\r\nm=video\r\n",
 	} {
-		if _, _, err := e.engine.NewViewer(ctx, "cam1", sdp, e.hub, e.rs); !errors.Is(err, ErrBadSDP) {
+		if _, _, err := e.engine.NewViewer(ctx, "cam1", "127.0.0.1", sdp, e.hub, e.rs); !errors.Is(err, ErrBadSDP) {
 			t.Errorf("%s: err = %v, want ErrBadSDP", name, err)
 		}
 	}
@@ -198,7 +198,7 @@ func TestWHEPBadInput(t *testing.T) {
 	defer nv.pc.Close()
 	start := time.Now()
 	e.engine.cfg.NoVideoTimeout = 300 * time.Millisecond
-	if _, _, err := e.engine.NewViewer(ctx, "nocam", offer, e.hub, e.rs); !errors.Is(err, ErrNoVideo) {
+	if _, _, err := e.engine.NewViewer(ctx, "nocam", "127.0.0.1", offer, e.hub, e.rs); !errors.Is(err, ErrNoVideo) {
 		t.Fatalf("no video: err = %v", err)
 	}
 	e.engine.cfg.NoVideoTimeout = 10 * time.Second
@@ -310,7 +310,7 @@ func TestEngineCloseEndsSessions(t *testing.T) {
 	if n := e.engine.Sessions(); n != 0 {
 		t.Fatalf("sessions after Close = %d", n)
 	}
-	if _, _, err := e.engine.NewViewer(context.Background(), "cam1", "v=0", e.hub, e.rs); err == nil {
+	if _, _, err := e.engine.NewViewer(context.Background(), "cam1", "127.0.0.1", "v=0", e.hub, e.rs); err == nil {
 		t.Fatal("NewViewer after Close succeeded")
 	}
 }

@@ -42,8 +42,12 @@ type EngineConfig struct {
 	// NoVideoTimeout is how long NewViewer waits for the camera's first
 	// access unit; 0 means 5 s.
 	NoVideoTimeout time.Duration
-	// ConnectTimeout ends a viewer that never connects; 0 means 30 s.
+	// ConnectTimeout ends a viewer that has not connected (ICE and DTLS)
+	// this long after its answer; 0 means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
+	// Pending caps viewers waiting to connect (shared with the Publisher);
+	// nil allows any number.
+	Pending *PendingLimits
 	// ResultsBufferLimit drops results while the data channel holds more
 	// than this many unsent bytes; 0 means 256 KiB.
 	ResultsBufferLimit uint64
@@ -80,7 +84,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg.NoVideoTimeout = 5 * time.Second
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 30 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.ResultsBufferLimit == 0 {
 		cfg.ResultsBufferLimit = 256 << 10

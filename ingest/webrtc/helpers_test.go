@@ -223,7 +223,7 @@ func (e *env) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /whep/{cam}", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		ans, id, err := e.engine.NewViewer(r.Context(), r.PathValue("cam"), string(body), e.hub, e.rs)
+		ans, id, err := e.engine.NewViewer(r.Context(), r.PathValue("cam"), r.RemoteAddr, string(body), e.hub, e.rs)
 		if err != nil {
 			http.Error(w, err.Error(), statusOf(err))
 			return

@@ -22,9 +22,13 @@ type PublisherConfig struct {
 	// DefaultPLIInterval, negative disables the periodic request.
 	PLIInterval time.Duration
 	// ConnectTimeout ends a session that does not connect in time (the
-	// client vanished between POST and ICE); 0 means 30 s.
+	// client vanished between POST and ICE), which frees the camera for
+	// another publisher; 0 means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	Logger         *slog.Logger
+	// Pending caps sessions waiting to connect (shared with the Engine);
+	// nil allows any number.
+	Pending *PendingLimits
+	Logger  *slog.Logger
 }
 
 // Publisher terminates WHIP sessions (RFC 9725): each POSTed offer becomes a
@@ -45,6 +49,8 @@ type pubSession struct {
 	release func()
 	once    sync.Once
 	done    chan struct{}
+	// connecting gives back the session's pending slot (idempotent).
+	connecting func()
 }
 
 // NewPublisher builds the WHIP endpoint logic over a shared API.
@@ -56,7 +62,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		cfg.PLIInterval = DefaultPLIInterval
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 30 * time.Second
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -64,11 +70,13 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	return &Publisher{cfg: cfg, sessions: make(map[string]*pubSession)}, nil
 }
 
-// Offer answers a WHIP offer for camera cam. The session writes to sink until
-// it ends (DELETE, ICE failure, Close), then calls release exactly once; on
-// error release is not called and nothing was started. Errors: ErrBadSDP,
-// ErrCodecNotSupported, ErrClosed, or the context's error.
-func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest.Sink, release func()) (answerSDP, sessionID string, err error) {
+// Offer answers a WHIP offer for camera cam from client (its IP address,
+// for PublisherConfig.Pending). The session writes to sink until it ends
+// (DELETE, ICE failure, connect timeout, Close), then calls release exactly
+// once; on error release is not called and nothing was started. Errors:
+// ErrBadSDP, ErrCodecNotSupported, ErrPendingLimit, ErrClientPendingLimit,
+// ErrClosed, or the context's error.
+func (p *Publisher) Offer(ctx context.Context, cam, client, offerSDP string, sink ingest.Sink, release func()) (answerSDP, sessionID string, err error) {
 	info, err := InspectOffer(offerSDP)
 	if err != nil {
 		return "", "", err
@@ -86,12 +94,17 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 		return "", "", ErrClosed
 	}
 
+	connecting, err := p.cfg.Pending.acquire(client)
+	if err != nil {
+		return "", "", err
+	}
 	pc, err := p.cfg.API.NewPeerConnection(p.cfg.Configuration)
 	if err != nil {
+		connecting()
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
 	s := &pubSession{
-		id: NewSessionID(), cam: cam, pc: pc, release: release, done: make(chan struct{}),
+		id: NewSessionID(), cam: cam, pc: pc, release: release, done: make(chan struct{}), connecting: connecting,
 		rx: &receiver{pc: pc, sink: &lockedSink{sink: sink}, pliInterval: p.cfg.PLIInterval,
 			log: p.cfg.Logger.With("camera", cam, "kind", "whip")},
 	}
@@ -102,6 +115,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
 			connOnce.Do(func() { close(connected) })
+			connecting()
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed, webrtc.PeerConnectionStateDisconnected:
 			// Disconnected ends the session too: a WHIP client that lost
 			// its network publishes again with a new POST.
@@ -111,6 +125,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 	ans, err := answer(ctx, pc, offerSDP, func() error { preferVideoCodecs(pc); return nil })
 	if err != nil {
 		_ = pc.Close()
+		connecting()
 		return "", "", err
 	}
 
@@ -118,6 +133,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, offerSDP string, sink ingest
 	if p.closed {
 		p.mu.Unlock()
 		_ = pc.Close()
+		connecting()
 		return "", "", ErrClosed
 	}
 	p.sessions[s.id] = s
@@ -220,6 +236,7 @@ func (p *Publisher) end(s *pubSession, why string) {
 		delete(p.sessions, s.id)
 		p.mu.Unlock()
 		close(s.done)
+		s.connecting()
 		_ = s.pc.Close()
 		s.rx.stop()
 		s.rx.sink.setState(ingest.StateOffline, nil)

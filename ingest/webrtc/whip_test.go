@@ -24,7 +24,7 @@ func whipHandler(p *Publisher, sinkFor func(cam string) ingest.Sink, released *a
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /whip/{cam}", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		ans, id, err := p.Offer(r.Context(), r.PathValue("cam"), string(body), sinkFor(r.PathValue("cam")), func() { released.Add(1) })
+		ans, id, err := p.Offer(r.Context(), r.PathValue("cam"), r.RemoteAddr, string(body), sinkFor(r.PathValue("cam")), func() { released.Add(1) })
 		if err != nil {
 			code := http.StatusInternalServerError
 			if errors.Is(err, ErrBadSDP) || errors.Is(err, ErrCodecNotSupported) {
@@ -191,7 +191,7 @@ func TestWHIPPeerGoneAndClose(t *testing.T) {
 	for range 2 {
 		pp, offer := newPionPublisher(t, webrtc.MimeTypeH264)
 		defer pp.close()
-		ans, _, err := pub.Offer(context.Background(), "cam1", offer, w.sink, func() { released.Add(1) })
+		ans, _, err := pub.Offer(context.Background(), "cam1", "127.0.0.1", offer, w.sink, func() { released.Add(1) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestWHIPPeerGoneAndClose(t *testing.T) {
 	if pub.Sessions() != 0 || released.Load() != 2 {
 		t.Fatalf("after Close: sessions %d released %d", pub.Sessions(), released.Load())
 	}
-	if _, _, err := pub.Offer(context.Background(), "cam1", "v=0", w.sink, nil); err == nil {
+	if _, _, err := pub.Offer(context.Background(), "cam1", "127.0.0.1", "v=0", w.sink, nil); err == nil {
 		t.Fatal("offer after Close accepted")
 	}
 }
@@ -219,14 +219,14 @@ func TestWHIPBadInput(t *testing.T) {
 	defer pub.Close()
 	ctx := context.Background()
 	for _, bad := range []string{"", "nonsense", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"} {
-		if _, _, err := pub.Offer(ctx, "cam1", bad, w.sink, nil); !errors.Is(err, ErrBadSDP) {
+		if _, _, err := pub.Offer(ctx, "cam1", "127.0.0.1", bad, w.sink, nil); !errors.Is(err, ErrBadSDP) {
 			t.Errorf("offer %q: %v, want ErrBadSDP", bad, err)
 		}
 	}
 	// AV1 only: no codec the ingest can depacketize.
 	pp, offer := newPionPublisher(t, webrtc.MimeTypeAV1)
 	defer pp.close()
-	if _, _, err := pub.Offer(ctx, "cam1", offer, w.sink, nil); !errors.Is(err, ErrCodecNotSupported) {
+	if _, _, err := pub.Offer(ctx, "cam1", "127.0.0.1", offer, w.sink, nil); !errors.Is(err, ErrCodecNotSupported) {
 		t.Fatalf("AV1 offer: %v", err)
 	}
 	if err := pub.Patch("nope", "a=candidate:1 1 udp 1 127.0.0.1 9 typ host"); !errors.Is(err, ErrSessionNotFound) {
