@@ -80,7 +80,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	if !info.HasVideo {
 		return "", "", fmt.Errorf("%w: the offer has no video section", ErrCodecNotSupported)
 	}
-	if e.isClosed() {
+	if e.viewers.isClosed() {
 		return "", "", ErrClosed
 	}
 	connecting, err := e.cfg.Pending.acquire(client)
@@ -177,25 +177,21 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", err
 	}
 
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	if !e.viewers.add(v.id, v, 2, func() {
+		if e.drops[cam] == nil {
+			e.drops[cam] = &Drops{}
+		}
+	}) {
 		_ = pc.Close()
 		return "", "", ErrClosed
 	}
-	e.sessions[v.id] = v
-	if e.drops[cam] == nil {
-		e.drops[cam] = &Drops{}
-	}
-	e.wg.Add(2)
-	e.mu.Unlock()
 	ok = true
 	go func() {
-		defer e.wg.Done()
+		defer e.viewers.done()
 		e.readRTCP(sender)
 	}()
 	go func() {
-		defer e.wg.Done()
+		defer e.viewers.done()
 		e.send(v)
 	}()
 	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime)
@@ -442,11 +438,7 @@ func (e *Engine) SessionCamera(id string) string {
 }
 
 // Sessions is the number of live viewer sessions.
-func (e *Engine) Sessions() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.sessions)
-}
+func (e *Engine) Sessions() int { return e.viewers.len() }
 
 // Pending is the number of sessions, viewers and publishers, answered but
 // not yet connected (EngineConfig.Pending).
@@ -455,57 +447,40 @@ func (e *Engine) Pending() int { return e.cfg.Pending.Pending() }
 // Drops returns, per camera, what its viewers lost by being slow (ended
 // sessions included), for metrics.
 func (e *Engine) Drops() map[string]Drops {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	out := make(map[string]Drops, len(e.drops))
-	for cam, d := range e.drops {
-		out[cam] = *d
-	}
-	for _, v := range e.sessions {
-		d := out[v.cam]
-		d.Video += v.reader.Dropped()
-		d.Results += v.resultsDrops.Load()
-		out[v.cam] = d
-	}
+	var out map[string]Drops
+	// Under the registry's lock, so an ending session is counted once.
+	e.viewers.locked(func(live map[string]*viewer) {
+		out = make(map[string]Drops, len(e.drops))
+		for cam, d := range e.drops {
+			out[cam] = *d
+		}
+		for _, v := range live {
+			d := out[v.cam]
+			d.Video += v.reader.Dropped()
+			d.Results += v.resultsDrops.Load()
+			out[v.cam] = d
+		}
+	})
 	return out
 }
 
-func (e *Engine) isClosed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.closed
-}
-
 func (e *Engine) get(id string) *viewer {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.sessions[id]
+	v, _ := e.viewers.get(id)
+	return v
 }
 
-// endViewerAsync ends a session from a pion callback, which must not wait
-// for the peer connection to close.
+// endViewerAsync ends a session from a pion callback.
 func (e *Engine) endViewerAsync(v *viewer, why string) {
-	e.mu.Lock()
-	if _, ok := e.sessions[v.id]; !ok {
-		e.mu.Unlock()
-		return
-	}
-	e.wg.Add(1)
-	e.mu.Unlock()
-	go func() {
-		defer e.wg.Done()
-		e.endViewer(v, why)
-	}()
+	e.viewers.async(v.id, func() { e.endViewer(v, why) })
 }
 
 func (e *Engine) endViewer(v *viewer, why string) {
 	v.once.Do(func() {
-		e.mu.Lock()
-		delete(e.sessions, v.id)
-		d := e.drops[v.cam]
-		d.Video += v.reader.Dropped()
-		d.Results += v.resultsDrops.Load()
-		e.mu.Unlock()
+		e.viewers.remove(v.id, func() {
+			d := e.drops[v.cam]
+			d.Video += v.reader.Dropped()
+			d.Results += v.resultsDrops.Load()
+		})
 		close(v.done)
 		v.connecting()
 		v.unsubMu.Lock()

@@ -91,16 +91,7 @@ func newPionViewerWith(t *testing.T, e *env, api *webrtc.API, codecs ...string) 
 			v.lastTS.Store(p.Timestamp)
 		}
 	})
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-g
-	return v, pc.LocalDescription().SDP
+	return v, localOffer(t, pc)
 }
 
 func startFeed(t *testing.T, e *env, cam string) {

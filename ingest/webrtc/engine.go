@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -68,11 +67,9 @@ type Engine struct {
 	tcpLn     net.Listener
 	log       *slog.Logger
 
-	mu       sync.Mutex
-	sessions map[string]*viewer
-	closed   bool
-	wg       sync.WaitGroup
-	drops    map[string]*Drops
+	viewers registry[*viewer]
+	// drops is guarded by the viewers' lock.
+	drops map[string]*Drops
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.
@@ -100,7 +97,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, fmt.Errorf("webrtc: ICEServers[%d]: no URLs", i)
 		}
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, sessions: make(map[string]*viewer), drops: make(map[string]*Drops)}
+	e := &Engine{cfg: cfg, log: cfg.Logger, drops: make(map[string]*Drops)}
 
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
@@ -282,21 +279,14 @@ func (e *Engine) TCPAddr() net.Addr {
 // Close ends every viewer session and closes the ports; a second call does
 // nothing. Close publishers and pull sources using API() first.
 func (e *Engine) Close() {
-	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
+	all, first := e.viewers.close()
+	if !first {
 		return
 	}
-	e.closed = true
-	all := make([]*viewer, 0, len(e.sessions))
-	for _, v := range e.sessions {
-		all = append(all, v)
-	}
-	e.mu.Unlock()
 	for _, v := range all {
 		e.endViewer(v, "server closing")
 	}
-	e.wg.Wait()
+	e.viewers.wait()
 	e.closeSockets()
 }
 

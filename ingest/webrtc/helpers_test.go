@@ -16,6 +16,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
@@ -47,14 +48,28 @@ func testAPI(t testing.TB) *webrtc.API {
 	}
 	mux := webrtc.NewICEUDPMux(nil, conn)
 	t.Cleanup(func() { _ = mux.Close() })
-	se := webrtc.SettingEngine{}
+	se := loopbackSettings(webrtc.NetworkTypeUDP4)
 	se.SetICEUDPMux(mux)
+	se.SetICETimeouts(2*time.Second, 4*time.Second, time.Second)
+	return defaultCodecsAPI(t, se)
+}
+
+// loopbackSettings gather and connect only on loopback, over the given
+// network types, without mDNS.
+func loopbackSettings(types ...webrtc.NetworkType) webrtc.SettingEngine {
+	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(isLoopback)
 	se.SetRemoteIPFilter(isLoopback)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetNetworkTypes(types)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetICETimeouts(2*time.Second, 4*time.Second, time.Second)
+	return se
+}
+
+// defaultCodecsAPI is a pion API with pion's default codecs and
+// interceptors, as a third-party peer has.
+func defaultCodecsAPI(t testing.TB, se webrtc.SettingEngine) *webrtc.API {
+	t.Helper()
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -70,6 +85,39 @@ func testAPI(t testing.TB) *webrtc.API {
 func clientAPI(t testing.TB) *webrtc.API {
 	t.Helper()
 	return clientAPIOn(t, webrtc.NetworkTypeUDP4)
+}
+
+// localOffer creates pc's offer and waits for its candidates, as a
+// non-trickle WHIP/WHEP client sends it.
+func localOffer(t testing.TB, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	<-g
+	return pc.LocalDescription().SDP
+}
+
+// playClip writes the clip's access units to track at 30 fps, looping,
+// until stop is closed or the track fails.
+func playClip(track *webrtc.TrackLocalStaticSample, clip [][][]byte, stop <-chan struct{}) {
+	tick := time.NewTicker(time.Second / 30)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		if track.WriteSample(media.Sample{Data: annexB(clip[i%len(clip)]), Duration: time.Second / 30}) != nil {
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // makeClip is the shared ffmpeg clip (320x240, baseline, GOP 30) as access
@@ -323,21 +371,7 @@ func (e *env) published(ts uint32) bool {
 // network types (TCP4 alone plays a network that blocks UDP).
 func clientAPIOn(t testing.TB, types ...webrtc.NetworkType) *webrtc.API {
 	t.Helper()
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
-		t.Fatal(err)
-	}
-	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(isLoopback)
-	se.SetRemoteIPFilter(isLoopback)
-	se.SetNetworkTypes(types)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return defaultCodecsAPI(t, loopbackSettings(types...))
 }
 
 // whepPost sends an offer and returns status, body and Location.

@@ -14,7 +14,6 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
 )
 
 // strictWHEPServer answers WHEP the way mediamtx does: one UDP port for
@@ -97,18 +96,7 @@ func (s *strictWHEPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	go func() {
 		defer s.wg.Done()
 		defer pc.Close()
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			if video.WriteSample(media.Sample{Data: annexB(s.clip[i%len(s.clip)]), Duration: time.Second / 30}) != nil {
-				return
-			}
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-		}
+		playClip(video, s.clip, s.stop)
 	}()
 	w.Header().Set("Location", "/session/"+NewSessionID())
 	w.Header().Set("Content-Type", "application/sdp")

@@ -36,10 +36,7 @@ type PublisherConfig struct {
 type Publisher struct {
 	cfg PublisherConfig
 
-	mu       sync.Mutex
-	sessions map[string]*pubSession
-	closed   bool
-	wg       sync.WaitGroup
+	sessions registry[*pubSession]
 }
 
 type pubSession struct {
@@ -67,7 +64,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Publisher{cfg: cfg, sessions: make(map[string]*pubSession)}, nil
+	return &Publisher{cfg: cfg}, nil
 }
 
 // Offer answers a WHIP offer for camera cam from client (its IP address,
@@ -87,10 +84,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, client, offerSDP string, sin
 	if _, err := pickVideoCodec(info); err != nil {
 		return "", "", fmt.Errorf("%w: the offer has none of H264 (packetization-mode=1), VP8, VP9", ErrCodecNotSupported)
 	}
-	p.mu.Lock()
-	closed := p.closed
-	p.mu.Unlock()
-	if closed {
+	if p.sessions.isClosed() {
 		return "", "", ErrClosed
 	}
 
@@ -129,22 +123,17 @@ func (p *Publisher) Offer(ctx context.Context, cam, client, offerSDP string, sin
 		return "", "", err
 	}
 
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if !p.sessions.add(s.id, s, 1, nil) {
 		_ = pc.Close()
 		connecting()
 		return "", "", ErrClosed
 	}
-	p.sessions[s.id] = s
-	p.wg.Add(1)
-	p.mu.Unlock()
 	s.rx.sink.setState(ingest.StateConnecting, nil)
 	s.rx.log.Info("whip session started", "session", s.id)
 
 	// Watchdog: a client that never connects does not keep the session.
 	go func() {
-		defer p.wg.Done()
+		defer p.sessions.done()
 		t := time.NewTimer(p.cfg.ConnectTimeout)
 		defer t.Stop()
 		select {
@@ -178,11 +167,7 @@ func (p *Publisher) Delete(id string) error {
 }
 
 // Sessions is the number of live WHIP sessions.
-func (p *Publisher) Sessions() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.sessions)
-}
+func (p *Publisher) Sessions() int { return p.sessions.len() }
 
 // Camera returns the camera of a session, "" when unknown; lets the HTTP
 // layer check that a DELETE names a session of the camera in its path.
@@ -195,46 +180,26 @@ func (p *Publisher) Camera(id string) string {
 
 // Close ends every session and waits for their goroutines.
 func (p *Publisher) Close() {
-	p.mu.Lock()
-	p.closed = true
-	all := make([]*pubSession, 0, len(p.sessions))
-	for _, s := range p.sessions {
-		all = append(all, s)
-	}
-	p.mu.Unlock()
+	all, _ := p.sessions.close()
 	for _, s := range all {
 		p.end(s, "server closing")
 	}
-	p.wg.Wait()
+	p.sessions.wait()
 }
 
 func (p *Publisher) get(id string) *pubSession {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.sessions[id]
+	s, _ := p.sessions.get(id)
+	return s
 }
 
-// endAsync ends a session from a pion callback, which must not wait for
-// the peer connection to close.
+// endAsync ends a session from a pion callback.
 func (p *Publisher) endAsync(s *pubSession, why string) {
-	p.mu.Lock()
-	if _, ok := p.sessions[s.id]; !ok {
-		p.mu.Unlock()
-		return
-	}
-	p.wg.Add(1)
-	p.mu.Unlock()
-	go func() {
-		defer p.wg.Done()
-		p.end(s, why)
-	}()
+	p.sessions.async(s.id, func() { p.end(s, why) })
 }
 
 func (p *Publisher) end(s *pubSession, why string) {
 	s.once.Do(func() {
-		p.mu.Lock()
-		delete(p.sessions, s.id)
-		p.mu.Unlock()
+		p.sessions.remove(s.id, nil)
 		close(s.done)
 		s.connecting()
 		_ = s.pc.Close()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"github.com/pion/webrtc/v4/pkg/media"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -82,16 +81,7 @@ func newPionPublisher(t *testing.T, mime string) (*pionPublisher, string) {
 	if err := tr.SetCodecPreferences(keep); err != nil {
 		t.Fatal(err)
 	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	<-g
-	return &pionPublisher{pc: pc, track: track}, pc.LocalDescription().SDP
+	return &pionPublisher{pc: pc, track: track}, localOffer(t, pc)
 }
 
 func (p *pionPublisher) play(aus [][][]byte) {
@@ -100,16 +90,7 @@ func (p *pionPublisher) play(aus [][][]byte) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			_ = p.track.WriteSample(media.Sample{Data: annexB(aus[i%len(aus)]), Duration: time.Second / 30})
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
+		playClip(p.track, aus, ctx.Done())
 	}()
 }
 
