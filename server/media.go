@@ -11,11 +11,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
-	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
@@ -136,7 +133,7 @@ func (s *Server) whepOffer(c *fiber.Ctx) error {
 	}
 	ctx, cancel := s.mediaContext(c)
 	defer cancel()
-	answer, session, err := s.webrtc.NewViewer(ctx, id, c.IP(), offer, s.hub, s)
+	answer, session, err := s.webrtc.NewViewer(ctx, id, c.IP(), offer, s.hub, iwebrtc.BusResults{Conn: s.bus.Conn(), Subjects: s.bus.Subjects()})
 	if err != nil {
 		return s.writeMediaError(c, err)
 	}
@@ -228,21 +225,6 @@ func (s *Server) deleteSession(ops func() sessionOps) fiber.Handler {
 		}
 		return c.SendStatus(fiber.StatusOK)
 	}
-}
-
-// SubscribeResults implements iwebrtc.ResultSource: a camera's pipeline results
-// from ifc.results.<cam>.
-func (s *Server) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
-	sub, err := s.bus.Conn().Subscribe(s.bus.Subjects().Results(cam), func(m *nats.Msg) {
-		r := &busv1.Result{}
-		if proto.Unmarshal(m.Data, r) == nil {
-			fn(r)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = sub.Unsubscribe() }, nil
 }
 
 // startWebRTC opens the shared WebRTC port and the WHIP endpoint.

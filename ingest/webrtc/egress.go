@@ -8,10 +8,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
@@ -25,6 +28,27 @@ type VideoSource interface {
 // unsubscribe is called; fn must not block.
 type ResultSource interface {
 	SubscribeResults(cam string, fn func(*busv1.Result)) (unsubscribe func(), err error)
+}
+
+// BusResults is the ResultSource of the bus: a camera's pipeline results as
+// they are published on <prefix>.results.<cam>.
+type BusResults struct {
+	Conn     *nats.Conn
+	Subjects bus.Subjects
+}
+
+// SubscribeResults implements ResultSource.
+func (b BusResults) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
+	sub, err := b.Conn.Subscribe(b.Subjects.Results(cam), func(m *nats.Msg) {
+		r := &busv1.Result{}
+		if proto.Unmarshal(m.Data, r) == nil {
+			fn(r)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
 }
 
 // ResultsLabel is the data channel a viewer opens to receive results.

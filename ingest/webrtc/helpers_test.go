@@ -211,7 +211,7 @@ type env struct {
 	hub    *hub.Hub
 	engine *Engine
 	srv    *httptest.Server
-	rs     *natsResults
+	rs     BusResults
 
 	mu  sync.Mutex
 	ts  map[uint32]bool // RTP timestamps published
@@ -235,7 +235,7 @@ func newEnv(t *testing.T, cfg EngineConfig) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, bus: b, hub: hub.New(b.Conn(), b.Subjects()), engine: eng, ts: map[uint32]bool{}}
-	e.rs = &natsResults{nc: b.Conn(), subjects: b.Subjects()}
+	e.rs = BusResults{Conn: b.Conn(), Subjects: b.Subjects()}
 	e.srv = httptest.NewServer(e.handler())
 	t.Cleanup(func() {
 		e.srv.Close()
@@ -244,25 +244,6 @@ func newEnv(t *testing.T, cfg EngineConfig) *env {
 		b.Close()
 	})
 	return e
-}
-
-// natsResults is the ResultSource the server wires: results from the bus.
-type natsResults struct {
-	nc       *nats.Conn
-	subjects bus.Subjects
-}
-
-func (n *natsResults) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
-	sub, err := n.nc.Subscribe(n.subjects.Results(cam), func(m *nats.Msg) {
-		r := &busv1.Result{}
-		if proto.Unmarshal(m.Data, r) == nil {
-			fn(r)
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return func() { _ = sub.Unsubscribe() }, nil
 }
 
 // handler is a tiny WHEP endpoint over the engine, mapping errors the way
