@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
@@ -271,7 +272,10 @@ func remoteUfrag(pc *webrtc.PeerConnection) string {
 	if rd == nil {
 		return ""
 	}
-	if sd, err := rd.Unmarshal(); err == nil {
+	// Parsed here rather than with rd.Unmarshal, which caches the result in
+	// the description pion shares with its own goroutines (a data race).
+	var sd sdp.SessionDescription
+	if err := sd.UnmarshalString(rd.SDP); err == nil {
 		if u, ok := sd.Attribute("ice-ufrag"); ok {
 			return u
 		}
