@@ -480,6 +480,15 @@ func (c *Config) Validate() error {
 	if c.Node == "" || strings.ContainsAny(c.Node, ".*> \t") || len(c.Node) > 64 {
 		return bad("node", strconv.Quote(c.Node), "want letters, digits, '-' and '_'")
 	}
+	if c.WebRTCMaxPending < 0 {
+		return bad("webrtc_max_pending", c.WebRTCMaxPending, "must not be negative (0 takes the default)")
+	}
+	if c.WebRTCMaxPendingPerClient < 0 {
+		return bad("webrtc_max_pending_per_client", c.WebRTCMaxPendingPerClient, "must not be negative (0 takes the default)")
+	}
+	if c.WebRTCConnectTimeout < 0 {
+		return bad("webrtc_connect_timeout", c.WebRTCConnectTimeout, "must not be negative (0 takes the default)")
+	}
 	if c.RTSPReadTimeout < 100*time.Millisecond {
 		return bad("rtsp_read_timeout", c.RTSPReadTimeout, "at least 100ms")
 	}

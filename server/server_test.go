@@ -543,6 +543,8 @@ func TestConfigPipeline(t *testing.T) {
 		{func(c *Config) { c.LogLevel = "loud" }, `log_level: "loud"`},
 		{func(c *Config) { c.APITokens = []string{"short"} }, "api_tokens[0]"},
 		{func(c *Config) { c.Prefix = "a.b" }, "prefix"},
+		{func(c *Config) { c.WebRTCMaxPending = -1 }, "webrtc_max_pending: -1"},
+		{func(c *Config) { c.WebRTCConnectTimeout = -time.Second }, "webrtc_connect_timeout"},
 	}
 	for _, tc := range bad {
 		c := Defaults()
