@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
@@ -244,10 +245,15 @@ func ParseSDPFragment(frag string, currentUfrag string) (cands []webrtc.ICECandi
 }
 
 func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
+	if len(s) <= 40 {
+		return s
 	}
-	return s
+	// Cut on a character boundary: the text goes into JSON error bodies.
+	n := 40
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // NewSessionID returns a random, unguessable session id for WHIP and WHEP
