@@ -17,6 +17,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -227,10 +229,14 @@ func Serve(ctx context.Context, lis net.Listener, name string, spec processors.S
 }
 
 // serveGRPC runs a gRPC server on lis until ctx ends, then stops it
-// gracefully (in-flight calls get a second to finish).
+// gracefully (in-flight calls get a second to finish). It also serves the
+// standard gRPC health service (SERVING until shutdown) for K3s probes and
+// `imageflow processor check`.
 func serveGRPC(ctx context.Context, lis net.Listener, register func(*grpc.Server)) error {
 	g := newGRPCServer()
 	register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	select {
@@ -238,6 +244,7 @@ func serveGRPC(ctx context.Context, lis net.Listener, register func(*grpc.Server
 		return err
 	case <-ctx.Done():
 	}
+	hs.Shutdown() // NOT_SERVING while in-flight calls finish
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {
