@@ -660,9 +660,11 @@ func (c *checker) checkDeadline(ctx context.Context) Result {
 		r.Detail = "the call after the burst: " + status.Convert(err).Code().String() + ": " + status.Convert(err).Message()
 		return r
 	}
-	// Working through the whole burst would take burst*base; allow half of
-	// it plus scheduling noise before calling it ignored.
-	limit := burst/2*base + 500*time.Millisecond
+	// Working through the whole burst would take burst*base; dropping the
+	// expired calls leaves about two calls' work (the one running when the
+	// deadline passed, then this one). A quarter of the burst plus
+	// scheduling noise separates the two.
+	limit := burst/4*base + 250*time.Millisecond
 	if d > limit {
 		r.Detail = fmt.Sprintf("a call after %d expired ones (deadline %s) took %s, usual %s: expired work was not dropped", burst, short, d.Round(time.Millisecond), base.Round(time.Millisecond))
 		return r

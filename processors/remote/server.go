@@ -183,6 +183,12 @@ func (s *processorService) handle(ctx context.Context, req *pb.ProcessRequest) (
 		}
 	}()
 	inst.mu.Lock()
+	// A call that waited here past its deadline is dropped: its caller has
+	// given up, and running it would delay the calls queued behind it.
+	if ctx.Err() != nil {
+		inst.mu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	err = inst.p.Process(ctx, &in, &out)
 	inst.mu.Unlock()
 	resp := &pb.ProcessResponse{RequestId: req.RequestId, Detections: out.Detections, Values: out.Values, ReplaceDetections: out.ReplaceDetections}
