@@ -15,6 +15,7 @@ import (
 	"gocv.io/x/gocv"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -139,6 +140,16 @@ func TestProcessorCheckInferServe(t *testing.T) {
 	}
 	defer func() { _ = infer.Process.Kill(); _ = infer.Wait() }()
 	waitListening(t, inferAddr, "infer serve")
+	conn, err := grpc.NewClient(inferAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	if h, err := healthpb.NewHealthClient(conn).Check(hctx, &healthpb.HealthCheckRequest{}); err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("infer serve health: %v %v", h, err)
+	}
 
 	procAddr := freePort(t)
 	startProcessor(t, procAddr, "detect")
