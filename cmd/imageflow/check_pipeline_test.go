@@ -94,7 +94,7 @@ func startInProcessServer(t *testing.T) *server.Server {
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.WebRTCUDPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.RTSPAddr, cfg.RTSPUDPAddr = "", ""
-	cfg.Demo = false
+	cfg.Demo = true // the demo camera, repointed to a pipeline with the Python step
 	srv := &server.Server{Config: cfg, Registry: reg, Logger: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -145,9 +145,9 @@ func sameBoxes(a, b []*busv1.Detection, tol float32) string {
 }
 
 // TestPythonStepInPipelines runs resize → Python CLAHE (grpc://) → Haar
-// detect over StreamService, in a batch execution and live on a published
-// camera, and compares each with the same pipeline whose CLAHE is the Go
-// twin built in; then kills the Python process (counted errors) and brings
+// detect over StreamService, in a batch execution, live on a published
+// camera and on the demo camera (with HOG people), and compares each with
+// the same pipeline whose CLAHE is the Go twin built in; then kills the Python process (counted errors) and brings
 // it back (results return). It logs the latency of the Python step against
 // the built-in one.
 func TestPythonStepInPipelines(t *testing.T) {
@@ -193,6 +193,11 @@ func TestPythonStepInPipelines(t *testing.T) {
 	t.Run("batch", func(t *testing.T) { compareBatch(t, addrs.HTTP, inputs) })
 	// Live: a published camera per pipeline, results from the bus.
 	t.Run("camera", func(t *testing.T) { compareCameras(t, srv, addrs, dark) })
+
+	// The demo camera (opencv-doc's people clip) with the mixed pipeline and
+	// the HOG people detector, beside a second camera on the same clip with
+	// the Go twin.
+	t.Run("demo camera", func(t *testing.T) { compareDemoCameras(t, srv, addrs.HTTP, pyAddr) })
 
 	// Latency of the CLAHE step alone and inside the mixed pipeline.
 	for _, pair := range [][2]string{{"py_only", "go_only"}, {"py", "go"}} {
@@ -416,4 +421,81 @@ func httpPost(url, body string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// compareDemoCameras points the demo camera at resize → Python CLAHE → HOG
+// people and adds a camera on the same clip with the Go twin; results of the
+// same frame (matched by pts) must be equal. Frames a busy pipeline skipped
+// differ between the two, so only frames both processed are compared.
+func compareDemoCameras(t *testing.T, srv *server.Server, httpAddr, pyAddr string) {
+	const clip = "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+	if _, err := os.Stat(clip); err != nil {
+		t.Skip("opencv-doc's vtest.avi missing")
+	}
+	people := func(id, contrast string) string {
+		return `{"id":"` + id + `","steps":[
+		{"id":"small","processor":"resize","params":{"width":640}},
+		{"id":"contrast","processor":"` + contrast + `","inputs":["small"],"params":{"clip_limit":2.0}},
+		{"id":"people","processor":"detect","inputs":["contrast"],"params":{"backend":"hog","win_stride":8,"scale":1.05}}]}`
+	}
+	postPipelines(t, httpAddr, people("people_py", "grpc://"+pyAddr), people("people_go", "clahe_go"))
+	var mu sync.Mutex
+	byPts := map[string]map[int64]*busv1.Result{"demo": {}, "demo_go": {}}
+	for cam := range byPts {
+		cam := cam
+		unsub, err := srv.SubscribeResults(cam, func(r *busv1.Result) {
+			mu.Lock()
+			byPts[cam][r.Pts] = r
+			mu.Unlock()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unsub()
+	}
+	send := func(method, id, body string) {
+		req, _ := http.NewRequest(method, "http://"+httpAddr+"/api/v1/cameras/"+id, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("%s camera %s: %d", method, id, resp.StatusCode)
+		}
+	}
+	send(http.MethodPut, "demo", `{"source":"file://`+clip+`","pipeline":"people_py","enabled":true}`)
+	postCameras(t, httpAddr, `{"id":"demo_go","source":"file://`+clip+`","pipeline":"people_go","enabled":true}`)
+	// Stopped afterwards, so they do not load the latency measurement.
+	defer send(http.MethodDelete, "demo_go", "")
+	defer send(http.MethodPut, "demo", `{"source":"file://`+clip+`","pipeline":"people_py","enabled":false}`)
+	matched, withPeople := 0, 0
+	deadline := time.Now().Add(40 * time.Second)
+	for time.Now().Before(deadline) && (matched < 5 || withPeople < 3) {
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		matched, withPeople = 0, 0
+		for pts, p := range byPts["demo"] {
+			g, ok := byPts["demo_go"][pts]
+			if !ok {
+				continue
+			}
+			if d := sameBoxes(p.Detections, g.Detections, 2); d != "" {
+				mu.Unlock()
+				t.Fatalf("demo camera frame pts %d: Python differs from the Go twin: %s", pts, d)
+			}
+			matched++
+			if len(g.Detections) > 0 {
+				withPeople++
+			}
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("demo camera: %d and %d results, %d frames processed by both, equal; %d with people", len(byPts["demo"]), len(byPts["demo_go"]), matched, withPeople)
+	if matched < 5 || withPeople < 3 {
+		t.Fatalf("too few frames to compare: %d common, %d with people", matched, withPeople)
+	}
 }
