@@ -187,7 +187,7 @@ class Processor:
                 raise BadInput("unknown parameter %r" % k)
         out = {}
         for p in self.params:
-            if k_missing(given, p.name):
+            if given.get(p.name) is None:
                 if p.required:
                     raise BadInput("%s is required" % p.name)
                 out[p.name] = p.default
@@ -211,10 +211,6 @@ class Processor:
         if result.image is not None:
             encode_raw(result.image, resp.image.raw)
         return resp
-
-
-def k_missing(d, k):
-    return k not in d or d[k] is None
 
 
 def decode_image(img):
