@@ -31,7 +31,13 @@ type dockerfile struct {
 // parseDockerfile joins continuation lines and splits instructions by stage.
 func parseDockerfile(t *testing.T) *dockerfile {
 	t.Helper()
-	f, err := os.Open(filepath.Join(repoRoot, "Dockerfile"))
+	return parseDockerfileAt(t, filepath.Join(repoRoot, "Dockerfile"))
+}
+
+// parseDockerfileAt reads the Dockerfile at path.
+func parseDockerfileAt(t *testing.T, path string) *dockerfile {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -250,6 +250,10 @@ func checkPod(t *testing.T, b *bundle, p pod) {
 				if _, _, ok := c.port(pr.TCPSocket.Port); !ok {
 					t.Errorf("%s: %s port %s is not a declared container port", where, name, pr.TCPSocket.Port)
 				}
+			case pr.GRPC != nil: // the kubelet calls grpc.health.v1.Health/Check
+				if _, _, ok := c.port(intOrString{Int: pr.GRPC.Port, IsInt: true}); !ok {
+					t.Errorf("%s: %s gRPC port %d is not a declared container port", where, name, pr.GRPC.Port)
+				}
 			}
 		}
 	}

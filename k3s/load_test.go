@@ -202,6 +202,10 @@ type probe struct {
 	TCPSocket *struct {
 		Port intOrString `yaml:"port"`
 	} `yaml:"tcpSocket"`
+	GRPC *struct {
+		Port    int    `yaml:"port"`
+		Service string `yaml:"service"`
+	} `yaml:"grpc"`
 }
 
 func (c *container) probes() map[string]*probe {

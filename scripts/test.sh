@@ -12,7 +12,7 @@ go run ./scripts/checkdeps
 (cd webapp && npm test --silent)
 # The committed generated code must match the .proto files.
 bash scripts/gen-proto.sh
-git diff --exit-code --stat -- proto/ || { echo "proto/: generated code is stale; run scripts/gen-proto.sh and commit" >&2; exit 1; }
+git diff --exit-code --stat -- proto/ processors/python/imageflow_processor/gen/ || { echo "proto/ or processors/python/imageflow_processor/gen/: generated code is stale; run scripts/gen-proto.sh and commit" >&2; exit 1; }
 go vet ./...
 # Tests of packages run in parallel on 2 cores; -p 2 keeps cgo builds and
 # browsers from starving each other.

@@ -19,6 +19,7 @@ const usage = `imageflow — edge media server
 Usage:
   imageflow serve [flags]              run the server (embedded NATS, REST, RTSP, WebRTC, gRPC)
   imageflow processor serve <name>     run one built-in processor as a gRPC service
+  imageflow processor check <addr>     check a gRPC processor (any language) against the contract
   imageflow infer serve                run a KServe v2 (Triton protocol) inference server
   imageflow batch run|status|ls|cancel upload images through a pipeline and fetch the results
   imageflow help                       this text
@@ -41,6 +42,9 @@ func main() {
 		return
 	}
 	cmd, ok := commands[os.Args[1]]
+	if os.Args[1] == "processor" && len(os.Args) > 2 && os.Args[2] == "check" {
+		cmd = processorCheckCmd // check.go
+	}
 	if !ok {
 		fmt.Fprintf(os.Stderr, "imageflow: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)

@@ -23,6 +23,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
@@ -96,6 +98,9 @@ func (s *Server) Start() error {
 	s.grpc = grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize),
 		grpc.InitialWindowSize(8<<20), grpc.InitialConnWindowSize(8<<20))
 	pb.RegisterGRPCInferenceServiceServer(s.grpc, &service{s: s})
+	// The standard health service, for Kubernetes' gRPC probes: the models
+	// are loaded by now, so the server is SERVING from its first call.
+	healthpb.RegisterHealthServer(s.grpc, health.NewServer())
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.grpc.Serve(lis) }()
 	names := make([]string, 0, len(models))

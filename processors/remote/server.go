@@ -17,6 +17,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -181,6 +183,12 @@ func (s *processorService) handle(ctx context.Context, req *pb.ProcessRequest) (
 		}
 	}()
 	inst.mu.Lock()
+	// A call that waited here past its deadline is dropped: its caller has
+	// given up, and running it would delay the calls queued behind it.
+	if ctx.Err() != nil {
+		inst.mu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	err = inst.p.Process(ctx, &in, &out)
 	inst.mu.Unlock()
 	resp := &pb.ProcessResponse{RequestId: req.RequestId, Detections: out.Detections, Values: out.Values, ReplaceDetections: out.ReplaceDetections}
@@ -227,10 +235,14 @@ func Serve(ctx context.Context, lis net.Listener, name string, spec processors.S
 }
 
 // serveGRPC runs a gRPC server on lis until ctx ends, then stops it
-// gracefully (in-flight calls get a second to finish).
+// gracefully (in-flight calls get a second to finish). It also serves the
+// standard gRPC health service (SERVING until shutdown) for K3s probes and
+// `imageflow processor check`.
 func serveGRPC(ctx context.Context, lis net.Listener, register func(*grpc.Server)) error {
 	g := newGRPCServer()
 	register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
 	select {
@@ -238,6 +250,7 @@ func serveGRPC(ctx context.Context, lis net.Listener, register func(*grpc.Server
 		return err
 	case <-ctx.Done():
 	}
+	hs.Shutdown() // NOT_SERVING while in-flight calls finish
 	done := make(chan struct{})
 	go func() { g.GracefulStop(); close(done) }()
 	select {
