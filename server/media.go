@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
@@ -264,4 +265,11 @@ func (s *Server) startWebRTC() error {
 		Pending: pending, Logger: s.Logger.With("component", "whip"),
 	})
 	return err
+}
+
+// SubscribeResults calls fn with each pipeline result of a camera
+// (ifc.results.<cam>) until the returned function is called; for code that
+// embeds the server, such as tests.
+func (s *Server) SubscribeResults(cam string, fn func(*busv1.Result)) (func(), error) {
+	return iwebrtc.BusResults{Conn: s.bus.Conn(), Subjects: s.bus.Subjects()}.SubscribeResults(cam, fn)
 }
