@@ -320,8 +320,11 @@ func scanGo(root string) ([]need, error) {
 			switch x := n.(type) {
 			case *ast.CallExpr:
 				if name := execCallee(x); name != "" {
+					// The program is the first argument that is not a
+					// context or testing.T: a string literal, or a name we
+					// cannot follow.
 					for i, a := range x.Args {
-						if name == "CommandContext" && i == 0 {
+						if (name == "CommandContext" || name == "NeedCommand") && i == 0 {
 							continue
 						}
 						if lit, ok := a.(*ast.BasicLit); ok && lit.Kind == token.STRING {
@@ -371,20 +374,20 @@ func scanGo(root string) ([]need, error) {
 	return needs, err
 }
 
-// execCallee returns the function name of exec.Command, exec.CommandContext
-// or exec.LookPath calls.
+// execCallee returns the name of a call that runs or looks up a program by
+// name: exec.Command, exec.CommandContext, exec.LookPath, and the test
+// helpers that wrap them (testkit.NeedCommand, chromedp.ExecPath).
 func execCallee(c *ast.CallExpr) string {
-	sel, ok := c.Fun.(*ast.SelectorExpr)
-	if !ok {
-		return ""
+	var name string
+	switch f := c.Fun.(type) {
+	case *ast.SelectorExpr:
+		name = f.Sel.Name
+	case *ast.Ident:
+		name = f.Name
 	}
-	pkg, ok := sel.X.(*ast.Ident)
-	if !ok || pkg.Name != "exec" {
-		return ""
-	}
-	switch sel.Sel.Name {
-	case "Command", "CommandContext", "LookPath":
-		return sel.Sel.Name
+	switch name {
+	case "Command", "CommandContext", "LookPath", "NeedCommand", "ExecPath":
+		return name
 	}
 	return ""
 }
