@@ -462,14 +462,46 @@ func TestUploadTotalLimit(t *testing.T) {
 		fw.Write(append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{byte(i)}, 500<<10)...))
 	}
 	w.Close()
-	st, body, _ := ts.send("POST", "/api/v1/executions", map[string]string{"Content-Type": w.FormDataContentType()}, buf.String())
-	expectError(t, st, body, 413, "limit of 2097152")
-	req, _ := http.NewRequest("POST", ts.base+"/api/v1/executions", io.MultiReader(bytes.NewReader(buf.Bytes())))
-	req.Header.Set("Content-Type", w.FormDataContentType())
-	req.ContentLength = -1
-	resp, err := http.DefaultClient.Do(req)
+	// Headers and the start of the body only: the answer must come from
+	// Content-Length, before the rest is sent. (A client that sends it all
+	// may meet the closed connection first, which is the point.)
+	c, err := net.Dial("tcp", ts.srv.Addrs().HTTP)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /api/v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", w.FormDataContentType(), buf.Len())
+	c.Write(buf.Bytes()[:64<<10])
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	early, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	body, _ := io.ReadAll(early.Body)
+	early.Body.Close()
+	expectError(t, early.StatusCode, body, 413, "limit of 2097152")
+	// Chunked: the server reads up to the limit and answers; the writer
+	// goes on until the server closes, as a real client would.
+	cc, err := net.Dial("tcp", ts.srv.Addrs().HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	go func() {
+		fmt.Fprintf(cc, "POST /api/v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n\r\n", w.FormDataContentType())
+		for rest := buf.Bytes(); len(rest) > 0; {
+			n := min(len(rest), 64<<10)
+			if _, err := fmt.Fprintf(cc, "%x\r\n%s\r\n", n, rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+		fmt.Fprint(cc, "0\r\n\r\n")
+	}()
+	_ = cc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(cc), nil)
+	if err != nil {
+		t.Fatalf("no answer to the chunked upload: %v", err)
 	}
 	out, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
