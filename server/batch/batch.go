@@ -145,16 +145,21 @@ type StepTiming struct {
 
 // File is one file of an execution as recorded.
 type File struct {
-	Index       int          `json:"index"`
-	Name        string       `json:"name"`
-	Size        int64        `json:"size"`
-	ContentType string       `json:"content_type"`
-	State       string       `json:"state"`
-	Error       string       `json:"error,omitempty"`
-	Attempts    int          `json:"attempts,omitempty"`
-	DurationMS  float64      `json:"duration_ms,omitempty"`
-	Steps       []StepTiming `json:"steps,omitempty"`
-	Detections  int          `json:"detections,omitempty"`
+	Index       int    `json:"index"`
+	Name        string `json:"name"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	State       string `json:"state"`
+	Error       string `json:"error,omitempty"`
+	Attempts    int    `json:"attempts,omitempty"`
+	// Restarts counts how often the file was taken up again after a process
+	// that had it died: a file that kills the worker is dead-lettered by
+	// this count, which only grows when the file itself runs (not when it
+	// merely waited beside another file that crashed the process).
+	Restarts   int          `json:"restarts,omitempty"`
+	DurationMS float64      `json:"duration_ms,omitempty"`
+	Steps      []StepTiming `json:"steps,omitempty"`
+	Detections int          `json:"detections,omitempty"`
 	// Output is the content type of the output image, "" when none.
 	Output     string     `json:"output,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`

@@ -61,6 +61,18 @@ func startChild(t *testing.T, dir string) *child {
 // env set to dir, and waits until it serves.
 func startChildRun(t *testing.T, dir, run, env string) *child {
 	t.Helper()
+	c, ok := tryStartChild(t, dir, run, env)
+	if !ok {
+		log, _ := os.ReadFile(filepath.Join(dir, "child.log"))
+		t.Fatalf("child exited before serving:\n%s", log)
+	}
+	return c
+}
+
+// tryStartChild starts a child like startChildRun; false when the child
+// exited before it served (a child may die on a work item it resumes).
+func tryStartChild(t *testing.T, dir, run, env string) (*child, bool) {
+	t.Helper()
 	_ = os.Remove(filepath.Join(dir, "addr"))
 	logf, err := os.OpenFile(filepath.Join(dir, "child.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -80,12 +92,11 @@ func startChildRun(t *testing.T, dir, run, env string) *child {
 	for {
 		if b, err := os.ReadFile(filepath.Join(dir, "addr")); err == nil {
 			c.base = string(b)
-			return c
+			return c, true
 		}
 		select {
 		case <-c.done:
-			log, _ := os.ReadFile(filepath.Join(dir, "child.log"))
-			t.Fatalf("child exited before serving:\n%s", log)
+			return nil, false
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

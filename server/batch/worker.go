@@ -61,7 +61,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		FilterSubject: m.subj.Jobs("*"),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       m.cfg.AckWait,
-		MaxDeliver:    m.cfg.MaxAttempts,
+		// A backstop: files that crash the worker are dead-lettered by
+		// their own restarts (see handle); a file delivered beside one may
+		// be redelivered once per crash without ever running.
+		MaxDeliver:    4 * m.cfg.MaxAttempts,
 		MaxAckPending: 4096,
 	})
 	if err != nil {
@@ -271,11 +274,11 @@ func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
 			}()
 			g.Lock()
 			close(stop)
-			w.handle(msg)
+			w.handle(msg, true)
 			g.Unlock()
 			continue
 		}
-		w.handle(msg)
+		w.handle(msg, false)
 		g.RUnlock()
 	}
 }
@@ -352,7 +355,10 @@ type outcome struct {
 
 // handle processes one work item and acks it only after its result and the
 // record are stored.
-func (w *worker) handle(msg jetstream.Msg) {
+// handle runs one work item. A suspect item (see suspect) runs alone and
+// counts as a restart of its file; the restart that would pass MaxAttempts
+// runs are dead-lettered instead.
+func (w *worker) handle(msg jetstream.Msg, suspect bool) {
 	m := w.m
 	ctx := m.ctx
 	item := &busv1.JobItem{}
@@ -382,6 +388,26 @@ func (w *worker) handle(msg jetstream.Msg) {
 	attempt := 1
 	if md, err := msg.Metadata(); err == nil {
 		attempt = int(md.NumDelivered)
+	}
+	if suspect {
+		// The first run plus the restarts so far: one more would pass
+		// MaxAttempts runs of a file that kills the process.
+		runs := 1 + e.Files[idx].Restarts
+		if runs >= m.cfg.MaxAttempts {
+			m.deadLetterFile(ctx, e.ID, idx, runs)
+			_ = msg.Term()
+			return
+		}
+		if _, _, err := m.update(ctx, e.ID, func(x *Execution) bool {
+			if idx >= len(x.Files) || fileTerminal(x.Files[idx].State) {
+				return false
+			}
+			x.Files[idx].Restarts++
+			return true
+		}); err != nil {
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
 	}
 	fctx, stop := context.WithCancel(ctx)
 	if !m.markRunning(e.ID, idx, stop) {
@@ -539,25 +565,34 @@ func (m *Manager) deadLetter(ctx context.Context, seq uint64, deliveries int) {
 		_ = st.DeleteMsg(ctx, seq)
 		return
 	}
-	idx := int(item.Index)
-	reason := fmt.Sprintf("dead-lettered after %d deliveries without a result: processing this file crashed or stopped the worker every time", deliveries)
-	m.log.Warn("work item dead-lettered", "execution", item.Execution, "index", idx, "deliveries", deliveries)
-	rec, changed, err := m.finishFile(ctx, item.Execution, idx, File{State: FileFailed, Error: reason, Attempts: deliveries}, 0)
-	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+	if !m.deadLetterFile(ctx, item.Execution, int(item.Index), deliveries) {
 		// Kept in the stream: the next start's resume finds the file open
 		// and the item queued; a later advisory may come again.
-		m.log.Error("dead-letter: record", "execution", item.Execution, "index", idx, "error", err)
 		return
-	}
-	if changed {
-		m.metrics.dead.Inc()
 	}
 	if err := st.DeleteMsg(ctx, seq); err != nil {
 		m.log.Warn("dead-letter: remove item", "seq", seq, "error", err)
 	}
+}
+
+// deadLetterFile records a file failed because running it never gave a
+// result in runs tries (the process died each time), so its execution
+// completes; false when the record could not be written.
+func (m *Manager) deadLetterFile(ctx context.Context, id string, idx, runs int) bool {
+	reason := fmt.Sprintf("dead-lettered after %d runs without a result: processing this file crashed or stopped the worker every time", runs)
+	m.log.Warn("work item dead-lettered", "execution", id, "index", idx, "runs", runs)
+	rec, changed, err := m.finishFile(ctx, id, idx, File{State: FileFailed, Error: reason, Attempts: runs}, 0)
+	if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalid) {
+		m.log.Error("dead-letter: record", "execution", id, "index", idx, "error", err)
+		return false
+	}
+	if changed {
+		m.metrics.dead.Inc()
+	}
 	if changed && terminal(rec.State) {
 		m.purgeJobs(ctx, rec.ID)
 	}
+	return true
 }
 
 // process runs one file: fetch, decode, pipeline, encode, store. Its
