@@ -162,11 +162,23 @@ func (s *Server) limitBody(c *fiber.Ctx, r rest.Route, limit int64) error {
 // reject answers with err and closes the connection when a body may still
 // be unread, so its bytes are never parsed as the next request.
 func (s *Server) reject(c *fiber.Ctx, err error) error {
-	if c.Request().IsBodyStream() && c.Request().Header.ContentLength() != 0 {
+	if n := c.Request().Header.ContentLength(); c.Request().IsBodyStream() && n != 0 {
+		// A client still sending when the connection closes meets a reset
+		// instead of this answer: take (and drop) a body of modest size
+		// first, within a second. Large announced bodies are not read.
+		if n > 0 && n <= maxDrainedBody || n == -1 {
+			if conn := c.Context().Conn(); conn != nil {
+				_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(c.Context().RequestBodyStream(), maxDrainedBody))
+		}
 		c.Context().SetConnectionClose()
 	}
 	return writeError(c, err)
 }
+
+// maxDrainedBody bounds what reject reads of a refused body.
+const maxDrainedBody = 1 << 20
 
 func retryAfter(d time.Duration) string {
 	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
