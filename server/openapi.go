@@ -39,15 +39,21 @@ func coreSchemas() map[string]any {
 	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(step)}, "id", "steps")
 	processor := obj(map[string]any{"name": str, "description": str, "outputs": arr(str), "params": arr(obj(map[string]any{
 		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}))})
+	cameraInput := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo}, "id", "source")
+	cameraInput["example"] = map[string]any{"id": "cam1", "name": "Gate", "source": "rtsp://192.0.2.10:554/stream1", "enabled": true, "pipeline": "detect", "archive": false}
+	pipeline["example"] = map[string]any{"id": "detect", "name": "Detect people", "steps": []any{
+		map[string]any{"id": "resize", "processor": "resize", "params": map[string]any{"width": 640}},
+		map[string]any{"id": "detect", "processor": "detect", "inputs": []any{"resize"}}}}
 	return map[string]any{
-		"Health":        obj(map[string]any{"status": str}),
-		"CameraInput":   obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo}, "id", "source"),
-		"Camera":        camera,
-		"CameraList":    obj(map[string]any{"items": arr(camera)}),
-		"Pipeline":      pipeline,
-		"PipelineList":  obj(map[string]any{"items": arr(pipeline)}),
-		"Processor":     processor,
-		"ProcessorList": obj(map[string]any{"items": arr(processor)}),
+		"Health":          obj(map[string]any{"status": str}),
+		"OpenAPIDocument": map[string]any{"type": "object", "description": "An OpenAPI 3 document", "additionalProperties": true},
+		"CameraInput":     cameraInput,
+		"Camera":          camera,
+		"CameraList":      obj(map[string]any{"items": arr(camera)}),
+		"Pipeline":        pipeline,
+		"PipelineList":    obj(map[string]any{"items": arr(pipeline)}),
+		"Processor":       processor,
+		"ProcessorList":   obj(map[string]any{"items": arr(processor)}),
 		"DeviceList": obj(map[string]any{"items": arr(obj(map[string]any{"path": str, "name": str, "driver": str,
 			"formats": arr(obj(map[string]any{"fourcc": str, "description": str}))}))}),
 	}

@@ -55,8 +55,13 @@ type Route struct {
 	// Request and Response name schemas of the OpenAPI document; "SDP" is
 	// application/sdp and "Upload" multipart/form-data.
 	Request, Response string
-	Statuses          []int
-	Handler           fiber.Handler
+	// ResponseTypes are the content types of the success answer when it is
+	// not JSON (images, zips, event streams); Response then describes it.
+	ResponseTypes []string
+	// Query documents the query parameters the handler reads.
+	Query    []QueryParam
+	Statuses []int
+	Handler  fiber.Handler
 
 	// Role is the least role a caller needs. Deny by default: a route that
 	// does not say is admin-only.
@@ -72,6 +77,13 @@ type Route struct {
 	// StreamBody marks a handler that reads the body as a stream itself
 	// (uploads), within BodyLimit; other handlers get it whole.
 	StreamBody bool
+}
+
+// QueryParam is one documented query parameter.
+type QueryParam struct {
+	Name, Description string
+	// Schema is the parameter's schema (String when nil).
+	Schema map[string]any
 }
 
 // Needs is the least role the route requires (admin when unset).
