@@ -3,12 +3,21 @@ package server
 import (
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 // openAPIDoc builds the OpenAPI 3 document from the route table.
 func (s *Server) openAPIDoc() map[string]any {
 	return rest.Document(s.allRoutes(), s.openAPISchemas(), s.authOn())
+}
+
+// OpenAPIDocument is the document a server with cfg and API tokens on
+// serves, built without starting anything: the web UI's client is
+// generated from it (imageflow openapi).
+func OpenAPIDocument(cfg Config) map[string]any {
+	s := &Server{Config: cfg, batch: &batch.Manager{}}
+	return rest.Document(s.allRoutes(), s.openAPISchemas(), true)
 }
 
 func (s *Server) openAPI(c *fiber.Ctx) error { return c.JSON(s.openAPIDoc()) }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -135,5 +136,25 @@ func TestOpenAPIValidatorRefusesDanglingRef(t *testing.T) {
 	}
 	if _, err := validateOpenAPI(raw); err != nil {
 		t.Fatalf("the unchanged document does not validate: %v", err)
+	}
+}
+
+// The document the web UI's client is generated from (imageflow openapi)
+// is the one a server with default settings and tokens on serves.
+func TestOpenAPIGeneratedMatchesServed(t *testing.T) {
+	raw := servedOpenAPI(t)
+	gen, err := json.Marshal(OpenAPIDocument(Defaults()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served, generated any
+	if err := json.Unmarshal(raw, &served); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(gen, &generated); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(served, generated) {
+		t.Fatalf("imageflow openapi differs from the served document:\n%s\n%s", gen, raw)
 	}
 }

@@ -28,8 +28,9 @@ func Document(routes []Route, schemas map[string]any, secured bool) map[string]a
 			"step":    map[string]any{"type": "string", "description": "The pipeline step a validation error belongs to"},
 		}, "status", "code", "message")}, "error"),
 			map[string]any{"error": map[string]any{"status": 404, "code": "not_found", "message": "camera cam1: not found"}}),
-		"SDP":    map[string]any{"type": "string", "description": "A session description (RFC 8866)"},
-		"Binary": map[string]any{"type": "string", "format": "binary"},
+		"SDP":     map[string]any{"type": "string", "description": "A session description (RFC 8866)"},
+		"SDPFrag": map[string]any{"type": "string", "description": "Trickle ICE candidates as an SDP fragment (RFC 8840)"},
+		"Binary":  map[string]any{"type": "string", "format": "binary"},
 	}
 	for k, v := range schemas {
 		all[k] = v
@@ -78,9 +79,12 @@ func operation(r Route, secured bool) map[string]any {
 	}
 	if r.Request != "" {
 		ct := "application/json"
-		if r.Request == "SDP" {
+		switch r.Request {
+		case "SDP":
 			ct = "application/sdp"
-		} else if r.Request == "Upload" {
+		case "SDPFrag":
+			ct = "application/trickle-ice-sdpfrag"
+		case "Upload":
 			ct = "multipart/form-data"
 		}
 		op["requestBody"] = map[string]any{"required": true, "content": map[string]any{ct: map[string]any{"schema": Ref(r.Request)}}}

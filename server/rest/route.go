@@ -53,7 +53,8 @@ type Route struct {
 	// Method and Path (fiber syntax, "/api/v1/cameras/:id").
 	Method, Path, Summary string
 	// Request and Response name schemas of the OpenAPI document; "SDP" is
-	// application/sdp and "Upload" multipart/form-data.
+	// application/sdp, "SDPFrag" application/trickle-ice-sdpfrag and "Upload"
+	// multipart/form-data.
 	Request, Response string
 	// ResponseTypes are the content types of the success answer when it is
 	// not JSON (images, zips, event streams); Response then describes it.
