@@ -3,11 +3,14 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
 )
 
 // servedOpenAPI fetches the document from a server started with API tokens
@@ -157,4 +160,54 @@ func TestOpenAPIGeneratedMatchesServed(t *testing.T) {
 	if !reflect.DeepEqual(served, generated) {
 		t.Fatalf("imageflow openapi differs from the served document:\n%s\n%s", gen, raw)
 	}
+}
+
+// Real answers of a running server match the schemas the document gives
+// them (required fields, types, the error shape): the document describes
+// what the server sends, not what it once meant to.
+func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.APIKeys = []APIKey{{Role: "operator", SHA256: sha("openapi-operator")}}
+	ts := startServer(t, cfg)
+	const tok = "openapi-operator"
+	_, raw, _ := ts.do("GET", "/api/v1/openapi.json", tok, nil)
+	doc, err := validateOpenAPI(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(method, path, docPath string, body any, wantStatus int) {
+		t.Helper()
+		st, out, hdr := ts.do(method, path, tok, body)
+		if st != wantStatus {
+			t.Fatalf("%s %s: %d, want %d: %s", method, path, st, wantStatus, out)
+		}
+		op := doc.Paths.Value(docPath).GetOperation(method)
+		if op == nil {
+			t.Fatalf("%s %s is not documented", method, docPath)
+		}
+		req, _ := http.NewRequest(method, ts.base+path, nil)
+		in := &openapi3filter.ResponseValidationInput{
+			RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req,
+				Route: &routers.Route{Spec: doc, Path: docPath, PathItem: doc.Paths.Value(docPath), Method: method, Operation: op}},
+			Status: st, Header: hdr,
+			Options: &openapi3filter.Options{IncludeResponseStatus: true},
+		}
+		in.SetBodyBytes(out)
+		if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+			t.Errorf("%s %s answers %d outside its schema: %v\n%s", method, path, st, err, out)
+		}
+	}
+	pipe := pipelineBody("thumbs", step("a", "resize", map[string]any{"width": 200}))
+	check("POST", "/api/v1/pipelines", "/api/v1/pipelines", pipe, 201)
+	check("GET", "/api/v1/pipelines", "/api/v1/pipelines", nil, 200)
+	check("GET", "/api/v1/pipelines/thumbs", "/api/v1/pipelines/{id}", nil, 200)
+	check("POST", "/api/v1/cameras", "/api/v1/cameras", map[string]any{"id": "cam1", "source": "publish", "pipeline": "thumbs"}, 201)
+	check("GET", "/api/v1/cameras", "/api/v1/cameras", nil, 200)
+	check("GET", "/api/v1/cameras/cam1", "/api/v1/cameras/{id}", nil, 200)
+	check("GET", "/api/v1/cameras/nope", "/api/v1/cameras/{id}", nil, 404)
+	check("POST", "/api/v1/cameras", "/api/v1/cameras", map[string]any{"id": "cam1", "source": "publish"}, 409)
+	check("GET", "/api/v1/processors", "/api/v1/processors", nil, 200)
+	check("GET", "/api/v1/executions", "/api/v1/executions", nil, 200)
+	check("GET", "/api/v1/executions?state=bogus", "/api/v1/executions", nil, 400)
+	check("GET", "/api/v1/health", "/api/v1/health", nil, 200)
 }
