@@ -24,8 +24,9 @@ func (m *Manager) Schemas() map[string]any {
 		"id": tString, "pipeline": tString, "state": tState, "total": tInt, "done": tInt, "failed": tInt,
 		"cancelled": tInt, "percent": tNumber, "created_at": tTime, "updated_at": tTime, "finished_at": tTime,
 	}
+	summaryRequired := []string{"id", "pipeline", "state", "total", "done", "failed", "cancelled", "percent", "created_at", "updated_at"}
 	execProps := map[string]any{"files": map[string]any{"type": "array", "items": ref("ExecutionFile")},
-		"pipeline_spec": map[string]any{"type": "object", "description": "The pipeline as it was when the execution started"}}
+		"pipeline_spec": map[string]any{"type": "object", "additionalProperties": true, "description": "The pipeline as it was when the execution started"}}
 	for k, v := range summaryProps {
 		execProps[k] = v
 	}
@@ -37,13 +38,13 @@ func (m *Manager) Schemas() map[string]any {
 		}, "files"),
 		"ExecutionCreated": obj(map[string]any{"id": tString, "state": tState, "pipeline": tString, "total": tInt,
 			"status": tString, "events": tString, "ws": tString, "results": tString}, "id"),
-		"ExecutionSummary": obj(summaryProps, "id", "state"),
+		"ExecutionSummary": obj(summaryProps, summaryRequired...),
 		"ExecutionList": obj(map[string]any{"executions": map[string]any{"type": "array", "items": ref("ExecutionSummary")},
 			"next_cursor": tString, "total": tInt}, "executions"),
-		"Execution": obj(execProps, "id", "state", "files"),
+		"Execution": obj(execProps, append(summaryRequired, "files", "pipeline_spec")...),
 		"ExecutionFile": obj(map[string]any{"index": tInt, "name": tString, "size": tInt, "content_type": tString,
 			"state": tFState, "error": tString, "attempts": tInt, "duration_ms": tNumber, "steps": tTimings,
-			"detections": tInt, "output": tString, "finished_at": tTime}, "index", "state"),
+			"detections": tInt, "output": tString, "finished_at": tTime}, "index", "name", "size", "content_type", "state"),
 		"FileResult": obj(map[string]any{"execution": tString, "index": tInt, "file": tString, "pipeline": tString,
 			"width": tInt, "height": tInt, "detections": map[string]any{"type": "array", "items": ref("BatchDetection")},
 			"values": tStrMap, "steps": tTimings, "duration_ms": tNumber, "attempt": tInt, "image": tString}),
@@ -52,6 +53,8 @@ func (m *Manager) Schemas() map[string]any {
 		"ExecutionProgress": obj(map[string]any{"execution": tString, "state": tState, "index": tInt,
 			"file_state": map[string]any{"type": "string", "description": "FILE_STATE_*; FILE_STATE_UNSPECIFIED marks a message about the whole execution"},
 			"error":      tString, "done": tInt, "failed": tInt, "total": tInt, "percent": tNumber,
-			"unix_nano": tString, "duration_ns": tString}),
+			"unix_nano": tString, "duration_ns": tString},
+			// protojson with EmitUnpopulated: every field is always sent.
+			"execution", "state", "index", "file_state", "error", "done", "failed", "total", "percent", "unix_nano", "duration_ns"),
 	}
 }
