@@ -57,6 +57,8 @@ func (s *Server) appRoutes() []route {
 	ui := s.webUIHandler()
 	return append(s.allRoutes(),
 		route{Method: "GET", Path: "/metrics", Handler: s.metricsHandler(), Role: rest.RoleViewer, Open: !s.Config.MetricsAuth},
+		// The API page holds no data; it asks for the document with the UI's token.
+		route{Method: "GET", Path: "/api/docs", Handler: s.apiDocsHandler(), Open: true},
 		route{Method: methodAll, Path: "/api/*", Handler: notFound, Role: rest.RoleViewer},
 		// The web UI's files hold no data; the page asks for a token.
 		route{Method: "GET", Path: "/*", Handler: ui, Open: true},
