@@ -109,16 +109,26 @@ func operation(r Route, secured bool) map[string]any {
 			resp["content"] = content
 		case r.Response == "SDP":
 			resp["content"] = map[string]any{"application/sdp": map[string]any{"schema": Ref("SDP")}}
+			resp["headers"] = map[string]any{"Location": map[string]any{"description": "The session's URL, for trickle ICE (PATCH) and to end it (DELETE)", "schema": String}}
 		case r.Response != "":
 			resp["content"] = map[string]any{"application/json": map[string]any{"schema": Ref(r.Response)}}
 		}
 		responses[strconv.Itoa(st)] = resp
 	}
+	// What the route guard and the server answer on any route: a client
+	// over its rate, a body over the route's limit, a handler's bug.
+	retryAfter := map[string]any{"Retry-After": map[string]any{"description": "Seconds to wait", "schema": Integer}}
+	responses["429"] = map[string]any{"description": "Over the request rate or locked out after failed authentications", "headers": retryAfter, "content": errorContent}
+	if r.Request != "" {
+		responses["413"] = map[string]any{"description": "Body over the route's limit", "content": errorContent}
+	}
+	responses["500"] = map[string]any{"description": "Internal error", "content": errorContent}
 	switch {
 	case r.Open:
 		op["security"] = []any{}
 	case secured:
-		responses["401"] = map[string]any{"description": "No valid token", "content": errorContent}
+		responses["401"] = map[string]any{"description": "No valid token", "content": errorContent,
+			"headers": map[string]any{"WWW-Authenticate": map[string]any{"description": "Bearer realm", "schema": String}}}
 		if r.Needs() > RoleViewer {
 			responses["403"] = map[string]any{"description": "The token's role is below " + r.Needs().String(), "content": errorContent}
 		}
