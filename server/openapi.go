@@ -70,7 +70,9 @@ func coreSchemas() map[string]any {
 		"PipelineList":    obj(map[string]any{"items": arr(pipeline)}, "items"),
 		"Processor":       processor,
 		"ProcessorList":   obj(map[string]any{"items": arr(processor)}, "items"),
-		"DeviceList": obj(map[string]any{"items": arr(obj(map[string]any{"path": str, "name": str, "driver": str,
-			"formats": arr(obj(map[string]any{"fourcc": str, "description": str}))}))}, "items"),
+		"Device": obj(map[string]any{"path": str, "name": str, "driver": str, "bus_info": str,
+			"formats": arr(obj(map[string]any{"fourcc": str, "description": str, "compressed": boo}, "fourcc", "description", "compressed"))},
+			"path", "name", "driver", "bus_info", "formats"),
+		"DeviceList": obj(map[string]any{"items": arr(rest.Ref("Device"))}, "items"),
 	}
 }

@@ -17,6 +17,11 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+
+	"github.com/imageflowcanvas/imageflow/ingest/usb"
+	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/server/batch"
+	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 // servedOpenAPI fetches the document from a server started with API tokens
@@ -302,4 +307,31 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	check("GET", exec+"/results.zip", "/api/v1/executions/{id}/results.zip", "", nil, 200)
 	check("GET", exec+"/files/7", "/api/v1/executions/{id}/files/{index}", "", nil, 404)
 	check("DELETE", exec+"?purge=true", "/api/v1/executions/{id}", "", nil, 204)
+}
+
+// The Go types the handlers encode are what the document says they send
+// (and the request types what it says they take): a field added to one
+// and not the other fails here.
+func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
+	schemas := OpenAPIDocument(Defaults())["components"].(map[string]any)["schemas"].(map[string]any)
+	for _, c := range []struct {
+		schema string
+		typ    reflect.Type
+		sent   bool
+	}{
+		{"Camera", reflect.TypeFor[cameraView](), true},
+		{"CameraInput", reflect.TypeFor[cameraInput](), false},
+		{"Error", reflect.TypeFor[rest.ErrorBody](), true},
+		{"Processor", reflect.TypeFor[processors.Spec](), true},
+		{"Device", reflect.TypeFor[usb.Device](), true},
+	} {
+		for _, d := range rest.SchemaDrift(schemas, c.schema, c.typ, c.sent) {
+			t.Errorf("%s", d)
+		}
+	}
+	for name, typ := range batch.SchemaTypes() {
+		for _, d := range rest.SchemaDrift(schemas, name, typ, true) {
+			t.Errorf("%s", d)
+		}
+	}
 }

@@ -362,13 +362,13 @@ export interface components {
     schemas: {
         BatchDetection: {
             class_id?: number;
-            h?: number;
-            label?: string;
-            score?: number;
+            h: number;
+            label: string;
+            score: number;
             track_id?: number;
-            w?: number;
-            x?: number;
-            y?: number;
+            w: number;
+            x: number;
+            y: number;
         };
         /** Format: binary */
         Binary: string;
@@ -434,16 +434,19 @@ export interface components {
                 width?: number;
             }[];
         };
-        DeviceList: {
-            items: {
-                driver?: string;
-                formats?: {
-                    description?: string;
-                    fourcc?: string;
-                }[];
-                name?: string;
-                path?: string;
+        Device: {
+            bus_info: string;
+            driver: string;
+            formats: {
+                compressed: boolean;
+                description: string;
+                fourcc: string;
             }[];
+            name: string;
+            path: string;
+        };
+        DeviceList: {
+            items: components["schemas"]["Device"][];
         };
         /**
          * @example {
@@ -487,15 +490,15 @@ export interface components {
             updated_at: string;
         };
         ExecutionCreated: {
-            events?: string;
+            events: string;
             id: string;
-            pipeline?: string;
-            results?: string;
+            pipeline: string;
+            results: string;
             /** @enum {string} */
-            state?: "queued" | "running" | "done" | "failed" | "cancelled";
-            status?: string;
-            total?: number;
-            ws?: string;
+            state: "queued" | "running" | "done" | "failed" | "cancelled";
+            status: string;
+            total: number;
+            ws: string;
         };
         ExecutionFile: {
             attempts?: number;
@@ -512,16 +515,16 @@ export interface components {
             /** @enum {string} */
             state: "pending" | "running" | "done" | "failed" | "cancelled";
             steps?: {
-                duration_ms?: number;
+                duration_ms: number;
                 error?: string;
-                id?: string;
-                processor?: string;
-            }[];
+                id: string;
+                processor: string;
+            }[] | null;
         };
         ExecutionList: {
             executions: components["schemas"]["ExecutionSummary"][];
             next_cursor?: string;
-            total?: number;
+            total: number;
         };
         ExecutionProgress: {
             done: number;
@@ -556,25 +559,25 @@ export interface components {
             updated_at: string;
         };
         FileResult: {
-            attempt?: number;
-            detections?: components["schemas"]["BatchDetection"][];
-            duration_ms?: number;
-            execution?: string;
-            file?: string;
-            height?: number;
+            attempt: number;
+            detections: components["schemas"]["BatchDetection"][];
+            duration_ms: number;
+            execution: string;
+            file: string;
+            height: number;
             image?: string;
-            index?: number;
-            pipeline?: string;
-            steps?: {
-                duration_ms?: number;
+            index: number;
+            pipeline: string;
+            steps: {
+                duration_ms: number;
                 error?: string;
-                id?: string;
-                processor?: string;
-            }[];
-            values?: {
+                id: string;
+                processor: string;
+            }[] | null;
+            values: {
                 [key: string]: string;
             };
-            width?: number;
+            width: number;
         };
         Health: {
             status: string;
