@@ -48,6 +48,7 @@ func (m *Manager) Schemas() map[string]any {
 		"Execution": obj(execProps, append(summaryRequired, "files", "pipeline_spec")...),
 		"ExecutionFile": obj(map[string]any{"index": tInt, "name": tString, "size": tInt, "content_type": tString,
 			"state": tFState, "error": tString, "attempts": tInt, "duration_ms": tNumber, "steps": tTimings,
+			"restarts":   map[string]any{"type": "integer", "description": "How often the file was taken up again after a process that had it died"},
 			"detections": tInt, "output": tString, "finished_at": tTime}, "index", "name", "size", "content_type", "state"),
 		"FileResult": obj(map[string]any{"execution": tString, "index": tInt, "file": tString, "pipeline": tString,
 			"width": tInt, "height": tInt, "detections": map[string]any{"type": "array", "items": ref("BatchDetection")},

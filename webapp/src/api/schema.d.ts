@@ -511,6 +511,8 @@ export interface components {
             index: number;
             name: string;
             output?: string;
+            /** @description How often the file was taken up again after a process that had it died */
+            restarts?: number;
             size: number;
             /** @enum {string} */
             state: "pending" | "running" | "done" | "failed" | "cancelled";
