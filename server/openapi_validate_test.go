@@ -30,12 +30,7 @@ func servedOpenAPI(t *testing.T) []byte {
 	t.Helper()
 	cfg := testConfig(t.TempDir())
 	cfg.APIKeys = []APIKey{{Role: "viewer", SHA256: sha("openapi-viewer")}}
-	ts := startServer(t, cfg)
-	st, body, _ := ts.do("GET", "/api/v1/openapi.json", "openapi-viewer", nil)
-	if st != 200 {
-		t.Fatalf("openapi.json: %d %s", st, body)
-	}
-	return body
+	return servedDocument(t, startServer(t, cfg), "openapi-viewer")
 }
 
 // validateOpenAPI loads raw with kin-openapi and runs its validator,
