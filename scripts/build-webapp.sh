@@ -2,6 +2,9 @@
 # Builds the web UI (webapp/) into webapp/dist/ui, which the Go binary embeds
 # (webapp/embed.go). Run from anywhere; rebuild the Go binary afterwards.
 # Installs node modules only when they are missing or older than the lockfile.
+# `npm run build` first regenerates the API types (src/api/schema.d.ts) from
+# the server's OpenAPI document (`go run ./cmd/imageflow openapi`), so a
+# server schema change the UI does not follow fails the type check.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

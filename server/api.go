@@ -29,13 +29,13 @@ func (s *Server) routes() []route {
 		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}, Role: rest.RoleViewer},
-		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
-		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "Pipeline", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
+		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}, Role: rest.RoleViewer},
-		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Statuses: []int{200}, Role: rest.RoleViewer},
+		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Response: "OpenAPIDocument", Statuses: []int{200}, Role: rest.RoleViewer},
 	}
 }
 
@@ -57,6 +57,8 @@ func (s *Server) appRoutes() []route {
 	ui := s.webUIHandler()
 	return append(s.allRoutes(),
 		route{Method: "GET", Path: "/metrics", Handler: s.metricsHandler(), Role: rest.RoleViewer, Open: !s.Config.MetricsAuth},
+		// The API page holds no data; it asks for the document with the UI's token.
+		route{Method: "GET", Path: "/api/docs", Handler: s.apiDocsHandler(), Open: true},
 		route{Method: methodAll, Path: "/api/*", Handler: notFound, Role: rest.RoleViewer},
 		// The web UI's files hold no data; the page asks for a token.
 		route{Method: "GET", Path: "/*", Handler: ui, Open: true},

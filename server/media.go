@@ -29,11 +29,11 @@ func (s *Server) mediaRoutes() []route {
 	return []route{
 		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whep", Summary: "WHEP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/cameras/:id/whep", Summary: "Watch a camera over WebRTC (WHEP): SDP offer in, answer out", Handler: s.whepOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 415, 429, 503}, Role: rest.RoleViewer, BodyLimit: maxSDP},
-		{Method: "PATCH", Path: "/api/v1/cameras/:id/whep/:session", Summary: "Trickle ICE for a WHEP session", Handler: s.patchSession(s.whepOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
+		{Method: "PATCH", Path: "/api/v1/cameras/:id/whep/:session", Summary: "Trickle ICE for a WHEP session", Handler: s.patchSession(s.whepOps), Request: "SDPFrag", Statuses: []int{204, 400, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whep/:session", Summary: "End a WHEP session", Handler: s.deleteSession(s.whepOps), Statuses: []int{200, 404}, Role: rest.RoleViewer, BodyLimit: maxSDP},
 		{Method: "OPTIONS", Path: "/api/v1/cameras/:id/whip", Summary: "WHIP endpoint options: methods and ICE servers (Link headers)", Handler: s.mediaOptions, Statuses: []int{204}, Role: rest.RoleOperator},
 		{Method: "POST", Path: "/api/v1/cameras/:id/whip", Summary: "Publish a camera over WebRTC (WHIP): SDP offer in, answer out", Handler: s.whipOffer, Request: "SDP", Response: "SDP", Statuses: []int{201, 400, 404, 409, 415, 429, 503}, Role: rest.RoleOperator, BodyLimit: maxSDP},
-		{Method: "PATCH", Path: "/api/v1/cameras/:id/whip/:session", Summary: "Trickle ICE for a WHIP session", Handler: s.patchSession(s.whipOps), Request: "SDP", Statuses: []int{204, 400, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
+		{Method: "PATCH", Path: "/api/v1/cameras/:id/whip/:session", Summary: "Trickle ICE for a WHIP session", Handler: s.patchSession(s.whipOps), Request: "SDPFrag", Statuses: []int{204, 400, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id/whip/:session", Summary: "End a WHIP session", Handler: s.deleteSession(s.whipOps), Statuses: []int{200, 404}, Role: rest.RoleOperator, BodyLimit: maxSDP},
 	}
 }

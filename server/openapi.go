@@ -3,12 +3,21 @@ package server
 import (
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
 // openAPIDoc builds the OpenAPI 3 document from the route table.
 func (s *Server) openAPIDoc() map[string]any {
 	return rest.Document(s.allRoutes(), s.openAPISchemas(), s.authOn())
+}
+
+// OpenAPIDocument is the document a server with cfg and API tokens on
+// serves, built without starting anything: the web UI's client is
+// generated from it (imageflow openapi).
+func OpenAPIDocument(cfg Config) map[string]any {
+	s := &Server{Config: cfg, batch: &batch.Manager{}}
+	return rest.Document(s.allRoutes(), s.openAPISchemas(), true)
 }
 
 func (s *Server) openAPI(c *fiber.Ctx) error { return c.JSON(s.openAPIDoc()) }
@@ -33,22 +42,37 @@ func (s *Server) openAPISchemas() map[string]any {
 }
 
 func coreSchemas() map[string]any {
-	step := obj(map[string]any{"id": str, "processor": str, "params": map[string]any{"type": "object"}, "inputs": arr(str)}, "id", "processor")
+	stepProps := map[string]any{"id": str, "processor": str, "params": map[string]any{"type": "object", "nullable": true, "additionalProperties": true}, "inputs": arr(str)}
+	step := obj(stepProps, "id", "processor")
+	storedStep := obj(stepProps, "id", "processor", "params", "inputs")
 	camera := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
-		"created_at": str, "updated_at": str, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": str})
-	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(step)}, "id", "steps")
-	processor := obj(map[string]any{"name": str, "description": str, "outputs": arr(str), "params": arr(obj(map[string]any{
-		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}))})
+		"created_at": rest.Time, "updated_at": rest.Time, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": rest.Time},
+		"id", "name", "source", "enabled", "pipeline", "archive", "created_at", "updated_at", "state", "fps", "bitrate", "state_since")
+	pipelineInput := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(step)}, "id", "steps")
+	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(storedStep)}, "id", "name", "description", "steps")
+	nullableArr := func(items any) map[string]any { a := arr(items); a["nullable"] = true; return a }
+	processor := obj(map[string]any{"name": str, "description": str, "outputs": nullableArr(str), "params": nullableArr(obj(map[string]any{
+		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}, "name", "type", "description"))},
+		"name", "description", "params", "outputs")
+	cameraInput := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo}, "id", "source")
+	cameraInput["example"] = map[string]any{"id": "cam1", "name": "Gate", "source": "rtsp://192.0.2.10:554/stream1", "enabled": true, "pipeline": "detect", "archive": false}
+	pipelineInput["example"] = map[string]any{"id": "detect", "name": "Detect people", "steps": []any{
+		map[string]any{"id": "resize", "processor": "resize", "params": map[string]any{"width": 640}},
+		map[string]any{"id": "detect", "processor": "detect", "inputs": []any{"resize"}}}}
 	return map[string]any{
-		"Health":        obj(map[string]any{"status": str}),
-		"CameraInput":   obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo}, "id", "source"),
-		"Camera":        camera,
-		"CameraList":    obj(map[string]any{"items": arr(camera)}),
-		"Pipeline":      pipeline,
-		"PipelineList":  obj(map[string]any{"items": arr(pipeline)}),
-		"Processor":     processor,
-		"ProcessorList": obj(map[string]any{"items": arr(processor)}),
-		"DeviceList": obj(map[string]any{"items": arr(obj(map[string]any{"path": str, "name": str, "driver": str,
-			"formats": arr(obj(map[string]any{"fourcc": str, "description": str}))}))}),
+		"Health":          obj(map[string]any{"status": str}, "status"),
+		"OpenAPIDocument": map[string]any{"type": "object", "description": "An OpenAPI 3 document", "additionalProperties": true},
+		"CameraInput":     cameraInput,
+		"Camera":          camera,
+		"CameraList":      obj(map[string]any{"items": arr(camera)}, "items"),
+		"PipelineInput":   pipelineInput,
+		"Pipeline":        pipeline,
+		"PipelineList":    obj(map[string]any{"items": arr(pipeline)}, "items"),
+		"Processor":       processor,
+		"ProcessorList":   obj(map[string]any{"items": arr(processor)}, "items"),
+		"Device": obj(map[string]any{"path": str, "name": str, "driver": str, "bus_info": str,
+			"formats": arr(obj(map[string]any{"fourcc": str, "description": str, "compressed": boo}, "fourcc", "description", "compressed"))},
+			"path", "name", "driver", "bus_info", "formats"),
+		"DeviceList": obj(map[string]any{"items": arr(rest.Ref("Device"))}, "items"),
 	}
 }

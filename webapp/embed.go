@@ -45,6 +45,24 @@ func Handler() http.Handler {
 	return newHandler(uiFS())
 }
 
+// DocsPage is the path, inside the UI build, of the API page that renders
+// the server's OpenAPI document (served at /api/docs).
+const DocsPage = "docs/index.html"
+
+// DocsHandler serves the API page (DocsPage) whatever the request path, or
+// the "web UI not built" page when the binary was built without the UI.
+func DocsHandler() http.Handler {
+	page, err := fs.ReadFile(uiFS(), DocsPage)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err != nil {
+			serveNotBuilt(w, r)
+			return
+		}
+		w.Header().Set("Cache-Control", "no-cache")
+		http.ServeContent(w, r, "index.html", time.Time{}, bytes.NewReader(page))
+	})
+}
+
 type spaHandler struct {
 	fsys  fs.FS
 	index []byte // nil when the UI is not built

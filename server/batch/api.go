@@ -27,14 +27,19 @@ func (m *Manager) Routes() []rest.Route {
 	return []rest.Route{
 		{Method: "POST", Path: base, Summary: "Start a batch execution: upload images (multipart field files) with pipeline or pipeline_json", Request: "Upload", Response: "ExecutionCreated", Statuses: []int{202, 400, 404, 413}, Handler: m.create,
 			Role: rest.RoleOperator, BodyLimit: int64(m.MaxRequestBytes()), StreamBody: true},
-		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list, Role: rest.RoleViewer},
+		{Method: "GET", Path: base, Summary: "List executions (?state=, ?limit=, ?cursor= or ?page=)", Response: "ExecutionList", Statuses: []int{200, 400}, Handler: m.list,
+			Query: []rest.QueryParam{{Name: "state", Description: "Only executions in this state", Schema: map[string]any{"type": "string", "enum": []string{StateQueued, StateRunning, StateDone, StateFailed, StateCancelled}}},
+				{Name: "limit", Description: "Page size", Schema: map[string]any{"type": "integer", "minimum": 1, "maximum": maxListLimit, "default": 50}},
+				{Name: "cursor", Description: "next_cursor of the previous page"},
+				{Name: "page", Description: "1-based page number, instead of cursor", Schema: map[string]any{"type": "integer", "minimum": 1}}}, Role: rest.RoleViewer},
 		{Method: "GET", Path: base + "/:id", Summary: "An execution's state with per-file results and timings", Response: "Execution", Statuses: []int{200, 400, 404}, Handler: m.get, Role: rest.RoleViewer},
-		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start; ?purge=true deletes a finished execution and all its data", Response: "Execution", Statuses: []int{200, 204, 400, 404, 409}, Handler: m.cancelHandler, Role: rest.RoleOperator},
-		{Method: "GET", Path: base + "/:id/events", Summary: "Progress as Server-Sent Events: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{200, 400, 404}, Handler: m.events, Role: rest.RoleViewer, TokenQuery: true},
+		{Method: "DELETE", Path: base + "/:id", Summary: "Cancel an execution: running files finish or stop, the rest never start; ?purge=true deletes a finished execution and all its data", Response: "Execution", Statuses: []int{200, 204, 400, 404, 409}, Handler: m.cancelHandler,
+			Query: []rest.QueryParam{{Name: "purge", Description: "Delete a finished execution and all its data (answers 204)", Schema: map[string]any{"type": "boolean"}}}, Role: rest.RoleOperator},
+		{Method: "GET", Path: base + "/:id/events", Summary: "Progress as Server-Sent Events: current state first, then live, until finished", Response: "ExecutionProgress", ResponseTypes: []string{"text/event-stream"}, Statuses: []int{200, 400, 404}, Handler: m.events, Role: rest.RoleViewer, TokenQuery: true},
 		{Method: "GET", Path: base + "/:id/ws", Summary: "Progress over WebSocket: current state first, then live, until finished", Response: "ExecutionProgress", Statuses: []int{101, 400, 404, 426}, Handler: m.ws, Role: rest.RoleViewer, TokenQuery: true},
 		{Method: "GET", Path: base + "/:id/files/:index", Summary: "One file's result: detections, values, timings", Response: "FileResult", Statuses: []int{200, 400, 404, 409}, Handler: m.fileResult, Role: rest.RoleViewer},
-		{Method: "GET", Path: base + "/:id/files/:index/image", Summary: "One file's output image (JPEG or PNG)", Statuses: []int{200, 400, 404, 409}, Handler: m.fileImage, Role: rest.RoleViewer},
-		{Method: "GET", Path: base + "/:id/results.zip", Summary: "Every output image and result JSON as a zip", Statuses: []int{200, 400, 404}, Handler: m.resultsZip, Role: rest.RoleViewer},
+		{Method: "GET", Path: base + "/:id/files/:index/image", Summary: "One file's output image (JPEG or PNG)", ResponseTypes: []string{"image/jpeg", "image/png"}, Statuses: []int{200, 400, 404, 409}, Handler: m.fileImage, Role: rest.RoleViewer},
+		{Method: "GET", Path: base + "/:id/results.zip", Summary: "Every output image and result JSON as a zip", ResponseTypes: []string{"application/zip"}, Statuses: []int{200, 400, 404}, Handler: m.resultsZip, Role: rest.RoleViewer},
 	}
 }
 

@@ -7,7 +7,8 @@ import (
 )
 
 // Document builds the OpenAPI 3 document of routes; schemas are the
-// component schemas they reference. secured documents the 401 answer.
+// component schemas they reference. secured documents the token
+// requirements and the 401/403 answers.
 func Document(routes []Route, schemas map[string]any, secured bool) map[string]any {
 	paths := map[string]any{}
 	for _, r := range routes {
@@ -17,62 +18,144 @@ func Document(routes []Route, schemas map[string]any, secured bool) map[string]a
 			item = map[string]any{}
 			paths[p] = item
 		}
-		op := map[string]any{"summary": r.Summary, "operationId": OperationID(r.Method, r.Path)}
-		var params []any
-		for _, seg := range strings.Split(r.Path, "/") {
-			if strings.HasPrefix(seg, ":") {
-				params = append(params, map[string]any{"name": seg[1:], "in": "path", "required": true,
-					"schema": map[string]any{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}})
-			}
-		}
-		if params != nil {
-			op["parameters"] = params
-		}
-		if r.Request != "" {
-			ct := "application/json"
-			if r.Request == "SDP" {
-				ct = "application/sdp"
-			} else if r.Request == "Upload" {
-				ct = "multipart/form-data"
-			}
-			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{ct: map[string]any{"schema": Ref(r.Request)}}}
-		}
-		responses := map[string]any{}
-		for _, st := range r.Statuses {
-			resp := map[string]any{"description": statusText(st)}
-			switch {
-			case st >= 400:
-				resp["content"] = map[string]any{"application/json": map[string]any{"schema": Ref("Error")}}
-			case r.Response == "SDP":
-				resp["content"] = map[string]any{"application/sdp": map[string]any{"schema": Ref("SDP")}}
-			case r.Response != "" && st != 204:
-				resp["content"] = map[string]any{"application/json": map[string]any{"schema": Ref(r.Response)}}
-			}
-			responses[strconv.Itoa(st)] = resp
-		}
-		if secured && !r.Open {
-			responses["401"] = map[string]any{"description": "Unauthorized", "content": map[string]any{"application/json": map[string]any{"schema": Ref("Error")}}}
-		}
-		op["responses"] = responses
-		item[strings.ToLower(r.Method)] = op
+		item[strings.ToLower(r.Method)] = operation(r, secured)
 	}
 	all := map[string]any{
-		"Error": Obj(map[string]any{"error": Obj(map[string]any{"status": Integer, "code": String, "message": String, "step": String})}, "error"),
-		"SDP":   map[string]any{"type": "string", "description": "A session description (RFC 8866)"},
+		"Error": withExample(Obj(map[string]any{"error": Obj(map[string]any{
+			"status":  Integer,
+			"code":    map[string]any{"type": "string", "description": "Stable machine-readable code: invalid, unauthorized, forbidden, not_found, conflict, too_large, too_many_requests, unavailable, internal, ..."},
+			"message": String,
+			"step":    map[string]any{"type": "string", "description": "The pipeline step a validation error belongs to"},
+		}, "status", "code", "message")}, "error"),
+			map[string]any{"error": map[string]any{"status": 404, "code": "not_found", "message": "camera cam1: not found"}}),
+		"SDP":     map[string]any{"type": "string", "description": "A session description (RFC 8866)"},
+		"SDPFrag": map[string]any{"type": "string", "description": "Trickle ICE candidates as an SDP fragment (RFC 8840)"},
+		"Binary":  map[string]any{"type": "string", "format": "binary"},
 	}
 	for k, v := range schemas {
 		all[k] = v
 	}
-	return map[string]any{
+	doc := map[string]any{
 		"openapi": "3.0.3",
-		"info":    map[string]any{"title": "ImageFlowCanvas API", "version": "1"},
-		"paths":   paths,
+		"info": map[string]any{"title": "ImageFlowCanvas API", "version": "1",
+			"description": "REST, WHIP/WHEP and batch API of the ImageFlowCanvas media server. Every error answers with the one Error shape."},
+		"paths": paths,
 		"components": map[string]any{
-			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
-			"schemas":         all,
+			"securitySchemes": map[string]any{
+				"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "An API token or JWT as Authorization: Bearer <token>"},
+				"tokenQuery": map[string]any{"type": "apiKey", "in": "query", "name": "token",
+					"description": "The token as ?token=, only on the routes browsers cannot give headers (WebSocket, EventSource)"},
+			},
+			"schemas": all,
 		},
-		"security": []any{map[string]any{"bearer": []any{}}},
 	}
+	if secured {
+		doc["security"] = []any{map[string]any{"bearer": []any{}}}
+	}
+	return doc
+}
+
+func operation(r Route, secured bool) map[string]any {
+	op := map[string]any{"summary": r.Summary, "operationId": OperationID(r.Method, r.Path)}
+	if tag := tagOf(r.Path); tag != "" {
+		op["tags"] = []any{tag}
+	}
+	var params []any
+	for _, seg := range strings.Split(r.Path, "/") {
+		if strings.HasPrefix(seg, ":") {
+			params = append(params, map[string]any{"name": seg[1:], "in": "path", "required": true,
+				"schema": map[string]any{"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}})
+		}
+	}
+	for _, q := range r.Query {
+		schema := q.Schema
+		if schema == nil {
+			schema = String
+		}
+		params = append(params, map[string]any{"name": q.Name, "in": "query", "description": q.Description, "schema": schema})
+	}
+	if params != nil {
+		op["parameters"] = params
+	}
+	if r.Request != "" {
+		ct := "application/json"
+		switch r.Request {
+		case "SDP":
+			ct = "application/sdp"
+		case "SDPFrag":
+			ct = "application/trickle-ice-sdpfrag"
+		case "Upload":
+			ct = "multipart/form-data"
+		}
+		op["requestBody"] = map[string]any{"required": true, "content": map[string]any{ct: map[string]any{"schema": Ref(r.Request)}}}
+	}
+	errorContent := map[string]any{"application/json": map[string]any{"schema": Ref("Error")}}
+	responses := map[string]any{}
+	for _, st := range r.Statuses {
+		resp := map[string]any{"description": statusText(st)}
+		switch {
+		case st >= 400:
+			resp["content"] = errorContent
+		case st == 101 || st == 204:
+		case len(r.ResponseTypes) > 0:
+			schema := Ref("Binary")
+			if r.Response != "" {
+				schema = Ref(r.Response)
+			}
+			content := map[string]any{}
+			for _, ct := range r.ResponseTypes {
+				content[ct] = map[string]any{"schema": schema}
+			}
+			resp["content"] = content
+		case r.Response == "SDP":
+			resp["content"] = map[string]any{"application/sdp": map[string]any{"schema": Ref("SDP")}}
+			resp["headers"] = map[string]any{"Location": map[string]any{"description": "The session's URL, for trickle ICE (PATCH) and to end it (DELETE)", "schema": String}}
+		case r.Response != "":
+			resp["content"] = map[string]any{"application/json": map[string]any{"schema": Ref(r.Response)}}
+		}
+		responses[strconv.Itoa(st)] = resp
+	}
+	// What the route guard and the server answer on any route: a client
+	// over its rate, a body over the route's limit, a handler's bug.
+	retryAfter := map[string]any{"Retry-After": map[string]any{"description": "Seconds to wait", "schema": Integer}}
+	responses["429"] = map[string]any{"description": "Over the request rate or locked out after failed authentications", "headers": retryAfter, "content": errorContent}
+	if r.Request != "" {
+		responses["413"] = map[string]any{"description": "Body over the route's limit", "content": errorContent}
+	}
+	responses["500"] = map[string]any{"description": "Internal error", "content": errorContent}
+	switch {
+	case r.Open:
+		op["security"] = []any{}
+	case secured:
+		responses["401"] = map[string]any{"description": "No valid token", "content": errorContent,
+			"headers": map[string]any{"WWW-Authenticate": map[string]any{"description": "Bearer realm", "schema": String}}}
+		if r.Needs() > RoleViewer {
+			responses["403"] = map[string]any{"description": "The token's role is below " + r.Needs().String(), "content": errorContent}
+		}
+		if r.TokenQuery {
+			op["security"] = []any{map[string]any{"bearer": []any{}}, map[string]any{"tokenQuery": []any{}}}
+		}
+	}
+	op["responses"] = responses
+	return op
+}
+
+// tagOf groups operations by their first path segment under /api/v1/.
+func tagOf(path string) string {
+	rest, ok := strings.CutPrefix(path, "/api/v1/")
+	if !ok {
+		return ""
+	}
+	seg, _, _ := strings.Cut(rest, "/")
+	if seg == "health" || seg == "ready" || seg == "openapi.json" {
+		return "service"
+	}
+	return seg
+}
+
+func withExample(schema map[string]any, example any) map[string]any {
+	schema["example"] = example
+	return schema
 }
 
 // Schema helpers for the component schemas.

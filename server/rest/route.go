@@ -53,10 +53,16 @@ type Route struct {
 	// Method and Path (fiber syntax, "/api/v1/cameras/:id").
 	Method, Path, Summary string
 	// Request and Response name schemas of the OpenAPI document; "SDP" is
-	// application/sdp and "Upload" multipart/form-data.
+	// application/sdp, "SDPFrag" application/trickle-ice-sdpfrag and "Upload"
+	// multipart/form-data.
 	Request, Response string
-	Statuses          []int
-	Handler           fiber.Handler
+	// ResponseTypes are the content types of the success answer when it is
+	// not JSON (images, zips, event streams); Response then describes it.
+	ResponseTypes []string
+	// Query documents the query parameters the handler reads.
+	Query    []QueryParam
+	Statuses []int
+	Handler  fiber.Handler
 
 	// Role is the least role a caller needs. Deny by default: a route that
 	// does not say is admin-only.
@@ -72,6 +78,13 @@ type Route struct {
 	// StreamBody marks a handler that reads the body as a stream itself
 	// (uploads), within BodyLimit; other handlers get it whole.
 	StreamBody bool
+}
+
+// QueryParam is one documented query parameter.
+type QueryParam struct {
+	Name, Description string
+	// Schema is the parameter's schema (String when nil).
+	Schema map[string]any
 }
 
 // Needs is the least role the route requires (admin when unset).

@@ -1,5 +1,9 @@
-// REST helpers. Every request made by the UI (REST, WHIP and WHEP) goes
-// through apiFetch so that the bearer token, when set, is always attached.
+// REST helpers. Every request made by the UI (REST, WHIP and WHEP) carries
+// the bearer token, when set: typed REST calls go through `client`
+// (openapi-fetch over the types generated from the server's OpenAPI
+// document, src/api/schema.d.ts), the others through apiFetch.
+import createClient, { type Middleware } from 'openapi-fetch';
+import type { components, paths } from './api/schema';
 
 export const API = '/api/v1';
 const TOKEN_KEY = 'ifc_token';
@@ -58,37 +62,38 @@ export class ApiError extends Error {
   }
 }
 
-/** Builds a readable error from a failed response (JSON {error|message} or text). */
+/** Builds a readable error from a failed response (the API's Error shape or text). */
 export async function responseError(r: Response): Promise<ApiError> {
-  let detail = '';
+  let text = '';
   try {
-    const text = await r.text();
-    try {
-      const j = JSON.parse(text) as Record<string, unknown>;
-      const m = j.error ?? j.message ?? j.detail;
-      detail = typeof m === 'string' ? m : text;
-    } catch {
-      detail = text;
-    }
+    text = await r.text();
   } catch {
     /* body unreadable */
   }
-  detail = detail.trim().slice(0, 300);
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    /* not JSON: the text is the detail */
+  }
+  return errorOf(r, body);
+}
+
+/** The message of an error body: the API's Error shape, or the text as it came. */
+function errorDetail(body: unknown): string {
+  if (typeof body === 'string') return body;
+  if (typeof body !== 'object' || body === null) return '';
+  const e = (body as Partial<ApiErrorBody>).error;
+  if (e && typeof e.message === 'string') return e.step ? `${e.message} (step ${e.step})` : e.message;
+  return JSON.stringify(body);
+}
+
+function errorOf(r: Response, body: unknown): ApiError {
+  const detail = errorDetail(body).trim().slice(0, 300);
   let msg = `${r.status} ${r.statusText}`.trim();
   if (r.status === 401 || r.status === 403) msg += ' — set a valid API token in the header bar';
   if (detail) msg += `: ${detail}`;
   return new ApiError(r.status, msg);
-}
-
-export async function apiJSON<T>(path: string, init: RequestInit = {}): Promise<T> {
-  const headers = new Headers(init.headers);
-  if (!headers.has('Accept')) headers.set('Accept', 'application/json');
-  if (init.body !== undefined && !headers.has('Content-Type')) headers.set('Content-Type', 'application/json');
-  const r = await apiFetch(path, { ...init, headers });
-  if (!r.ok) throw await responseError(r);
-  if (r.status === 204) return undefined as T;
-  const text = await r.text();
-  return (text ? JSON.parse(text) : undefined) as T;
 }
 
 export function errorMessage(e: unknown): string {
@@ -96,99 +101,61 @@ export function errorMessage(e: unknown): string {
   return String(e);
 }
 
-// ---- resource types ----
+// ---- resource types, generated from the server's OpenAPI document ----
 
-export interface Camera {
-  id: string;
-  name: string;
-  source: string;
-  enabled: boolean;
-  pipeline: string;
-  archive: boolean;
-  state?: string | CameraStatus;
-  [k: string]: unknown;
-}
+/** The API's component schemas (src/api/schema.d.ts, made by `npm run gen:api`). */
+export type Schemas = components['schemas'];
+export type ApiErrorBody = Schemas['Error'];
+export type Camera = Schemas['Camera'];
+export type CameraInput = Schemas['CameraInput'];
+export type CameraStatus = Partial<Pick<Camera, 'state' | 'codec' | 'width' | 'height' | 'fps' | 'bitrate' | 'last_error'>>;
+export type Pipeline = Schemas['Pipeline'];
+export type PipelineInput = Schemas['PipelineInput'];
+export type PipelineStep = Pipeline['steps'][number];
+export type Processor = Schemas['Processor'];
+export type ProcessorParam = NonNullable<Processor['params']>[number];
 
-export interface CameraStatus {
-  state?: string;
-  codec?: string;
-  width?: number;
-  height?: number;
-  fps?: number;
-  bitrate?: number;
-  last_error?: string;
-}
+const withToken: Middleware = {
+  onRequest({ request }) {
+    const token = getToken();
+    if (token && !request.headers.has('Authorization')) request.headers.set('Authorization', `Bearer ${token}`);
+    return request;
+  },
+};
 
-export interface PipelineStep {
-  id: string;
-  processor: string;
-  params?: Record<string, unknown>;
-  inputs?: string[];
-}
+/** The typed REST client: paths, parameters, bodies and answers as the server documents them. */
+export const client = createClient<paths>({ baseUrl: typeof window === 'undefined' ? 'http://localhost' : window.location.origin });
+client.use(withToken);
 
-export interface Pipeline {
-  id: string;
-  name: string;
-  steps: PipelineStep[];
-}
-
-export interface ProcessorParam {
-  name: string;
-  type: string;
-  default?: unknown;
-  description?: string;
-}
-
-export interface Processor {
-  name: string;
-  description?: string;
-  params?: ProcessorParam[];
-}
-
-interface List<T> {
-  items: T[] | null;
+/** The answer's data, or an ApiError with the server's message. */
+export function unwrap<D>(r: { data?: D; error?: unknown; response: Response }): D {
+  if (!r.response.ok || r.data === undefined) throw errorOf(r.response, r.error);
+  return r.data;
 }
 
 export const cameraPath = (id: string) => `${API}/cameras/${encodeURIComponent(id)}`;
 
 export async function listCameras(): Promise<Camera[]> {
-  return (await apiJSON<List<Camera>>(`${API}/cameras`)).items ?? [];
+  return unwrap(await client.GET('/api/v1/cameras')).items;
 }
 export async function getCamera(id: string): Promise<Camera> {
-  return apiJSON<Camera>(cameraPath(id));
+  return unwrap(await client.GET('/api/v1/cameras/{id}', { params: { path: { id } } }));
 }
-export async function createCamera(c: Pick<Camera, 'id' | 'name' | 'source' | 'enabled' | 'pipeline' | 'archive'>): Promise<Camera> {
-  return apiJSON<Camera>(`${API}/cameras`, { method: 'POST', body: JSON.stringify(c) });
+export async function createCamera(c: CameraInput): Promise<Camera> {
+  return unwrap(await client.POST('/api/v1/cameras', { body: c }));
 }
 export async function listPipelines(): Promise<Pipeline[]> {
-  return (await apiJSON<List<Pipeline>>(`${API}/pipelines`)).items ?? [];
+  return unwrap(await client.GET('/api/v1/pipelines')).items;
 }
 export async function listProcessors(): Promise<Processor[]> {
-  return (await apiJSON<List<Processor>>(`${API}/processors`)).items ?? [];
+  return unwrap(await client.GET('/api/v1/processors')).items;
 }
 
-/**
- * The runtime status of a camera, whether the server reports it flat on the
- * camera object (state, codec, …) or nested under `state` / `status`.
- */
+/** The runtime status fields of a camera (the server sends them on the camera). */
 export function cameraStatus(c: Camera | null | undefined): CameraStatus {
   if (!c) return {};
-  const out: CameraStatus = {};
-  const merge = (o: unknown) => {
-    if (typeof o !== 'object' || o === null) return;
-    const r = o as Record<string, unknown>;
-    if (typeof r.state === 'string') out.state = r.state;
-    if (typeof r.codec === 'string') out.codec = r.codec;
-    if (typeof r.width === 'number') out.width = r.width;
-    if (typeof r.height === 'number') out.height = r.height;
-    if (typeof r.fps === 'number') out.fps = r.fps;
-    if (typeof r.bitrate === 'number') out.bitrate = r.bitrate;
-    if (typeof r.last_error === 'string') out.last_error = r.last_error;
-  };
-  merge(c);
-  merge(c.status);
-  if (typeof c.state === 'object') merge(c.state);
-  return out;
+  const { state, codec, width, height, fps, bitrate, last_error } = c;
+  return { state, codec, width, height, fps, bitrate, last_error };
 }
 
 export function formatBitrate(bps: number | undefined): string {

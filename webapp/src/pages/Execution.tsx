@@ -1,7 +1,7 @@
 // One batch execution: live progress from the server's event stream, the
 // per-file results with output thumbnails, a zip download and Cancel.
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { apiFetch, errorMessage, onTokenChange, responseError } from '../api';
+import { apiFetch, errorMessage, onTokenChange, responseError, type Schemas } from '../api';
 import { initExecutionIfc, type ExecutionIfc } from '../ifc';
 import { Link } from '../router';
 import { StateBadge } from './common';
@@ -14,17 +14,7 @@ const REFETCH_MS = 300;
 const POLL_MS = 2000;
 
 /** A progress message of GET …/events (proto field names, enums by name). */
-interface Progress {
-  execution: string;
-  state: string;
-  index: number;
-  file_state: string;
-  error: string;
-  done: number;
-  failed: number;
-  total: number;
-  percent: number;
-}
+type Progress = Schemas['ExecutionProgress'];
 
 interface Counters {
   state: string;
@@ -34,11 +24,13 @@ interface Counters {
   percent: number;
 }
 
-/** FILE_STATE_DONE → done; FILE_STATE_UNSPECIFIED (a message about the whole execution) → ''. */
-export function fileStateName(s: string | undefined): string {
+const FILE_STATES: ReadonlySet<string> = new Set<ExecutionFile['state']>(['pending', 'running', 'done', 'failed', 'cancelled']);
+
+/** FILE_STATE_DONE → done; FILE_STATE_UNSPECIFIED (a message about the whole execution) or an unknown state → ''. */
+export function fileStateName(s: string | undefined): ExecutionFile['state'] | '' {
   if (!s) return '';
   const n = s.replace(/^FILE_STATE_/, '').toLowerCase();
-  return n === 'unspecified' ? '' : n;
+  return FILE_STATES.has(n) ? (n as ExecutionFile['state']) : '';
 }
 
 function formatDuration(ms: number | undefined): string {

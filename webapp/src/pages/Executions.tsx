@@ -1,7 +1,7 @@
 // Batch executions: the recent list and an upload form. The execution
 // helpers live here (not in api.ts) because only the batch pages use them.
 import { useEffect, useState, type FormEvent } from 'react';
-import { API, apiFetch, apiJSON, errorMessage, getToken, listPipelines, onTokenChange, responseError, type Pipeline } from '../api';
+import { API, apiFetch, client, errorMessage, getToken, listPipelines, onTokenChange, responseError, unwrap, type Pipeline, type Schemas } from '../api';
 import { Link, executionURL, navigate } from '../router';
 import { StateBadge } from './common';
 import { useLoad } from './useLoad';
@@ -9,37 +9,13 @@ import { useLoad } from './useLoad';
 const LIST_POLL_MS = 3000;
 
 /** One execution as GET /api/v1/executions lists it. */
-export interface ExecutionSummary {
-  id: string;
-  pipeline: string;
-  state: string;
-  total: number;
-  done: number;
-  failed: number;
-  cancelled: number;
-  percent: number;
-  created_at: string;
-  updated_at?: string;
-  finished_at?: string;
-}
+export type ExecutionSummary = Schemas['ExecutionSummary'];
 
 /** One uploaded file of an execution. */
-export interface ExecutionFile {
-  index: number;
-  name: string;
-  size?: number;
-  state: string;
-  error?: string;
-  attempts?: number;
-  duration_ms?: number;
-  detections?: number;
-  output?: string;
-}
+export type ExecutionFile = Schemas['ExecutionFile'];
 
 /** GET /api/v1/executions/{id}. */
-export interface ExecutionRecord extends ExecutionSummary {
-  files: ExecutionFile[] | null;
-}
+export type ExecutionRecord = Schemas['Execution'];
 
 export const executionPath = (id: string) => `${API}/executions/${encodeURIComponent(id)}`;
 
@@ -54,11 +30,11 @@ export function withToken(url: string): string {
 }
 
 export async function listExecutions(limit = 20): Promise<ExecutionSummary[]> {
-  return (await apiJSON<{ executions: ExecutionSummary[] | null }>(`${API}/executions?limit=${limit}`)).executions ?? [];
+  return unwrap(await client.GET('/api/v1/executions', { params: { query: { limit } } })).executions;
 }
 
 export async function getExecution(id: string): Promise<ExecutionRecord> {
-  return apiJSON<ExecutionRecord>(executionPath(id));
+  return unwrap(await client.GET('/api/v1/executions/{id}', { params: { path: { id } } }));
 }
 
 /** Uploads files as one execution of a stored pipeline; returns its id. */
@@ -69,7 +45,7 @@ export async function uploadExecution(pipeline: string, files: File[]): Promise<
   // No Content-Type: the browser sets multipart/form-data with its boundary.
   const r = await apiFetch(`${API}/executions`, { method: 'POST', body: fd, headers: { Accept: 'application/json' } });
   if (!r.ok) throw await responseError(r);
-  const body = (await r.json()) as { id?: unknown };
+  const body = (await r.json()) as Partial<Schemas['ExecutionCreated']>;
   if (typeof body.id !== 'string' || !body.id) throw new Error('the server did not return an execution id');
   return body.id;
 }
