@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
@@ -31,9 +32,15 @@ func TestHelperProcess(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestDurabilityKill9")
 	}
+	// A pause step keeps every file in work for a while, so the kill
+	// always lands on files being processed, whatever the machine's speed.
+	storedPipelines["resize-filter-pause"] = &busv1.Pipeline{Id: "resize-filter-pause",
+		Steps: append([]*busv1.Step{{Id: "pause", Processor: "pause"}}, storedPipelines["resize-filter"].Steps...)}
 	e := startEnv(t, envOpts{dataDir: dir, mod: func(c *batch.Config) {
 		c.Workers = 2
 		c.AckWait = 2 * time.Second
+		c.Registry.Register(processors.Spec{Name: "pause", Outputs: []string{"values"},
+			New: func(processors.Params) (processors.Processor, error) { return pauseProcessor{}, nil }})
 		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}})
 	tmp := filepath.Join(dir, "addr.tmp")
@@ -45,6 +52,20 @@ func TestHelperProcess(t *testing.T) {
 	}
 	select {} // until SIGKILL
 }
+
+// pauseProcessor holds each picture 20 ms and produces nothing.
+type pauseProcessor struct{}
+
+func (pauseProcessor) Process(ctx context.Context, _ *processors.Input, _ *processors.Output) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(20 * time.Millisecond):
+		return nil
+	}
+}
+
+func (pauseProcessor) Close() error { return nil }
 
 type child struct {
 	cmd  *exec.Cmd
@@ -133,7 +154,7 @@ func TestDurabilityKill9(t *testing.T) {
 	for i := range files {
 		files[i] = upFile{name: fmt.Sprintf("img%03d.jpg", i), data: img.data}
 	}
-	id := e.mustUpload(files, "resize-filter")
+	id := e.mustUpload(files, "resize-filter-pause")
 	// Kill early: on a quiet machine the whole execution takes well under a
 	// second, so waiting for many files risks killing a finished run.
 	x := e.waitFor(id, 60*time.Second, func(x *batch.Execution) bool { return x.Done >= 3 })
