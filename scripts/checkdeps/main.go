@@ -3,8 +3,9 @@
 //
 // It lists what the repository calls or reads from the system — commands run
 // by Go code (exec.Command, exec.LookPath) and by the shell scripts, C headers
-// and pkg-config modules of the cgo code, .proto imports, and absolute paths
-// of data files (models, cascades, media) — finds the Debian package that
+// and pkg-config modules of the cgo code, .proto imports, Python modules
+// imported by the Python kit, and absolute paths of data files (models,
+// cascades, media) — finds the Debian package that
 // provides each (dpkg -S), and checks that the package is in the closure of
 // the lists the setup installs (scripts/lib.sh: PRODUCT_APT, TEST_APT and the
 // Node.js packages), or is part of every Debian system (Essential or
@@ -89,7 +90,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "checkdeps: %d of %d needs are not installed by the setup scripts\n", len(problems), len(results))
 		os.Exit(1)
 	}
-	fmt.Printf("checkdeps: all %d commands, headers, .proto imports and data files come from packages the setup installs\n", len(results))
+	fmt.Printf("checkdeps: all %d commands, headers, .proto imports, Python modules and data files come from packages the setup installs\n", len(results))
 }
 
 // result is a need with the package that provides it, or what is wrong.
@@ -111,7 +112,7 @@ func newChecker(root string) (*checker, error) {
 		return nil, err
 	}
 	var needs []need
-	for _, scan := range []func(string) ([]need, error){scanGo, scanShell, scanProto} {
+	for _, scan := range []func(string) ([]need, error){scanGo, scanShell, scanProto, scanPython} {
 		n, err := scan(root)
 		if err != nil {
 			return nil, err
@@ -579,6 +580,81 @@ func matchParen(src string, open int) int {
 	return len(src)
 }
 
+// scanPython finds the modules the Python code imports that are neither
+// in the standard library nor the project's own: they must come from Debian
+// packages for /usr/bin/python3, the interpreter the tests and examples run.
+func scanPython(root string) ([]need, error) {
+	var needs []need
+	own := map[string]bool{}
+	re := regexp.MustCompile(`^\s*(?:from\s+([A-Za-z_][\w.]*)\s+import\b|import\s+([A-Za-z_][\w.]*))`)
+	type imp struct{ mod, where string }
+	var imps []imp
+	err := walk(root, func(path string) error {
+		if filepath.Ext(path) != ".py" {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		own[strings.TrimSuffix(filepath.Base(path), ".py")] = true
+		own[filepath.Base(filepath.Dir(path))] = true
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if m := re.FindStringSubmatch(line); m != nil {
+				mod := m[1] + m[2]
+				imps = append(imps, imp{mod, fmt.Sprintf("%s:%d", rel, i+1)})
+			}
+		}
+		return nil
+	})
+	if err != nil || len(imps) == 0 {
+		return nil, err
+	}
+	out, err := exec.Command("/usr/bin/python3", "-c", "import sys; print(' '.join(sorted(sys.stdlib_module_names)))").Output()
+	if err != nil {
+		return []need{{"command", "/usr/bin/python3", imps[0].where}}, nil
+	}
+	stdlib := map[string]bool{}
+	for _, m := range strings.Fields(string(out)) {
+		stdlib[m] = true
+	}
+	for _, im := range imps {
+		top := strings.SplitN(im.mod, ".", 2)[0]
+		if stdlib[top] || own[top] || strings.HasPrefix(im.mod, ".") {
+			continue
+		}
+		needs = append(needs, need{"python", im.mod, im.where})
+	}
+	return needs, nil
+}
+
+// pythonOrigins asks /usr/bin/python3 once where each module is found.
+func pythonOrigins(mods []string) map[string]string {
+	origins := map[string]string{}
+	if len(mods) == 0 {
+		return origins
+	}
+	script := `import importlib.util, sys
+for m in sys.argv[1:]:
+    try:
+        s = importlib.util.find_spec(m)
+    except Exception:
+        s = None
+    o = s and (s.origin if s.origin not in (None, "namespace") else next(iter(s.submodule_search_locations or []), None))
+    print(m, o or "")`
+	out, err := exec.Command("/usr/bin/python3", append([]string{"-c", script}, mods...)...).Output()
+	if err != nil {
+		return origins
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if m, o, ok := strings.Cut(line, " "); ok && o != "" {
+			origins[m] = o
+		}
+	}
+	return origins
+}
+
 // scanProto finds the imports of the .proto files that are not in proto/.
 func scanProto(root string) ([]need, error) {
 	var needs []need
@@ -655,6 +731,13 @@ type located struct {
 func locate(needs []need, goTools map[string]bool) []located {
 	out := make([]located, len(needs))
 	var cands []string
+	var mods []string
+	for _, n := range needs {
+		if n.kind == "python" {
+			mods = append(mods, n.name)
+		}
+	}
+	origins := pythonOrigins(mods)
 	for i, n := range needs {
 		out[i].need = n
 		var paths []string
@@ -683,6 +766,10 @@ func locate(needs []need, goTools map[string]bool) []located {
 			paths = []string{filepath.Join("/usr/include", n.name)}
 		case "file":
 			paths = []string{n.name}
+		case "python":
+			if o := origins[n.name]; o != "" {
+				paths = []string{o}
+			}
 		}
 		for _, p := range paths {
 			if _, err := os.Stat(p); err == nil {

@@ -49,6 +49,7 @@ func TestNoticesMissingPackage(t *testing.T) {
 		{"opencv-doc", "messi5.jpg"},
 		{"opencv-data", "haarcascade_frontalface_default.xml"},
 		{"chromium", `command "chromium"`},
+		{"python3-grpcio", `python "grpc"`},
 	} {
 		results, err := c.check([]string{tc.drop})
 		if err != nil {
