@@ -128,6 +128,43 @@ func h264Desc() *description.Session {
 
 // recordClient starts a gortsplib publisher; it returns the RTSP status of a
 // refusal.
+// publishAUs records a small H264 clip to rawURL at 30 fps in the
+// background, frame i with RTP timestamp i*3000+offset; the returned
+// function stops it.
+func publishAUs(t *testing.T, rawURL string, offset uint32) (stop func()) {
+	t.Helper()
+	aus := smallAUs(t)
+	pc, pm, err := recordClient(t, rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1}
+	if err := enc.Init(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			pkts, _ := enc.Encode(aus[i%len(aus)])
+			for _, p := range pkts {
+				p.Timestamp = uint32(i)*3000 + offset
+				_ = pc.WritePacketRTP(pm, p)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
 func recordClient(t *testing.T, rawURL string) (*gortsplib.Client, *description.Media, error) {
 	t.Helper()
 	c := &gortsplib.Client{ReadTimeout: 5 * time.Second}
@@ -266,38 +303,9 @@ func TestServerUDPReadersShareFeed(t *testing.T) {
 	if e.srv.UDPAddr() == "" {
 		t.Fatal("no UDP address")
 	}
-	// A Go publisher with known RTP timestamps.
-	aus := smallAUs(t)
-	pc, pm, err := recordClient(t, e.url("cam1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1}
-	if err := enc.Init(); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			pkts, _ := enc.Encode(aus[i%len(aus)])
-			for _, p := range pkts {
-				// Multiples of 3000 plus 7: a reader sees exactly these.
-				p.Timestamp = uint32(i)*3000 + 7
-				_ = pc.WritePacketRTP(pm, p)
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	// A Go publisher with known RTP timestamps: multiples of 3000 plus 7,
+	// so a reader sees exactly these.
+	defer publishAUs(t, e.url("cam1"), 7)()
 
 	udp := gortsplib.TransportUDP
 	tcp := gortsplib.TransportTCP

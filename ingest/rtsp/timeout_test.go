@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 )
 
 // waitClosed reads from c until the server closes it; it fails the test when
@@ -95,36 +94,7 @@ func TestServerReadTimeout(t *testing.T) {
 		waitClosed(t, c, time.Now(), timeout+2*time.Second)
 	})
 	t.Run("streaming stays", func(t *testing.T) {
-		aus := smallAUs(t)
-		pc, pm, err := recordClient(t, e.url("cam1"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc := &rtph264.Encoder{PayloadType: 96, PacketizationMode: 1}
-		if err := enc.Init(); err != nil {
-			t.Fatal(err)
-		}
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tick := time.NewTicker(time.Second / 30)
-			defer tick.Stop()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				pkts, _ := enc.Encode(aus[i%len(aus)])
-				for _, p := range pkts {
-					p.Timestamp = uint32(i) * 3000
-					_ = pc.WritePacketRTP(pm, p)
-				}
-			}
-		}()
-		defer func() { close(stop); wg.Wait() }()
+		defer publishAUs(t, e.url("cam1"), 0)()
 		tcp := gortsplib.TransportTCP
 		r, err := playGo(t, e.url("cam1"), &tcp)
 		if err != nil {
