@@ -48,19 +48,7 @@ func needPython(t *testing.T) {
 // until it takes connections.
 func startPython(t *testing.T, example, addr string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(systemPython, filepath.Join(pythonKitDir, "examples", example), "--listen", addr, "--workers", "4")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
-	waitListening(t, addr, example)
-	return cmd
+	return startListening(t, addr, example, systemPython, filepath.Join(pythonKitDir, "examples", example), "--listen", addr, "--workers", "4")
 }
 
 func waitListening(t *testing.T, addr, what string) {

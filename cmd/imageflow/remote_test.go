@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,7 +23,14 @@ import (
 // accepts connections.
 func startProcessor(t *testing.T, addr, name string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary(t), "processor", "serve", "--listen", addr, name)
+	return startListening(t, addr, "processor "+name, binary(t), "processor", "serve", "--listen", addr, name)
+}
+
+// startListening runs a server process, killed at the end of the test, and
+// waits until it accepts connections on addr.
+func startListening(t *testing.T, addr, what, prog string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(prog, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -35,16 +41,8 @@ func startProcessor(t *testing.T, addr, name string) *exec.Cmd {
 			_ = cmd.Wait()
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return cmd
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("processor %s not listening on %s", name, addr)
-	return nil
+	waitListening(t, addr, what)
+	return cmd
 }
 
 // TestRemoteStepMatchesBuiltin runs the Haar face detector as a separate
