@@ -96,7 +96,7 @@ func TestSetupIsIdempotentAndDurable(t *testing.T) {
 	if _, err := b2.JetStream().Stream(ctx, "VIDEO"); err == nil {
 		t.Fatal("VIDEO stream kept after the window was switched off")
 	}
-	for _, kv := range []string{BucketCameras, BucketPipelines, BucketExecutions} {
+	for _, kv := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork} {
 		if b2.KV(kv) == nil {
 			t.Fatalf("bucket %s missing", kv)
 		}

@@ -236,6 +236,14 @@ type Manager struct {
 	subj    bus.Subjects
 	metrics *metrics
 
+	// inWork holds a marker per started file, written before the file runs
+	// and valued with boot, this process's random id: a marker of another
+	// boot on a delivered item means a process died with the file in work.
+	// (JetStream's delivery count cannot tell: the consumer's state is
+	// flushed to disk lazily, and a SIGKILL may take the count with it.)
+	inWork jetstream.KeyValue
+	boot   []byte
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -298,10 +306,16 @@ func New(cfg Config) (*Manager, error) {
 	if kv == nil {
 		return nil, errors.New("batch: bus has no executions bucket")
 	}
+	inWork := cfg.Bus.KV(bus.BucketInWork)
+	if inWork == nil {
+		return nil, errors.New("batch: bus has no in-work bucket")
+	}
 	m := &Manager{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "batch"),
 		kv:      kv,
+		inWork:  inWork,
+		boot:    []byte(newID()),
 		js:      cfg.Bus.JetStream(),
 		subj:    cfg.Bus.Subjects(),
 		metrics: newMetrics(cfg.Registerer),

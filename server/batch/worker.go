@@ -1,11 +1,13 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/media/imagedecode"
 	"github.com/imageflowcanvas/imageflow/processors"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -153,8 +156,10 @@ func (m *Manager) resume(ctx context.Context) error {
 // purgeJobs drops what is left in the queue for a finished execution: after
 // a crash, JetStream may bring back an item that was acked (its removal not
 // yet on disk) below the consumer's ack floor, where no worker would ever
-// take it. Every file of the execution is recorded, so nothing left is work.
+// take it. Every file of the execution is recorded, so nothing left is work,
+// and its in-work markers go too.
 func (m *Manager) purgeJobs(ctx context.Context, id string) {
+	m.purgeInWork(ctx, id)
 	st, err := m.js.Stream(ctx, "JOBS")
 	if err == nil {
 		err = st.Purge(ctx, jetstream.WithPurgeSubject(m.subj.Jobs(id)))
@@ -221,12 +226,9 @@ type compiled struct {
 const maxCachedPipelines = 4
 
 // deliveryGate lets the workers of a process run items side by side, and a
-// suspect item (see suspect) alone.
+// suspect item (see Manager.suspect) alone.
 type deliveryGate struct {
 	sync.RWMutex
-	// retrying holds the stream sequences of items this process naked for a
-	// retry: their next delivery is expected, not suspect.
-	retrying sync.Map
 }
 
 func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
@@ -255,7 +257,7 @@ func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
 			}
 			continue
 		}
-		if g.suspect(msg) {
+		if m.suspect(msg) {
 			g.RUnlock()
 			// Waiting for the others to finish must not count as a lost
 			// delivery: keep telling JetStream the item is in work.
@@ -283,18 +285,43 @@ func (m *Manager) worker(cons jetstream.Consumer, g *deliveryGate) {
 	}
 }
 
-// suspect reports an item delivered before without this process asking for
-// a retry: the process that had it died or stopped while working on it,
-// perhaps because of it. A suspect runs with no other item in work, so if
-// it kills the process again only its own delivery count grows and the
-// files that happened to run beside it are not dead-lettered with it.
-func (g *deliveryGate) suspect(msg jetstream.Msg) bool {
-	md, err := msg.Metadata()
-	if err != nil || md.NumDelivered <= 1 {
-		return false
+// suspect reports an item whose file another process started and never
+// finished: that process died or stopped while working on it, perhaps
+// because of it. A suspect runs with no other item in work, so if it kills
+// the process again only its own file's restarts grow and the files that
+// happened to run beside it are not dead-lettered with it.
+func (m *Manager) suspect(msg jetstream.Msg) bool {
+	item := &busv1.JobItem{}
+	if err := proto.Unmarshal(msg.Data(), item); err != nil || item.Execution == "" {
+		return false // handle drops it
 	}
-	_, retried := g.retrying.LoadAndDelete(md.Sequence.Stream)
-	return !retried
+	ent, err := m.inWork.Get(m.ctx, inWorkKey(item.Execution, int(item.Index)))
+	if err != nil {
+		return false // never started (or the bucket is unreadable: run it as usual)
+	}
+	return !bytes.Equal(ent.Value(), m.boot)
+}
+
+// inWorkKey names a file's in-work marker; executions' markers share a
+// prefix, so they go with one purge.
+func inWorkKey(id string, idx int) string { return id + "." + strconv.Itoa(idx) }
+
+// markInWork records that this process starts the file; it must be durable
+// before the file runs, or a crash on it would go unnoticed.
+func (m *Manager) markInWork(ctx context.Context, id string, idx int) error {
+	_, err := m.inWork.Put(ctx, inWorkKey(id, idx), m.boot)
+	return err
+}
+
+// purgeInWork drops the markers of a finished or deleted execution.
+func (m *Manager) purgeInWork(ctx context.Context, id string) {
+	st, err := m.js.Stream(ctx, "KV_"+bus.BucketInWork)
+	if err == nil {
+		err = st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+bus.BucketInWork+"."+id+".>"))
+	}
+	if err != nil {
+		m.log.Warn("purge finished execution's in-work markers", "execution", id, "error", err)
+	}
 }
 
 func (w *worker) closeAll() {
@@ -409,6 +436,11 @@ func (w *worker) handle(msg jetstream.Msg, suspect bool) {
 			return
 		}
 	}
+	if err := m.markInWork(ctx, e.ID, idx); err != nil {
+		m.log.Warn("mark file in work", "execution", e.ID, "index", idx, "error", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
 	fctx, stop := context.WithCancel(ctx)
 	if !m.markRunning(e.ID, idx, stop) {
 		stop()
@@ -452,9 +484,6 @@ func (w *worker) handle(msg jetstream.Msg, suspect bool) {
 		m.metrics.retries.Inc()
 		delay := time.Duration(1<<min(attempt-1, 6)) * 200 * time.Millisecond
 		m.log.Warn("file failed, retrying", "execution", e.ID, "index", idx, "attempt", attempt, "delay", delay, "error", out.file.Error)
-		if md, err := msg.Metadata(); err == nil {
-			w.gate.retrying.Store(md.Sequence.Stream, struct{}{})
-		}
 		_ = msg.NakWithDelay(delay)
 		m.publishFile(e, idx, busv1.FileState_FILE_STATE_PENDING, out.file.Error, 0)
 		return
