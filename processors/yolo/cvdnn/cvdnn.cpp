@@ -106,5 +106,23 @@ const float *cvdnn_out_data(CvdnnNet p, int i, size_t *n) {
   return m.ptr<float>();
 }
 
+// cvdnn_out_names sets *names to the network's output names (its
+// unconnected layers), one a line, for the caller to free.
+char *cvdnn_out_names(CvdnnNet p, char **names) {
+  try {
+    std::string all;
+    for (const auto &name : static_cast<Net *>(p)->net.getUnconnectedOutLayersNames()) {
+      if (!all.empty()) all += '\n';
+      all += name;
+    }
+    *names = dup(all);
+    return nullptr;
+  } catch (const std::exception &e) {
+    return dup(e.what());
+  } catch (...) {
+    return dup("unknown OpenCV error");
+  }
+}
+
 void cvdnn_free(CvdnnNet p) { delete static_cast<Net *>(p); }
 }

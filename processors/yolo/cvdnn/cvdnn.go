@@ -15,6 +15,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unsafe"
 )
 
@@ -186,6 +187,27 @@ func (n *Net) setOutNames(names []string) {
 		s[i] = n.cstr(name)
 	}
 	n.outNames = arr
+}
+
+// OutputNames lists the network's outputs (the layers nothing else reads),
+// in the order OpenCV reports them; Forward takes these names.
+func (n *Net) OutputNames() ([]string, error) {
+	if n.p == nil {
+		return nil, ErrClosed
+	}
+	var all *C.char
+	if err := takeErr(C.cvdnn_out_names(n.p, &all)); err != nil {
+		return nil, err
+	}
+	if all == nil {
+		return nil, &Error{Msg: "out of memory"}
+	}
+	defer C.free(unsafe.Pointer(all))
+	s := C.GoString(all)
+	if s == "" {
+		return nil, nil
+	}
+	return strings.Split(s, "\n"), nil
 }
 
 // Close frees the network; a second Close is harmless.

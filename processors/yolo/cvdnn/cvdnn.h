@@ -15,6 +15,7 @@ char *cvdnn_forward(CvdnnNet net, const char **names, int n);
 int cvdnn_out_count(CvdnnNet net);
 int cvdnn_out_dims(CvdnnNet net, int i, int *dims, int max);
 const float *cvdnn_out_data(CvdnnNet net, int i, size_t *n);
+char *cvdnn_out_names(CvdnnNet net, char **names);
 void cvdnn_free(CvdnnNet net);
 
 #ifdef __cplusplus

@@ -34,6 +34,9 @@ func TestForward(t *testing.T) {
 			}
 		}
 	}
+	if names, err := n.OutputNames(); err != nil || len(names) != 1 || names[0] != "output0" {
+		t.Errorf("OutputNames = %q, %v; want [output0]", names, err)
+	}
 	// Errors come back instead of aborting the process.
 	if _, err := n.Forward(in, []string{"nope"}, outs); err == nil {
 		t.Error("unknown output accepted")
@@ -53,6 +56,9 @@ func TestForward(t *testing.T) {
 	n.Close()
 	if _, err := n.Forward(in, nil, outs); !errors.Is(err, ErrClosed) {
 		t.Errorf("after close: %v", err)
+	}
+	if _, err := n.OutputNames(); !errors.Is(err, ErrClosed) {
+		t.Errorf("OutputNames after close: %v", err)
 	}
 }
 
