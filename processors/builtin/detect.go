@@ -9,6 +9,7 @@ import (
 	"gocv.io/x/gocv"
 
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/blazeface"
 	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 	"github.com/imageflowcanvas/imageflow/processors/yolo"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -16,6 +17,10 @@ import (
 
 // DefaultCascade is the Haar face cascade Debian's opencv-data installs.
 const DefaultCascade = "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"
+
+// DefaultBlazeFaceModel is the BlazeFace model the setup installs (into
+// modelfiles.Installed); the blazeface backend reads it when model is empty.
+const DefaultBlazeFaceModel = blazeface.DefaultModel
 
 // Gate choices of the detect processor.
 const (
@@ -50,14 +55,15 @@ func DetectSpecIn(files *modelfiles.Dir) processors.Spec {
 	s := processors.Spec{
 		Name: "detect",
 		Description: "Object detection. backend=hog finds people (OpenCV HOG + linear SVM, label \"person\"), backend=haar finds faces with a Haar cascade (label \"face\"), " +
+			"backend=blazeface finds faces with MediaPipe's BlazeFace neural network (label \"face\"; the model the setup installs, or another BlazeFace export named by model), " +
 			"backend=onnx runs a YOLO ONNX model in-process (OpenCV DNN) and backend=triton the same on a Triton / KServe v2 server (labels are the class names). " +
 			"Boxes are in pixels of the step's input; scores are in 0..1 for every backend. With gate=only_if_motion the step runs only when an input step reported motion=true. " +
 			"With regions=motion (hog, haar) it looks only inside the input's motion regions, padded and merged, which costs a fraction of a full-frame pass; " +
 			"keep_input_detections=false passes on only this step's boxes, not the motion regions it was given.",
 		Params: []processors.ParamSpec{
-			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar", "onnx", "triton"}},
+			{Name: "backend", Type: processors.ParamEnum, Description: "Detector implementation.", Default: "hog", Choices: []string{"hog", "haar", "blazeface", "onnx", "triton"}},
 			{Name: "gate", Type: processors.ParamEnum, Description: "only_if_motion skips detection (returning nothing, cheaply) unless an input step set motion=true.", Default: GateNone, Choices: []string{GateNone, GateOnlyIfMotion}},
-			{Name: "label", Type: processors.ParamString, Description: "Label of every detection; empty means person for hog, face for haar, the class name for onnx and triton.", Default: ""},
+			{Name: "label", Type: processors.ParamString, Description: "Label of every detection; empty means person for hog, face for haar and blazeface, the class name for onnx and triton.", Default: ""},
 			{Name: "max_detections", Type: processors.ParamInt, Description: "At most this many detections per frame, best first.", Default: int64(100), Min: processors.Range(1), Max: processors.Range(maxBoxes)},
 			{Name: "regions", Type: processors.ParamEnum, Description: "full runs the detector on the whole picture; motion (hog, haar) runs it only inside the input detections labelled region_label, and runs nothing when there are none.", Default: RegionsFull, Choices: []string{RegionsFull, RegionsMotion}},
 			{Name: "region_label", Type: processors.ParamString, Description: "regions=motion: label of the input detections that are regions to search.", Default: "motion"},
@@ -71,13 +77,15 @@ func DetectSpecIn(files *modelfiles.Dir) processors.Spec {
 			{Name: "hit_threshold", Type: processors.ParamFloat, Description: "hog: SVM margin a window needs to count as a hit.", Default: 0.0, Min: processors.Range(-10), Max: processors.Range(10)},
 			{Name: "group_threshold", Type: processors.ParamInt, Description: "hog: hits that must overlap for a box to survive grouping (0 keeps raw windows).", Default: int64(2), Min: processors.Range(0), Max: processors.Range(20)},
 			{Name: "min_score", Type: processors.ParamFloat, Description: "hog: smallest SVM margin kept (the detection's score is this margin squashed into 0..1 by the logistic function: 0.3 gives 0.57, 3 gives 0.95).", Default: 0.3, Min: processors.Range(-10), Max: processors.Range(10)},
-			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton, and boxes from different regions with regions=motion: overlap (IoU) above which the weaker of two boxes is suppressed.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
+			{Name: "nms_threshold", Type: processors.ParamFloat, Description: "hog, onnx, triton, and boxes from different regions with regions=motion: overlap (IoU) above which the weaker of two boxes is suppressed; blazeface: above which candidates are one face, averaged by score.", Default: 0.45, Min: processors.Range(0), Max: processors.Range(1)},
 			{Name: "tight_boxes", Type: processors.ParamBool, Description: "hog: shrink each box to the person inside the detection window (OpenCV's peopledetect sample does the same), for neater boxes.", Default: false},
 			// Haar.
 			{Name: "cascade", Type: processors.ParamString, Description: "haar: cascade XML file, relative to models_dir, or one of OpenCV's shipped cascades by name (haarcascade_frontalface_default.xml) or path.", Default: DefaultCascade},
 			{Name: "scale_factor", Type: processors.ParamFloat, Description: "haar: ratio between pyramid levels.", Default: 1.1, Min: processors.Range(1.01), Max: processors.Range(2)},
 			{Name: "min_neighbors", Type: processors.ParamInt, Description: "haar: overlapping hits a face needs; more is stricter.", Default: int64(5), Min: processors.Range(0), Max: processors.Range(100)},
 			{Name: "min_size", Type: processors.ParamInt, Description: "haar: smallest face side in pixels.", Default: int64(24), Min: processors.Range(1), Max: processors.Range(4096)},
+			// BlazeFace.
+			{Name: "face_threshold", Type: processors.ParamFloat, Description: "blazeface: smallest score (0..1) a face needs.", Default: 0.5, Min: processors.Range(0), Max: processors.Range(1)},
 		},
 		Outputs: []string{"detections"},
 		New:     func(p processors.Params) (processors.Processor, error) { return newDetect(p, files) },
@@ -103,6 +111,7 @@ type Detect struct {
 	max       int
 	keepInput bool
 	inner     processors.Processor // onnx or triton backend
+	blaze     *blazeFaceStep
 	hog       *hogDetector
 	hogP      hogParams
 	tight     bool
@@ -137,6 +146,10 @@ func checkDetectFiles(p processors.Params, files *modelfiles.Dir) error {
 	case "haar":
 		if err := files.Check(p.String("cascade"), modelfiles.MaxCascadeBytes); err != nil {
 			return fmt.Errorf("%w \"cascade\": %w", processors.ErrBadParam, err)
+		}
+	case "blazeface":
+		if err := files.Check(blazeFaceModel(p), modelfiles.MaxModelBytes); err != nil {
+			return fmt.Errorf("%w \"model\": %w", processors.ErrBadParam, err)
 		}
 	case "onnx":
 		if err := files.Check(p.String("model"), modelfiles.MaxModelBytes); err != nil {
@@ -226,6 +239,22 @@ func newDetect(p processors.Params, files *modelfiles.Dir) (processors.Processor
 			return nil, err
 		}
 		d.cascade = c
+	case "blazeface":
+		if d.label == "" {
+			d.label = "face"
+		}
+		if d.regions {
+			// One letterboxed pass over the frame costs what one region's
+			// would: regions would only add passes.
+			d.Close()
+			return nil, fmt.Errorf("%w: regions=%s works with backend hog or haar, not %s", ErrConfig, RegionsMotion, d.backend)
+		}
+		b, err := newBlazeFaceStep(p, files)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.blaze = b
 	case "onnx", "triton":
 		if d.regions {
 			// The YOLO backends letterbox to a fixed input: one pass per
@@ -278,6 +307,8 @@ func (d *Detect) Process(ctx context.Context, in *processors.Input, out *process
 				det.Label = d.label
 			}
 		}
+	case "blazeface":
+		return d.blaze.process(in.Image, d.label, d.max, out)
 	case "hog":
 		if in.Image.Cols() < hogWinW || in.Image.Rows() < hogWinH {
 			// Smaller than one detection window: nobody can be found.
@@ -529,6 +560,10 @@ func (d *Detect) Close() error {
 	if d.inner != nil {
 		d.inner.Close()
 		d.inner = nil
+	}
+	if d.blaze != nil {
+		d.blaze.close()
+		d.blaze = nil
 	}
 	if d.hog != nil {
 		d.hog.close()
