@@ -122,6 +122,24 @@ func BenchmarkDetectHaar(b *testing.B) {
 	benchProcessor(b, DetectSpec(), map[string]any{"backend": "haar"}, benchFrames(b, 5))
 }
 
+// BenchmarkDetect256 compares the face and people detectors on one
+// 256x256 picture, BlazeFace's input size: Messi from head to boots
+// (messi5.jpg's middle 342x342, scaled), so each finds what it looks for.
+func BenchmarkDetect256(b *testing.B) {
+	src := readImage(b, messiPath)
+	crop := src.Region(image.Rect(103, 0, 445, 342))
+	defer crop.Close()
+	frame := gocv.NewMat()
+	defer frame.Close()
+	gocv.Resize(crop, &frame, image.Pt(256, 256), 0, 0, gocv.InterpolationArea)
+	frames := []gocv.Mat{frame}
+	for _, backend := range []string{"blazeface", "haar", "hog"} {
+		b.Run(backend, func(b *testing.B) {
+			benchProcessor(b, DetectSpec(), map[string]any{"backend": backend}, frames)
+		})
+	}
+}
+
 // BenchmarkDetectRegions compares full-frame HOG with HOG on motion regions
 // as the demo camera runs it: 640x480 vtest.avi frames at 5 fps with the
 // motion step's regions of each (computed beforehand, not timed).

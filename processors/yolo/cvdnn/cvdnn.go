@@ -45,6 +45,7 @@ type Net struct {
 	outCount  int
 	outCached []string
 	dims      [8]C.int
+	size      C.size_t // an output's length; a field, since a local whose address goes to C escapes to the heap on every call
 }
 
 // Load parses an ONNX model held in memory.
@@ -91,8 +92,9 @@ func (n *Net) Forward(inputs []Input, names []string, outs []Output) ([]Output, 
 		return outs, ErrClosed
 	}
 	outs, err := n.forward(inputs, names, outs)
-	var cvErr *Error
-	if errors.As(err, &cvErr) {
+	// forward returns OpenCV's errors unwrapped; a type assertion, unlike
+	// errors.As with a pointer to a local, costs no allocation per frame.
+	if _, ok := err.(*Error); ok {
 		n.reload()
 	}
 	return outs, err
@@ -148,12 +150,11 @@ func (n *Net) forward(inputs []Input, names []string, outs []Output) ([]Output, 
 		for k := 0; k < nd; k++ {
 			outs[i].Shape = append(outs[i].Shape, int(n.dims[k]))
 		}
-		var size C.size_t
-		ptr := C.cvdnn_out_data(n.p, C.int(i), &size)
+		ptr := C.cvdnn_out_data(n.p, C.int(i), &n.size)
 		if ptr == nil {
 			return outs, fmt.Errorf("cvdnn: output %d is not continuous float32", i)
 		}
-		src := unsafe.Slice((*float32)(unsafe.Pointer(ptr)), int(size))
+		src := unsafe.Slice((*float32)(unsafe.Pointer(ptr)), int(n.size))
 		outs[i].Data = append(outs[i].Data[:0], src...)
 	}
 	return outs, nil
