@@ -30,7 +30,7 @@ func TestStreamServiceFacesWithAuth(t *testing.T) {
 	ts := startServer(t, cfg)
 	st, body, _ := ts.do("POST", "/api/v1/pipelines", token, pipelineBody("faces",
 		step("small", "resize", map[string]any{"width": 640}),
-		step("face", "detect", map[string]any{"backend": "haar"}, "small")))
+		step("face", "detect", map[string]any{"backend": "blazeface"}, "small")))
 	if st != 201 {
 		t.Fatalf("pipeline: %d %s", st, body)
 	}

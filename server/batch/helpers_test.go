@@ -45,7 +45,7 @@ var storedPipelines = map[string]*busv1.Pipeline{
 		{Id: "gray", Processor: "filter", Params: mustStruct(map[string]any{"mode": "blur"}), Inputs: []string{"small"}},
 	}},
 	"faces": {Id: "faces", Steps: []*busv1.Step{
-		{Id: "faces", Processor: "detect", Params: mustStruct(map[string]any{"backend": "haar"})},
+		{Id: "faces", Processor: "detect", Params: mustStruct(map[string]any{"backend": "blazeface"})},
 	}},
 }
 
