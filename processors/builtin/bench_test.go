@@ -118,6 +118,10 @@ func BenchmarkDetectHOG(b *testing.B) {
 	benchProcessor(b, DetectSpec(), map[string]any{"backend": "hog"}, benchFrames(b, 5))
 }
 
+func BenchmarkDetectBlazeFace(b *testing.B) {
+	benchProcessor(b, DetectSpec(), map[string]any{"backend": "blazeface"}, benchFrames(b, 5))
+}
+
 func BenchmarkDetectHaar(b *testing.B) {
 	benchProcessor(b, DetectSpec(), map[string]any{"backend": "haar"}, benchFrames(b, 5))
 }

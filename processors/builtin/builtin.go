@@ -1,5 +1,6 @@
 // Package builtin holds the processors that ship inside the binary: resize,
-// filter, motion, detect (HOG people, Haar faces) and overlay, all on gocv.
+// filter, motion, detect (HOG people, Haar and BlazeFace faces, YOLO through
+// ONNX or Triton) and overlay, all on gocv.
 //
 // Every processor keeps the Mats it needs between frames and writes its
 // picture into the Mat the engine hands it in Output.Image, so a steady

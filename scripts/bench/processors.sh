@@ -3,7 +3,10 @@
 # live camera is sampled at for detection) and prints a table of mean, median
 # (p50) and 99th-percentile time per frame, frames/s and allocations.
 # Usage: scripts/bench/processors.sh [benchtime]   (default 50x; e.g. 3s)
-# Needs opencv-doc (vtest.avi) and opencv-data (Haar cascades).
+# Detect256 compares BlazeFace, Haar and HOG on one 256x256 picture instead
+# (messi5.jpg, BlazeFace's input size).
+# Needs opencv-doc (vtest.avi, messi5.jpg), opencv-data (Haar cascades) and
+# the BlazeFace model (scripts/setup-product.sh installs all three).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
