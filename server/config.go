@@ -154,8 +154,9 @@ type Config struct {
 	// DetectWidth is the width frames are scaled to for processing.
 	DetectWidth int `yaml:"detect_width"`
 	// ModelsDir is the only directory pipeline steps read model, class-list
-	// and cascade files from (besides OpenCV's shipped cascades); empty
-	// means <data>/models.
+	// and cascade files from (besides OpenCV's shipped cascades and the
+	// models the setup installs, modelfiles.Installed, which a file of the
+	// same name here replaces); empty means <data>/models.
 	ModelsDir string `yaml:"models_dir"`
 	// Demo creates the demo camera and pipeline on first start.
 	Demo bool `yaml:"demo"`

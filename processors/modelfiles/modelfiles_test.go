@@ -81,3 +81,37 @@ func TestConfinement(t *testing.T) {
 		t.Errorf("nil Dir: %v", err)
 	}
 }
+
+// TestInstalledModels: the models the setup installs are readable by a
+// relative name, with a models directory or without, and a file of the same
+// name in models_dir takes their place.
+func TestInstalledModels(t *testing.T) {
+	const name = "blazeface/face_detection_back_256x256_barracuda.onnx" // scripts/lib.sh, need_models
+	want, err := os.ReadFile(filepath.Join(modelfiles.Installed, name))
+	if err != nil {
+		t.Fatalf("the installed model (scripts/setup-product.sh installs it): %v", err)
+	}
+	root := t.TempDir()
+	for _, d := range []*modelfiles.Dir{modelfiles.New(""), modelfiles.New(root), nil} {
+		got, err := d.ReadFile(name, modelfiles.MaxModelBytes)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("models_dir %q: %d bytes, %v", d.Root(), len(got), err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "blazeface"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, name), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := modelfiles.New(root).ReadFile(name, modelfiles.MaxModelBytes); err != nil || string(got) != "mine" {
+		t.Fatalf("models_dir's own file: %q, %v", got, err)
+	}
+	// Absolute names inside the installed directory work; ".." out of it not.
+	if _, err := modelfiles.New(root).ReadFile(filepath.Join(modelfiles.Installed, name), modelfiles.MaxModelBytes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := modelfiles.New(root).ReadFile(modelfiles.Installed+"/../../../../etc/passwd", 1<<20); !errors.Is(err, modelfiles.ErrNotAllowed) {
+		t.Fatalf("escape from the installed directory: %v", err)
+	}
+}
