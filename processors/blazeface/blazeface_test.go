@@ -13,7 +13,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors/yolo/yolotest"
 )
 
-const messiPath = "/usr/share/doc/opencv-doc/examples/data/messi5.jpg"
+const messiPath = dataDir + "messi5.jpg"
 
 // messiFace is Messi's face in messi5.jpg (548x342), read off a 4x crop of
 // the picture written out and looked at: forehead below the hair to chin,
@@ -81,6 +81,28 @@ func TestFindsMessisFace(t *testing.T) {
 	}
 }
 
+// TestFindsFaceInGreyPhoto: basketball1.png, a grey office photo, holds one
+// face seen from the front (the man on the left with the ball, about
+// x 70..100, y 95..130 of 640x480, checked by eye on the picture with the
+// box drawn); the other man is seen from behind.
+func TestFindsFaceInGreyPhoto(t *testing.T) {
+	d := loadDetector(t)
+	img := readImage(t, dataDir+"basketball1.png")
+	faces, err := d.Detect(img, defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(faces) != 1 {
+		t.Fatalf("%d faces %+v, want 1", len(faces), faces)
+	}
+	f := faces[0]
+	if c := image.Pt(int(f.X+f.W/2), int(f.Y+f.H/2)); !c.In(image.Rect(70, 95, 100, 130)) || f.W < 15 || f.W > 50 {
+		t.Fatalf("face %+v", f)
+	}
+}
+
+const dataDir = "/usr/share/doc/opencv-doc/examples/data/"
+
 func TestNoFace(t *testing.T) {
 	d := loadDetector(t)
 	messi := readImage(t, messiPath)
@@ -89,7 +111,13 @@ func TestNoFace(t *testing.T) {
 	// Messi's legs, the ball and the pitch: below the face, no one else's.
 	legs := messi.Region(image.Rect(200, 180, 548, 342))
 	defer legs.Close()
-	for name, img := range map[string]gocv.Mat{"grey": grey, "legs": legs} {
+	pictures := map[string]gocv.Mat{"grey": grey, "legs": legs}
+	// Pictures of things with eyes, round shapes and clutter, but no
+	// human face.
+	for _, name := range []string{"fruits.jpg", "building.jpg", "sudoku.png", "home.jpg", "baboon.jpg", "starry_night.jpg", "smarties.png", "Blender_Suzanne1.jpg"} {
+		pictures[name] = readImage(t, dataDir+name)
+	}
+	for name, img := range pictures {
 		faces, err := d.Detect(img, defaults)
 		if err != nil {
 			t.Fatal(err)
