@@ -42,7 +42,7 @@ func (s *Server) routes() []route {
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
 // batch API: every documented endpoint.
 func (s *Server) allRoutes() []route {
-	return append(append(s.routes(), s.mediaRoutes()...), s.batchRoutes()...)
+	return append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...)
 }
 
 // methodAll registers a route for every method.

@@ -19,6 +19,7 @@ type metrics struct {
 	liveDrops    *prometheus.CounterVec
 	remoteErrors *prometheus.CounterVec
 	rtspLatency  prometheus.Histogram
+	overlay      *overlayMetrics
 }
 
 func newMetrics(reg prometheus.Registerer, b *bus.Bus) *metrics {
@@ -42,6 +43,7 @@ func newMetrics(reg prometheus.Registerer, b *bus.Bus) *metrics {
 		}),
 	}
 	reg.MustRegister(m.httpRequests, m.httpLatency, m.liveDrops, m.remoteErrors, m.rtspLatency, &busCollector{bus: b})
+	m.overlay = newOverlayMetrics(reg)
 	return m
 }
 

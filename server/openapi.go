@@ -33,6 +33,9 @@ var (
 
 func (s *Server) openAPISchemas() map[string]any {
 	out := coreSchemas()
+	for k, v := range overlaySchemas() {
+		out[k] = v
+	}
 	if s.batch != nil {
 		for k, v := range s.batch.Schemas() {
 			out[k] = v

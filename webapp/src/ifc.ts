@@ -15,6 +15,22 @@ export interface LiveIfc {
   lastDrawn: { frameRtp: number; resultRtp: number; count: number } | null;
   /** Valid result messages received on the "results" data channel. */
   resultsReceived: number;
+  /** Boxes by outcome, each result counted once: drawn on its own frame, drawn later marked late, never drawn. */
+  boxesExact: number;
+  boxesLate: number;
+  boxesDropped: number;
+  /** Frames drawn with late (marked) boxes. */
+  lateFrames: number;
+  /** The last 300 frames drawn with boxes: the frame's and the result's RTP timestamps, and the late mark. */
+  draws: Array<{ frameRtp: number; resultRtp: number; late: boolean }>;
+  /** The jitter-buffer target the page asked for (ms), and the one the receiver reports (null: unsupported). */
+  playoutTargetMs: number | null;
+  jitterBufferTarget: number | null;
+  /** p95 of the results' lag behind their frames (ms), and the samples it is taken over. */
+  lagP95Ms: number | null;
+  lagSamples: number;
+  /** Whether the page expects results (the camera has a pipeline and detection is shown). */
+  resultsExpected: boolean;
   /** new | connecting | connected | disconnected | failed | retrying | closed */
   state: string;
   /** Last error text, if any. */
@@ -60,6 +76,16 @@ export function initLiveIfc(camera: string): LiveIfc {
     exactFrames: 0,
     lastDrawn: null,
     resultsReceived: 0,
+    boxesExact: 0,
+    boxesLate: 0,
+    boxesDropped: 0,
+    lateFrames: 0,
+    draws: [],
+    playoutTargetMs: null,
+    jitterBufferTarget: null,
+    lagP95Ms: null,
+    lagSamples: 0,
+    resultsExpected: false,
     state: 'new',
     error: null,
   };

@@ -2,7 +2,9 @@ import { useEffect, useRef, useState } from 'react';
 import { cameraPath, cameraStatus, errorMessage, formatBitrate, getCamera, type Camera } from '../api';
 import { drawOverlay } from '../draw';
 import { initLiveIfc, type LiveIfc } from '../ifc';
-import { ResultBuffer, parseMessage, type OverlayResult } from '../overlay';
+import { LiveOverlay, reportOverlay } from '../liveoverlay';
+import { parseMessage, type OverlayResult } from '../overlay';
+import { playoutSettingsFrom, type FrameDraw } from '../playout';
 import { Link, publishURL } from '../router';
 import { deleteSession, exchangeSdp, waitIceGathering } from '../webrtc';
 import { StateBadge } from './common';
@@ -11,16 +13,21 @@ const RETRY_MS = 3000;
 const POLL_MS = 2000;
 /** Without a frame RTP timestamp (browsers that do not report it), show the newest result for this long. */
 const FALLBACK_MAX_AGE_MS = 500;
-/** Playout delay asked of the browser so results (detection runs at a few
- * frames per second, taking up to a few hundred ms) arrive before their frame
- * is shown. */
-const OVERLAY_DELAY_MS = 400;
+/** How often the playout target follows the measured result lag. */
+const PLAYOUT_UPDATE_MS = 1000;
+/** How often the page reports its box counts to the server's metrics. */
+const REPORT_MS = 5000;
+/** Frames kept in window.__ifc.draws for tests. */
+const DRAWS_KEPT = 300;
 
 export function CameraLive({ id }: { id: string }) {
   const videoRef = useRef<HTMLVideoElement>(null);
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const ifcRef = useRef<LiveIfc | null>(null);
-  const bufferRef = useRef(new ResultBuffer(64));
+  // Playout delay and late-result tunables: ?playout_floor=…&playout_ceiling=…&playout_margin=…&late_max_age=…&overlay_hold=… (ms).
+  const overlayRef = useRef<LiveOverlay | null>(null);
+  if (overlayRef.current === null) overlayRef.current = new LiveOverlay(playoutSettingsFrom(window.location.search));
+  const lastDrawRef = useRef<FrameDraw | null>(null);
   const lastResultAtRef = useRef(0);
   const overlayOnRef = useRef(true);
 
@@ -30,12 +37,21 @@ export function CameraLive({ id }: { id: string }) {
   const [cameraError, setCameraError] = useState<string | null>(null);
   const [muted, setMuted] = useState(true);
   const [overlayOn, setOverlayOn] = useState(true);
-  const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null });
+  const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null, exact: 0, late: 0, dropped: 0, target: null as number | null });
   const [attempt, setAttempt] = useState(0);
 
   if (ifcRef.current === null || ifcRef.current.camera !== id) ifcRef.current = initLiveIfc(id);
 
   overlayOnRef.current = overlayOn;
+  const hasPipeline = !!camera?.pipeline;
+
+  // Hold video only while results are coming: the camera has a pipeline and detection is shown.
+  useEffect(() => {
+    const ov = overlayRef.current;
+    if (!ov) return;
+    ov.setResultsExpected(hasPipeline && overlayOn);
+    if (ifcRef.current) ifcRef.current.resultsExpected = hasPipeline && overlayOn;
+  }, [hasPipeline, overlayOn]);
 
   // Camera state, refreshed every 2 s.
   useEffect(() => {
@@ -64,7 +80,7 @@ export function CameraLive({ id }: { id: string }) {
   useEffect(() => {
     const ifc = ifcRef.current ?? initLiveIfc(id);
     window.__ifc = ifc;
-    const buffer = bufferRef.current;
+    const overlay = overlayRef.current;
     let cancelled = false;
     let pc: RTCPeerConnection | null = null;
     let location: string | null = null;
@@ -99,27 +115,28 @@ export function CameraLive({ id }: { id: string }) {
     const connect = async () => {
       if (cancelled) return;
       setState('connecting');
-      buffer.clear();
       const p = new RTCPeerConnection();
       pc = p;
       const video = p.addTransceiver('video', { direction: 'recvonly' });
-      // Hold frames back in the jitter buffer for about as long as detection
-      // takes, so a frame's result has arrived when the frame is shown and
-      // its boxes are drawn on it rather than on a later frame.
-      const receiver = video.receiver as RTCRtpReceiver & { jitterBufferTarget?: number | null };
-      if ('jitterBufferTarget' in receiver) receiver.jitterBufferTarget = OVERLAY_DELAY_MS;
+      // Frames are held in the jitter buffer about as long as results lag
+      // behind them (learned, 0 without a pipeline), so a frame's result has
+      // arrived when the frame is shown and its boxes are drawn on it.
+      overlay?.attach(video.receiver);
       p.addTransceiver('audio', { direction: 'recvonly' });
 
       // Created before the offer so that the SDP carries an application m-line.
-      const dc = p.createDataChannel('results');
+      // Unordered and never retransmitted: a lost result is not worth
+      // stalling the ones behind it, which are newer.
+      const dc = p.createDataChannel('results', { ordered: false, maxRetransmits: 0 });
       dc.binaryType = 'arraybuffer';
       const decoder = new TextDecoder();
       dc.onmessage = (ev: MessageEvent) => {
         const text = typeof ev.data === 'string' ? ev.data : ev.data instanceof ArrayBuffer ? decoder.decode(ev.data) : '';
+        const now = performance.now();
         for (const r of parseMessage(text)) {
-          buffer.add(r);
+          overlay?.onResult(r, now);
           ifc.resultsReceived++;
-          lastResultAtRef.current = performance.now();
+          lastResultAtRef.current = now;
         }
       };
 
@@ -188,25 +205,43 @@ export function CameraLive({ id }: { id: string }) {
     const video = videoRef.current;
     const canvas = canvasRef.current;
     if (!video || !canvas) return;
-    const buffer = bufferRef.current;
+    const overlay = overlayRef.current;
     let stopped = false;
     let vfcHandle: number | null = null;
     let rafHandle: number | null = null;
 
-    const render = (frameRtp: number | null) => {
+    // Draws a frame's boxes: those of its own result, a late one marked as
+    // such, or none; never another frame's boxes silently.
+    const render = (frameRtp: number | null, receivedMs: number) => {
       const ifc = ifcRef.current;
-      if (!ifc) return;
-      let result: OverlayResult | null = null;
-      if (!overlayOnRef.current) result = null;
-      else if (frameRtp !== null) result = buffer.pick(frameRtp);
-      else if (performance.now() - lastResultAtRef.current <= FALLBACK_MAX_AGE_MS) result = buffer.latest();
-      const n = drawOverlay(canvas, video, result);
-      if (result) {
-        ifc.boxesDrawn += n;
-        ifc.lastDrawn = { frameRtp: frameRtp ?? -1, resultRtp: result.rtp_timestamp, count: n };
-        if (frameRtp === result.rtp_timestamp) ifc.exactFrames++;
+      if (!ifc || !overlay) return;
+      let draw: FrameDraw | null = null;
+      if (frameRtp !== null) draw = overlay.onFrame(frameRtp, receivedMs);
+      else if (overlayOnRef.current && performance.now() - lastResultAtRef.current <= FALLBACK_MAX_AGE_MS) {
+        const latest = overlay.scheduler.latest();
+        draw = latest ? { result: latest, detections: latest.detections, late: false, exact: false } : null;
       }
+      if (!overlayOnRef.current) draw = null;
+      lastDrawRef.current = draw;
+      const n = paint(draw);
+      if (draw) {
+        const resultRtp = draw.result.rtp_timestamp;
+        ifc.boxesDrawn += n;
+        ifc.lastDrawn = { frameRtp: frameRtp ?? -1, resultRtp, count: n };
+        if (frameRtp === resultRtp) ifc.exactFrames++;
+        if (draw.late) ifc.lateFrames++;
+        if (n > 0) {
+          ifc.draws.push({ frameRtp: frameRtp ?? -1, resultRtp, late: draw.late });
+          if (ifc.draws.length > DRAWS_KEPT) ifc.draws.splice(0, ifc.draws.length - DRAWS_KEPT);
+        }
+      }
+      const c = overlay.scheduler.counts;
+      ifc.boxesExact = c.exact;
+      ifc.boxesLate = c.late;
+      ifc.boxesDropped = c.dropped;
     };
+    const paint = (draw: FrameDraw | null): number =>
+      drawOverlay(canvas, video, draw ? (draw.result as OverlayResult) : null, draw ? { detections: draw.detections, late: draw.late } : {});
 
     const supportsVFC = typeof video.requestVideoFrameCallback === 'function';
     if (supportsVFC) {
@@ -220,7 +255,9 @@ export function CameraLive({ id }: { id: string }) {
           ifc.framesDecoded = typeof meta.presentedFrames === 'number' ? meta.presentedFrames : callbacks;
           ifc.lastFrameRtp = rtp;
         }
-        render(rtp);
+        // When the frame's last packet arrived; without it, when it is shown minus the hold.
+        const received = typeof meta.receiveTime === 'number' ? meta.receiveTime : meta.expectedDisplayTime - (overlay?.targetMs ?? 0);
+        render(rtp, received);
         vfcHandle = video.requestVideoFrameCallback(onFrame);
       };
       vfcHandle = video.requestVideoFrameCallback(onFrame);
@@ -234,20 +271,36 @@ export function CameraLive({ id }: { id: string }) {
           lastTime = video.currentTime;
           ifc.framesDecoded++;
         }
-        render(null);
+        render(null, performance.now());
         rafHandle = requestAnimationFrame(tick);
       };
       rafHandle = requestAnimationFrame(tick);
     }
 
-    // Human-readable counters, refreshed once a second.
+    // The playout target follows the result lag; human-readable counters.
     const statsTimer = setInterval(() => {
       const ifc = ifcRef.current;
-      if (ifc) setStats({ frames: ifc.framesDecoded, results: ifc.resultsReceived, boxes: ifc.boxesDrawn, rtp: ifc.lastFrameRtp });
-    }, 1000);
+      if (!ifc || !overlay) return;
+      overlay.update();
+      ifc.playoutTargetMs = overlay.targetMs;
+      ifc.jitterBufferTarget = overlay.appliedTargetMs();
+      ifc.lagP95Ms = overlay.lag.p95();
+      ifc.lagSamples = overlay.lag.count;
+      const c = overlay.scheduler.counts;
+      setStats({ frames: ifc.framesDecoded, results: ifc.resultsReceived, boxes: ifc.boxesDrawn, rtp: ifc.lastFrameRtp, exact: c.exact, late: c.late, dropped: c.dropped, target: overlay.targetMs });
+    }, PLAYOUT_UPDATE_MS);
 
-    // Clear stale boxes when the overlay is switched off or the element resizes between frames.
-    const ro = typeof ResizeObserver === 'function' ? new ResizeObserver(() => render(ifcRef.current?.lastFrameRtp ?? null)) : null;
+    // The counts go to the server's metrics (imageflow_live_overlay_boxes_total).
+    const reportTimer = setInterval(() => {
+      if (!overlay) return;
+      const d = overlay.takeCounts();
+      reportOverlay(id, d, overlay.targetMs).catch(() => {
+        /* metrics only: a failed report is not worth bothering the viewer */
+      });
+    }, REPORT_MS);
+
+    // Redraw the last frame's boxes when the element resizes between frames.
+    const ro = typeof ResizeObserver === 'function' ? new ResizeObserver(() => paint(overlayOnRef.current ? lastDrawRef.current : null)) : null;
     ro?.observe(video);
 
     return () => {
@@ -255,6 +308,7 @@ export function CameraLive({ id }: { id: string }) {
       if (vfcHandle !== null && typeof video.cancelVideoFrameCallback === 'function') video.cancelVideoFrameCallback(vfcHandle);
       if (rafHandle !== null) cancelAnimationFrame(rafHandle);
       clearInterval(statsTimer);
+      clearInterval(reportTimer);
       ro?.disconnect();
     };
   }, [id]);
@@ -314,6 +368,9 @@ export function CameraLive({ id }: { id: string }) {
             <span className="muted small" data-testid="overlay-stats">
               frames {stats.frames} · results {stats.results} · boxes {stats.boxes}
               {stats.rtp !== null ? ` · rtp ${stats.rtp}` : ''}
+            </span>
+            <span className="muted small" data-testid="playout-stats">
+              boxes exact {stats.exact} · late {stats.late} · dropped {stats.dropped} · delay {stats.target ?? 0} ms
             </span>
           </div>
         </section>
