@@ -169,11 +169,22 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 			e.endViewerAsync(v, st.String())
 		}
 	})
+	// The page opens the results channel unordered and without
+	// retransmissions (webapp CameraLive.tsx): a lost result is not resent
+	// and holds none of the newer ones behind it. An ordered, reliable
+	// channel from another client works too, with head-of-line blocking.
 	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
 		if dc.Label() != ResultsLabel || results == nil {
 			return
 		}
-		dc.OnOpen(func() { e.startResults(v, dc) })
+		dc.OnOpen(func() {
+			retransmits := -1 // unlimited
+			if m := dc.MaxRetransmits(); m != nil {
+				retransmits = int(*m)
+			}
+			e.log.Debug("whep viewer: results channel open", "camera", cam, "session", v.id, "ordered", dc.Ordered(), "max_retransmits", retransmits)
+			e.startResults(v, dc)
+		})
 	})
 
 	// The track is added before the offer is applied so pion attaches it to
@@ -419,7 +430,8 @@ func (e *Engine) startResults(v *viewer, dc *webrtc.DataChannel) {
 		if err != nil {
 			return
 		}
-		// Text messages: JSON.parse in the page takes them as they come.
+		// Sent the moment the pipeline published it, one message per result
+		// (no batching). Text messages: JSON.parse in the page takes them.
 		if dc.SendText(string(b)) == nil {
 			v.resultsSent.Add(1)
 		}

@@ -55,7 +55,9 @@ func newPionViewerWith(t *testing.T, e *env, api *webrtc.API, codecs ...string) 
 			t.Fatal(err)
 		}
 	}
-	dc, err := pc.CreateDataChannel(ResultsLabel, nil)
+	// As the web page opens it: unordered, no retransmissions.
+	unordered, noRetransmits := false, uint16(0)
+	dc, err := pc.CreateDataChannel(ResultsLabel, &webrtc.DataChannelInit{Ordered: &unordered, MaxRetransmits: &noRetransmits})
 	if err != nil {
 		t.Fatal(err)
 	}
