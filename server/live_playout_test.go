@@ -207,7 +207,10 @@ func TestLivePlayoutDelay(t *testing.T) {
 	t.Run("demo boxes on their frames", func(t *testing.T) {
 		tab, cancel := chromedp.NewContext(browser)
 		defer cancel()
-		if err := chromedp.Do(tab, chromedp.Navigate(ts.base+"/cameras/"+DemoCamera)); err != nil {
+		// The default ceiling (400 ms, the fixed hold this page used to
+		// have) caps what a viewer waits; a loaded test machine's detector
+		// can lag more than that, and this checks the adaptation, not the cap.
+		if err := chromedp.Do(tab, chromedp.Navigate(ts.base+"/cameras/"+DemoCamera+"?playout_ceiling=2000")); err != nil {
 			t.Fatal(err)
 		}
 		// Learn first: enough lag samples, the target set from them, and
