@@ -6,8 +6,8 @@
 # time from publishing frame N to showing it (p50/p95/mean), for a camera
 # without a pipeline and one with the demo's detection pipeline (overlays),
 # with the page's jitter-buffer target and result lag. Figures only.
-# Usage: scripts/bench/glass-to-glass.sh [seconds per case, default 8]
+# Usage: scripts/bench/glass-to-glass.sh [seconds measured, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -f webapp/dist/ui/index.html ] || bash scripts/build-webapp.sh
-IFC_G2G_SECONDS="${1:-8}" go test -count=1 -run TestGlassToGlass -v ./scripts/bench/g2g
+IFC_G2G_SECONDS="${1:-10}" go test -count=1 -run TestGlassToGlass -v ./scripts/bench/g2g

@@ -218,8 +218,9 @@ export function CameraLive({ id }: { id: string }) {
       let draw: FrameDraw | null = null;
       if (frameRtp !== null) draw = overlay.onFrame(frameRtp, receivedMs);
       else if (overlayOnRef.current && performance.now() - lastResultAtRef.current <= FALLBACK_MAX_AGE_MS) {
+        // No frame timestamps: the newest result, marked, since its frame is unknown.
         const latest = overlay.scheduler.latest();
-        draw = latest ? { result: latest, detections: latest.detections, late: false, exact: false } : null;
+        draw = latest ? { result: latest, detections: latest.detections, late: true, exact: false } : null;
       }
       if (!overlayOnRef.current) draw = null;
       lastDrawRef.current = draw;
