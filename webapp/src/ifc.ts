@@ -26,6 +26,8 @@ export interface LiveIfc {
   /** The jitter-buffer target the page asked for (ms), and the one the receiver reports (null: unsupported). */
   playoutTargetMs: number | null;
   jitterBufferTarget: number | null;
+  /** The mean delay frames actually spent in the jitter buffer over the last second (ms; getStats). */
+  jitterBufferDelayMs: number | null;
   /** p95 of the results' lag behind their frames (ms), and the samples it is taken over. */
   lagP95Ms: number | null;
   lagSamples: number;
@@ -83,6 +85,7 @@ export function initLiveIfc(camera: string): LiveIfc {
     draws: [],
     playoutTargetMs: null,
     jitterBufferTarget: null,
+    jitterBufferDelayMs: null,
     lagP95Ms: null,
     lagSamples: 0,
     resultsExpected: false,

@@ -24,6 +24,9 @@ export class LiveOverlay {
   private reported: OutcomeCounts = { exact: 0, late: 0, dropped: 0 };
   /** The target last asked of the browser (ms), null before any. */
   targetMs: number | null = null;
+  /** The video's mean jitter-buffer delay over the last measurement (ms), null before one. */
+  delayMs: number | null = null;
+  private lastDelay = { sum: 0, count: 0 };
 
   constructor(readonly settings: PlayoutSettings) {
     this.scheduler = new OverlayScheduler(settings);
@@ -35,6 +38,8 @@ export class LiveOverlay {
     this.scheduler.clear();
     this.clock.reset();
     this.targetMs = null;
+    this.delayMs = null;
+    this.lastDelay = { sum: 0, count: 0 };
     this.update();
   }
 
@@ -81,6 +86,33 @@ export class LiveOverlay {
   appliedTargetMs(): number | null {
     const r = this.receiver;
     return r && typeof r.jitterBufferTarget === 'number' ? r.jitterBufferTarget : null;
+  }
+
+  /**
+   * Measures the delay the browser actually holds frames (inbound-rtp
+   * jitterBufferDelay per emitted frame since the last call): it follows a
+   * new target gradually, so this says when it has caught up.
+   */
+  async measureDelay(): Promise<number | null> {
+    const r = this.receiver;
+    if (!r) return null;
+    let sum = 0;
+    let count = 0;
+    try {
+      (await r.getStats()).forEach((st: { type?: string; jitterBufferDelay?: number; jitterBufferEmittedCount?: number }) => {
+        if (st.type === 'inbound-rtp' && typeof st.jitterBufferDelay === 'number' && typeof st.jitterBufferEmittedCount === 'number') {
+          sum = st.jitterBufferDelay;
+          count = st.jitterBufferEmittedCount;
+        }
+      });
+    } catch {
+      return this.delayMs;
+    }
+    const dSum = sum - this.lastDelay.sum;
+    const dCount = count - this.lastDelay.count;
+    this.lastDelay = { sum, count };
+    if (dCount > 0 && dSum >= 0) this.delayMs = Math.round((1000 * dSum) / dCount);
+    return this.delayMs;
   }
 
   /** Counts since the last call, for the server's metrics. */

@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,9 +153,9 @@ func TestGlassToGlass(t *testing.T) {
 	for i, c := range cases {
 		r := results[i]
 		p50s[i] = r.percentile(50)
-		fmt.Fprintf(&report, "  %-30s frames %4d  p50 %6.1f ms  p95 %6.1f ms  mean %6.1f ms  (unreadable %d)  page: jitterBufferTarget %v ms, result lag p95 %v ms, boxes exact/late/dropped %d/%d/%d\n",
+		fmt.Fprintf(&report, "  %-30s frames %4d  p50 %6.1f ms  p95 %6.1f ms  mean %6.1f ms  (unreadable %d)  page: jitterBufferTarget %v ms (held %v ms), result lag p95 %v ms, boxes exact/late/dropped %d/%d/%d\n",
 			c.what, len(r.lat), r.percentile(50), r.percentile(95), r.mean(), r.unreadable,
-			r.page["jitterBufferTarget"], r.page["lagP95Ms"], num(r.page["boxesExact"]), num(r.page["boxesLate"]), num(r.page["boxesDropped"]))
+			r.page["jitterBufferTarget"], r.page["jitterBufferDelayMs"], r.page["lagP95Ms"], num(r.page["boxesExact"]), num(r.page["boxesLate"]), num(r.page["boxesDropped"]))
 		if len(r.lat) < 10 {
 			t.Errorf("%s: only %d frames read back from the page", c.what, len(r.lat))
 		}
@@ -224,6 +224,8 @@ func (lc *liveCase) settle(t *testing.T) {
 	expected, _ := chromedp.Run(lc.tab, chromedp.Evaluate[bool](`window.__ifc.resultsExpected`))
 	if expected {
 		waitJS(t, lc.tab, `window.__ifc.lagSamples >= 15 && window.__ifc.playoutTargetMs > 0`, 60*time.Second)
+		// The browser moves towards a new target gradually.
+		waitJS(t, lc.tab, `window.__ifc.jitterBufferDelayMs >= 0.9 * window.__ifc.playoutTargetMs`, 60*time.Second)
 	}
 	start, _ := chromedp.Run(lc.tab, chromedp.Evaluate[int](`window.__ifc.framesDecoded`))
 	waitJS(t, lc.tab, fmt.Sprintf(`window.__ifc.framesDecoded >= %d`, start+5*fps), 30*time.Second)
@@ -259,7 +261,7 @@ func measureAll(t *testing.T, cases []*liveCase, d time.Duration) []result {
 	}
 	for i, lc := range cases {
 		out[i].unreadable, _ = chromedp.Run(lc.tab, chromedp.Evaluate[int](`window.__probe.unreadable`))
-		out[i].page, _ = chromedp.Run(lc.tab, chromedp.Evaluate[map[string]any](`(({jitterBufferTarget, lagP95Ms, boxesExact, boxesLate, boxesDropped}) => ({jitterBufferTarget, lagP95Ms: lagP95Ms === null ? null : Math.round(lagP95Ms), boxesExact, boxesLate, boxesDropped}))(window.__ifc)`))
+		out[i].page, _ = chromedp.Run(lc.tab, chromedp.Evaluate[map[string]any](`(({jitterBufferTarget, jitterBufferDelayMs, lagP95Ms, boxesExact, boxesLate, boxesDropped}) => ({jitterBufferTarget, jitterBufferDelayMs, lagP95Ms: lagP95Ms === null ? null : Math.round(lagP95Ms), boxesExact, boxesLate, boxesDropped}))(window.__ifc)`))
 	}
 	return out
 }
@@ -454,4 +456,3 @@ func waitJS(t *testing.T, ctx context.Context, expr string, timeout time.Duratio
 	state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(window.__ifc || null)`))
 	t.Fatalf("timed out waiting for %s; window.__ifc = %s", expr, state)
 }
-

@@ -285,6 +285,9 @@ export function CameraLive({ id }: { id: string }) {
       overlay.update();
       ifc.playoutTargetMs = overlay.targetMs;
       ifc.jitterBufferTarget = overlay.appliedTargetMs();
+      void overlay.measureDelay().then((d) => {
+        ifc.jitterBufferDelayMs = d;
+      });
       ifc.lagP95Ms = overlay.lag.p95();
       ifc.lagSamples = overlay.lag.count;
       const c = overlay.scheduler.counts;
