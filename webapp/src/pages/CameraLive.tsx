@@ -37,7 +37,7 @@ export function CameraLive({ id }: { id: string }) {
   const [cameraError, setCameraError] = useState<string | null>(null);
   const [muted, setMuted] = useState(true);
   const [overlayOn, setOverlayOn] = useState(true);
-  const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null, exact: 0, late: 0, dropped: 0, target: null as number | null });
+  const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null, exact: 0, late: 0, dropped: 0, target: null as number | null, held: null as number | null });
   const [attempt, setAttempt] = useState(0);
 
   if (ifcRef.current === null || ifcRef.current.camera !== id) ifcRef.current = initLiveIfc(id);
@@ -291,7 +291,7 @@ export function CameraLive({ id }: { id: string }) {
       ifc.lagP95Ms = overlay.lag.p95();
       ifc.lagSamples = overlay.lag.count;
       const c = overlay.scheduler.counts;
-      setStats({ frames: ifc.framesDecoded, results: ifc.resultsReceived, boxes: ifc.boxesDrawn, rtp: ifc.lastFrameRtp, exact: c.exact, late: c.late, dropped: c.dropped, target: overlay.targetMs });
+      setStats({ frames: ifc.framesDecoded, results: ifc.resultsReceived, boxes: ifc.boxesDrawn, rtp: ifc.lastFrameRtp, exact: c.exact, late: c.late, dropped: c.dropped, target: overlay.targetMs, held: overlay.delayMs });
     }, PLAYOUT_UPDATE_MS);
 
     // The counts go to the server's metrics (imageflow_live_overlay_boxes_total).
@@ -374,7 +374,8 @@ export function CameraLive({ id }: { id: string }) {
               {stats.rtp !== null ? ` · rtp ${stats.rtp}` : ''}
             </span>
             <span className="muted small" data-testid="playout-stats">
-              boxes exact {stats.exact} · late {stats.late} · dropped {stats.dropped} · delay {stats.target ?? 0} ms
+              boxes exact {stats.exact} · late {stats.late} · dropped {stats.dropped} · delay target {stats.target ?? 0} ms
+              {stats.held !== null ? `, held ${stats.held} ms` : ''}
             </span>
           </div>
         </section>
