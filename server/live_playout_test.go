@@ -210,8 +210,11 @@ func TestLivePlayoutDelay(t *testing.T) {
 		defer cancel()
 		// The default ceiling (400 ms, the fixed hold this page used to
 		// have) caps what a viewer waits; a loaded test machine's detector
-		// can lag more than that, and this checks the adaptation, not the cap.
-		if err := chromedp.Do(tab, chromedp.Navigate(ts.base+"/cameras/"+DemoCamera+"?playout_ceiling=2000")); err != nil {
+		// can lag more than that, and this checks the adaptation, not the
+		// cap. By definition 5% of results lag more than the p95; on a
+		// loaded machine the tail is long, so the margin above the p95 is
+		// 50 ms here rather than the default 20.
+		if err := chromedp.Do(tab, chromedp.Navigate(ts.base+"/cameras/"+DemoCamera+"?playout_ceiling=2000&playout_margin=50")); err != nil {
 			t.Fatal(err)
 		}
 		// Learn first: enough lag samples, the target set from them, and
