@@ -1,12 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
-  MAX_RESULT_AGE_TICKS,
-  ResultBuffer,
   boxLabel,
   containRect,
   parseMessage,
   parseResult,
-  pickResult,
   rtpDiff,
   scaleBoxes,
   type OverlayResult,
@@ -31,94 +28,6 @@ describe('rtpDiff', () => {
     expect(rtpDiff(100, U32 - 100)).toBe(200);
     expect(rtpDiff(U32 - 100, 100)).toBe(-200);
     expect(rtpDiff(0, U32 - 1)).toBe(1);
-  });
-});
-
-describe('pickResult', () => {
-  it('returns null for no results', () => {
-    expect(pickResult([], 1234)).toBeNull();
-  });
-
-  it('prefers the exact timestamp even when a closer-looking one exists', () => {
-    const exact = res(90_000);
-    const list = [res(87_000), exact, res(89_999)];
-    expect(pickResult(list, 90_000)).toBe(exact);
-  });
-
-  it('falls back to the newest result not after the frame', () => {
-    const a = res(10_000);
-    const b = res(13_000);
-    const later = res(20_000);
-    expect(pickResult([a, later, b], 15_000)).toBe(b);
-  });
-
-  it('ignores results after the frame', () => {
-    expect(pickResult([res(15_001), res(30_000)], 15_000)).toBeNull();
-  });
-
-  it('hides stale results (older than 500 ms at 90 kHz)', () => {
-    const r = res(100_000);
-    expect(pickResult([r], 100_000 + MAX_RESULT_AGE_TICKS)).toBe(r);
-    expect(pickResult([r], 100_000 + MAX_RESULT_AGE_TICKS + 1)).toBeNull();
-  });
-
-  it('matches across the wrap-around (result before 2^32, frame after)', () => {
-    const r = res(U32 - 3000);
-    expect(pickResult([r], 3000)).toBe(r); // 6000 ticks later
-    const exact = res(0);
-    expect(pickResult([r, exact], 0)).toBe(exact);
-  });
-
-  it('does not treat a result just after the wrap as older than a frame before it', () => {
-    // frame at 2^32-3000, result at 3000 is 6000 ticks in the future
-    expect(pickResult([res(3000)], U32 - 3000)).toBeNull();
-  });
-
-  it('picks the newest across the wrap-around', () => {
-    const before = res(U32 - 9000);
-    const after = res(1000);
-    expect(pickResult([after, before], 4000)).toBe(after);
-    expect(pickResult([before, after], 4000)).toBe(after);
-  });
-
-  it('honours a custom max age', () => {
-    expect(pickResult([res(0)], 3001, 3000)).toBeNull();
-    expect(pickResult([res(0)], 3000, 3000)).not.toBeNull();
-  });
-});
-
-describe('ResultBuffer', () => {
-  it('looks up exact and fallback results', () => {
-    const buf = new ResultBuffer(8);
-    buf.add(res(1000));
-    buf.add(res(4000));
-    expect(buf.pick(4000)?.rtp_timestamp).toBe(4000);
-    expect(buf.pick(5000)?.rtp_timestamp).toBe(4000);
-    expect(buf.pick(500)).toBeNull();
-    expect(buf.latest()?.rtp_timestamp).toBe(4000);
-  });
-
-  it('evicts the oldest arrivals beyond capacity', () => {
-    const buf = new ResultBuffer(3);
-    for (const t of [1, 2, 3, 4, 5]) buf.add(res(t * 1000));
-    expect(buf.size).toBe(3);
-    expect(buf.pick(1000)).toBeNull();
-    expect(buf.pick(2000)).toBeNull();
-    expect(buf.pick(3000)?.rtp_timestamp).toBe(3000);
-  });
-
-  it('replaces a result with the same timestamp', () => {
-    const buf = new ResultBuffer(4);
-    buf.add(res(7000, 1));
-    buf.add(res(7000, 3));
-    expect(buf.size).toBe(1);
-    expect(buf.pick(7000)?.detections).toHaveLength(3);
-  });
-
-  it('normalises timestamps to uint32 keys', () => {
-    const buf = new ResultBuffer(4);
-    buf.add({ ...res(0), rtp_timestamp: U32 - 1 });
-    expect(buf.pick(-1)?.rtp_timestamp).toBe(U32 - 1);
   });
 });
 

@@ -1,5 +1,6 @@
-// Pure overlay logic: matching detection results to presented video frames by
-// RTP timestamp, and mapping result coordinates onto the displayed video.
+// Pure overlay logic: parsing detection results from the data channel
+// and mapping result coordinates onto the displayed video (matching them to
+// frames is playout.ts).
 // Nothing here touches the DOM, so it is unit-tested under Node (overlay.test.ts).
 
 export interface Detection {
@@ -25,8 +26,6 @@ export interface OverlayResult {
 
 /** Video RTP clock rate. */
 export const RTP_CLOCK_HZ = 90_000;
-/** A result older than this (500 ms at 90 kHz) than the presented frame is stale. */
-export const MAX_RESULT_AGE_TICKS = 45_000;
 
 /**
  * a − b on the 32-bit RTP timestamp circle, as a signed int32: positive when
@@ -34,70 +33,6 @@ export const MAX_RESULT_AGE_TICKS = 45_000;
  */
 export function rtpDiff(a: number, b: number): number {
   return ((a >>> 0) - (b >>> 0)) | 0;
-}
-
-/**
- * Picks the result to draw on the frame with RTP timestamp frameRtp: the
- * result with exactly that timestamp, else the newest result not after the
- * frame and at most maxAgeTicks older than it, else null (draw nothing).
- */
-export function pickResult<T extends { rtp_timestamp: number }>(
-  results: Iterable<T>,
-  frameRtp: number,
-  maxAgeTicks: number = MAX_RESULT_AGE_TICKS,
-): T | null {
-  let best: T | null = null;
-  let bestDiff = Number.POSITIVE_INFINITY;
-  for (const r of results) {
-    const d = rtpDiff(frameRtp, r.rtp_timestamp);
-    if (d === 0) return r;
-    if (d > 0 && d <= maxAgeTicks && d < bestDiff) {
-      best = r;
-      bestDiff = d;
-    }
-  }
-  return best;
-}
-
-/** Small bounded buffer of recent results keyed by RTP timestamp (oldest arrival evicted first). */
-export class ResultBuffer {
-  private readonly items = new Map<number, OverlayResult>();
-  private readonly capacity: number;
-
-  constructor(capacity = 64) {
-    this.capacity = Math.max(1, capacity);
-  }
-
-  add(r: OverlayResult): void {
-    const key = r.rtp_timestamp >>> 0;
-    this.items.delete(key); // re-insert so a repeated timestamp counts as newest
-    this.items.set(key, r);
-    while (this.items.size > this.capacity) {
-      const oldest = this.items.keys().next();
-      if (oldest.done) break;
-      this.items.delete(oldest.value);
-    }
-  }
-
-  /** See pickResult; an exact match is a map lookup. */
-  pick(frameRtp: number, maxAgeTicks: number = MAX_RESULT_AGE_TICKS): OverlayResult | null {
-    return this.items.get(frameRtp >>> 0) ?? pickResult(this.items.values(), frameRtp, maxAgeTicks);
-  }
-
-  /** The most recently added result. */
-  latest(): OverlayResult | null {
-    let last: OverlayResult | null = null;
-    for (const r of this.items.values()) last = r;
-    return last;
-  }
-
-  get size(): number {
-    return this.items.size;
-  }
-
-  clear(): void {
-    this.items.clear();
-  }
 }
 
 function finite(v: unknown): v is number {
