@@ -1,0 +1,323 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
+	"github.com/imageflowcanvas/imageflow/record"
+	"github.com/imageflowcanvas/imageflow/server/blob/blobtest"
+)
+
+type recordingList struct {
+	Camera    string             `json:"camera"`
+	Recording bool               `json:"recording"`
+	Segments  []recordingSegment `json:"segments"`
+	Gaps      []record.Gap       `json:"gaps"`
+}
+
+// recordingCamera creates a camera looping a 25 fps H264 clip (a keyframe
+// every second) with recording on.
+func recordingCamera(t *testing.T, ts *testServer, media, id string, extra map[string]any) {
+	t.Helper()
+	clip := testkit.H264File(t, "320x240", "high", 6)
+	dst := filepath.Join(media, id+".mp4")
+	raw, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body := map[string]any{"id": id, "source": "file://" + dst, "record": true}
+	for k, v := range extra {
+		body[k] = v
+	}
+	if st, b, _ := ts.do("POST", "/api/v1/cameras", "", body); st != 201 {
+		t.Fatalf("create camera: %d %s", st, b)
+	}
+}
+
+func (ts *testServer) recordings(id string) recordingList {
+	ts.t.Helper()
+	st, b, _ := ts.do("GET", "/api/v1/cameras/"+id+"/recordings", "", nil)
+	if st != 200 {
+		ts.t.Fatalf("recordings: %d %s", st, b)
+	}
+	var l recordingList
+	if err := json.Unmarshal(b, &l); err != nil {
+		ts.t.Fatal(err)
+	}
+	return l
+}
+
+// recordedSpan is the time the complete segments cover.
+func recordedSpan(l recordingList) time.Duration {
+	var d time.Duration
+	for _, s := range l.Segments {
+		if s.Complete {
+			d += s.End.Sub(s.Start)
+		}
+	}
+	return d
+}
+
+// probeResult is what ffprobe says of a file: duration, frame count, first
+// frame's keyframe flag.
+type probeResult struct {
+	duration  float64
+	frames    int
+	firstKey  bool
+	rawOutput string
+}
+
+func ffprobe(t *testing.T, data []byte) probeResult {
+	t.Helper()
+	testkit.NeedCommand(t, "ffprobe")
+	path := filepath.Join(t.TempDir(), "probeResult.mp4")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+		"-show_entries", "stream=nb_read_frames:format=duration", "-of", "json", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v: %s", err, out)
+	}
+	var res struct {
+		Streams []struct {
+			Frames string `json:"nb_read_frames"`
+		} `json:"streams"`
+		Format struct {
+			Duration string `json:"duration"`
+		} `json:"format"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Streams) == 0 {
+		t.Fatalf("ffprobe output %s: %v", out, err)
+	}
+	var p probeResult
+	p.rawOutput = string(out)
+	p.duration, _ = strconv.ParseFloat(res.Format.Duration, 64)
+	p.frames, _ = strconv.Atoi(res.Streams[0].Frames)
+	first, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-read_intervals", "%+#1",
+		"-show_entries", "frame=key_frame", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe first frame: %v: %s", err, first)
+	}
+	p.firstKey = strings.HasPrefix(strings.TrimSpace(string(first)), "1")
+	// Decoding every frame must not report errors.
+	dec, err := exec.Command("ffmpeg", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(dec)) > 0 {
+		t.Fatalf("ffmpeg decode: %v: %s", err, dec)
+	}
+	return p
+}
+
+func (ts *testServer) export(id string, since, until time.Time, header http.Header) (int, []byte, http.Header) {
+	ts.t.Helper()
+	q := url.Values{"since": {since.UTC().Format(time.RFC3339Nano)}, "until": {until.UTC().Format(time.RFC3339Nano)}}
+	req, _ := http.NewRequest("GET", ts.base+"/api/v1/cameras/"+id+"/recordings/export?"+q.Encode(), nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
+}
+
+// checkRecording records a looping clip, exports a range from its middle
+// and checks the file and every stored segment with ffprobe and ffmpeg.
+func checkRecording(t *testing.T, ts *testServer, media string) {
+	recordingCamera(t, ts, media, "rec", nil)
+	testkit.WaitFor(t, 60*time.Second, "8 s recorded", func() bool { return recordedSpan(ts.recordings("rec")) >= 8*time.Second })
+	l := ts.recordings("rec")
+	if !l.Recording || l.Camera != "rec" {
+		t.Fatalf("list: %+v", l)
+	}
+	for _, s := range l.Segments {
+		if s.Codec != "h264" || s.Size <= 0 || !s.End.After(s.Start) {
+			t.Fatalf("segment %+v", s)
+		}
+	}
+	if len(l.Gaps) != 0 {
+		t.Fatalf("gaps while the camera played: %+v", l.Gaps)
+	}
+	first := l.Segments[0].Start
+	since := first.Add(2500 * time.Millisecond)
+	until := since.Add(4 * time.Second)
+	st, data, hdr := ts.export("rec", since, until, nil)
+	if st != 200 || hdr.Get("Content-Type") != "video/mp4" || hdr.Get("Accept-Ranges") != "bytes" {
+		t.Fatalf("export: %d %v %.200s", st, hdr, data)
+	}
+	p := ffprobe(t, data)
+	// From the keyframe at or before since (one a second): 4 to 5 s.
+	if p.duration < 3.9 || p.duration > 5.1 {
+		t.Fatalf("export duration %.2f s, want 4 to 5: %s", p.duration, p.rawOutput)
+	}
+	if want := p.duration * 25; float64(p.frames) < want-2 || float64(p.frames) > want+2 {
+		t.Fatalf("export has %d frames for %.2f s at 25 fps", p.frames, p.duration)
+	}
+	if !p.firstKey {
+		t.Fatal("export does not start on a keyframe")
+	}
+	t.Logf("export: %d bytes, %.2f s, %d frames", len(data), p.duration, p.frames)
+
+	st, part, hdr := ts.export("rec", since, until, http.Header{"Range": {"bytes=100-299"}})
+	if st != 206 || !bytes.Equal(part, data[100:300]) || hdr.Get("Content-Range") != fmt.Sprintf("bytes 100-299/%d", len(data)) {
+		t.Fatalf("range: %d %v %d bytes", st, hdr, len(part))
+	}
+	st, body, _ := ts.export("rec", since, until, http.Header{"Range": {fmt.Sprintf("bytes=%d-", len(data)+10)}})
+	expectError(t, st, body, 416, "not satisfiable")
+
+	// Every segment the index names is a readable fMP4 on its own.
+	for _, s := range ts.srv.recorder.Segments("rec", first, time.Now()) {
+		if !s.Complete {
+			continue
+		}
+		f, err := ts.srv.recorder.SegmentFile(context.Background(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp := ffprobe(t, f)
+		if !sp.firstKey || sp.frames == 0 {
+			t.Fatalf("segment %s: %+v", s.Start, sp)
+		}
+	}
+
+	// Bad input: clear 4xx, nothing else.
+	for _, q := range []string{"since=yesterday&until=2024-01-01T00:00:00Z", "since=2024-01-02T00:00:00Z&until=2024-01-01T00:00:00Z", "until=2024-01-01T00:00:00Z", "since=2024-01-01T00:00:00Z&until=2024-01-01T02:00:00Z"} {
+		st, body, _ := ts.do("GET", "/api/v1/cameras/rec/recordings/export?"+q, "", nil)
+		expectError(t, st, body, 400, "")
+	}
+	st, body, _ = ts.do("GET", "/api/v1/cameras/rec/recordings?since=nope", "", nil)
+	expectError(t, st, body, 400, "since")
+	st, body, _ = ts.do("GET", "/api/v1/cameras/nobody/recordings/export?since=2024-01-01T00:00:00Z&until=2024-01-01T00:01:00Z", "", nil)
+	expectError(t, st, body, 404, "no recording")
+	st, body, _ = ts.do("GET", "/api/v1/cameras/a.b/recordings", "", nil)
+	expectError(t, st, body, 400, "")
+}
+
+func recordingConfig(t *testing.T) (Config, string) {
+	media := t.TempDir()
+	cfg := testConfig(t.TempDir())
+	cfg.MediaDirs = []string{media}
+	cfg.RecordSegment = 2 * time.Second
+	return cfg, media
+}
+
+// TestRecordingExport records a camera into the embedded object store and
+// exports a range from the middle of it.
+func TestRecordingExport(t *testing.T) {
+	cfg, media := recordingConfig(t)
+	checkRecording(t, startServer(t, cfg), media)
+}
+
+// TestRecordingExportMinIO does the same against a real MinIO.
+func TestRecordingExportMinIO(t *testing.T) {
+	mc := blobtest.StartMinIO(t)
+	cfg, media := recordingConfig(t)
+	cfg.S3Endpoint, cfg.S3Bucket, cfg.S3AccessKey, cfg.S3SecretKey = mc.Endpoint, mc.Bucket, mc.AccessKey, mc.SecretKey
+	checkRecording(t, startServer(t, cfg), media)
+}
+
+// TestRecordingRetention keeps a camera's recordings within a short
+// retention and a size cap, oldest first, with index and store agreeing.
+func TestRecordingRetention(t *testing.T) {
+	cfg, media := recordingConfig(t)
+	ts := startServer(t, cfg)
+	recordingCamera(t, ts, media, "short", map[string]any{"record_retention": "3s"})
+	// A segment is deleted once it ended more than 3 s ago: the oldest
+	// segment start moves forward while recording goes on.
+	var firstStart time.Time
+	testkit.WaitFor(t, 60*time.Second, "a first segment", func() bool {
+		l := ts.recordings("short")
+		if len(l.Segments) > 0 && l.Segments[0].Complete {
+			firstStart = l.Segments[0].Start
+			return true
+		}
+		return false
+	})
+	testkit.WaitFor(t, 60*time.Second, "the oldest segment deleted", func() bool {
+		l := ts.recordings("short")
+		return len(l.Segments) > 0 && l.Segments[0].Start.After(firstStart)
+	})
+	l := ts.recordings("short")
+	for _, s := range l.Segments {
+		if s.Complete && time.Since(s.End) > 3*time.Second+5*time.Second {
+			t.Fatalf("segment ended %s ago still kept", time.Since(s.End))
+		}
+	}
+	checkIndexMatchesStore(t, ts)
+	if n := metricValue(t, ts, `imageflow_record_retention_deletions_total{reason="age"}`); n < 1 {
+		t.Fatalf("retention deletions metric %v", n)
+	}
+	for _, m := range []string{"imageflow_record_bytes_total{camera=\"short\"}", "imageflow_record_segments_total{camera=\"short\"}", "imageflow_record_write_seconds_count"} {
+		if v := metricValue(t, ts, m); v <= 0 {
+			t.Fatalf("%s = %v", m, v)
+		}
+	}
+}
+
+// checkIndexMatchesStore compares every indexed segment with the blobs.
+func checkIndexMatchesStore(t *testing.T, ts *testServer) {
+	t.Helper()
+	ctx := context.Background()
+	blobs, err := ts.srv.blobs.List(ctx, "recordings/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	for _, b := range blobs {
+		stored[b.Key] = true
+	}
+	named := map[string]bool{}
+	open := map[string]bool{}
+	for _, s := range ts.srv.recorder.Segments("short", time.Time{}, time.Now().Add(time.Hour)) {
+		dir := fmt.Sprintf("recordings/%s/%019d/", s.Camera, s.Start.UnixNano())
+		if !s.Complete {
+			open[dir] = true
+		}
+		named[dir+"init.mp4"] = true
+		for n := 1; n <= s.Parts; n++ {
+			named[fmt.Sprintf("%s%06d.m4s", dir, n)] = true
+		}
+	}
+	for k := range named {
+		if !stored[k] {
+			t.Errorf("index names %s, the store lacks it", k)
+		}
+	}
+	for k := range stored {
+		dir := k[:strings.LastIndex(k, "/")+1]
+		if !named[k] && !open[dir] && !strings.HasSuffix(k, "init.mp4") {
+			t.Errorf("store holds %s, the index does not name it", k)
+		}
+	}
+}
+
+func metricValue(t *testing.T, ts *testServer, name string) float64 {
+	t.Helper()
+	_, b, _ := ts.do("GET", "/metrics", "", nil)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+			return v
+		}
+	}
+	return 0
+}
