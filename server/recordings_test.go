@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -262,7 +263,7 @@ func TestRecordingRetention(t *testing.T) {
 			t.Fatalf("segment ended %s ago still kept", time.Since(s.End))
 		}
 	}
-	checkIndexMatchesStore(t, ts)
+	checkIndexMatchesStore(t, ts, "short")
 	if n := metricValue(t, ts, `imageflow_record_retention_deletions_total{reason="age"}`); n < 1 {
 		t.Fatalf("retention deletions metric %v", n)
 	}
@@ -274,7 +275,7 @@ func TestRecordingRetention(t *testing.T) {
 }
 
 // checkIndexMatchesStore compares every indexed segment with the blobs.
-func checkIndexMatchesStore(t *testing.T, ts *testServer) {
+func checkIndexMatchesStore(t *testing.T, ts *testServer, cam string) {
 	t.Helper()
 	ctx := context.Background()
 	blobs, err := ts.srv.blobs.List(ctx, "recordings/")
@@ -287,7 +288,7 @@ func checkIndexMatchesStore(t *testing.T, ts *testServer) {
 	}
 	named := map[string]bool{}
 	open := map[string]bool{}
-	for _, s := range ts.srv.recorder.Segments("short", time.Time{}, time.Now().Add(time.Hour)) {
+	for _, s := range ts.srv.recorder.Segments(cam, time.Time{}, time.Now().Add(time.Hour)) {
 		dir := fmt.Sprintf("recordings/%s/%019d/", s.Camera, s.Start.UnixNano())
 		if !s.Complete {
 			open[dir] = true
@@ -320,4 +321,95 @@ func metricValue(t *testing.T, ts *testServer, name string) float64 {
 		}
 	}
 	return 0
+}
+
+const recordHelperEnv = "IFC_RECORD_HELPER_DIR"
+
+// TestRecordingHelperProcess is not a test: run by TestRecordingKill9 as a
+// child process, it serves on a data directory until killed.
+func TestRecordingHelperProcess(t *testing.T) {
+	dir := os.Getenv(recordHelperEnv)
+	if dir == "" {
+		t.Skip("helper process for TestRecordingKill9")
+	}
+	cfg := testConfig(filepath.Join(dir, "data"))
+	cfg.MediaDirs = []string{filepath.Join(dir, "media")}
+	cfg.RecordSegment = 2 * time.Second
+	srv := &Server{Config: cfg}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {} // until SIGKILL
+}
+
+// TestRecordingKill9 kills the server with SIGKILL while it records, starts
+// it again on the same data directory and checks that the open segment was
+// closed, every indexed segment plays in ffprobe and ffmpeg, and the index
+// and the store agree.
+func TestRecordingKill9(t *testing.T) {
+	dir := t.TempDir()
+	media := filepath.Join(dir, "media")
+	if err := os.MkdirAll(media, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRecordingHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), recordHelperEnv+"="+dir)
+	var childLog bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &syncWriter{w: &childLog}, &syncWriter{w: &childLog}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	var base string
+	testkit.WaitFor(t, 60*time.Second, "the child serving", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "listen.json"))
+		if err != nil {
+			return false
+		}
+		var l Listen
+		if json.Unmarshal(b, &l) != nil || l.HTTP == "" {
+			return false
+		}
+		base = "http://" + l.HTTP
+		return true
+	})
+	child := &testServer{t: t, base: base}
+	recordingCamera(t, child, media, "crash", nil)
+	// Kill once two segments are complete and the third has fragments
+	// stored: the kill lands in the middle of a segment.
+	testkit.WaitFor(t, 60*time.Second, "a segment in progress", func() bool {
+		l := child.recordings("crash")
+		return len(l.Segments) >= 3 && !l.Segments[len(l.Segments)-1].Complete
+	})
+	time.Sleep(300 * time.Millisecond) // somewhere inside a fragment
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+
+	cfg := testConfig(filepath.Join(dir, "data"))
+	cfg.MediaDirs = []string{media}
+	cfg.RecordSegment = 2 * time.Second
+	ts := startServer(t, cfg)
+	if !strings.Contains(ts.log.String(), "segments_closed=1") {
+		t.Fatalf("no repair after the kill:\n%s", ts.log.String())
+	}
+	segs := ts.srv.recorder.Segments("crash", time.Time{}, time.Now())
+	if len(segs) < 3 {
+		t.Fatalf("%d segments after the restart", len(segs))
+	}
+	for _, s := range segs {
+		if !s.Complete {
+			continue // recording again since the restart
+		}
+		f, err := ts.srv.recorder.SegmentFile(context.Background(), s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ffprobe(t, f)
+		if !p.firstKey || p.frames == 0 {
+			t.Fatalf("segment %s after the kill: %+v", s.Start, p)
+		}
+	}
+	checkIndexMatchesStore(t, ts, "crash")
 }
