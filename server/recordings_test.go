@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/imageflowcanvas/imageflow/internal/testkit"
 	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/blob/blobtest"
@@ -412,4 +414,76 @@ func TestRecordingKill9(t *testing.T) {
 		}
 	}
 	checkIndexMatchesStore(t, ts, "crash")
+}
+
+// TestRecordingPlayerInBrowser plays a recorded range in headless Chromium
+// through the camera page's player: frames are decoded
+// (requestVideoFrameCallback), and picking another time loads and plays
+// that range.
+func TestRecordingPlayerInBrowser(t *testing.T) {
+	needBrowser(t)
+	cfg, media := recordingConfig(t)
+	ts := startServer(t, cfg)
+	recordingCamera(t, ts, media, "play", nil)
+	testkit.WaitFor(t, 60*time.Second, "8 s recorded", func() bool { return recordedSpan(ts.recordings("play")) >= 8*time.Second })
+
+	tab, cancel := chromedp.NewContext(newBrowser(t))
+	defer cancel()
+	if err := chromedp.Do(tab, chromedp.Navigate(ts.base+"/cameras/play")); err != nil {
+		t.Fatalf("navigate: %v", err)
+	}
+	// The timeline of the last 10 minutes shows the recorded span.
+	selectValue(t, tab, "recording-window", "600000")
+	waitJS(t, tab, `window.__ifcPlayback && window.__ifcPlayback.spans >= 1 && !!document.querySelector('[data-testid="timeline-span"]')`, 30*time.Second)
+
+	// clickSpanAt clicks the recorded span at fraction f of its width.
+	clickSpanAt := func(f float64) {
+		t.Helper()
+		js := fmt.Sprintf(`(() => { const el = document.querySelector('[data-testid="timeline-span"]'); el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect(); return [r.left + r.width * %f, r.top + r.height / 2]; })()`, f)
+		xy, err := chromedp.Run(tab, chromedp.Evaluate[[]float64](js))
+		if err != nil || len(xy) != 2 {
+			t.Fatalf("span position: %v %v", xy, err)
+		}
+		if err := chromedp.Do(tab, chromedp.MouseClickXY(xy[0], xy[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clickSpanAt(0.2)
+	defer func() {
+		if t.Failed() {
+			state, _ := chromedp.Run(tab, chromedp.Evaluate[string](`JSON.stringify({p: window.__ifcPlayback, v: (() => { const v = document.querySelector('[data-testid="recording-video"]'); return v && {t: v.currentTime, rs: v.readyState, err: v.error && v.error.message, src: v.currentSrc}; })()})`))
+			t.Logf("player: %s", state)
+		}
+	}()
+	waitJS(t, tab, `window.__ifcPlayback.loads === 1 && window.__ifcPlayback.frames >= 10 && !window.__ifcPlayback.error`, 30*time.Second)
+	first, err := chromedp.Run(tab, chromedp.Evaluate[float64](`window.__ifcPlayback.since`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another time: a new range loads and plays from there.
+	clickSpanAt(0.7)
+	waitJS(t, tab, `window.__ifcPlayback.loads === 2 && window.__ifcPlayback.since > `+strconv.FormatFloat(first, 'f', 0, 64)+
+		` && document.querySelector('[data-testid="recording-video"]').currentTime > 0.3 && window.__ifcPlayback.frames >= 5 && !window.__ifcPlayback.error`, 30*time.Second)
+	// Speed applies to the element.
+	selectValue(t, tab, "recording-speed", "2")
+	waitJS(t, tab, `document.querySelector('[data-testid="recording-video"]').playbackRate === 2`, 10*time.Second)
+	// The download link names the range and answers an MP4.
+	href, err := chromedp.Run(tab, chromedp.Evaluate[string](`document.querySelector('[data-testid="download-range"]').getAttribute('href')`))
+	if err != nil || !strings.Contains(href, "/recordings/export?") {
+		t.Fatalf("download link %q (%v)", href, err)
+	}
+	st, data, _ := ts.do("GET", href, "", nil)
+	if st != 200 || ffprobe(t, data).frames == 0 {
+		t.Fatalf("download: %d", st)
+	}
+}
+
+// selectValue picks an option of a <select> by test id as a user would:
+// the value changes and a change event follows.
+func selectValue(t *testing.T, tab context.Context, testID, value string) {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const s = document.querySelector('[data-testid=%q]'); s.value = %q; s.dispatchEvent(new Event('change', {bubbles: true})); return s.value; })()`, testID, value)
+	if got, err := chromedp.Run(tab, chromedp.Evaluate[string](js)); err != nil || got != value {
+		t.Fatalf("select %s = %s: got %q (%v)", testID, value, got, err)
+	}
 }
