@@ -12,9 +12,12 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 )
 
-// MaxExport is the longest range one export may span: the file is built in
-// memory (about 1 GB at 4 Mbit/s).
-const MaxExport = 30 * time.Minute
+// MaxExport is the longest range one export may span, and MaxExportBytes
+// the most recorded data it may read: the file is built in memory.
+const (
+	MaxExport      = 30 * time.Minute
+	MaxExportBytes = 512 << 20
+)
 
 // exportSample is a stored sample with its wall-clock time.
 type exportSample struct {
@@ -37,6 +40,13 @@ func (m *Manager) Export(ctx context.Context, cam string, since, until time.Time
 	segs := m.ix.between(cam, since, until)
 	if len(segs) == 0 {
 		return nil, ErrNoRecording
+	}
+	var total int64
+	for _, s := range segs {
+		total += s.Size
+	}
+	if total > MaxExportBytes {
+		return nil, fmt.Errorf("%w: %d MB recorded in this range, an export reads at most %d MB; pick a shorter range", ErrRange, total>>20, MaxExportBytes>>20)
 	}
 	var (
 		video      *fmp4.InitTrack

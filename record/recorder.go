@@ -144,21 +144,22 @@ type recorder struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	seg        *openSegment
-	pending    *pendingVideo
-	pendAudio  *pendingAudio
-	waitKey    bool
-	drops      uint64
-	lastDur    int64
-	videoBase  int64 // wall ns minus pts ns of the current session
-	audioBase  int64
-	lastVideo  time.Time
-	audio      audioFormat
-	audioSeen  time.Time
-	dts264     h264.DTSExtractor
-	dts265     h265.DTSExtractor
-	out        seekablebuffer.Buffer
-	unsupLog   bool
+	seg       *openSegment
+	pending   *pendingVideo // nil or &held
+	held      pendingVideo
+	pendAudio *pendingAudio
+	waitKey   bool
+	drops     uint64
+	lastDur   int64
+	videoBase int64 // wall ns minus pts ns of the current session
+	audioBase int64
+	lastVideo time.Time
+	audio     audioFormat
+	audioSeen time.Time
+	dts264    h264.DTSExtractor
+	dts265    h265.DTSExtractor
+	out       seekablebuffer.Buffer
+	unsupLog  bool
 }
 
 func (r *recorder) run(ctx context.Context) {
@@ -270,7 +271,8 @@ func (r *recorder) video(au *busv1.AccessUnit) {
 			return
 		}
 	}
-	r.pending = &pendingVideo{au: au, dts: dts, pts: pts}
+	r.held = pendingVideo{au: au, dts: dts, pts: pts}
+	r.pending = &r.held
 }
 
 // paramSets returns the parameter sets in front of a keyframe.
