@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,18 +64,23 @@ func (e *env) manager(t *testing.T) *Manager {
 func (e *env) publishClip(t *testing.T, cam string, aus [][][]byte, base time.Time) {
 	t.Helper()
 	for i, au := range aus {
-		pts := int64(i) * int64(time.Second) / 30
-		key := false
-		for _, n := range au {
-			if len(n) > 0 && n[0]&0x1f == 5 {
-				key = true
-			}
+		e.publishAU(t, cam, au, int64(i)*int64(time.Second)/30, base)
+	}
+}
+
+// publishAU puts one access unit with presentation time pts on the bus.
+func (e *env) publishAU(t *testing.T, cam string, au [][]byte, pts int64, base time.Time) {
+	t.Helper()
+	key := false
+	for _, n := range au {
+		if len(n) > 0 && n[0]&0x1f == 5 {
+			key = true
 		}
-		msg := &busv1.AccessUnit{Camera: cam, Codec: busv1.Codec_CODEC_H264, Pts: pts, Keyframe: key, Nalus: au,
-			ClockRate: 90000, IngestUnixNano: base.UnixNano() + pts, Sequence: uint64(i)}
-		if err := bus.Publish(e.bus.Conn(), e.bus.Subjects().Video(cam), msg); err != nil {
-			t.Fatal(err)
-		}
+	}
+	msg := &busv1.AccessUnit{Camera: cam, Codec: busv1.Codec_CODEC_H264, Pts: pts, Keyframe: key, Nalus: au,
+		ClockRate: 90000, IngestUnixNano: base.UnixNano() + pts}
+	if err := bus.Publish(e.bus.Conn(), e.bus.Subjects().Video(cam), msg); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -290,5 +299,67 @@ func TestRetentionCaps(t *testing.T) {
 	blobs, err := e.store.List(context.Background(), blobPrefix)
 	if err != nil || len(blobs) != 0 {
 		t.Fatalf("store still holds %d blobs (%v)", len(blobs), err)
+	}
+}
+
+// TestRecordAudio records Opus audio beside the video: segments started
+// after the audio appeared carry it as a second track, and exports too.
+func TestRecordAudio(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("av", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	aus := testkit.H264Clip(t, 4)
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	frame := []byte{0xfc, 0xff, 0xfe} // an Opus TOC byte and padding: the muxer does not decode
+	audioAt := func(pts int64) {
+		msg := &busv1.AccessUnit{Camera: "av", Codec: busv1.Codec_CODEC_OPUS, Pts: pts, Keyframe: true, Data: frame,
+			ClockRate: 48000, Channels: 2, IngestUnixNano: base.UnixNano() + pts}
+		if err := bus.Publish(e.bus.Conn(), e.bus.Subjects().Audio("av"), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := int64(0)
+	start := time.Now()
+	for i := range aus {
+		pts := int64(i) * int64(time.Second) / 30
+		// In real time, as a camera sends: audio and video reach the
+		// recorder interleaved.
+		time.Sleep(time.Until(start.Add(time.Duration(pts))))
+		for ; next <= pts; next += int64(20 * time.Millisecond) {
+			audioAt(next)
+		}
+		e.publishAU(t, "av", aus[i], pts, base)
+	}
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "av")) == 4 })
+	segs := completeSegments(m, "av")
+	for _, s := range segs[1:] {
+		if s.Audio != "opus" {
+			t.Fatalf("segment %s: audio %q", s.Start, s.Audio)
+		}
+	}
+	out, err := m.Export(context.Background(), "av", segs[1].Start, segs[3].Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ffprobe reads both tracks of the plain MP4.
+	testkit.NeedCommand(t, "ffprobe")
+	path := filepath.Join(t.TempDir(), "av.mp4")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name,nb_frames", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v: %s", err, probe)
+	}
+	lines := strings.Fields(string(probe))
+	if len(lines) != 2 || lines[0] != "h264,60" {
+		t.Fatalf("export streams: %q", lines)
+	}
+	// 2 s of 20 ms frames, give or take the one held back at each cut.
+	var n int
+	if _, err := fmt.Sscanf(lines[1], "opus,%d", &n); err != nil || n < 95 || n > 101 {
+		t.Fatalf("export audio: %q", lines[1])
 	}
 }
