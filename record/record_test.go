@@ -37,7 +37,7 @@ type env struct {
 	store blob.Store
 }
 
-func startEnv(t *testing.T) *env {
+func startEnv(t testing.TB) *env {
 	t.Helper()
 	b := &bus.Bus{Config: bus.Config{DataDir: t.TempDir()}}
 	if err := b.Start(context.Background()); err != nil {
@@ -48,7 +48,7 @@ func startEnv(t *testing.T) *env {
 	return &env{bus: b, hub: h, store: blob.NewJetStream(b.Objects())}
 }
 
-func (e *env) manager(t *testing.T) *Manager {
+func (e *env) manager(t testing.TB) *Manager {
 	t.Helper()
 	m := &Manager{Config: Config{Store: e.store, Index: e.bus.KV(bus.BucketRecordings), Video: e.hub,
 		Conn: e.bus.Conn(), Subjects: e.bus.Subjects(), SegmentDuration: time.Second, FragmentDuration: 500 * time.Millisecond}}
@@ -69,7 +69,7 @@ func (e *env) publishClip(t *testing.T, cam string, aus [][][]byte, base time.Ti
 }
 
 // publishAU puts one access unit with presentation time pts on the bus.
-func (e *env) publishAU(t *testing.T, cam string, au [][]byte, pts int64, base time.Time) {
+func (e *env) publishAU(t testing.TB, cam string, au [][]byte, pts int64, base time.Time) {
 	t.Helper()
 	key := false
 	for _, n := range au {
