@@ -86,6 +86,16 @@ type recordingSegment struct {
 	Complete bool      `json:"complete"`
 }
 
+// recordingList is the answer of the recordings list.
+type recordingList struct {
+	Camera    string             `json:"camera"`
+	Since     time.Time          `json:"since"`
+	Until     time.Time          `json:"until"`
+	Recording bool               `json:"recording"`
+	Segments  []recordingSegment `json:"segments"`
+	Gaps      []record.Gap       `json:"gaps"`
+}
+
 // parseRange reads since and until; until defaults to now and since to
 // def before until.
 func parseRange(c *fiber.Ctx, def time.Duration) (since, until time.Time, err error) {
@@ -128,8 +138,8 @@ func (s *Server) listRecordings(c *fiber.Ctx) error {
 	if gaps == nil {
 		gaps = []record.Gap{}
 	}
-	return c.JSON(fiber.Map{"camera": id, "since": since.UTC(), "until": until.UTC(), "recording": s.recorder.Recording(id),
-		"segments": items, "gaps": gaps})
+	return c.JSON(recordingList{Camera: id, Since: since.UTC(), Until: until.UTC(), Recording: s.recorder.Recording(id),
+		Segments: items, Gaps: gaps})
 }
 
 func (s *Server) exportRecording(c *fiber.Ctx) error {

@@ -20,16 +20,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/imageflowcanvas/imageflow/internal/testkit"
-	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/blob/blobtest"
 )
-
-type recordingList struct {
-	Camera    string             `json:"camera"`
-	Recording bool               `json:"recording"`
-	Segments  []recordingSegment `json:"segments"`
-	Gaps      []record.Gap       `json:"gaps"`
-}
 
 // recordingCamera creates a camera looping a 25 fps H264 clip (a keyframe
 // every second) with recording on.
