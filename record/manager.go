@@ -44,6 +44,9 @@ type Config struct {
 	Store blob.Store
 	// Index is the KV bucket of segment entries.
 	Index jetstream.KeyValue
+	// Node names this server in blob keys (record.NodeName of the host
+	// name); on start it repairs only its own segments.
+	Node string
 	// Video gives access units; Conn and Subjects carry the audio.
 	Video    VideoSource
 	Conn     *nats.Conn
@@ -113,6 +116,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if m.Logger == nil {
 		m.Logger = slog.Default()
 	}
+	m.Node = NodeName(m.Node)
 	m.ix = newIndex(m.Index)
 	m.recs = map[string]*recorder{}
 	m.settings = map[string]Settings{}
@@ -136,13 +140,13 @@ func (m *Manager) repair(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	blobs, err := m.Store.List(ctx, blobPrefix)
+	blobs, err := m.Store.List(ctx, nodePrefix(m.Node))
 	if err != nil {
 		return fmt.Errorf("recordings: list store: %w", err)
 	}
 	dirs := map[string]*dirBlobs{}
 	for _, b := range blobs {
-		dir, _, _, name, ok := parseBlobKey(b.Key)
+		dir, name, ok := parseBlobKey(b.Key)
 		if !ok {
 			continue
 		}
@@ -160,6 +164,14 @@ func (m *Manager) repair(ctx context.Context) error {
 	}
 	var repaired, dropped, orphans int
 	for _, s := range entries {
+		if s.Node != m.Node {
+			// Another server's (a shared bucket, or a camera that moved in
+			// a cluster): readable, but not ours to repair.
+			m.ix.mu.Lock()
+			m.ix.cams[s.Camera] = append(m.ix.cams[s.Camera], s)
+			m.ix.mu.Unlock()
+			continue
+		}
 		d := dirs[s.dir()]
 		delete(dirs, s.dir())
 		have := 0

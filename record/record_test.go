@@ -214,17 +214,37 @@ func TestRepairAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An orphan: blobs of a segment the index never heard of.
-	orphan := Segment{Camera: "cam", Start: time.Unix(0, 12345)}
+	orphan := Segment{Camera: "cam", Node: m.Node, Start: time.Unix(0, 12345)}
 	for _, k := range []string{orphan.initKey(), orphan.partKey(1)} {
+		if err := e.store.Put(ctx, k, strings.NewReader("x"), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another server sharing the bucket: its open segment and its blobs
+	// are not this server's to repair or delete.
+	foreign := Segment{Camera: "cam", Node: "other", Start: time.Unix(0, 99999), End: time.Unix(0, 99999).Add(time.Second), Parts: 1}
+	putEntry(foreign)
+	foreignOrphan := Segment{Camera: "cam", Node: "other", Start: time.Unix(0, 77777)}
+	for _, k := range append(foreign.Keys(), foreignOrphan.initKey()) {
 		if err := e.store.Put(ctx, k, strings.NewReader("x"), 1, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	m2 := e.manager(t)
-	got := m2.Segments("cam", time.Time{}, time.Now().Add(time.Hour))
-	if len(got) != 3 {
-		t.Fatalf("%d segments after repair, want 3: %+v", len(got), got)
+	all := m2.Segments("cam", time.Time{}, time.Now().Add(time.Hour))
+	var got []Segment
+	for _, s := range all {
+		if s.Node == "other" {
+			if s.Complete || !s.Start.Equal(foreign.Start) {
+				t.Fatalf("another server's segment changed: %+v", s)
+			}
+			continue
+		}
+		got = append(got, s)
+	}
+	if len(got) != 3 || len(all) != 4 {
+		t.Fatalf("%d segments after repair, want 3 (and 1 of another server): %+v", len(got), all)
 	}
 	for _, s := range got {
 		if !s.Complete {
@@ -244,11 +264,10 @@ func TestRepairAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	named := map[string]bool{}
-	for _, s := range got {
-		named[s.initKey()] = true
-		for n := 1; n <= s.Parts; n++ {
-			named[s.partKey(n)] = true
+	named := map[string]bool{foreignOrphan.initKey(): true}
+	for _, s := range all {
+		for _, k := range s.Keys() {
+			named[k] = true
 		}
 	}
 	if len(blobs) != len(named) {
@@ -261,7 +280,7 @@ func TestRepairAfterCrash(t *testing.T) {
 	}
 	// The index bucket agrees with the memory copy.
 	entries, err := m2.ix.load(ctx)
-	if err != nil || len(entries) != 3 {
+	if err != nil || len(entries) != 4 {
 		t.Fatalf("bucket has %d entries (%v)", len(entries), err)
 	}
 }

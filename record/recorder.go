@@ -371,7 +371,7 @@ func (r *recorder) startSegment(au *busv1.AccessUnit, dts int64) error {
 	}
 	wall := r.videoBase + dts*int64(time.Second)/videoTimeScale
 	seg := &openSegment{
-		Segment:   Segment{Camera: r.cam, Start: time.Unix(0, wall).UTC(), End: time.Unix(0, wall).UTC(), Codec: vname},
+		Segment:   Segment{Camera: r.cam, Node: r.m.Node, Start: time.Unix(0, wall).UTC(), End: time.Unix(0, wall).UTC(), Codec: vname},
 		startDTS:  dts,
 		wallStart: wall,
 		params:    cloneParams(params),

@@ -26,9 +26,12 @@ const blobPrefix = "recordings/"
 // Segment is one index entry: about SegmentDuration of one camera, starting
 // at a keyframe, stored as an init blob and Parts fragment blobs.
 type Segment struct {
-	Camera string    `json:"camera"`
-	Start  time.Time `json:"start"`
-	End    time.Time `json:"end"`
+	Camera string `json:"camera"`
+	// Node is the server that wrote it: its blobs live under its name, so
+	// servers sharing one bucket never take each other's blobs for orphans.
+	Node  string    `json:"node,omitempty"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
 	// Size is the bytes stored: init plus every part.
 	Size int64 `json:"size"`
 	// Codec is the video codec ("h264", "h265"); Audio the audio codec, if any.
@@ -50,24 +53,53 @@ func (s *Segment) id() string { return fmt.Sprintf("%019d", s.Start.UnixNano()) 
 func (s *Segment) kvKey() string { return s.Camera + "." + s.id() }
 
 // dir is the blob key prefix of the segment's init and parts.
-func (s *Segment) dir() string { return blobPrefix + s.Camera + "/" + s.id() + "/" }
+func (s *Segment) dir() string { return nodePrefix(s.Node) + s.Camera + "/" + s.id() + "/" }
+
+// nodePrefix is where a node's recordings live in the store.
+func nodePrefix(node string) string { return blobPrefix + node + "/" }
+
+// Keys are the blob keys of the segment: its init, then its parts in order.
+func (s Segment) Keys() []string {
+	out := []string{s.initKey()}
+	for n := 1; n <= s.Parts; n++ {
+		out = append(out, s.partKey(n))
+	}
+	return out
+}
+
+// NodeName makes a host name usable as one blob key segment.
+func NodeName(host string) string {
+	b := []byte(host)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 || string(b) == "." || string(b) == ".." {
+		return "local"
+	}
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}
 
 func (s *Segment) initKey() string { return s.dir() + "init.mp4" }
 
 func (s *Segment) partKey(n int) string { return fmt.Sprintf("%s%06d.m4s", s.dir(), n) }
 
-// parseBlobKey splits recordings/<cam>/<id>/<name> into its segment
+// parseBlobKey splits recordings/<node>/<cam>/<id>/<name> into its segment
 // directory and name; ok is false for keys not of that shape.
-func parseBlobKey(key string) (dir, cam, id, name string, ok bool) {
+func parseBlobKey(key string) (dir, name string, ok bool) {
 	rest, found := strings.CutPrefix(key, blobPrefix)
 	if !found {
-		return "", "", "", "", false
+		return "", "", false
 	}
 	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
-		return "", "", "", "", false
+	if len(parts) != 4 {
+		return "", "", false
 	}
-	return blobPrefix + parts[0] + "/" + parts[1] + "/", parts[0], parts[1], parts[2], true
+	return blobPrefix + parts[0] + "/" + parts[1] + "/" + parts[2] + "/", parts[3], true
 }
 
 // partNumber reads n from "000123.m4s"; 0 when name is not a part.

@@ -21,7 +21,7 @@ import (
 // the supervisor starts them.
 func (s *Server) startRecorder(ctx context.Context) error {
 	m := &record.Manager{Config: record.Config{
-		Store: s.blobs, Index: s.bus.KV(bus.BucketRecordings), Video: s.hub,
+		Store: s.blobs, Index: s.bus.KV(bus.BucketRecordings), Node: s.Config.Node, Video: s.hub,
 		Conn: s.bus.Conn(), Subjects: s.bus.Subjects(),
 		SegmentDuration: s.Config.RecordSegment, MaxTotalBytes: s.Config.RecordMaxBytes,
 		Metrics: record.NewMetrics(s.Registerer), Logger: s.Logger.With("component", "record"),

@@ -283,13 +283,12 @@ func checkIndexMatchesStore(t *testing.T, ts *testServer, cam string) {
 	named := map[string]bool{}
 	open := map[string]bool{}
 	for _, s := range ts.srv.recorder.Segments(cam, time.Time{}, time.Now().Add(time.Hour)) {
-		dir := fmt.Sprintf("recordings/%s/%019d/", s.Camera, s.Start.UnixNano())
+		keys := s.Keys()
 		if !s.Complete {
-			open[dir] = true
+			open[keys[0][:strings.LastIndex(keys[0], "/")+1]] = true
 		}
-		named[dir+"init.mp4"] = true
-		for n := 1; n <= s.Parts; n++ {
-			named[fmt.Sprintf("%s%06d.m4s", dir, n)] = true
+		for _, k := range keys {
+			named[k] = true
 		}
 	}
 	for k := range named {
