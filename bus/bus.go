@@ -36,7 +36,9 @@ const (
 	BucketExecutions = "executions"
 	// BucketInWork marks the batch files a process has started, so the next
 	// process knows which work items it takes up after a crash.
-	BucketInWork     = "inwork"
+	BucketInWork = "inwork"
+	// BucketRecordings indexes recorded segments (package record).
+	BucketRecordings = "recordings"
 	ObjectStoreBlobs = "blobs"
 )
 
@@ -193,7 +195,7 @@ func (b *Bus) setup(ctx context.Context) error {
 		}
 	}
 	b.kv = make(map[string]jetstream.KeyValue)
-	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork} {
+	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings} {
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
 		if err != nil {
 			return fmt.Errorf("kv %s: %w", name, err)

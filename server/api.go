@@ -15,6 +15,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/redact"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
@@ -42,7 +43,7 @@ func (s *Server) routes() []route {
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
 // batch API: every documented endpoint.
 func (s *Server) allRoutes() []route {
-	return append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...)
+	return append(append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...), s.recordingRoutes()...)
 }
 
 // methodAll registers a route for every method.
@@ -164,33 +165,43 @@ type cameraInput struct {
 	Enabled  *bool  `json:"enabled"`
 	Pipeline string `json:"pipeline"`
 	Archive  bool   `json:"archive"`
+	// Record keeps the camera's video (package record); RecordRetention is
+	// a duration ("72h", default 7 days), RecordMaxBytes a cap (0: none).
+	Record          bool   `json:"record"`
+	RecordRetention string `json:"record_retention"`
+	RecordMaxBytes  int64  `json:"record_max_bytes"`
 }
 
 // cameraView is a camera as the API shows it: credentials redacted, live
 // state beside the configuration.
 type cameraView struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Source     string    `json:"source"`
-	Enabled    bool      `json:"enabled"`
-	Pipeline   string    `json:"pipeline"`
-	Archive    bool      `json:"archive"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	State      string    `json:"state"`
-	Codec      string    `json:"codec,omitempty"`
-	Width      uint32    `json:"width,omitempty"`
-	Height     uint32    `json:"height,omitempty"`
-	FPS        float64   `json:"fps"`
-	Bitrate    float64   `json:"bitrate"`
-	LastError  string    `json:"last_error,omitempty"`
-	StateSince time.Time `json:"state_since"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Source   string `json:"source"`
+	Enabled  bool   `json:"enabled"`
+	Pipeline string `json:"pipeline"`
+	Archive  bool   `json:"archive"`
+	Record   bool   `json:"record"`
+	// RecordRetention is the camera's retention as a duration ("168h0m0s").
+	RecordRetention string    `json:"record_retention"`
+	RecordMaxBytes  int64     `json:"record_max_bytes"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	State           string    `json:"state"`
+	Codec           string    `json:"codec,omitempty"`
+	Width           uint32    `json:"width,omitempty"`
+	Height          uint32    `json:"height,omitempty"`
+	FPS             float64   `json:"fps"`
+	Bitrate         float64   `json:"bitrate"`
+	LastError       string    `json:"last_error,omitempty"`
+	StateSince      time.Time `json:"state_since"`
 }
 
 func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
 	v := cameraView{
 		ID: cam.Id, Name: cam.Name, Source: RedactURL(cam.Source), Enabled: cam.Enabled,
 		Pipeline: cam.Pipeline, Archive: cam.Archive,
+		Record: cam.Record, RecordRetention: recordRetention(cam).String(), RecordMaxBytes: cam.RecordMaxBytes,
 		CreatedAt: time.Unix(0, cam.CreatedUnixNano).UTC(), UpdatedAt: time.Unix(0, cam.UpdatedUnixNano).UTC(),
 		State: "offline",
 	}
@@ -245,7 +256,27 @@ func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (
 	if name == "" {
 		name = in.ID
 	}
-	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive}, nil
+	var retention time.Duration
+	if in.RecordRetention != "" {
+		d, err := time.ParseDuration(in.RecordRetention)
+		if err != nil || d < time.Second {
+			return nil, invalidf("record_retention %q: want a duration of at least 1s such as \"72h\"", in.RecordRetention)
+		}
+		retention = d
+	}
+	if in.RecordMaxBytes < 0 {
+		return nil, invalidf("record_max_bytes %d: must not be negative (0: no cap)", in.RecordMaxBytes)
+	}
+	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive,
+		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes}, nil
+}
+
+// recordRetention is how long a camera's recordings are kept.
+func recordRetention(cam *busv1.Camera) time.Duration {
+	if cam.RecordRetentionNs > 0 {
+		return time.Duration(cam.RecordRetentionNs)
+	}
+	return record.DefaultRetention
 }
 
 func (s *Server) listCameras(c *fiber.Ctx) error {

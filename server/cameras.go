@@ -76,7 +76,7 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 		close(run.done)
 		return
 	}
-	run.extras = sv.s.startLive(cam)
+	run.extras = append(sv.s.startLive(cam), sv.s.startRecording(cam)...)
 	scheme := sourceScheme(cam.Source)
 	if scheme == SourcePublish {
 		close(run.done)

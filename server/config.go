@@ -135,6 +135,12 @@ type Config struct {
 	// BatchRetention deletes finished executions and their data this long
 	// after they finished; 0 keeps them until deleted.
 	BatchRetention time.Duration `yaml:"batch_retention"`
+	// RecordSegment is how long a recording segment grows before it is cut
+	// at the next keyframe.
+	RecordSegment time.Duration `yaml:"record_segment"`
+	// RecordMaxBytes caps every camera's recordings together (oldest
+	// segments go first); 0: no cap.
+	RecordMaxBytes int64 `yaml:"record_max_bytes"`
 
 	// KafkaBrokers, when set, mirror progress, metrics and archived frames
 	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive.
@@ -222,6 +228,7 @@ func Defaults() Config {
 		UploadMaxFiles:        1000,
 		UploadMaxBytes:        256 << 20,
 		BatchRetention:        7 * 24 * time.Hour,
+		RecordSegment:         10 * time.Second,
 		DetectWidth:           640,
 		Demo:                  true,
 		LogLevel:              "info",
@@ -457,6 +464,12 @@ func (c *Config) Validate() error {
 	}
 	if c.UploadMaxFileBytes < 1024 {
 		return bad("upload_max_file_bytes", c.UploadMaxFileBytes, "must be at least 1024")
+	}
+	if c.RecordSegment < time.Second || c.RecordSegment > 10*time.Minute {
+		return bad("record_segment", c.RecordSegment, "between 1s and 10m")
+	}
+	if c.RecordMaxBytes < 0 {
+		return bad("record_max_bytes", c.RecordMaxBytes, "must not be negative (0: no cap)")
 	}
 	if c.BatchRetention < 0 {
 		return bad("batch_retention", c.BatchRetention, "must not be negative (0 keeps executions)")

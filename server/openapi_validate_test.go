@@ -20,6 +20,7 @@ import (
 
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
@@ -263,6 +264,10 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	check("GET", "/api/v1/cameras/nope", "/api/v1/cameras/{id}", "", nil, 404)
 	check("POST", "/api/v1/cameras", "/api/v1/cameras", js, jsonBody(map[string]any{"id": "cam1", "source": "publish"}), 409)
 	check("POST", "/api/v1/cameras/cam1/whep", "/api/v1/cameras/{id}/whep", "application/sdp", []byte("v=0\r\n"), 400)
+	check("GET", "/api/v1/cameras/cam1/recordings", "/api/v1/cameras/{id}/recordings", "", nil, 200)
+	check("GET", "/api/v1/cameras/cam1/recordings?since=2024-01-01T00:00:00Z&until=2024-01-01T01:00:00Z", "/api/v1/cameras/{id}/recordings", "", nil, 200)
+	check("GET", "/api/v1/cameras/cam1/recordings/export?since=2024-01-01T00:00:00Z&until=2024-01-01T00:01:00Z", "/api/v1/cameras/{id}/recordings/export", "", nil, 404)
+	check("GET", "/api/v1/cameras/cam1/recordings/export?since=2024-01-01T00:00:00Z", "/api/v1/cameras/{id}/recordings/export", "", nil, 400)
 	check("DELETE", "/api/v1/cameras/cam1", "/api/v1/cameras/{id}", "", nil, 204)
 	check("GET", "/api/v1/processors", "/api/v1/processors", "", nil, 200)
 	check("GET", "/api/v1/health", "/api/v1/health", "", nil, 200)
@@ -319,6 +324,9 @@ func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
 		{"Error", reflect.TypeFor[rest.ErrorBody](), true},
 		{"Processor", reflect.TypeFor[processors.Spec](), true},
 		{"Device", reflect.TypeFor[usb.Device](), true},
+		{"RecordingList", reflect.TypeFor[recordingList](), true},
+		{"RecordingSegment", reflect.TypeFor[recordingSegment](), true},
+		{"RecordingGap", reflect.TypeFor[record.Gap](), true},
 	} {
 		for _, d := range rest.SchemaDrift(schemas, c.schema, c.typ, c.sent) {
 			t.Errorf("%s", d)

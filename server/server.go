@@ -29,6 +29,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
 )
@@ -56,6 +57,7 @@ type Server struct {
 	mirror      *bridge.Mirror
 	metricsPub  *bridge.MetricsPublisher
 	blobs       blob.Store
+	recorder    *record.Manager
 	procMetrics *processors.Metrics
 	decoders    *decoderCounters
 	webrtc      *iwebrtc.Engine
@@ -164,6 +166,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := s.startBridge(); err != nil {
+		return err
+	}
+	if err := s.startRecorder(ctx); err != nil {
 		return err
 	}
 
@@ -311,6 +316,9 @@ func (s *Server) Close() error {
 		}
 		if s.super != nil {
 			s.super.stopAll()
+		}
+		if s.recorder != nil {
+			s.recorder.Close()
 		}
 		if s.mirror != nil {
 			s.mirror.Close()

@@ -1265,8 +1265,15 @@ type Camera struct {
 	Archive         bool   `protobuf:"varint,6,opt,name=archive,proto3" json:"archive,omitempty"`
 	CreatedUnixNano int64  `protobuf:"varint,7,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
 	UpdatedUnixNano int64  `protobuf:"varint,8,opt,name=updated_unix_nano,json=updatedUnixNano,proto3" json:"updated_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Keep the camera's encoded stream as fMP4 segments in the blob store
+	// (package record).
+	Record bool `protobuf:"varint,20,opt,name=record,proto3" json:"record,omitempty"`
+	// How long segments are kept, nanoseconds; 0 takes the default (7 days).
+	RecordRetentionNs int64 `protobuf:"varint,21,opt,name=record_retention_ns,json=recordRetentionNs,proto3" json:"record_retention_ns,omitempty"`
+	// Oldest segments go once the camera's recordings exceed this; 0: no cap.
+	RecordMaxBytes int64 `protobuf:"varint,22,opt,name=record_max_bytes,json=recordMaxBytes,proto3" json:"record_max_bytes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Camera) Reset() {
@@ -1351,6 +1358,27 @@ func (x *Camera) GetCreatedUnixNano() int64 {
 func (x *Camera) GetUpdatedUnixNano() int64 {
 	if x != nil {
 		return x.UpdatedUnixNano
+	}
+	return 0
+}
+
+func (x *Camera) GetRecord() bool {
+	if x != nil {
+		return x.Record
+	}
+	return false
+}
+
+func (x *Camera) GetRecordRetentionNs() int64 {
+	if x != nil {
+		return x.RecordRetentionNs
+	}
+	return 0
+}
+
+func (x *Camera) GetRecordMaxBytes() int64 {
+	if x != nil {
+		return x.RecordMaxBytes
 	}
 	return 0
 }
@@ -1625,7 +1653,7 @@ const file_bus_proto_rawDesc = "" +
 	"\abitrate\x18\x06 \x01(\x01R\abitrate\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12&\n" +
-	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\xec\x01\n" +
+	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\xde\x02\n" +
 	"\x06Camera\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1634,7 +1662,10 @@ const file_bus_proto_rawDesc = "" +
 	"\bpipeline\x18\x05 \x01(\tR\bpipeline\x12\x18\n" +
 	"\aarchive\x18\x06 \x01(\bR\aarchive\x12*\n" +
 	"\x11created_unix_nano\x18\a \x01(\x03R\x0fcreatedUnixNano\x12*\n" +
-	"\x11updated_unix_nano\x18\b \x01(\x03R\x0fupdatedUnixNano\"}\n" +
+	"\x11updated_unix_nano\x18\b \x01(\x03R\x0fupdatedUnixNano\x12\x16\n" +
+	"\x06record\x18\x14 \x01(\bR\x06record\x12.\n" +
+	"\x13record_retention_ns\x18\x15 \x01(\x03R\x11recordRetentionNs\x12(\n" +
+	"\x10record_max_bytes\x18\x16 \x01(\x03R\x0erecordMaxBytes\"}\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tprocessor\x18\x02 \x01(\tR\tprocessor\x12/\n" +

@@ -32,14 +32,21 @@ type external struct {
 	hist1  histogram
 	drops0 float64
 	drops1 float64
+	// rec0/rec1: recorded bytes, fragments written and their total write
+	// seconds at the window's ends (-record).
+	rec0, rec1 recordCounters
+	record     bool
 }
 
-func startExternal(bin, dir string, ids []string, window string) (*external, error) {
+// recordCounters are the recorder's counters in one scrape.
+type recordCounters struct{ bytes, writes, writeSeconds float64 }
+
+func startExternal(bin, dir string, ids []string, window string, record bool) (*external, error) {
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	t := &external{logf: filepath.Join(dir, "serve.log"), done: make(chan error, 1)}
+	t := &external{logf: filepath.Join(dir, "serve.log"), done: make(chan error, 1), record: record}
 	logf, err := os.Create(t.logf)
 	if err != nil {
 		return nil, err
@@ -77,7 +84,7 @@ func startExternal(bin, dir string, ids []string, window string) (*external, err
 	}
 	for _, id := range ids {
 		res, err := http.Post("http://"+t.http+"/api/v1/cameras", "application/json",
-			strings.NewReader(`{"id":"`+id+`","source":"publish"}`))
+			strings.NewReader(`{"id":"`+id+`","source":"publish","record":`+strconv.FormatBool(record)+`}`))
 		if err != nil {
 			t.close()
 			return nil, err
@@ -139,14 +146,14 @@ func (t *external) cpu() time.Duration {
 func (t *external) mem() (rss, hwm int) { return memKB(fmt.Sprintf("/proc/%d/status", t.pid)) }
 
 func (t *external) window(on bool) {
-	h, d, err := t.scrape()
+	h, d, rc, err := t.scrape()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rtsprelay: scrape /metrics:", err)
 	}
 	if on {
-		t.hist0, t.drops0 = h, d
+		t.hist0, t.drops0, t.rec0 = h, d, rc
 	} else {
-		t.hist1, t.drops1 = h, d
+		t.hist1, t.drops1, t.rec1 = h, d, rc
 	}
 }
 
@@ -157,10 +164,11 @@ type histogram struct {
 	count []float64
 }
 
-func (t *external) scrape() (histogram, float64, error) {
+func (t *external) scrape() (histogram, float64, recordCounters, error) {
+	var rc recordCounters
 	res, err := http.Get("http://" + t.http + "/metrics")
 	if err != nil {
-		return histogram{}, 0, err
+		return histogram{}, 0, rc, err
 	}
 	defer res.Body.Close()
 	var h histogram
@@ -181,9 +189,16 @@ func (t *external) scrape() (histogram, float64, error) {
 		case strings.HasPrefix(line, "imageflow_live_dropped_total"):
 			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 			drops += v
+		case strings.HasPrefix(line, "imageflow_record_bytes_total"):
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			rc.bytes += v
+		case strings.HasPrefix(line, "imageflow_record_write_seconds_count"):
+			rc.writes, _ = strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		case strings.HasPrefix(line, "imageflow_record_write_seconds_sum"):
+			rc.writeSeconds, _ = strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 		}
 	}
-	return h, drops, sc.Err()
+	return h, drops, rc, sc.Err()
 }
 
 // quantile interpolates linearly inside the bucket, like PromQL's
@@ -221,6 +236,11 @@ func (t *external) report(w io.Writer) {
 	fmt.Fprintf(w, "added latency:  p50 %.2f ms  p99 %.2f ms  (%d access units; /metrics imageflow_rtsp_egress_latency_seconds, access unit complete (last packet in) -> queued to readers, bucket-interpolated)\n",
 		p50*1000, p99*1000, int(n))
 	fmt.Fprintf(w, "hub drops:      %d (imageflow_live_dropped_total in the window)\n", int(t.drops1-t.drops0))
+	if t.record {
+		b, n, sec := t.rec1.bytes-t.rec0.bytes, t.rec1.writes-t.rec0.writes, t.rec1.writeSeconds-t.rec0.writeSeconds
+		fmt.Fprintf(w, "recording:      %.2f MB written (%d blobs, mean write %.2f ms; imageflow_record_* in the window)\n",
+			b/1e6, int(n), 1000*sec/math.Max(n, 1))
+	}
 }
 
 func (t *external) close() {

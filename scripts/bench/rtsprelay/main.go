@@ -47,6 +47,8 @@ type options struct {
 	videoWindow   time.Duration
 	cpuProfile    string
 	probe         bool
+	// record turns recording on for every camera (-bin only).
+	record bool
 	// out receives the report (stdout).
 	out io.Writer
 }
@@ -61,6 +63,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "imageflow binary to run as the server (in-process bus + hub + rtsp.Server when empty)")
 	flag.DurationVar(&o.videoWindow, "video-window", 5*time.Second, "JetStream VIDEO window (serve's default is 5s; 0 switches the stream off)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window (in-process only)")
+	flag.BoolVar(&o.record, "record", false, "record every camera into the blob store (needs -bin)")
 	probe := flag.String("probe", "auto", "proxy publishers and one reader per camera to measure last packet in -> out: true, false, or auto (on with -bin; in-process the proxies' CPU would count as the server's)")
 	flag.Parse()
 	o.probe = *probe == "true" || *probe == "auto" && o.bin != ""
@@ -71,6 +74,9 @@ func main() {
 }
 
 func run(o options) error {
+	if o.record && o.bin == "" {
+		return fmt.Errorf("-record needs the real binary (rtsp-relay.sh serve)")
+	}
 	if o.cpuProfile != "" && o.bin != "" {
 		return fmt.Errorf("-cpuprofile needs the in-process server (no -bin)")
 	}
@@ -97,7 +103,7 @@ func run(o options) error {
 	}
 	var t target
 	if o.bin != "" {
-		t, err = startExternal(o.bin, dir, ids, o.videoWindow.String())
+		t, err = startExternal(o.bin, dir, ids, o.videoWindow.String(), o.record)
 	} else {
 		t, err = startInproc(dir, ids, o.videoWindow)
 	}
@@ -246,8 +252,8 @@ func run(o options) error {
 		what = "imageflow serve, pid " + strconv.Itoa(o.pidOf(t))
 	}
 
-	fmt.Fprintf(o.out, "rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window, VIDEO window %v\n",
-		o.ncam, o.bitrate, o.nread, wall.Round(time.Millisecond), o.videoWindow)
+	fmt.Fprintf(o.out, "rtsp relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg, %d ffmpeg readers each, %v window, VIDEO window %v, recording %v\n",
+		o.ncam, o.bitrate, o.nread, wall.Round(time.Millisecond), o.videoWindow, o.record)
 	c := 100 * (cpu1 - cpu0).Seconds() / wall.Seconds()
 	fmt.Fprintf(o.out, "server CPU:     %.1f%% of one core, %.2f%% per stream (%.2f s CPU in %.2f s; %s)\n",
 		c, c/float64(o.ncam), (cpu1 - cpu0).Seconds(), wall.Seconds(), what)

@@ -58,6 +58,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/cameras/{id}/recordings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Recorded segments and the gaps between them (default: the last 24 hours) */
+        get: operations["getCamerasIdRecordings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/cameras/{id}/recordings/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One MP4 of a recorded range, from the keyframe at or before since (Range requests supported) */
+        get: operations["getCamerasIdRecordingsExport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/cameras/{id}/whep": {
         parameters: {
             query?: never;
@@ -402,6 +436,9 @@ export interface components {
             last_error?: string;
             name: string;
             pipeline: string;
+            record: boolean;
+            record_max_bytes: number;
+            record_retention: string;
             source: string;
             state: string;
             /** Format: date-time */
@@ -426,6 +463,9 @@ export interface components {
             id: string;
             name?: string;
             pipeline?: string;
+            record?: boolean;
+            record_max_bytes?: number;
+            record_retention?: string;
             source: string;
         };
         CameraList: {
@@ -442,6 +482,9 @@ export interface components {
                 last_error?: string;
                 name: string;
                 pipeline: string;
+                record: boolean;
+                record_max_bytes: number;
+                record_retention: string;
                 source: string;
                 state: string;
                 /** Format: date-time */
@@ -708,6 +751,32 @@ export interface components {
                     type: string;
                 }[] | null;
             }[];
+        };
+        RecordingGap: {
+            /** Format: date-time */
+            end: string;
+            /** Format: date-time */
+            start: string;
+        };
+        RecordingList: {
+            camera: string;
+            gaps: components["schemas"]["RecordingGap"][];
+            recording: boolean;
+            segments: components["schemas"]["RecordingSegment"][];
+            /** Format: date-time */
+            since: string;
+            /** Format: date-time */
+            until: string;
+        };
+        RecordingSegment: {
+            audio?: string;
+            codec: string;
+            complete: boolean;
+            /** Format: date-time */
+            end: string;
+            size: number;
+            /** Format: date-time */
+            start: string;
         };
         /** @description A session description (RFC 8866) */
         SDP: string;
@@ -1176,6 +1245,167 @@ export interface operations {
             };
             /** @description Body over the route's limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getCamerasIdRecordings: {
+        parameters: {
+            query?: {
+                /** @description Start of the range (RFC 3339) */
+                since?: string;
+                /** @description End of the range (RFC 3339) */
+                until?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RecordingList"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getCamerasIdRecordingsExport: {
+        parameters: {
+            query?: {
+                /** @description Start of the range (RFC 3339) */
+                since?: string;
+                /** @description End of the range (RFC 3339) */
+                until?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "video/mp4": components["schemas"]["Binary"];
+                };
+            };
+            /** @description Partial Content */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "video/mp4": components["schemas"]["Binary"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Requested Range Not Satisfiable */
+            416: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from 'react';
 import { cameraPath, cameraStatus, errorMessage, formatBitrate, getCamera, type Camera } from '../api';
+import { RecordingPlayer } from '../components/RecordingPlayer';
 import { drawOverlay } from '../draw';
 import { initLiveIfc, type LiveIfc } from '../ifc';
 import { LiveOverlay, reportOverlay } from '../liveoverlay';
@@ -411,6 +412,7 @@ export function CameraLive({ id }: { id: string }) {
           </p>
         </aside>
       </div>
+      <RecordingPlayer id={id} />
     </div>
   );
 }

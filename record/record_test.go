@@ -1,0 +1,384 @@
+package record
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
+	"go.uber.org/goleak"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	"github.com/imageflowcanvas/imageflow/server/blob"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats.go/jetstream.(*jetStream).resetPendingAcksOnReconnect"),
+		goleak.IgnoreTopFunction("time.Sleep"),
+	)
+}
+
+type env struct {
+	bus   *bus.Bus
+	hub   *hub.Hub
+	store blob.Store
+}
+
+func startEnv(t testing.TB) *env {
+	t.Helper()
+	b := &bus.Bus{Config: bus.Config{DataDir: t.TempDir()}}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := hub.New(b.Conn(), b.Subjects())
+	t.Cleanup(func() { h.Close(); b.Close() })
+	return &env{bus: b, hub: h, store: blob.NewJetStream(b.Objects())}
+}
+
+func (e *env) manager(t testing.TB) *Manager {
+	t.Helper()
+	m := &Manager{Config: Config{Store: e.store, Index: e.bus.KV(bus.BucketRecordings), Video: e.hub,
+		Conn: e.bus.Conn(), Subjects: e.bus.Subjects(), SegmentDuration: time.Second, FragmentDuration: 500 * time.Millisecond}}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// publishClip puts a real 30 fps H264 clip (a keyframe every 30 pictures)
+// on the camera's video subject, timestamped from base.
+func (e *env) publishClip(t *testing.T, cam string, aus [][][]byte, base time.Time) {
+	t.Helper()
+	for i, au := range aus {
+		e.publishAU(t, cam, au, int64(i)*int64(time.Second)/30, base)
+	}
+}
+
+// publishAU puts one access unit with presentation time pts on the bus.
+func (e *env) publishAU(t testing.TB, cam string, au [][]byte, pts int64, base time.Time) {
+	t.Helper()
+	key := false
+	for _, n := range au {
+		if len(n) > 0 && n[0]&0x1f == 5 {
+			key = true
+		}
+	}
+	msg := &busv1.AccessUnit{Camera: cam, Codec: busv1.Codec_CODEC_H264, Pts: pts, Keyframe: key, Nalus: au,
+		ClockRate: 90000, IngestUnixNano: base.UnixNano() + pts}
+	if err := bus.Publish(e.bus.Conn(), e.bus.Subjects().Video(cam), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func completeSegments(m *Manager, cam string) []Segment {
+	var out []Segment
+	for _, s := range m.Segments(cam, time.Time{}, time.Now().Add(time.Hour)) {
+		if s.Complete {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// samplesIn parses a stored segment as fMP4 and counts its video samples.
+func samplesIn(t *testing.T, m *Manager, s Segment) int {
+	t.Helper()
+	data, err := m.SegmentFile(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var init fmp4.Init
+	if err := init.Unmarshal(bytes.NewReader(data)); err != nil {
+		t.Fatalf("segment %s init: %v", s.Start, err)
+	}
+	var parts fmp4.Parts
+	if err := parts.Unmarshal(data); err != nil {
+		t.Fatalf("segment %s parts: %v", s.Start, err)
+	}
+	n := 0
+	for i, p := range parts {
+		for _, tr := range p.Tracks {
+			if tr.ID != videoTrackID {
+				continue
+			}
+			if i == 0 && tr.Samples[0].IsNonSyncSample {
+				t.Fatalf("segment %s does not start on a keyframe", s.Start)
+			}
+			n += len(tr.Samples)
+		}
+	}
+	return n
+}
+
+// TestRecordSegmentsAndExport records 4 s of a clip into 1 s segments of
+// 0.5 s fragments, then exports ranges of it.
+func TestRecordSegmentsAndExport(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	aus := testkit.H264Clip(t, 4)
+	base := time.Now().Add(-10 * time.Second).Truncate(time.Second)
+	e.publishClip(t, "cam", aus, base)
+	// The camera goes quiet: its last segment closes by itself.
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
+	segs := completeSegments(m, "cam")
+	total := 0
+	for i, s := range segs {
+		if s.Parts != 2 || s.Codec != "h264" {
+			t.Fatalf("segment %d: %+v", i, s)
+		}
+		// Within a tick or so of the 90 kHz clock.
+		if d := s.End.Sub(s.Start); d < time.Second-time.Millisecond || d > time.Second+time.Millisecond {
+			t.Fatalf("segment %d lasts %v", i, d)
+		}
+		total += samplesIn(t, m, s)
+	}
+	if total != len(aus) {
+		t.Fatalf("%d pictures stored of %d", total, len(aus))
+	}
+	if g := Gaps(segs); len(g) != 0 || !segs[0].Start.Equal(base) {
+		t.Fatalf("gaps %v, first start %v (want %v)", g, segs[0].Start, base)
+	}
+
+	// From 1.5 s: the keyframe at 1 s, up to 3.2 s: 2.2 s of pictures.
+	out, err := m.Export(context.Background(), "cam", base.Add(1500*time.Millisecond), base.Add(3200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pres pmp4.Presentation
+	if err := pres.Unmarshal(bytes.NewReader(out)); err != nil {
+		t.Fatalf("export is no MP4: %v", err)
+	}
+	if len(pres.Tracks) != 1 || len(pres.Tracks[0].Samples) != 66 || pres.Tracks[0].Samples[0].IsNonSyncSample {
+		t.Fatalf("export: %d tracks, %d samples", len(pres.Tracks), len(pres.Tracks[0].Samples))
+	}
+
+	for _, bad := range [][2]time.Time{{base, base}, {base.Add(time.Second), base}, {base, base.Add(MaxExport + time.Second)}} {
+		if _, err := m.Export(context.Background(), "cam", bad[0], bad[1]); err == nil || !strings.Contains(err.Error(), ErrRange.Error()) {
+			t.Fatalf("range %v: %v", bad, err)
+		}
+	}
+	if _, err := m.Export(context.Background(), "cam", base.Add(-10*time.Minute), base.Add(-time.Minute)); err != ErrNoRecording {
+		t.Fatalf("empty range: %v", err)
+	}
+}
+
+// TestRepairAfterCrash builds the states an unclean stop leaves behind and
+// checks that the next start makes the index and the store agree.
+func TestRepairAfterCrash(t *testing.T) {
+	e := startEnv(t)
+	ctx := context.Background()
+	m := e.manager(t)
+	if err := m.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publishClip(t, "cam", testkit.H264Clip(t, 4), time.Now().Add(-time.Minute))
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
+	segs := completeSegments(m, "cam")
+	m.Close()
+
+	kv := e.bus.KV(bus.BucketRecordings)
+	putEntry := func(s Segment) {
+		b, _ := json.Marshal(s)
+		if _, err := kv.Put(ctx, s.kvKey(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 0: still open in the index, which names one part; the store has two
+	// (the crash came between storing part 2 and indexing it).
+	open := segs[0]
+	open.Complete, open.Parts = false, 1
+	putEntry(open)
+	// 1: its second part went missing.
+	if err := e.store.Delete(ctx, segs[1].partKey(2)); err != nil {
+		t.Fatal(err)
+	}
+	// 2: its init went missing: nothing of it is playable.
+	if err := e.store.Delete(ctx, segs[2].initKey()); err != nil {
+		t.Fatal(err)
+	}
+	// An orphan: blobs of a segment the index never heard of.
+	orphan := Segment{Camera: "cam", Node: m.Node, Start: time.Unix(0, 12345)}
+	for _, k := range []string{orphan.initKey(), orphan.partKey(1)} {
+		if err := e.store.Put(ctx, k, strings.NewReader("x"), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another server sharing the bucket: its open segment and its blobs
+	// are not this server's to repair or delete.
+	foreign := Segment{Camera: "cam", Node: "other", Start: time.Unix(0, 99999), End: time.Unix(0, 99999).Add(time.Second), Parts: 1}
+	putEntry(foreign)
+	foreignOrphan := Segment{Camera: "cam", Node: "other", Start: time.Unix(0, 77777)}
+	for _, k := range append(foreign.Keys(), foreignOrphan.initKey()) {
+		if err := e.store.Put(ctx, k, strings.NewReader("x"), 1, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	m2 := e.manager(t)
+	all := m2.Segments("cam", time.Time{}, time.Now().Add(time.Hour))
+	var got []Segment
+	for _, s := range all {
+		if s.Node == "other" {
+			if s.Complete || !s.Start.Equal(foreign.Start) {
+				t.Fatalf("another server's segment changed: %+v", s)
+			}
+			continue
+		}
+		got = append(got, s)
+	}
+	if len(got) != 3 || len(all) != 4 {
+		t.Fatalf("%d segments after repair, want 3 (and 1 of another server): %+v", len(got), all)
+	}
+	for _, s := range got {
+		if !s.Complete {
+			t.Fatalf("segment %s still open", s.Start)
+		}
+		if s.Start.Equal(segs[0].Start) || s.Start.Equal(segs[1].Start) {
+			if s.Parts != 1 {
+				t.Fatalf("segment %s has %d parts, want 1", s.Start, s.Parts)
+			}
+		}
+		if samplesIn(t, m2, s) == 0 {
+			t.Fatalf("segment %s empty", s.Start)
+		}
+	}
+	// The store holds exactly what the index names.
+	blobs, err := e.store.List(ctx, blobPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]bool{foreignOrphan.initKey(): true}
+	for _, s := range all {
+		for _, k := range s.Keys() {
+			named[k] = true
+		}
+	}
+	if len(blobs) != len(named) {
+		t.Fatalf("store holds %d blobs, index names %d", len(blobs), len(named))
+	}
+	for _, b := range blobs {
+		if !named[b.Key] {
+			t.Fatalf("store holds %s, not in the index", b.Key)
+		}
+	}
+	// The index bucket agrees with the memory copy.
+	entries, err := m2.ix.load(ctx)
+	if err != nil || len(entries) != 4 {
+		t.Fatalf("bucket has %d entries (%v)", len(entries), err)
+	}
+}
+
+// TestRetentionCaps deletes oldest first by camera size and total size.
+func TestRetentionCaps(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("a", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publishClip(t, "a", testkit.H264Clip(t, 4), time.Now().Add(-time.Minute))
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "a")) == 4 })
+	segs := completeSegments(m, "a")
+	keepTwo := segs[2].Size + segs[3].Size
+	m.mu.Lock()
+	m.settings["a"] = Settings{MaxBytes: keepTwo}
+	m.mu.Unlock()
+	m.Sweep(context.Background(), time.Now())
+	left := completeSegments(m, "a")
+	if len(left) != 2 || !left[0].Start.Equal(segs[2].Start) {
+		t.Fatalf("after the camera cap: %d segments", len(left))
+	}
+	m.MaxTotalBytes = segs[3].Size
+	m.Sweep(context.Background(), time.Now())
+	left = completeSegments(m, "a")
+	if len(left) != 1 || !left[0].Start.Equal(segs[3].Start) {
+		t.Fatalf("after the total cap: %d segments", len(left))
+	}
+	// Age: everything ended more than the default retention before "now".
+	m.Sweep(context.Background(), time.Now().Add(DefaultRetention+time.Hour))
+	if left = completeSegments(m, "a"); len(left) != 0 {
+		t.Fatalf("after the retention: %d segments", len(left))
+	}
+	blobs, err := e.store.List(context.Background(), blobPrefix)
+	if err != nil || len(blobs) != 0 {
+		t.Fatalf("store still holds %d blobs (%v)", len(blobs), err)
+	}
+}
+
+// TestRecordAudio records Opus audio beside the video: segments started
+// after the audio appeared carry it as a second track, and exports too.
+func TestRecordAudio(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("av", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	aus := testkit.H264Clip(t, 4)
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	frame := []byte{0xfc, 0xff, 0xfe} // an Opus TOC byte and padding: the muxer does not decode
+	audioAt := func(pts int64) {
+		msg := &busv1.AccessUnit{Camera: "av", Codec: busv1.Codec_CODEC_OPUS, Pts: pts, Keyframe: true, Data: frame,
+			ClockRate: 48000, Channels: 2, IngestUnixNano: base.UnixNano() + pts}
+		if err := bus.Publish(e.bus.Conn(), e.bus.Subjects().Audio("av"), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := int64(0)
+	start := time.Now()
+	for i := range aus {
+		pts := int64(i) * int64(time.Second) / 30
+		// In real time, as a camera sends: audio and video reach the
+		// recorder interleaved.
+		time.Sleep(time.Until(start.Add(time.Duration(pts))))
+		for ; next <= pts; next += int64(20 * time.Millisecond) {
+			audioAt(next)
+		}
+		e.publishAU(t, "av", aus[i], pts, base)
+	}
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "av")) == 4 })
+	segs := completeSegments(m, "av")
+	for _, s := range segs[1:] {
+		if s.Audio != "opus" {
+			t.Fatalf("segment %s: audio %q", s.Start, s.Audio)
+		}
+	}
+	out, err := m.Export(context.Background(), "av", segs[1].Start, segs[3].Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ffprobe reads both tracks of the plain MP4.
+	testkit.NeedCommand(t, "ffprobe")
+	path := filepath.Join(t.TempDir(), "av.mp4")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name,nb_frames", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v: %s", err, probe)
+	}
+	lines := strings.Fields(string(probe))
+	if len(lines) != 2 || lines[0] != "h264,60" {
+		t.Fatalf("export streams: %q", lines)
+	}
+	// 2 s of 20 ms frames, give or take the one held back at each cut.
+	var n int
+	if _, err := fmt.Sscanf(lines[1], "opus,%d", &n); err != nil || n < 95 || n > 101 {
+		t.Fatalf("export audio: %q", lines[1])
+	}
+}
