@@ -27,6 +27,7 @@ type Hub struct {
 
 	mu     sync.Mutex
 	cams   map[string]*camera
+	audio  map[string]*camera
 	closed bool
 
 	// Dropped counts access units dropped for slow readers, all cameras.
@@ -38,13 +39,14 @@ type Hub struct {
 
 type camera struct {
 	id      string
+	isAudio bool
 	sub     *nats.Subscription
 	readers map[*Reader]struct{}
 }
 
 // New builds a hub reading from nc.
 func New(nc *nats.Conn, subjects bus.Subjects) *Hub {
-	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera)}
+	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera), audio: make(map[string]*camera)}
 }
 
 // Reader receives one camera's access units. The access units are shared with
@@ -76,9 +78,21 @@ func (r *Reader) Close() {
 	r.hub.remove(r)
 }
 
-// Subscribe attaches a reader to a camera with a queue of depth access units.
-// kind names the reader in drop metrics ("whep", "rtsp", "decode").
+// Subscribe attaches a reader to a camera's video with a queue of depth
+// access units. kind names the reader in drop metrics ("whep", "rtsp",
+// "decode").
 func (h *Hub) Subscribe(cam, kind string, depth int) (*Reader, error) {
+	return h.subscribe(cam, kind, depth, false)
+}
+
+// SubscribeAudio attaches a reader to a camera's audio frames (every one
+// starts decoding, so the reader starts at once). A camera without audio
+// simply delivers nothing.
+func (h *Hub) SubscribeAudio(cam, kind string, depth int) (*Reader, error) {
+	return h.subscribe(cam, kind, depth, true)
+}
+
+func (h *Hub) subscribe(cam, kind string, depth int, audio bool) (*Reader, error) {
 	if depth < 1 {
 		depth = 1
 	}
@@ -87,19 +101,23 @@ func (h *Hub) Subscribe(cam, kind string, depth int) (*Reader, error) {
 	if h.closed {
 		return nil, ErrClosed
 	}
-	c := h.cams[cam]
+	cams, subject := h.cams, h.subjects.Video(cam)
+	if audio {
+		cams, subject = h.audio, h.subjects.Audio(cam)
+	}
+	c := cams[cam]
 	if c == nil {
-		c = &camera{id: cam, readers: make(map[*Reader]struct{})}
-		sub, err := h.nc.Subscribe(h.subjects.Video(cam), func(m *nats.Msg) { h.deliver(c, m.Data) })
+		c = &camera{id: cam, isAudio: audio, readers: make(map[*Reader]struct{})}
+		sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.deliver(c, m.Data) })
 		if err != nil {
 			return nil, err
 		}
 		// Video is bursty (keyframes); never let the client drop on our behalf.
 		_ = sub.SetPendingLimits(-1, 256<<20)
 		c.sub = sub
-		h.cams[cam] = c
+		cams[cam] = c
 	}
-	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: true}
+	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: !audio}
 	c.readers[r] = struct{}{}
 	return r, nil
 }
@@ -144,11 +162,15 @@ func (h *Hub) remove(r *Reader) {
 	close(r.ch)
 	if len(c.readers) == 0 {
 		_ = c.sub.Unsubscribe()
-		delete(h.cams, c.id)
+		if c.isAudio {
+			delete(h.audio, c.id)
+		} else {
+			delete(h.cams, c.id)
+		}
 	}
 }
 
-// Readers is the number of readers attached to a camera.
+// Readers is the number of video readers attached to a camera.
 func (h *Hub) Readers(cam string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -166,12 +188,14 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	for id, c := range h.cams {
-		_ = c.sub.Unsubscribe()
-		for r := range c.readers {
-			r.closed.Store(true)
-			close(r.ch)
+	for _, cams := range []map[string]*camera{h.cams, h.audio} {
+		for id, c := range cams {
+			_ = c.sub.Unsubscribe()
+			for r := range c.readers {
+				r.closed.Store(true)
+				close(r.ch)
+			}
+			delete(cams, id)
 		}
-		delete(h.cams, id)
 	}
 }
