@@ -72,6 +72,8 @@ type viewer struct {
 	reader  *hub.Reader
 	first   *busv1.AccessUnit
 	codec   busv1.Codec
+	// audio is the camera's sound for this viewer, nil without.
+	audio *viewerAudio
 
 	results      ResultSource
 	unsubMu      sync.Mutex
@@ -116,10 +118,19 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		connecting()
 		return "", "", fmt.Errorf("%w: %v", ErrNoVideo, err)
 	}
+	subscribed := time.Now()
+	audioReader := subscribeAudio(src, cam, info)
+	var audio *viewerAudio
 	ok := false
 	defer func() {
 		if !ok {
 			reader.Close()
+			if audio != nil {
+				audioReader = audio.reader
+			}
+			if audioReader != nil {
+				audioReader.Close()
+			}
 			connecting()
 		}
 	}()
@@ -145,8 +156,11 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", fmt.Errorf("%w: the camera sends %s, the offer lacks it", ErrCodecNotSupported, mime)
 	}
 
+	audio = probeAudio(ctx, audioReader, subscribed, cam)
+	audioReader = nil
+
 	v := &viewer{
-		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
+		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
 	pc, err := e.api.NewPeerConnection(e.Configuration())
@@ -194,6 +208,12 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		_ = pc.Close()
 		return "", "", err
 	}
+	if audio != nil {
+		if err := audio.addTrack(pc); err != nil {
+			_ = pc.Close()
+			return "", "", err
+		}
+	}
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
 	ans, err := answer(ctx, pc, offerSDP, func() error {
@@ -205,6 +225,10 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 				narrowCodecs(tr, mime)
 			}
 		}
+		if audio != nil && !audio.bound(pc) {
+			audio.reader.Close()
+			audio, v.audio = nil, nil
+		}
 		return nil
 	})
 	if err != nil {
@@ -212,7 +236,11 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", err
 	}
 
-	if !e.viewers.add(v.id, v, 2, func() {
+	goroutines := 2
+	if audio != nil {
+		goroutines += 2
+	}
+	if !e.viewers.add(v.id, v, goroutines, func() {
 		if e.drops[cam] == nil {
 			e.drops[cam] = &Drops{}
 		}
@@ -229,7 +257,19 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		defer e.viewers.done()
 		e.send(v)
 	}()
-	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime)
+	audioCodec := ""
+	if audio != nil {
+		audioCodec = MimeType(audio.codec)
+		go func() {
+			defer e.viewers.done()
+			e.readRTCP(audio.sender)
+		}()
+		go func() {
+			defer e.viewers.done()
+			e.sendAudio(v)
+		}()
+	}
+	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime, "audio", audioCodec)
 	return ans, v.id, nil
 }
 
@@ -307,6 +347,7 @@ func (e *Engine) send(v *viewer) {
 		if err := p.write(pending); err != nil {
 			return
 		}
+		v.audio.start()
 	}
 	for {
 		select {
@@ -321,6 +362,7 @@ func (e *Engine) send(v *viewer) {
 					continue
 				}
 				waitKey = false
+				v.audio.start()
 			}
 			// A write error is a closing transport; v.done follows.
 			if p.write(au) == nil {
@@ -525,8 +567,13 @@ func (e *Engine) endViewer(v *viewer, why string) {
 		}
 		v.unsubMu.Unlock()
 		v.reader.Close()
+		var audioSent uint64
+		if v.audio != nil {
+			v.audio.reader.Close()
+			audioSent = v.audio.sent.Load()
+		}
 		_ = v.pc.Close()
 		e.log.Info("whep viewer ended", "camera", v.cam, "session", v.id, "reason", why,
-			"access_units", v.rtpSent.Load(), "results", v.resultsSent.Load())
+			"access_units", v.rtpSent.Load(), "audio_frames", audioSent, "results", v.resultsSent.Load())
 	})
 }
