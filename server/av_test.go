@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ window.view = {status: 0, error: '', kinds: []};
     el.autoplay = true; el.muted = false; el.srcObject = ms;
     document.body.appendChild(el);
     pc.ontrack = (ev) => { ms.addTrack(ev.track); view.kinds.push(ev.track.kind); el.play().catch(() => {}); };
-    const r = await negotiate(pc, '/api/v1/cameras/phone/whep');
+    const r = await negotiate(pc, '/api/v1/cameras/' + (window.camera || 'phone') + '/whep');
     view.status = r.status;
     if (r.status !== 201) view.error = r.body;
     window.viewpc = pc;
@@ -70,6 +71,20 @@ type inboundStats struct {
 	TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
 	FramesDecoded        int     `json:"framesDecoded"`
 	CodecID              string  `json:"codecId"`
+	// Sender NTP time (ms) of what plays out now; audio minus video is the
+	// lip-sync offset the viewer experiences.
+	EstimatedPlayoutTimestamp float64 `json:"estimatedPlayoutTimestamp"`
+	JitterBufferDelay         float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount  float64 `json:"jitterBufferEmittedCount"`
+}
+
+// bufferMs is the average time a sample or frame waited in the receiver's
+// jitter buffer.
+func (s inboundStats) bufferMs() float64 {
+	if s.JitterBufferEmittedCount == 0 {
+		return 0
+	}
+	return 1000 * s.JitterBufferDelay / s.JitterBufferEmittedCount
 }
 
 // A phone (Chromium's fake camera and microphone) publishes H264 and Opus
@@ -162,4 +177,108 @@ func keys(m map[string]json.RawMessage) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// An RTSP camera with AAC audio (ffmpeg pushing H264+AAC): a WHEP viewer in
+// Chromium gets the sound as Opus, in sync with the picture; the shared
+// transcode runs only while the viewer is there.
+func TestAACCameraHeardOverWHEP(t *testing.T) {
+	testkit.NeedCommand(t, "chromium", "ffmpeg")
+	cfg := testConfig(t.TempDir())
+	cfg.RTSPAddr = "127.0.0.1:0"
+	ts := startServer(t, cfg)
+	if st, body, _ := ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "ipcam", "source": "publish"}); st != 201 {
+		t.Fatalf("camera: %d %s", st, body)
+	}
+	ff := testkit.StartProcess(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-max_delay", "20000", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+ts.srv.Addrs().RTSP+"/ipcam")
+	defer ff.Stop()
+	waitCameraOnline(t, ts, "ipcam")
+
+	play, cancelPlay := chromedp.NewContext(newBrowser(t))
+	defer cancelPlay()
+	if _, err := chromedp.Run(play, chromedp.Navigate(ts.base+"/api/v1/openapi.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(play, chromedp.Evaluate[bool](`window.camera = 'ipcam'; true`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(play, chromedp.Evaluate[bool](whepAVJS)); err != nil {
+		t.Fatal(err)
+	}
+	var stats map[string]json.RawMessage
+	var audio, video inboundStats
+	var offsets []float64
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		raw, err := chromedp.Run(play, chromedp.Evaluate[string](inboundStatsJS, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats = nil
+		_ = json.Unmarshal([]byte(raw), &stats)
+		audio, video = inboundStats{}, inboundStats{}
+		_ = json.Unmarshal(stats["audio"], &audio)
+		_ = json.Unmarshal(stats["video"], &video)
+		if audio.EstimatedPlayoutTimestamp > 0 && video.EstimatedPlayoutTimestamp > 0 && video.FramesDecoded > 25 {
+			offsets = append(offsets, audio.EstimatedPlayoutTimestamp-video.EstimatedPlayoutTimestamp)
+		}
+		if audio.PacketsReceived > 150 && audio.TotalAudioEnergy > 0 && video.FramesDecoded > 50 && len(offsets) >= 40 {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := chromedp.Run(play, chromedp.Evaluate[string](`JSON.stringify(window.view)`))
+			t.Fatalf("WHEP viewer: audio %+v video %+v offsets %v page %s", audio, video, offsets, st)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if _, ok := stats["codec:audio/opus"]; !ok {
+		t.Fatalf("viewer's audio codec is not Opus: %v", keys(stats))
+	}
+	// Chromium's lip sync moves the playout delays a little each second
+	// from where the jitter buffers started (the audio one deeper: the
+	// source sends audio in bursts); judge the mean of the last readings,
+	// after ten seconds of playback.
+	last := offsets[len(offsets)-5:]
+	var mean float64
+	for _, o := range last {
+		mean += o / float64(len(last))
+	}
+	t.Logf("WHEP viewer: audio packets %d, samples %d, energy %.4g; video frames %d; jitter buffers: audio %.0f ms, video %.0f ms",
+		audio.PacketsReceived, audio.TotalSamplesReceived, audio.TotalAudioEnergy, video.FramesDecoded, audio.bufferMs(), video.bufferMs())
+	t.Logf("A/V playout offsets (audio minus video, ms): %v; final mean %.0f ms", offsets, mean)
+	if mean < -100 || mean > 100 {
+		t.Fatalf("A/V offset %.0f ms (last readings %v)", mean, last)
+	}
+	if n := metricValue(t, ts, `imageflow_webrtc_transcodes{kind="audio_opus"}`); n != 1 {
+		t.Fatalf("audio transcodes running with one listener: %v", n)
+	}
+	// The viewer leaves: the transcode stops.
+	if _, err := chromedp.Run(play, chromedp.Evaluate[bool](`window.viewpc.close(); true`)); err != nil {
+		t.Fatal(err)
+	}
+	cancelPlay()
+	testkit.WaitFor(t, 30*time.Second, "audio transcode stopped", func() bool {
+		return metricValue(t, ts, `imageflow_webrtc_transcodes{kind="audio_opus"}`) == 0
+	})
+}
+
+// metricValue reads one sample of the server's /metrics; -1 when absent.
+func metricValue(t *testing.T, ts *testServer, series string) float64 {
+	t.Helper()
+	st, body, _ := ts.do("GET", "/metrics", "", nil)
+	if st != 200 {
+		t.Fatalf("metrics: %d %s", st, body)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -153,6 +153,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startWebRTC(); err != nil {
 		return err
 	}
+	s.Registerer.MustRegister(transcodeCollector{s.webrtc})
 	s.procMetrics = processors.NewMetrics(s.Registerer)
 	s.decoders = newDecoderCounters()
 	s.super = newSupervisor(s)

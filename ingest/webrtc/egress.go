@@ -126,9 +126,8 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		if !ok {
 			reader.Close()
 			if audio != nil {
-				audioReader = audio.reader
-			}
-			if audioReader != nil {
+				audio.release()
+			} else if audioReader != nil {
 				audioReader.Close()
 			}
 			connecting()
@@ -156,7 +155,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", fmt.Errorf("%w: the camera sends %s, the offer lacks it", ErrCodecNotSupported, mime)
 	}
 
-	audio = probeAudio(ctx, audioReader, subscribed, cam)
+	audio = e.probeAudio(ctx, audioReader, src, info, subscribed, cam)
 	audioReader = nil
 
 	v := &viewer{
@@ -226,7 +225,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 			}
 		}
 		if audio != nil && !audio.bound(pc) {
-			audio.reader.Close()
+			audio.release()
 			audio, v.audio = nil, nil
 		}
 		return nil
@@ -260,6 +259,9 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	audioCodec := ""
 	if audio != nil {
 		audioCodec = MimeType(audio.codec)
+		if audio.transcoded {
+			audioCodec += " (transcoded)"
+		}
 		go func() {
 			defer e.viewers.done()
 			e.readRTCP(audio.sender)
@@ -569,7 +571,7 @@ func (e *Engine) endViewer(v *viewer, why string) {
 		v.reader.Close()
 		var audioSent uint64
 		if v.audio != nil {
-			v.audio.reader.Close()
+			v.audio.release()
 			audioSent = v.audio.sent.Load()
 		}
 		_ = v.pc.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/media"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -34,11 +35,18 @@ const (
 // with the camera's RTP timestamps so the browser syncs it to the video
 // (both clocks start from the source's).
 type viewerAudio struct {
-	reader *hub.Reader
+	// frames are the camera's frames (passed through) or the shared Opus
+	// transcode's; release stops them.
+	frames  <-chan *busv1.AccessUnit
+	release func()
+	// codec is what the viewer receives.
 	codec  busv1.Codec
 	track  *webrtc.TrackLocalStaticRTP
 	sender *webrtc.RTPSender
 	sent   atomic.Uint64
+	// transcoded is true when the camera's audio reaches this viewer
+	// through the shared Opus transcode.
+	transcoded bool
 	// videoStarted is closed when the viewer's first video access unit
 	// went out; audio follows from then on.
 	videoStarted chan struct{}
@@ -77,8 +85,10 @@ func subscribeAudio(src VideoSource, cam string, info *OfferInfo) *hub.Reader {
 
 // probeAudio waits (until since+audioProbe) for the camera's first audio
 // frame and returns the viewer's audio track for it, or nil, closing r,
-// when the camera sends none or nothing the viewer can play.
-func probeAudio(ctx context.Context, r *hub.Reader, since time.Time, cam string) *viewerAudio {
+// when the camera sends none or nothing the viewer can play. Opus and
+// G.711 pass through; anything else (AAC) joins the camera's shared Opus
+// transcode when the offer takes Opus.
+func (e *Engine) probeAudio(ctx context.Context, r *hub.Reader, src VideoSource, info *OfferInfo, since time.Time, cam string) *viewerAudio {
 	if r == nil {
 		return nil
 	}
@@ -100,21 +110,35 @@ func probeAudio(ctx context.Context, r *hub.Reader, since time.Time, cam string)
 		case <-ctx.Done():
 		}
 	}
-	if first == nil || !passThroughAudio(first.Codec) {
+	if first == nil {
 		r.Close()
 		return nil
 	}
-	capab := webrtc.RTPCodecCapability{MimeType: MimeType(first.Codec), ClockRate: 8000, Channels: 1}
-	if first.Codec == busv1.Codec_CODEC_OPUS {
+	a := &viewerAudio{frames: r.C(), release: r.Close, codec: first.Codec, videoStarted: make(chan struct{})}
+	if !passThroughAudio(first.Codec) {
+		r.Close()
+		if !info.OpusAudio || audioCodecOf(first.Codec) == media.AudioUnknown {
+			return nil
+		}
+		frames, leave, err := e.opus.join(cam, src.(AudioSource))
+		if err != nil {
+			return nil
+		}
+		a.frames, a.release, a.codec = frames, leave, busv1.Codec_CODEC_OPUS
+		a.transcoded = true
+	}
+	capab := webrtc.RTPCodecCapability{MimeType: MimeType(a.codec), ClockRate: 8000, Channels: 1}
+	if a.codec == busv1.Codec_CODEC_OPUS {
 		// RFC 7587: Opus is always opus/48000/2 in SDP.
 		capab = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}
 	}
 	track, err := webrtc.NewTrackLocalStaticRTP(capab, "audio", "imageflow-"+cam)
 	if err != nil {
-		r.Close()
+		a.release()
 		return nil
 	}
-	return &viewerAudio{reader: r, codec: first.Codec, track: track, videoStarted: make(chan struct{})}
+	a.track = track
+	return a
 }
 
 // addTrack adds the audio track to pc before the offer is applied, so
@@ -155,7 +179,7 @@ func (e *Engine) sendAudio(v *viewer) {
 	// What queued while connecting is stale: start with live sound.
 	for drained := false; !drained; {
 		select {
-		case <-a.reader.C():
+		case <-a.frames:
 		default:
 			drained = true
 		}
@@ -166,7 +190,7 @@ func (e *Engine) sendAudio(v *viewer) {
 		select {
 		case <-v.done:
 			return
-		case au, ok := <-a.reader.C():
+		case au, ok := <-a.frames:
 			if !ok {
 				return
 			}

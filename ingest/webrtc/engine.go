@@ -70,6 +70,8 @@ type Engine struct {
 	viewers registry[*viewer]
 	// drops is guarded by the viewers' lock.
 	drops map[string]*Drops
+	// opus transcodes cameras' AAC/G.711 for viewers that need Opus.
+	opus *opusFeeds
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.
@@ -98,6 +100,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, drops: make(map[string]*Drops)}
+	e.opus = &opusFeeds{log: e.log.Info, feeds: make(map[string]*opusFeed)}
 
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
@@ -287,6 +290,7 @@ func (e *Engine) Close() {
 		e.endViewer(v, "server closing")
 	}
 	e.viewers.wait()
+	e.opus.wg.Wait()
 	e.closeSockets()
 }
 
