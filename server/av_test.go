@@ -282,3 +282,36 @@ func metricValue(t *testing.T, ts *testServer, series string) float64 {
 	}
 	return -1
 }
+
+// The web UI end to end: the publish page sends the phone's microphone with
+// its camera, and the live page's unmute button (enabled once the stream
+// has sound) unmutes the player.
+func TestLivePageUnmute(t *testing.T) {
+	needBrowser(t)
+	cfg := testConfig(t.TempDir())
+	ts := startServer(t, cfg)
+	if st, body, _ := ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "phone", "source": "publish"}); st != 201 {
+		t.Fatalf("camera: %d %s", st, body)
+	}
+	browser := newBrowser(t)
+	pub, cancelPub := chromedp.NewContext(browser)
+	defer cancelPub()
+	if _, err := chromedp.Run(pub, chromedp.Navigate(ts.base+"/publish/phone")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, pub, `!!(window.__ifc && window.__ifc.state === 'publishing' && window.__ifc.framesSent > 10)`, 30*time.Second)
+
+	play, cancelPlay := chromedp.NewContext(browser)
+	defer cancelPlay()
+	if _, err := chromedp.Run(play, chromedp.Navigate(ts.base+"/cameras/phone")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, `!!(window.__ifc && window.__ifc.audioTrack && window.__ifc.framesDecoded > 10)`, 30*time.Second)
+	const player = `document.querySelector('[data-testid=live-video]')`
+	const button = `document.querySelector('[data-testid=mute-toggle]')`
+	waitJS(t, play, `!`+button+`.disabled && `+player+`.muted === true`, 10*time.Second)
+	if _, err := chromedp.Run(play, chromedp.Evaluate[bool](button+`.click(); true`)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, player+`.muted === false && `+button+`.textContent === 'Mute' && !`+player+`.paused`, 10*time.Second)
+}
