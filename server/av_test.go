@@ -315,3 +315,62 @@ func TestLivePageUnmute(t *testing.T) {
 	}
 	waitJS(t, play, player+`.muted === false && `+button+`.textContent === 'Mute' && !`+player+`.paused`, 10*time.Second)
 }
+
+// An H.265 camera (ffmpeg pushing over RTSP) watched on the live page of a
+// browser without H.265: the viewer gets the shared H.264 transcode, decodes
+// it, and the pipeline's boxes are drawn on exactly the frames they were
+// computed on (the transcode keeps the camera's RTP timestamps). When the
+// viewer leaves, the transcode stops.
+func TestH265CameraTranscodedForBrowser(t *testing.T) {
+	needBrowser(t)
+	testkit.NeedCommand(t, "ffmpeg")
+	cfg := testConfig(t.TempDir())
+	cfg.RTSPAddr = "127.0.0.1:0"
+	ts := startServer(t, cfg)
+	if st, body, _ := ts.do("POST", "/api/v1/pipelines", "", pipelineBody("moving", step("moving", "motion", nil))); st != 201 {
+		t.Fatalf("pipeline: %d %s", st, body)
+	}
+	if st, body, _ := ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "hevc", "source": "publish", "pipeline": "moving"}); st != 201 {
+		t.Fatalf("camera: %d %s", st, body)
+	}
+	ff := testkit.StartProcess(t, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=15",
+		"-c:v", "libx265", "-preset", "ultrafast", "-tune", "zerolatency", "-x265-params", "keyint=30:bframes=0:log-level=error",
+		"-pix_fmt", "yuv420p", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+ts.srv.Addrs().RTSP+"/hevc")
+	defer ff.Stop()
+	cam := waitCameraOnline(t, ts, "hevc")
+	if cam.Codec != "h265" {
+		t.Fatalf("camera codec %q, want h265", cam.Codec)
+	}
+	if n := metricValue(t, ts, `imageflow_webrtc_transcodes{kind="video_h264"}`); n != 0 {
+		t.Fatalf("video transcodes before any viewer: %v", n)
+	}
+
+	play, cancelPlay := chromedp.NewContext(newBrowser(t))
+	defer cancelPlay()
+	if _, err := chromedp.Run(play, chromedp.Navigate(ts.base+"/cameras/hevc")); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, play, `!!(window.__ifc && window.__ifc.framesDecoded > 20)`, 45*time.Second)
+	waitJS(t, play, `!!(window.__ifc && window.__ifc.exactFrames >= 5)`, 60*time.Second)
+	got, _ := chromedp.Run(play, chromedp.Evaluate[string](`JSON.stringify(window.__ifc)`))
+	t.Logf("live page: %s", got)
+	// The camera has no sound: the unmute button stays disabled.
+	if ok, _ := chromedp.Run(play, chromedp.Evaluate[bool](`!window.__ifc.audioTrack && document.querySelector('[data-testid=mute-toggle]').disabled`)); !ok {
+		t.Fatal("a camera without audio has its unmute button enabled")
+	}
+	if n := metricValue(t, ts, `imageflow_webrtc_transcodes{kind="video_h264"}`); n != 1 {
+		t.Fatalf("video transcodes with one viewer: %v", n)
+	}
+	frames := metricValue(t, ts, `imageflow_webrtc_transcode_packets_total{kind="video_h264"}`)
+	busy := metricValue(t, ts, `imageflow_webrtc_transcode_seconds_total{kind="video_h264"}`)
+	t.Logf("transcode: %.0f pictures, %.2f s busy (%.1f ms each)", frames, busy, 1000*busy/frames)
+
+	// The viewer leaves (the page DELETEs its session): the transcode stops.
+	if _, err := chromedp.Run(play, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 30*time.Second, "video transcode stopped", func() bool {
+		return metricValue(t, ts, `imageflow_webrtc_transcodes{kind="video_h264"}`) == 0
+	})
+}

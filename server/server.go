@@ -153,7 +153,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startWebRTC(); err != nil {
 		return err
 	}
-	s.Registerer.MustRegister(transcodeCollector{s.webrtc})
+	if s.webrtc != nil {
+		s.Registerer.MustRegister(transcodeCollector{s.webrtc})
+	}
 	s.procMetrics = processors.NewMetrics(s.Registerer)
 	s.decoders = newDecoderCounters()
 	s.super = newSupervisor(s)

@@ -31,4 +31,7 @@ func (c transcodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(transcodeRunningDesc, prometheus.GaugeValue, float64(st.AudioRunning), "audio_opus")
 	ch <- prometheus.MustNewConstMetric(transcodeBusyDesc, prometheus.CounterValue, st.AudioBusy.Seconds(), "audio_opus")
 	ch <- prometheus.MustNewConstMetric(transcodeOutDesc, prometheus.CounterValue, float64(st.AudioPackets), "audio_opus")
+	ch <- prometheus.MustNewConstMetric(transcodeRunningDesc, prometheus.GaugeValue, float64(st.VideoRunning), "video_h264")
+	ch <- prometheus.MustNewConstMetric(transcodeBusyDesc, prometheus.CounterValue, st.VideoBusy.Seconds(), "video_h264")
+	ch <- prometheus.MustNewConstMetric(transcodeOutDesc, prometheus.CounterValue, float64(st.VideoFrames), "video_h264")
 }

@@ -25,10 +25,13 @@ type Hub struct {
 	nc       *nats.Conn
 	subjects bus.Subjects
 
-	mu     sync.Mutex
-	cams   map[string]*camera
-	audio  map[string]*camera
-	closed bool
+	mu    sync.Mutex
+	cams  map[string]*camera
+	audio map[string]*camera
+	// derived streams are made in this process (transcodes), not read
+	// from the bus.
+	derived map[string]*camera
+	closed  bool
 
 	// Dropped counts access units dropped for slow readers, all cameras.
 	Dropped atomic.Uint64
@@ -40,13 +43,14 @@ type Hub struct {
 type camera struct {
 	id      string
 	isAudio bool
+	// sub is nil for a derived stream.
 	sub     *nats.Subscription
 	readers map[*Reader]struct{}
 }
 
 // New builds a hub reading from nc.
 func New(nc *nats.Conn, subjects bus.Subjects) *Hub {
-	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera), audio: make(map[string]*camera)}
+	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera), audio: make(map[string]*camera), derived: make(map[string]*camera)}
 }
 
 // Reader receives one camera's access units. The access units are shared with
@@ -92,6 +96,39 @@ func (h *Hub) SubscribeAudio(cam, kind string, depth int) (*Reader, error) {
 	return h.subscribe(cam, kind, depth, true)
 }
 
+// SubscribeDerived attaches a reader to a stream made in this process from
+// a camera (a transcode) under name; Deliver feeds its readers, which start
+// on a keyframe like video readers.
+func (h *Hub) SubscribeDerived(name, kind string, depth int) (*Reader, error) {
+	if depth < 1 {
+		depth = 1
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	c := h.derived[name]
+	if c == nil {
+		c = &camera{id: name, readers: make(map[*Reader]struct{})}
+		h.derived[name] = c
+	}
+	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: true}
+	c.readers[r] = struct{}{}
+	return r, nil
+}
+
+// Deliver hands an access unit of a derived stream to its readers (none:
+// it is dropped). au must not change afterwards.
+func (h *Hub) Deliver(name string, au *busv1.AccessUnit) {
+	h.mu.Lock()
+	c := h.derived[name]
+	h.mu.Unlock()
+	if c != nil {
+		h.deliverAU(c, au)
+	}
+}
+
 func (h *Hub) subscribe(cam, kind string, depth int, audio bool) (*Reader, error) {
 	if depth < 1 {
 		depth = 1
@@ -127,6 +164,10 @@ func (h *Hub) deliver(c *camera, data []byte) {
 	if err := proto.Unmarshal(data, au); err != nil {
 		return
 	}
+	h.deliverAU(c, au)
+}
+
+func (h *Hub) deliverAU(c *camera, au *busv1.AccessUnit) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for r := range c.readers {
@@ -161,10 +202,14 @@ func (h *Hub) remove(r *Reader) {
 	delete(c.readers, r)
 	close(r.ch)
 	if len(c.readers) == 0 {
-		_ = c.sub.Unsubscribe()
-		if c.isAudio {
+		switch {
+		case c.sub == nil:
+			delete(h.derived, c.id)
+		case c.isAudio:
+			_ = c.sub.Unsubscribe()
 			delete(h.audio, c.id)
-		} else {
+		default:
+			_ = c.sub.Unsubscribe()
 			delete(h.cams, c.id)
 		}
 	}
@@ -188,9 +233,11 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	for _, cams := range []map[string]*camera{h.cams, h.audio} {
+	for _, cams := range []map[string]*camera{h.cams, h.audio, h.derived} {
 		for id, c := range cams {
-			_ = c.sub.Unsubscribe()
+			if c.sub != nil {
+				_ = c.sub.Unsubscribe()
+			}
 			for r := range c.readers {
 				r.closed.Store(true)
 				close(r.ch)

@@ -163,3 +163,34 @@ func TestAudioReader(t *testing.T) {
 		t.Fatalf("audio subscription kept after the last reader left")
 	}
 }
+
+// A derived stream reaches its readers from the first keyframe and is
+// forgotten with its last reader.
+func TestDerivedStream(t *testing.T) {
+	h, _ := newHub(t)
+	h.Deliver("cam~h264", &busv1.AccessUnit{Sequence: 1, Keyframe: true}) // no reader: dropped
+	r, err := h.SubscribeDerived("cam~h264", "test", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []bool{false, true, false} {
+		h.Deliver("cam~h264", &busv1.AccessUnit{Sequence: uint64(10 + i), Keyframe: key})
+	}
+	for _, want := range []uint64{11, 12} {
+		select {
+		case au := <-r.C():
+			if au.Sequence != want {
+				t.Fatalf("got %d, want %d", au.Sequence, want)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("no access unit %d", want)
+		}
+	}
+	r.Close()
+	h.mu.Lock()
+	n := len(h.derived)
+	h.mu.Unlock()
+	if n != 0 {
+		t.Fatal("derived stream kept after its last reader")
+	}
+}

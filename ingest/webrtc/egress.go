@@ -74,6 +74,9 @@ type viewer struct {
 	codec   busv1.Codec
 	// audio is the camera's sound for this viewer, nil without.
 	audio *viewerAudio
+	// leaveTranscode, when the camera is transcoded for this viewer,
+	// gives back its share of the transcode.
+	leaveTranscode func()
 
 	results      ResultSource
 	unsubMu      sync.Mutex
@@ -147,6 +150,20 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	case <-ctx.Done():
 		return "", "", ctx.Err()
 	}
+	var leaveTranscode func()
+	if transcodable(first.Codec) {
+		r, leave, f, err := e.transcodedReader(ctx, cam, src, info, first.Codec)
+		if err != nil {
+			return "", "", err
+		}
+		reader.Close()
+		reader, first, leaveTranscode = r, f, leave
+		defer func() {
+			if !ok {
+				leave()
+			}
+		}()
+	}
 	mime := MimeType(first.Codec)
 	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 {
 		return "", "", fmt.Errorf("%w: camera codec %s cannot be passed through", ErrCodecNotSupported, first.Codec)
@@ -159,7 +176,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	audioReader = nil
 
 	v := &viewer{
-		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio,
+		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
 	pc, err := e.api.NewPeerConnection(e.Configuration())
@@ -569,6 +586,9 @@ func (e *Engine) endViewer(v *viewer, why string) {
 		}
 		v.unsubMu.Unlock()
 		v.reader.Close()
+		if v.leaveTranscode != nil {
+			v.leaveTranscode()
+		}
 		var audioSent uint64
 		if v.audio != nil {
 			v.audio.release()

@@ -52,6 +52,13 @@ type EngineConfig struct {
 	ResultsBufferLimit uint64
 	// ReaderDepth is each viewer's access-unit queue; 0 means 64.
 	ReaderDepth int
+	// TranscodeWidth is the picture width of the H.264 transcode browsers
+	// get of H.265 and MJPEG cameras (never wider than the camera); 0 means
+	// DefaultTranscodeWidth.
+	TranscodeWidth int
+	// TranscodeBitrate is that transcode's bitrate in bit/s; 0 means
+	// DefaultTranscodeBitrate.
+	TranscodeBitrate int
 	Logger      *slog.Logger
 }
 
@@ -72,6 +79,8 @@ type Engine struct {
 	drops map[string]*Drops
 	// opus transcodes cameras' AAC/G.711 for viewers that need Opus.
 	opus *opusFeeds
+	// video transcodes H.265/MJPEG cameras to H.264 for browsers.
+	video *videoFeeds
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.
@@ -91,6 +100,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.ReaderDepth <= 0 {
 		cfg.ReaderDepth = 64
 	}
+	if cfg.TranscodeWidth <= 0 {
+		cfg.TranscodeWidth = DefaultTranscodeWidth
+	}
+	if cfg.TranscodeBitrate <= 0 {
+		cfg.TranscodeBitrate = DefaultTranscodeBitrate
+	}
 	if cfg.UDPAddr == "" {
 		return nil, fmt.Errorf("webrtc: UDPAddr is required")
 	}
@@ -101,6 +116,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, drops: make(map[string]*Drops)}
 	e.opus = &opusFeeds{log: e.log.Info, feeds: make(map[string]*opusFeed)}
+	e.video = &videoFeeds{log: e.log.Info, width: cfg.TranscodeWidth, bitrate: cfg.TranscodeBitrate, feeds: make(map[string]*videoFeed)}
 
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
@@ -291,6 +307,7 @@ func (e *Engine) Close() {
 	}
 	e.viewers.wait()
 	e.opus.wg.Wait()
+	e.video.wg.Wait()
 	e.closeSockets()
 }
 

@@ -165,9 +165,18 @@ type TranscodeStats struct {
 	AudioBusy time.Duration
 	// AudioPackets is the number of Opus packets made so far.
 	AudioPackets uint64
+	// VideoRunning is the number of cameras being transcoded to H.264.
+	VideoRunning int
+	// VideoBusy is the time spent decoding and encoding video so far.
+	VideoBusy time.Duration
+	// VideoFrames is the number of H.264 pictures made so far.
+	VideoFrames uint64
 }
 
 // Transcodes reports the engine's transcodes.
 func (e *Engine) Transcodes() TranscodeStats {
-	return TranscodeStats{AudioRunning: e.opus.running(), AudioBusy: time.Duration(e.opus.cpu.Load()), AudioPackets: e.opus.packets.Load()}
+	return TranscodeStats{
+		AudioRunning: e.opus.running(), AudioBusy: time.Duration(e.opus.cpu.Load()), AudioPackets: e.opus.packets.Load(),
+		VideoRunning: e.video.running(), VideoBusy: time.Duration(e.video.busy.Load()), VideoFrames: e.video.frames.Load(),
+	}
 }

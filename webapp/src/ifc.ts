@@ -33,7 +33,7 @@ export interface LiveIfc {
   lagSamples: number;
   /** Whether the page expects results (the camera has a pipeline and detection is shown). */
   resultsExpected: boolean;
-  /** True once the stream has an audio track (the camera sends sound). */
+  /** True once the stream's audio track has received sound (the camera sends audio). */
   audioTrack: boolean;
   /** new | connecting | connected | disconnected | failed | retrying | closed */
   state: string;

@@ -147,8 +147,14 @@ export function CameraLive({ id }: { id: string }) {
       p.ontrack = (ev) => {
         stream.addTrack(ev.track);
         if (ev.track.kind === 'audio') {
-          ifc.audioTrack = true;
-          if (!cancelled) setHasAudio(true);
+          // The answer always has an audio section; sound is there once its
+          // first packets arrive (the track unmutes).
+          const heard = () => {
+            ifc.audioTrack = true;
+            if (!cancelled && pc === p) setHasAudio(true);
+          };
+          if (!ev.track.muted) heard();
+          else ev.track.addEventListener('unmute', heard, { once: true });
         }
         const v = videoRef.current;
         if (v && v.srcObject !== stream) {
