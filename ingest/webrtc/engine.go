@@ -59,7 +59,7 @@ type EngineConfig struct {
 	// TranscodeBitrate is that transcode's bitrate in bit/s; 0 means
 	// DefaultTranscodeBitrate.
 	TranscodeBitrate int
-	Logger      *slog.Logger
+	Logger           *slog.Logger
 }
 
 // Engine owns the sockets and the pion APIs shared by WHEP viewers, WHIP
