@@ -151,7 +151,9 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", ctx.Err()
 	}
 	var leaveTranscode func()
-	if transcodable(first.Codec) {
+	// H.265 passes through to a browser that offers it; otherwise it, and
+	// MJPEG, is transcoded.
+	if transcodable(first.Codec) && !(first.Codec == busv1.Codec_CODEC_H265 && info.Has(first.Codec)) {
 		r, leave, f, err := e.transcodedReader(ctx, cam, src, info, first.Codec)
 		if err != nil {
 			return "", "", err
@@ -165,7 +167,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		}()
 	}
 	mime := MimeType(first.Codec)
-	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 {
+	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 && first.Codec != busv1.Codec_CODEC_H265 {
 		return "", "", fmt.Errorf("%w: camera codec %s cannot be passed through", ErrCodecNotSupported, first.Codec)
 	}
 	if !info.Has(first.Codec) {
@@ -179,7 +181,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
-	pc, err := e.api.NewPeerConnection(e.Configuration())
+	pc, err := e.viewerAPI.NewPeerConnection(e.Configuration())
 	if err != nil {
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
@@ -309,6 +311,9 @@ func narrowCodecs(tr *webrtc.RTPTransceiver, mime string) {
 // fmtpFor is the fmtp line matching the camera's stream (H264: its SPS's
 // profile-level-id), so pion binds the offer's closest H264 payload type.
 func fmtpFor(au *busv1.AccessUnit) string {
+	if au.Codec == busv1.Codec_CODEC_H265 {
+		return h265Fmtp(au)
+	}
 	if au.Codec != busv1.Codec_CODEC_H264 {
 		return ""
 	}
@@ -318,6 +323,24 @@ func fmtpFor(au *busv1.AccessUnit) string {
 		}
 	}
 	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+}
+
+// h265Fmtp is the fmtp line of an H.265 camera: its SPS's profile (Main,
+// Main 10) and tier, so pion binds the offer's matching payload type.
+func h265Fmtp(au *busv1.AccessUnit) string {
+	profile, tier := 1, 0
+	for _, n := range au.Nalus {
+		// NAL header (2 bytes), then VPS id, sub-layers and nesting (1
+		// byte), then profile space (2 bits), tier (1), profile (5).
+		if len(n) >= 4 && (n[0]>>1)&0x3f == 33 {
+			if p := int(n[3] & 0x1f); p == 1 || p == 2 {
+				profile = p
+			}
+			tier = int(n[3]>>5) & 1
+			break
+		}
+	}
+	return fmt.Sprintf("level-id=93;profile-id=%d;tier-flag=%d;tx-mode=SRST", profile, tier)
 }
 
 // readRTCP drains the sender's RTCP so the interceptors (NACK responder,
@@ -398,6 +421,7 @@ type packetizer struct {
 	codec busv1.Codec
 	track *webrtc.TrackLocalStaticRTP
 	h264  codecs.H264Payloader
+	h265  codecs.H265Payloader
 	vp8   codecs.VP8Payloader
 	vp9   codecs.VP9Payloader
 	seq   uint16
@@ -414,6 +438,13 @@ func (p *packetizer) write(au *busv1.AccessUnit) error {
 				continue
 			}
 			p.buf = append(p.buf, p.h264.Payload(rtpMTU, n)...)
+		}
+	case busv1.Codec_CODEC_H265:
+		for _, n := range au.Nalus {
+			if len(n) == 0 {
+				continue
+			}
+			p.buf = append(p.buf, p.h265.Payload(rtpMTU, n)...)
 		}
 	case busv1.Codec_CODEC_VP8:
 		p.buf = p.vp8.Payload(rtpMTU, au.Data)

@@ -68,6 +68,9 @@ type Engine struct {
 	cfg       EngineConfig
 	api       *webrtc.API
 	clientAPI *webrtc.API
+	// viewerAPI is api plus H.265, which only viewers are offered: nothing
+	// on the ingest side depacketizes it.
+	viewerAPI *webrtc.API
 	udpMux    ice.UDPMux
 	udpAddr   net.Addr
 	tcpMux    ice.TCPMux
@@ -210,9 +213,44 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	viewerME := &webrtc.MediaEngine{}
+	if err := registerCodecs(viewerME); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	if err := registerH265(viewerME); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	viewerIR := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(viewerME, viewerIR); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	e.viewerAPI = webrtc.NewAPI(webrtc.WithMediaEngine(viewerME), webrtc.WithInterceptorRegistry(viewerIR), webrtc.WithSettingEngine(se))
 	e.clientAPI = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(client))
 	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
+}
+
+// registerH265 adds H.265 (Main and Main 10) for viewers whose browser
+// decodes it, so an H.265 camera passes through to them untranscoded.
+func registerH265(me *webrtc.MediaEngine) error {
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	for _, c := range []struct {
+		profile string
+		pt      webrtc.PayloadType
+	}{{"1", 116}, {"2", 118}} {
+		p := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000,
+				SDPFmtpLine: "level-id=93;profile-id=" + c.profile + ";tier-flag=0;tx-mode=SRST", RTCPFeedback: fb},
+			PayloadType: c.pt,
+		}
+		if err := me.RegisterCodec(p, webrtc.RTPCodecTypeVideo); err != nil {
+			return fmt.Errorf("webrtc: register H265: %w", err)
+		}
+	}
+	return nil
 }
 
 // registerCodecs registers the video codecs browsers and cameras use, H264

@@ -7,6 +7,9 @@ import (
 	"image/color"
 	"image/jpeg"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -114,4 +118,106 @@ func TestWHEPTranscodesMJPEG(t *testing.T) {
 	if n := e.engine.Transcodes().VideoRunning; n != 0 {
 		t.Fatalf("refused viewer left a transcode running: %d", n)
 	}
+}
+
+// h265Clip encodes a 320x240 H.265 clip (no B-frames, an IRAP every 15
+// pictures) and returns its access units as NALU lists.
+func h265Clip(t *testing.T) [][][]byte {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "clip.hevc")
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+		"-frames:v", "60", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=none:bframes=0:keyint=15:aud=1:repeat-headers=1",
+		p).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aus [][][]byte
+	for _, n := range h26x.SplitAnnexB(nil, raw) {
+		if len(n) < 2 {
+			continue
+		}
+		if (n[0]>>1)&0x3f == 35 { // access unit delimiter starts the next AU
+			aus = append(aus, nil)
+			continue
+		}
+		if len(aus) > 0 {
+			aus[len(aus)-1] = append(aus[len(aus)-1], n)
+		}
+	}
+	return aus
+}
+
+// feedH265 publishes an H.265 clip for cam at 30 fps until ctx ends.
+func (e *env) feedH265(ctx context.Context, cam string, aus [][][]byte, wg *sync.WaitGroup) {
+	sink := ingest.NewBusSink(e.bus.Conn(), e.bus.Subjects(), cam, nil)
+	sink.SetTrack(busv1.Codec_CODEC_H265, 320, 240)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		ts := uint32(4_000_000_123)
+		for i := 0; ; i++ {
+			nalus := aus[i%len(aus)]
+			key := false
+			for _, n := range nalus {
+				if t := (n[0] >> 1) & 0x3f; t >= 16 && t <= 21 {
+					key = true
+				}
+			}
+			e.mu.Lock()
+			e.ts[ts] = true
+			e.mu.Unlock()
+			_ = sink.WriteAccessUnit(&busv1.AccessUnit{Codec: busv1.Codec_CODEC_H265, RtpTimestamp: ts, ClockRate: 90000,
+				Keyframe: key, Nalus: nalus, Pts: int64(i) * int64(time.Second) / 30})
+			ts += 3000
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// An H.265 camera passes through to a viewer that offers H.265 (no
+// transcode) and is transcoded for one that offers only H.264; both get the
+// camera's RTP timestamps.
+func TestWHEPH265PassThroughOrTranscode(t *testing.T) {
+	e := newEnv(t, EngineConfig{})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	e.feedH265(ctx, "hevc", h265Clip(t), &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	for _, c := range []struct {
+		offer, want string
+		transcodes  int
+	}{{webrtc.MimeTypeH265, webrtc.MimeTypeH265, 0}, {webrtc.MimeTypeH264, webrtc.MimeTypeH264, 1}} {
+		v, offer := newPionViewer(t, e, c.offer)
+		code, ans, loc := whepPost(t, e.srv.URL+"/whep/hevc", offer)
+		if code != http.StatusCreated {
+			t.Fatalf("%s viewer: POST %d %s", c.offer, code, ans)
+		}
+		if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, c.offer+" viewer: 30 access units", func() bool { return v.markers.Load() >= 30 })
+		if n := v.badTS.Load(); n != 0 {
+			t.Fatalf("%s viewer: %d packets with an RTP timestamp the camera never sent", c.offer, n)
+		}
+		if got := v.pc.GetTransceivers()[0].Receiver().Track().Codec().MimeType; got != c.want {
+			t.Fatalf("%s viewer got %s", c.offer, got)
+		}
+		if n := e.engine.Transcodes().VideoRunning; n != c.transcodes {
+			t.Fatalf("%s viewer: %d transcodes running, want %d", c.offer, n, c.transcodes)
+		}
+		doReq(t, http.MethodDelete, e.srv.URL+loc, "", "")
+		_ = v.pc.Close()
+	}
+	waitFor(t, 5*time.Second, "transcode stopped", func() bool { return e.engine.Transcodes().VideoRunning == 0 })
 }
