@@ -34,7 +34,7 @@ FROM golang:1.26-bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       pkg-config gcc g++ libopencv-dev \
-      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev \
+      libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavdevice-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -56,7 +56,7 @@ RUN apt-get update \
       libopencv-videoio406 libopencv-video406 libopencv-objdetect406 \
       libopencv-calib3d406 libopencv-features2d406 libopencv-dnn406 \
       libopencv-photo406 libopencv-highgui406 \
-      libavcodec59 libavformat59 libavutil57 libswscale6 libavdevice59 \
+      libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 \
       opencv-data opencv-doc \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 imageflow \

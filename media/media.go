@@ -1,5 +1,6 @@
 // Package media decodes, encodes and demuxes video through FFmpeg's
-// libavcodec, libavformat and libswscale (cgo); media/h26x handles H264/H265
+// libavcodec, libavformat, libswscale and libswresample (cgo: audio to Opus
+// for WebRTC viewers); media/h26x handles H264/H265
 // bitstreams. It imports nothing of the project: mediabus converts its types
 // to the bus's at the edges. Every hot path keeps its packets, frames, scaler and
 // output buffers across calls, so steady-state decoding allocates nothing in

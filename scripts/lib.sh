@@ -29,7 +29,7 @@ need_go_tool() { # binary module@version
 # gocv, FFmpeg's libav* for decode/encode/capture), the Haar cascades, and
 # opencv-doc for the demo camera's real video (vtest.avi).
 PRODUCT_APT=(pkg-config gcc g++ libopencv-dev opencv-data opencv-doc
-  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libavdevice-dev ffmpeg)
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavdevice-dev ffmpeg)
 # Extra packages the tests and benchmarks use: real peers (Chromium,
 # Prometheus, kcat), protoc with the well-known .proto files (google/protobuf/
 # struct.proto is in libprotobuf-dev), git (the generated-code check) and curl

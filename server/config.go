@@ -61,6 +61,12 @@ type Config struct {
 	WebRTCMaxPending          int           `yaml:"webrtc_max_pending"`
 	WebRTCMaxPendingPerClient int           `yaml:"webrtc_max_pending_per_client"`
 	WebRTCConnectTimeout      time.Duration `yaml:"webrtc_connect_timeout"`
+	// WebRTCTranscodeWidth and WebRTCTranscodeBitrate size the H.264
+	// transcode browsers get of H.265 and MJPEG cameras (made once per
+	// camera while watched; never wider than the camera). 0 means 1280
+	// (720p for 16:9) and 2 Mbit/s.
+	WebRTCTranscodeWidth   int `yaml:"webrtc_transcode_width"`
+	WebRTCTranscodeBitrate int `yaml:"webrtc_transcode_bitrate"`
 	// NATSAddr opens the NATS client port; empty (default) keeps it closed.
 	NATSAddr     string `yaml:"nats"`
 	NATSUser     string `yaml:"nats_user"`
@@ -499,6 +505,12 @@ func (c *Config) Validate() error {
 	}
 	if c.WebRTCMaxPendingPerClient < 0 {
 		return bad("webrtc_max_pending_per_client", c.WebRTCMaxPendingPerClient, "must not be negative (0 takes the default)")
+	}
+	if c.WebRTCTranscodeWidth < 0 || c.WebRTCTranscodeWidth%2 != 0 || c.WebRTCTranscodeWidth > 8192 {
+		return bad("webrtc_transcode_width", c.WebRTCTranscodeWidth, "must be even, 0..8192 (0 takes the default)")
+	}
+	if c.WebRTCTranscodeBitrate < 0 || c.WebRTCTranscodeBitrate > 100_000_000 {
+		return bad("webrtc_transcode_bitrate", c.WebRTCTranscodeBitrate, "must be 0..100000000 bit/s (0 takes the default)")
 	}
 	if c.WebRTCConnectTimeout < 0 {
 		return bad("webrtc_connect_timeout", c.WebRTCConnectTimeout, "must not be negative (0 takes the default)")

@@ -236,13 +236,15 @@ func (s *Server) startWebRTC() error {
 	// One budget of unconnected sessions for viewers and publishers.
 	pending := iwebrtc.NewPendingLimits(s.Config.WebRTCMaxPending, s.Config.WebRTCMaxPendingPerClient)
 	eng, err := iwebrtc.NewEngine(iwebrtc.EngineConfig{
-		UDPAddr:        s.Config.WebRTCUDPAddr,
-		TCPAddr:        s.Config.WebRTCTCPAddr,
-		ICEServers:     s.Config.ICEServers,
-		HostAddresses:  s.Config.WebRTCHosts,
-		ConnectTimeout: s.webrtcConnectTimeout(),
-		Pending:        pending,
-		Logger:         s.Logger.With("component", "webrtc"),
+		UDPAddr:          s.Config.WebRTCUDPAddr,
+		TCPAddr:          s.Config.WebRTCTCPAddr,
+		ICEServers:       s.Config.ICEServers,
+		HostAddresses:    s.Config.WebRTCHosts,
+		ConnectTimeout:   s.webrtcConnectTimeout(),
+		Pending:          pending,
+		TranscodeWidth:   s.Config.WebRTCTranscodeWidth,
+		TranscodeBitrate: s.Config.WebRTCTranscodeBitrate,
+		Logger:           s.Logger.With("component", "webrtc"),
 	})
 	if err != nil {
 		return fmt.Errorf("webrtc: %w", err)

@@ -155,6 +155,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startWebRTC(); err != nil {
 		return err
 	}
+	if s.webrtc != nil {
+		s.Registerer.MustRegister(transcodeCollector{s.webrtc})
+	}
 	s.procMetrics = processors.NewMetrics(s.Registerer)
 	s.decoders = newDecoderCounters()
 	s.super = newSupervisor(s)

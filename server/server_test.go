@@ -545,6 +545,8 @@ func TestConfigPipeline(t *testing.T) {
 		{func(c *Config) { c.Prefix = "a.b" }, "prefix"},
 		{func(c *Config) { c.WebRTCMaxPending = -1 }, "webrtc_max_pending: -1"},
 		{func(c *Config) { c.WebRTCConnectTimeout = -time.Second }, "webrtc_connect_timeout"},
+		{func(c *Config) { c.WebRTCTranscodeWidth = 1281 }, "webrtc_transcode_width: 1281"},
+		{func(c *Config) { c.WebRTCTranscodeBitrate = -1 }, "webrtc_transcode_bitrate: -1"},
 	}
 	for _, tc := range bad {
 		c := Defaults()

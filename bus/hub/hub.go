@@ -25,9 +25,13 @@ type Hub struct {
 	nc       *nats.Conn
 	subjects bus.Subjects
 
-	mu     sync.Mutex
-	cams   map[string]*camera
-	closed bool
+	mu    sync.Mutex
+	cams  map[string]*camera
+	audio map[string]*camera
+	// derived streams are made in this process (transcodes), not read
+	// from the bus.
+	derived map[string]*camera
+	closed  bool
 
 	// Dropped counts access units dropped for slow readers, all cameras.
 	Dropped atomic.Uint64
@@ -38,13 +42,15 @@ type Hub struct {
 
 type camera struct {
 	id      string
+	isAudio bool
+	// sub is nil for a derived stream.
 	sub     *nats.Subscription
 	readers map[*Reader]struct{}
 }
 
 // New builds a hub reading from nc.
 func New(nc *nats.Conn, subjects bus.Subjects) *Hub {
-	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera)}
+	return &Hub{nc: nc, subjects: subjects, cams: make(map[string]*camera), audio: make(map[string]*camera), derived: make(map[string]*camera)}
 }
 
 // Reader receives one camera's access units. The access units are shared with
@@ -76,9 +82,24 @@ func (r *Reader) Close() {
 	r.hub.remove(r)
 }
 
-// Subscribe attaches a reader to a camera with a queue of depth access units.
-// kind names the reader in drop metrics ("whep", "rtsp", "decode").
+// Subscribe attaches a reader to a camera's video with a queue of depth
+// access units. kind names the reader in drop metrics ("whep", "rtsp",
+// "decode").
 func (h *Hub) Subscribe(cam, kind string, depth int) (*Reader, error) {
+	return h.subscribe(cam, kind, depth, false)
+}
+
+// SubscribeAudio attaches a reader to a camera's audio frames (every one
+// starts decoding, so the reader starts at once). A camera without audio
+// simply delivers nothing.
+func (h *Hub) SubscribeAudio(cam, kind string, depth int) (*Reader, error) {
+	return h.subscribe(cam, kind, depth, true)
+}
+
+// SubscribeDerived attaches a reader to a stream made in this process from
+// a camera (a transcode) under name; Deliver feeds its readers, which start
+// on a keyframe like video readers.
+func (h *Hub) SubscribeDerived(name, kind string, depth int) (*Reader, error) {
 	if depth < 1 {
 		depth = 1
 	}
@@ -87,19 +108,53 @@ func (h *Hub) Subscribe(cam, kind string, depth int) (*Reader, error) {
 	if h.closed {
 		return nil, ErrClosed
 	}
-	c := h.cams[cam]
+	c := h.derived[name]
 	if c == nil {
-		c = &camera{id: cam, readers: make(map[*Reader]struct{})}
-		sub, err := h.nc.Subscribe(h.subjects.Video(cam), func(m *nats.Msg) { h.deliver(c, m.Data) })
+		c = &camera{id: name, readers: make(map[*Reader]struct{})}
+		h.derived[name] = c
+	}
+	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: true}
+	c.readers[r] = struct{}{}
+	return r, nil
+}
+
+// Deliver hands an access unit of a derived stream to its readers (none:
+// it is dropped). au must not change afterwards.
+func (h *Hub) Deliver(name string, au *busv1.AccessUnit) {
+	h.mu.Lock()
+	c := h.derived[name]
+	h.mu.Unlock()
+	if c != nil {
+		h.deliverAU(c, au)
+	}
+}
+
+func (h *Hub) subscribe(cam, kind string, depth int, audio bool) (*Reader, error) {
+	if depth < 1 {
+		depth = 1
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, ErrClosed
+	}
+	cams, subject := h.cams, h.subjects.Video(cam)
+	if audio {
+		cams, subject = h.audio, h.subjects.Audio(cam)
+	}
+	c := cams[cam]
+	if c == nil {
+		c = &camera{id: cam, isAudio: audio, readers: make(map[*Reader]struct{})}
+		sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.deliver(c, m.Data) })
 		if err != nil {
 			return nil, err
 		}
 		// Video is bursty (keyframes); never let the client drop on our behalf.
 		_ = sub.SetPendingLimits(-1, 256<<20)
 		c.sub = sub
-		h.cams[cam] = c
+		cams[cam] = c
 	}
-	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: true}
+	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth), waitKey: !audio}
 	c.readers[r] = struct{}{}
 	return r, nil
 }
@@ -109,6 +164,10 @@ func (h *Hub) deliver(c *camera, data []byte) {
 	if err := proto.Unmarshal(data, au); err != nil {
 		return
 	}
+	h.deliverAU(c, au)
+}
+
+func (h *Hub) deliverAU(c *camera, au *busv1.AccessUnit) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for r := range c.readers {
@@ -143,12 +202,20 @@ func (h *Hub) remove(r *Reader) {
 	delete(c.readers, r)
 	close(r.ch)
 	if len(c.readers) == 0 {
-		_ = c.sub.Unsubscribe()
-		delete(h.cams, c.id)
+		switch {
+		case c.sub == nil:
+			delete(h.derived, c.id)
+		case c.isAudio:
+			_ = c.sub.Unsubscribe()
+			delete(h.audio, c.id)
+		default:
+			_ = c.sub.Unsubscribe()
+			delete(h.cams, c.id)
+		}
 	}
 }
 
-// Readers is the number of readers attached to a camera.
+// Readers is the number of video readers attached to a camera.
 func (h *Hub) Readers(cam string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -166,12 +233,16 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	for id, c := range h.cams {
-		_ = c.sub.Unsubscribe()
-		for r := range c.readers {
-			r.closed.Store(true)
-			close(r.ch)
+	for _, cams := range []map[string]*camera{h.cams, h.audio, h.derived} {
+		for id, c := range cams {
+			if c.sub != nil {
+				_ = c.sub.Unsubscribe()
+			}
+			for r := range c.readers {
+				r.closed.Store(true)
+				close(r.ch)
+			}
+			delete(cams, id)
 		}
-		delete(h.cams, id)
 	}
 }

@@ -125,3 +125,72 @@ func TestCloseEndsReaders(t *testing.T) {
 		t.Fatalf("subscribe after close: %v", err)
 	}
 }
+
+// Audio readers get every audio frame from the first one, and nothing of
+// the video; closing the last one drops the audio subscription.
+func TestAudioReader(t *testing.T) {
+	h, b := newHub(t)
+	a, err := h.SubscribeAudio("cam", "test", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Conn().Flush()
+	publish(t, b, 1, true)
+	for i := uint64(1); i <= 3; i++ {
+		au := &busv1.AccessUnit{Camera: "cam", Codec: busv1.Codec_CODEC_OPUS, Sequence: 100 + i, Data: []byte{0xfc, 1}}
+		if err := bus.Publish(b.Conn(), b.Subjects().Audio("cam"), au); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := uint64(1); i <= 3; i++ {
+		select {
+		case au := <-a.C():
+			if au.Sequence != 100+i || au.Codec != busv1.Codec_CODEC_OPUS {
+				t.Fatalf("audio reader got %d %v, want opus %d", au.Sequence, au.Codec, 100+i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no audio frame %d", i)
+		}
+	}
+	if h.Readers("cam") != 0 {
+		t.Fatalf("audio reader counted as video reader")
+	}
+	a.Close()
+	h.mu.Lock()
+	left := len(h.audio)
+	h.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("audio subscription kept after the last reader left")
+	}
+}
+
+// A derived stream reaches its readers from the first keyframe and is
+// forgotten with its last reader.
+func TestDerivedStream(t *testing.T) {
+	h, _ := newHub(t)
+	h.Deliver("cam~h264", &busv1.AccessUnit{Sequence: 1, Keyframe: true}) // no reader: dropped
+	r, err := h.SubscribeDerived("cam~h264", "test", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []bool{false, true, false} {
+		h.Deliver("cam~h264", &busv1.AccessUnit{Sequence: uint64(10 + i), Keyframe: key})
+	}
+	for _, want := range []uint64{11, 12} {
+		select {
+		case au := <-r.C():
+			if au.Sequence != want {
+				t.Fatalf("got %d, want %d", au.Sequence, want)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("no access unit %d", want)
+		}
+	}
+	r.Close()
+	h.mu.Lock()
+	n := len(h.derived)
+	h.mu.Unlock()
+	if n != 0 {
+		t.Fatal("derived stream kept after its last reader")
+	}
+}

@@ -27,6 +27,13 @@ const (
 	egressSilence = 10 * time.Second
 	// egressDepth is the hub queue of a feed, in access units.
 	egressDepth = 64
+	// egressAudioDepth is the hub queue of a feed's audio, in frames.
+	egressAudioDepth = 128
+	// audioProbe is how long after a feed starts its first keyframe waits
+	// for the camera's audio to show, so the SDP names the audio track.
+	// Audio frames come every 20-60 ms; a camera without audio delays its
+	// first reader's DESCRIBE by at most this.
+	audioProbe  = 600 * time.Millisecond
 	payloadType = 96
 )
 
@@ -47,6 +54,9 @@ type egress struct {
 	s      *Server
 	cam    string
 	reader *hub.Reader
+	// audioReader is the camera's audio; nil after the feed found none.
+	audioReader *hub.Reader
+	started     time.Time
 
 	// Set before ready is closed, read-only after.
 	ready  chan struct{}
@@ -57,6 +67,8 @@ type egress struct {
 	err    error
 	enc    nalEncoder
 	sps    []byte
+	// audio is the camera's audio track, nil when it has none.
+	audio *egressAudio
 
 	stopCh   chan struct{}
 	stopOnce sync.Once
@@ -78,6 +90,9 @@ type egressReader struct {
 	playing bool
 	// waitKey holds the session until the next keyframe (pump only).
 	waitKey bool
+	// video and audio tell which of the feed's tracks the reader set up
+	// (set by PLAY).
+	video, audio bool
 }
 
 // getEgress returns the live feed of cam or starts one.
@@ -97,14 +112,21 @@ func (s *Server) getEgress(cam string) (*egress, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub subscribe: %w", err)
 	}
+	ar, err := s.Hub.SubscribeAudio(cam, "rtsp", egressAudioDepth)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("hub subscribe audio: %w", err)
+	}
 	e := &egress{
-		s:         s,
-		cam:       cam,
-		reader:    r,
-		ready:     make(chan struct{}),
-		stopCh:    make(chan struct{}),
-		sessions:  make(map[*gortsplib.ServerSession]*egressReader),
-		idleSince: time.Now(),
+		s:           s,
+		cam:         cam,
+		reader:      r,
+		audioReader: ar,
+		started:     time.Now(),
+		ready:       make(chan struct{}),
+		stopCh:      make(chan struct{}),
+		sessions:    make(map[*gortsplib.ServerSession]*egressReader),
+		idleSince:   time.Now(),
 	}
 	s.egress[cam] = e
 	s.wg.Add(1)
@@ -130,6 +152,14 @@ func (s *Server) play(e *egress, ss *gortsplib.ServerSession) {
 	defer s.mu.Unlock()
 	if r := e.sessions[ss]; r != nil {
 		r.playing = true
+		for _, m := range ss.SetuppedMedias() {
+			switch {
+			case m == e.media:
+				r.video = true
+			case e.audio != nil && m == e.audio.media:
+				r.audio = true
+			}
+		}
 	}
 }
 
@@ -165,6 +195,12 @@ func (e *egress) run() {
 			}
 			lastAU = time.Now()
 			e.write(au)
+		case au, ok := <-e.audioC():
+			if !ok {
+				e.audioReader = nil
+				continue
+			}
+			e.writeAudio(au)
 		case now := <-tick.C:
 			e.s.mu.Lock()
 			idle := len(e.sessions) == 0 && now.Sub(e.idleSince) > egressLinger
@@ -186,6 +222,7 @@ func (e *egress) cleanup() {
 	}
 	e.s.mu.Unlock()
 	e.reader.Close()
+	e.closeAudio()
 	select {
 	case <-e.ready:
 	default:
@@ -200,31 +237,78 @@ func (e *egress) cleanup() {
 }
 
 // waitKeyframe builds the stream from the first keyframe: its parameter sets
-// are the only source of the SDP's sprop parameters.
+// are the only source of the SDP's sprop parameters. The camera's audio
+// track, when it shows within audioProbe, joins the SDP.
 func (e *egress) waitKeyframe() bool {
 	t := time.NewTimer(e.s.DescribeTimeout)
 	defer t.Stop()
+	var key, firstAudio *busv1.AccessUnit
+	var probe <-chan time.Time
 	for {
 		select {
 		case au, ok := <-e.reader.C():
 			if !ok {
 				return false
 			}
-			if !au.Keyframe {
+			if !au.Keyframe || key != nil {
 				continue
 			}
-			if err := e.open(au); err != nil {
-				e.s.log.Debug("rtsp feed not usable yet", "camera", e.cam, "err", err)
+			key = au
+			if firstAudio == nil {
+				if wait := audioProbe - time.Since(e.started); wait > 0 {
+					pt := time.NewTimer(wait)
+					defer pt.Stop()
+					probe = pt.C
+					continue
+				}
+			}
+		case au, ok := <-e.audioC():
+			if !ok {
+				e.audioReader = nil
 				continue
 			}
-			close(e.ready)
-			return true
+			if firstAudio == nil {
+				firstAudio = au
+			}
+			if key == nil {
+				continue
+			}
+		case <-probe:
 		case <-t.C:
 			e.err = errNoKey
 			return false
 		case <-e.stopCh:
 			return false
 		}
+		if key == nil {
+			continue
+		}
+		if err := e.open(key, firstAudio); err != nil {
+			e.s.log.Debug("rtsp feed not usable yet", "camera", e.cam, "err", err)
+			key, probe = nil, nil
+			continue
+		}
+		if e.audio == nil {
+			// Nothing to relay: stop paying for the camera's audio.
+			e.closeAudio()
+		}
+		close(e.ready)
+		return true
+	}
+}
+
+// audioC is the feed's audio channel, nil (never ready) without audio.
+func (e *egress) audioC() <-chan *busv1.AccessUnit {
+	if e.audioReader == nil {
+		return nil
+	}
+	return e.audioReader.C()
+}
+
+func (e *egress) closeAudio() {
+	if e.audioReader != nil {
+		e.audioReader.Close()
+		e.audioReader = nil
 	}
 }
 
@@ -233,7 +317,7 @@ func paramsOf(au *busv1.AccessUnit) (vps, sps, pps []byte) {
 	return h26x.ParamSets(videoCodec(au.Codec), au.Nalus)
 }
 
-func (e *egress) open(au *busv1.AccessUnit) error {
+func (e *egress) open(au, firstAudio *busv1.AccessUnit) error {
 	vps, sps, pps := paramsOf(au)
 	if sps == nil || pps == nil {
 		return errors.New("keyframe without SPS/PPS")
@@ -261,7 +345,17 @@ func (e *egress) open(au *busv1.AccessUnit) error {
 	}
 	e.codec, e.sps = au.Codec, sps
 	e.media = &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{e.forma}}
-	st := &gortsplib.ServerStream{Server: e.s.srv, Desc: &description.Session{Medias: []*description.Media{e.media}}}
+	medias := []*description.Media{e.media}
+	if firstAudio != nil {
+		a, err := newEgressAudio(firstAudio)
+		if err != nil {
+			e.s.log.Info("rtsp feed without audio", "camera", e.cam, "err", err)
+		} else {
+			e.audio = a
+			medias = append(medias, a.media)
+		}
+	}
+	st := &gortsplib.ServerStream{Server: e.s.srv, Desc: &description.Session{Medias: medias}}
 	if err := st.Initialize(); err != nil {
 		return err
 	}
@@ -278,7 +372,7 @@ func (e *egress) write(au *busv1.AccessUnit) {
 	e.s.mu.Lock()
 	e.targets = e.targets[:0]
 	for _, r := range e.sessions {
-		if r.playing {
+		if r.playing && r.video {
 			e.targets = append(e.targets, r)
 		}
 	}
@@ -315,6 +409,36 @@ func (e *egress) write(au *busv1.AccessUnit) {
 	}
 	if sent && e.s.OnLatency != nil && au.CompleteUnixNano != 0 {
 		e.s.OnLatency(e.cam, time.Since(time.Unix(0, au.CompleteUnixNano)))
+	}
+}
+
+// writeAudio sends one audio frame to every playing reader of the audio
+// track whose video has started (a reader that set up audio only starts at
+// once), so sound and pictures begin together.
+func (e *egress) writeAudio(au *busv1.AccessUnit) {
+	if e.audio == nil {
+		return
+	}
+	e.s.mu.Lock()
+	e.targets = e.targets[:0]
+	for _, r := range e.sessions {
+		if r.playing && r.audio && (!r.video || !r.waitKey) {
+			e.targets = append(e.targets, r)
+		}
+	}
+	e.s.mu.Unlock()
+	if len(e.targets) == 0 {
+		return
+	}
+	pkts := e.audio.packets(au)
+	for _, r := range e.targets {
+		for _, p := range pkts {
+			// A full queue loses this frame only; audio has no chain to break.
+			if err := r.ss.WritePacketRTP(e.audio.media, p); err != nil {
+				e.s.writeErrs.add(1, "camera", e.cam, "err", err)
+				break
+			}
+		}
 	}
 }
 

@@ -46,6 +46,7 @@ type Cameras interface {
 // Hub is the part of bus/hub the server reads cameras from.
 type Hub interface {
 	Subscribe(cam, kind string, depth int) (*hub.Reader, error)
+	SubscribeAudio(cam, kind string, depth int) (*hub.Reader, error)
 }
 
 // Authenticator decides whether user/pass may publish (publish=true) or read

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -400,4 +402,62 @@ func TestServerH265(t *testing.T) {
 	if err != nil || frames*100 < 60*95 || w != 640 || h != 360 || !strings.Contains(log, "Video: hevc") {
 		t.Fatalf("read: err=%v frames=%d %dx%d\n%s", err, frames, w, h, log)
 	}
+}
+
+// Readers get the camera's audio beside its video: ffprobe reading the
+// camera back sees an AAC track with packets, and ffmpeg decodes the tone.
+func TestServerRelaysAudio(t *testing.T) {
+	clip := filepath.Join(t.TempDir(), "av.mp4")
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-bf", "0", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-shortest", clip).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, out)
+	}
+	e := newEnv(t, publishCams("av"))
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+		"-i", clip, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", e.url("av"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	e.waitOnline(t, "av", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err = exec.CommandContext(ctx, "ffprobe", "-v", "error", "-rtsp_transport", "tcp",
+		"-count_packets", "-read_intervals", "%+2", "-show_entries", "stream=codec_type,codec_name,sample_rate,nb_read_packets",
+		"-of", "csv=p=0", e.url("av")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v: %s", err, out)
+	}
+	got := strings.TrimSpace(string(out))
+	t.Logf("ffprobe over RTSP:\n%s", got)
+	var video, audio bool
+	for _, line := range strings.Split(got, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ",")
+		switch {
+		case len(f) >= 3 && f[0] == "h264" && f[1] == "video" && f[len(f)-1] != "0":
+			video = true
+		case len(f) >= 4 && f[0] == "aac" && f[1] == "audio" && f[2] == "48000" && f[3] != "0":
+			audio = true
+		}
+	}
+	if !video || !audio {
+		t.Fatalf("want h264 video and 48 kHz aac audio with packets, got:\n%s", got)
+	}
+	// The audio decodes to the published tone, not silence.
+	out, err = exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-rtsp_transport", "tcp", "-i", e.url("av"),
+		"-t", "1.5", "-vn", "-af", "volumedetect", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg audio read: %v: %s", err, out)
+	}
+	m := regexp.MustCompile(`mean_volume: (-?[0-9.]+) dB`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no volume measured:\n%s", out)
+	}
+	if vol, _ := strconv.ParseFloat(string(m[1]), 64); vol < -40 {
+		t.Fatalf("audio read back is silent (mean %v dB)", vol)
+	}
+	t.Logf("audio read back: mean volume %s dB", m[1])
 }

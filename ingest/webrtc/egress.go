@@ -72,6 +72,11 @@ type viewer struct {
 	reader  *hub.Reader
 	first   *busv1.AccessUnit
 	codec   busv1.Codec
+	// audio is the camera's sound for this viewer, nil without.
+	audio *viewerAudio
+	// leaveTranscode, when the camera is transcoded for this viewer,
+	// gives back its share of the transcode.
+	leaveTranscode func()
 
 	results      ResultSource
 	unsubMu      sync.Mutex
@@ -116,10 +121,18 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		connecting()
 		return "", "", fmt.Errorf("%w: %v", ErrNoVideo, err)
 	}
+	subscribed := time.Now()
+	audioReader := subscribeAudio(src, cam, info)
+	var audio *viewerAudio
 	ok := false
 	defer func() {
 		if !ok {
 			reader.Close()
+			if audio != nil {
+				audio.release()
+			} else if audioReader != nil {
+				audioReader.Close()
+			}
 			connecting()
 		}
 	}()
@@ -137,19 +150,38 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	case <-ctx.Done():
 		return "", "", ctx.Err()
 	}
+	var leaveTranscode func()
+	// H.265 passes through to a browser that offers it; otherwise it, and
+	// MJPEG, is transcoded.
+	if transcodable(first.Codec) && !(first.Codec == busv1.Codec_CODEC_H265 && info.Has(first.Codec)) {
+		r, leave, f, err := e.transcodedReader(ctx, cam, src, info, first.Codec)
+		if err != nil {
+			return "", "", err
+		}
+		reader.Close()
+		reader, first, leaveTranscode = r, f, leave
+		defer func() {
+			if !ok {
+				leave()
+			}
+		}()
+	}
 	mime := MimeType(first.Codec)
-	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 {
+	if first.Codec != busv1.Codec_CODEC_H264 && first.Codec != busv1.Codec_CODEC_VP8 && first.Codec != busv1.Codec_CODEC_VP9 && first.Codec != busv1.Codec_CODEC_H265 {
 		return "", "", fmt.Errorf("%w: camera codec %s cannot be passed through", ErrCodecNotSupported, first.Codec)
 	}
 	if !info.Has(first.Codec) {
 		return "", "", fmt.Errorf("%w: the camera sends %s, the offer lacks it", ErrCodecNotSupported, mime)
 	}
 
+	audio = e.probeAudio(ctx, audioReader, src, info, subscribed, cam)
+	audioReader = nil
+
 	v := &viewer{
-		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec,
+		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
-	pc, err := e.api.NewPeerConnection(e.Configuration())
+	pc, err := e.viewerAPI.NewPeerConnection(e.Configuration())
 	if err != nil {
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
@@ -194,6 +226,12 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		_ = pc.Close()
 		return "", "", err
 	}
+	if audio != nil {
+		if err := audio.addTrack(pc); err != nil {
+			_ = pc.Close()
+			return "", "", err
+		}
+	}
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
 	ans, err := answer(ctx, pc, offerSDP, func() error {
@@ -205,6 +243,10 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 				narrowCodecs(tr, mime)
 			}
 		}
+		if audio != nil && !audio.bound(pc) {
+			audio.release()
+			audio, v.audio = nil, nil
+		}
 		return nil
 	})
 	if err != nil {
@@ -212,7 +254,11 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", err
 	}
 
-	if !e.viewers.add(v.id, v, 2, func() {
+	goroutines := 2
+	if audio != nil {
+		goroutines += 2
+	}
+	if !e.viewers.add(v.id, v, goroutines, func() {
 		if e.drops[cam] == nil {
 			e.drops[cam] = &Drops{}
 		}
@@ -229,7 +275,22 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		defer e.viewers.done()
 		e.send(v)
 	}()
-	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime)
+	audioCodec := ""
+	if audio != nil {
+		audioCodec = MimeType(audio.codec)
+		if audio.transcoded {
+			audioCodec += " (transcoded)"
+		}
+		go func() {
+			defer e.viewers.done()
+			e.readRTCP(audio.sender)
+		}()
+		go func() {
+			defer e.viewers.done()
+			e.sendAudio(v)
+		}()
+	}
+	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime, "audio", audioCodec)
 	return ans, v.id, nil
 }
 
@@ -250,6 +311,9 @@ func narrowCodecs(tr *webrtc.RTPTransceiver, mime string) {
 // fmtpFor is the fmtp line matching the camera's stream (H264: its SPS's
 // profile-level-id), so pion binds the offer's closest H264 payload type.
 func fmtpFor(au *busv1.AccessUnit) string {
+	if au.Codec == busv1.Codec_CODEC_H265 {
+		return h265Fmtp(au)
+	}
 	if au.Codec != busv1.Codec_CODEC_H264 {
 		return ""
 	}
@@ -259,6 +323,24 @@ func fmtpFor(au *busv1.AccessUnit) string {
 		}
 	}
 	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+}
+
+// h265Fmtp is the fmtp line of an H.265 camera: its SPS's profile (Main,
+// Main 10) and tier, so pion binds the offer's matching payload type.
+func h265Fmtp(au *busv1.AccessUnit) string {
+	profile, tier := 1, 0
+	for _, n := range au.Nalus {
+		// NAL header (2 bytes), then VPS id, sub-layers and nesting (1
+		// byte), then profile space (2 bits), tier (1), profile (5).
+		if len(n) >= 4 && (n[0]>>1)&0x3f == 33 {
+			if p := int(n[3] & 0x1f); p == 1 || p == 2 {
+				profile = p
+			}
+			tier = int(n[3]>>5) & 1
+			break
+		}
+	}
+	return fmt.Sprintf("level-id=93;profile-id=%d;tier-flag=%d;tx-mode=SRST", profile, tier)
 }
 
 // readRTCP drains the sender's RTCP so the interceptors (NACK responder,
@@ -307,6 +389,7 @@ func (e *Engine) send(v *viewer) {
 		if err := p.write(pending); err != nil {
 			return
 		}
+		v.audio.start()
 	}
 	for {
 		select {
@@ -321,6 +404,7 @@ func (e *Engine) send(v *viewer) {
 					continue
 				}
 				waitKey = false
+				v.audio.start()
 			}
 			// A write error is a closing transport; v.done follows.
 			if p.write(au) == nil {
@@ -337,6 +421,7 @@ type packetizer struct {
 	codec busv1.Codec
 	track *webrtc.TrackLocalStaticRTP
 	h264  codecs.H264Payloader
+	h265  codecs.H265Payloader
 	vp8   codecs.VP8Payloader
 	vp9   codecs.VP9Payloader
 	seq   uint16
@@ -353,6 +438,13 @@ func (p *packetizer) write(au *busv1.AccessUnit) error {
 				continue
 			}
 			p.buf = append(p.buf, p.h264.Payload(rtpMTU, n)...)
+		}
+	case busv1.Codec_CODEC_H265:
+		for _, n := range au.Nalus {
+			if len(n) == 0 {
+				continue
+			}
+			p.buf = append(p.buf, p.h265.Payload(rtpMTU, n)...)
 		}
 	case busv1.Codec_CODEC_VP8:
 		p.buf = p.vp8.Payload(rtpMTU, au.Data)
@@ -525,8 +617,16 @@ func (e *Engine) endViewer(v *viewer, why string) {
 		}
 		v.unsubMu.Unlock()
 		v.reader.Close()
+		if v.leaveTranscode != nil {
+			v.leaveTranscode()
+		}
+		var audioSent uint64
+		if v.audio != nil {
+			v.audio.release()
+			audioSent = v.audio.sent.Load()
+		}
 		_ = v.pc.Close()
 		e.log.Info("whep viewer ended", "camera", v.cam, "session", v.id, "reason", why,
-			"access_units", v.rtpSent.Load(), "results", v.resultsSent.Load())
+			"access_units", v.rtpSent.Load(), "audio_frames", audioSent, "results", v.resultsSent.Load())
 	})
 }

@@ -52,7 +52,14 @@ type EngineConfig struct {
 	ResultsBufferLimit uint64
 	// ReaderDepth is each viewer's access-unit queue; 0 means 64.
 	ReaderDepth int
-	Logger      *slog.Logger
+	// TranscodeWidth is the picture width of the H.264 transcode browsers
+	// get of H.265 and MJPEG cameras (never wider than the camera); 0 means
+	// DefaultTranscodeWidth.
+	TranscodeWidth int
+	// TranscodeBitrate is that transcode's bitrate in bit/s; 0 means
+	// DefaultTranscodeBitrate.
+	TranscodeBitrate int
+	Logger           *slog.Logger
 }
 
 // Engine owns the sockets and the pion APIs shared by WHEP viewers, WHIP
@@ -61,6 +68,9 @@ type Engine struct {
 	cfg       EngineConfig
 	api       *webrtc.API
 	clientAPI *webrtc.API
+	// viewerAPI is api plus H.265, which only viewers are offered: nothing
+	// on the ingest side depacketizes it.
+	viewerAPI *webrtc.API
 	udpMux    ice.UDPMux
 	udpAddr   net.Addr
 	tcpMux    ice.TCPMux
@@ -70,6 +80,10 @@ type Engine struct {
 	viewers registry[*viewer]
 	// drops is guarded by the viewers' lock.
 	drops map[string]*Drops
+	// opus transcodes cameras' AAC/G.711 for viewers that need Opus.
+	opus *opusFeeds
+	// video transcodes H.265/MJPEG cameras to H.264 for browsers.
+	video *videoFeeds
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.
@@ -89,6 +103,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.ReaderDepth <= 0 {
 		cfg.ReaderDepth = 64
 	}
+	if cfg.TranscodeWidth <= 0 {
+		cfg.TranscodeWidth = DefaultTranscodeWidth
+	}
+	if cfg.TranscodeBitrate <= 0 {
+		cfg.TranscodeBitrate = DefaultTranscodeBitrate
+	}
 	if cfg.UDPAddr == "" {
 		return nil, fmt.Errorf("webrtc: UDPAddr is required")
 	}
@@ -98,6 +118,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		}
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, drops: make(map[string]*Drops)}
+	e.opus = &opusFeeds{log: e.log.Info, feeds: make(map[string]*opusFeed)}
+	e.video = &videoFeeds{log: e.log.Info, width: cfg.TranscodeWidth, bitrate: cfg.TranscodeBitrate, feeds: make(map[string]*videoFeed)}
 
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
@@ -191,9 +213,44 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	viewerME := &webrtc.MediaEngine{}
+	if err := registerCodecs(viewerME); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	if err := registerH265(viewerME); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	viewerIR := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(viewerME, viewerIR); err != nil {
+		e.closeSockets()
+		return nil, err
+	}
+	e.viewerAPI = webrtc.NewAPI(webrtc.WithMediaEngine(viewerME), webrtc.WithInterceptorRegistry(viewerIR), webrtc.WithSettingEngine(se))
 	e.clientAPI = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(client))
 	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
+}
+
+// registerH265 adds H.265 (Main and Main 10) for viewers whose browser
+// decodes it, so an H.265 camera passes through to them untranscoded.
+func registerH265(me *webrtc.MediaEngine) error {
+	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+	for _, c := range []struct {
+		profile string
+		pt      webrtc.PayloadType
+	}{{"1", 116}, {"2", 118}} {
+		p := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000,
+				SDPFmtpLine: "level-id=93;profile-id=" + c.profile + ";tier-flag=0;tx-mode=SRST", RTCPFeedback: fb},
+			PayloadType: c.pt,
+		}
+		if err := me.RegisterCodec(p, webrtc.RTPCodecTypeVideo); err != nil {
+			return fmt.Errorf("webrtc: register H265: %w", err)
+		}
+	}
+	return nil
 }
 
 // registerCodecs registers the video codecs browsers and cameras use, H264
@@ -287,6 +344,8 @@ func (e *Engine) Close() {
 		e.endViewer(v, "server closing")
 	}
 	e.viewers.wait()
+	e.opus.wg.Wait()
+	e.video.wg.Wait()
 	e.closeSockets()
 }
 

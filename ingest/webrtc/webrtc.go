@@ -145,6 +145,8 @@ func videoCodecOf(c sdpCodec) busv1.Codec {
 		if strings.Contains(strings.ReplaceAll(c.fmtp, " ", ""), "packetization-mode=1") {
 			return busv1.Codec_CODEC_H264
 		}
+	case "H265":
+		return busv1.Codec_CODEC_H265
 	case "VP8":
 		return busv1.Codec_CODEC_VP8
 	case "VP9":
@@ -160,6 +162,8 @@ func MimeType(c busv1.Codec) string {
 	switch c {
 	case busv1.Codec_CODEC_H264:
 		return webrtc.MimeTypeH264
+	case busv1.Codec_CODEC_H265:
+		return webrtc.MimeTypeH265
 	case busv1.Codec_CODEC_VP8:
 		return webrtc.MimeTypeVP8
 	case busv1.Codec_CODEC_VP9:
@@ -181,6 +185,8 @@ func CodecOfMime(mime string) busv1.Codec {
 	switch strings.ToLower(mime) {
 	case strings.ToLower(webrtc.MimeTypeH264):
 		return busv1.Codec_CODEC_H264
+	case strings.ToLower(webrtc.MimeTypeH265):
+		return busv1.Codec_CODEC_H265
 	case strings.ToLower(webrtc.MimeTypeVP8):
 		return busv1.Codec_CODEC_VP8
 	case strings.ToLower(webrtc.MimeTypeVP9):

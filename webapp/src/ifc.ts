@@ -33,6 +33,8 @@ export interface LiveIfc {
   lagSamples: number;
   /** Whether the page expects results (the camera has a pipeline and detection is shown). */
   resultsExpected: boolean;
+  /** True once the stream's audio track has received sound (the camera sends audio). */
+  audioTrack: boolean;
   /** new | connecting | connected | disconnected | failed | retrying | closed */
   state: string;
   /** Last error text, if any. */
@@ -89,6 +91,7 @@ export function initLiveIfc(camera: string): LiveIfc {
     lagP95Ms: null,
     lagSamples: 0,
     resultsExpected: false,
+    audioTrack: false,
     state: 'new',
     error: null,
   };

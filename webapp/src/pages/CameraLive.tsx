@@ -37,6 +37,7 @@ export function CameraLive({ id }: { id: string }) {
   const [camera, setCamera] = useState<Camera | null>(null);
   const [cameraError, setCameraError] = useState<string | null>(null);
   const [muted, setMuted] = useState(true);
+  const [hasAudio, setHasAudio] = useState(false);
   const [overlayOn, setOverlayOn] = useState(true);
   const [stats, setStats] = useState({ frames: 0, results: 0, boxes: 0, rtp: null as number | null, exact: 0, late: 0, dropped: 0, target: null as number | null, held: null as number | null });
   const [attempt, setAttempt] = useState(0);
@@ -116,6 +117,8 @@ export function CameraLive({ id }: { id: string }) {
     const connect = async () => {
       if (cancelled) return;
       setState('connecting');
+      ifc.audioTrack = false;
+      setHasAudio(false);
       const p = new RTCPeerConnection();
       pc = p;
       const video = p.addTransceiver('video', { direction: 'recvonly' });
@@ -144,6 +147,16 @@ export function CameraLive({ id }: { id: string }) {
       const stream = new MediaStream();
       p.ontrack = (ev) => {
         stream.addTrack(ev.track);
+        if (ev.track.kind === 'audio') {
+          // The answer always has an audio section; sound is there once its
+          // first packets arrive (the track unmutes).
+          const heard = () => {
+            ifc.audioTrack = true;
+            if (!cancelled && pc === p) setHasAudio(true);
+          };
+          if (!ev.track.muted) heard();
+          else ev.track.addEventListener('unmute', heard, { once: true });
+        }
         const v = videoRef.current;
         if (v && v.srcObject !== stream) {
           v.srcObject = stream;
@@ -363,7 +376,12 @@ export function CameraLive({ id }: { id: string }) {
             </div>
           )}
           <div className="toolbar">
-            <button onClick={() => setMuted((m) => !m)} data-testid="mute-toggle">
+            <button
+              onClick={() => setMuted((m) => !m)}
+              disabled={!hasAudio}
+              title={hasAudio ? undefined : 'This camera sends no audio'}
+              data-testid="mute-toggle"
+            >
               {muted ? 'Unmute' : 'Mute'}
             </button>
             <label className="check">

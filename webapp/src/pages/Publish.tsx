@@ -107,7 +107,11 @@ export function Publish({ id }: { id: string }) {
     }
     setState('starting');
     try {
-      const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+      // The microphone goes along when there is one (viewers can unmute);
+      // a device without one, or a refused microphone, publishes video only.
+      const stream = await navigator.mediaDevices
+        .getUserMedia({ video: true, audio: true })
+        .catch(() => navigator.mediaDevices.getUserMedia({ video: true, audio: false }));
       if (!current()) {
         stream.getTracks().forEach((t) => t.stop());
         return;
@@ -124,6 +128,7 @@ export function Publish({ id }: { id: string }) {
       s.pc = pc;
       const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
       setH264(preferH264(tr));
+      for (const a of stream.getAudioTracks()) pc.addTransceiver(a, { direction: 'sendonly', streams: [stream] });
       pc.onconnectionstatechange = () => {
         if (!current()) return;
         switch (pc.connectionState) {
