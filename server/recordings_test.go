@@ -304,18 +304,6 @@ func checkIndexMatchesStore(t *testing.T, ts *testServer, cam string) {
 	}
 }
 
-func metricValue(t *testing.T, ts *testServer, name string) float64 {
-	t.Helper()
-	_, b, _ := ts.do("GET", "/metrics", "", nil)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, name+" ") {
-			v, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
-			return v
-		}
-	}
-	return 0
-}
-
 const recordHelperEnv = "IFC_RECORD_HELPER_DIR"
 
 // TestRecordingHelperProcess is not a test: run by TestRecordingKill9 as a
