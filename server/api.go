@@ -43,7 +43,7 @@ func (s *Server) routes() []route {
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
 // batch API: every documented endpoint.
 func (s *Server) allRoutes() []route {
-	return append(append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...), s.recordingRoutes()...)
+	return append(append(append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...), s.recordingRoutes()...), s.eventRoutes()...)
 }
 
 // methodAll registers a route for every method.

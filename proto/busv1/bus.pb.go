@@ -939,7 +939,7 @@ func (x *Progress) GetDurationNs() int64 {
 	return 0
 }
 
-// CameraEvent reports a camera's state change. Subject: <prefix>.events.<camera>.
+// CameraEvent reports a camera's state change. Subject: <prefix>.status.<camera>.
 type CameraEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Camera        string                 `protobuf:"bytes,1,opt,name=camera,proto3" json:"camera,omitempty"`
