@@ -77,8 +77,11 @@ type openEvent struct {
 
 type writeJob struct {
 	ev    Event
-	frame gocv.Mat // owned by the job; empty when the snapshot is unchanged
-	seq   int
+	frame gocv.Mat // owned by the job when hasFrame
+	// hasFrame is false when the snapshot is unchanged (a zero Mat must
+	// not reach gocv).
+	hasFrame bool
+	seq      int
 }
 
 // Start checks the configuration and starts the writer.
@@ -210,13 +213,15 @@ func (r *Recorder) emit(oe *openEvent, state string) {
 	job.ev.Zones = append([]string(nil), oe.ev.Zones...)
 	oe.messages++
 	if oe.bestNew && !oe.best.Empty() {
-		job.frame = oe.best.Clone()
+		job.frame, job.hasFrame = oe.best.Clone(), true
 		oe.bestNew = false
 	}
 	select {
 	case r.jobs <- job:
 	default:
-		job.frame.Close()
+		if job.hasFrame {
+			job.frame.Close()
+		}
 		r.Dropped.Add(1)
 		r.Logger.Warn("event writer busy; message dropped", "event", oe.ev.ID, "state", state)
 	}
@@ -244,7 +249,7 @@ func (r *Recorder) writer() {
 		ev := &job.ev
 		snapKey = "events/" + ev.Camera + "/" + ev.ID + "/snapshot.jpg"
 		cropKey = "events/" + ev.Camera + "/" + ev.ID + "/crop.jpg"
-		if !job.frame.Empty() {
+		if job.hasFrame {
 			if err := r.writeSnapshot(job.frame, ev.BestBox, snapKey, cropKey); err != nil {
 				r.Logger.Warn("event snapshot not stored", "event", ev.ID, "error", err)
 			}

@@ -1,0 +1,262 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"image"
+	"image/jpeg"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imageflowcanvas/imageflow/events"
+)
+
+// sseReader collects one SSE stream's messages by event name.
+type sseReader struct {
+	mu   sync.Mutex
+	msgs map[string][][]byte
+	done chan struct{}
+	err  error
+}
+
+func readSSEStream(t *testing.T, ctx context.Context, url, token string) *sseReader {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		resp.Body.Close()
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	r := &sseReader{msgs: map[string][][]byte{}, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		var name string
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "event: "):
+				name = line[len("event: "):]
+			case strings.HasPrefix(line, "data: "):
+				r.mu.Lock()
+				r.msgs[name] = append(r.msgs[name], []byte(line[len("data: "):]))
+				r.mu.Unlock()
+			}
+		}
+		r.err = sc.Err()
+	}()
+	return r
+}
+
+func (r *sseReader) get(name string) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.msgs[name]...)
+}
+
+type resultMsg struct {
+	Sequence   string `json:"sequence"`
+	Detections []struct {
+		Label   string `json:"label"`
+		TrackID string `json:"track_id"`
+	} `json:"detections"`
+}
+
+// The demo camera (vtest.avi, HOG people) yields person events with tracks:
+// results carry track ids that stay on a walker for many frames (the mean
+// track length is printed), events listed by the API have a snapshot that is
+// a JPEG with the box drawn and a crop, a live SSE subscriber that joined
+// late gets the new events, and MQTT clients get them on
+// ifc/events/demo with a token as password and are refused without one.
+func TestDemoEventsTracksSnapshotsSSEAndMQTT(t *testing.T) {
+	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
+		t.Fatal("mosquitto_sub not installed (Debian mosquitto-clients)")
+	}
+	const token = "events-admin-token"
+	cfg := testConfig(t.TempDir())
+	cfg.Demo = true
+	cfg.APITokens = []string{token}
+	cfg.MQTTAddr = "127.0.0.1:0"
+	ts := startServer(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	mqttHost, mqttPort, _ := strings.Cut(ts.srv.Addrs().MQTT, ":")
+	if mqttPort == "" {
+		t.Fatalf("no MQTT address in %+v", ts.srv.Addrs())
+	}
+	// Refused without credentials, with a wrong token, and asking for video.
+	for _, args := range [][]string{{}, {"-u", "x", "-P", "not-a-token"}} {
+		cmd := exec.CommandContext(ctx, "mosquitto_sub", append([]string{"-h", mqttHost, "-p", mqttPort, "-t", "ifc/events/demo", "-C", "1", "-W", "5"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(strings.ToLower(string(out)), "not authori") {
+			t.Fatalf("mosquitto_sub %v: want refused, got err %v, output %q", args, err, out)
+		}
+	}
+	var mqttOut bytes.Buffer
+	mqtt := exec.CommandContext(ctx, "mosquitto_sub", "-h", mqttHost, "-p", mqttPort, "-t", "ifc/events/demo", "-u", "ha", "-P", token, "-C", "2", "-W", "90")
+	mqtt.Stdout, mqtt.Stderr = &mqttOut, &mqttOut
+	if err := mqtt.Start(); err != nil {
+		t.Fatal(err)
+	}
+	mqttDone := make(chan error, 1)
+	go func() { mqttDone <- mqtt.Wait() }()
+
+	results := readSSEStream(t, ctx, ts.base+"/api/v1/cameras/demo/results/stream", token)
+	time.Sleep(20 * time.Second)
+	// A late subscriber: joins after events began.
+	late := readSSEStream(t, ctx, ts.base+"/api/v1/events/stream?camera=demo", token)
+
+	var list eventList
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, body, _ := ts.do("GET", "/api/v1/events?camera=demo&label=person", token, nil)
+		if st != 200 {
+			t.Fatalf("list events: %d %s", st, body)
+		}
+		if err := json.Unmarshal(body, &list); err != nil {
+			t.Fatal(err)
+		}
+		ended := 0
+		for _, e := range list.Items {
+			if e.End != nil {
+				ended++
+			}
+		}
+		if ended >= 2 && len(late.get("event")) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 80 s: %d events (%d ended), late SSE subscriber got %d", len(list.Items), ended, len(late.get("event")))
+		}
+		time.Sleep(time.Second)
+	}
+	for i := 1; i < len(list.Items); i++ {
+		if list.Items[i].Start.After(list.Items[i-1].Start) {
+			t.Fatalf("events not newest first: %v then %v", list.Items[i-1].Start, list.Items[i].Start)
+		}
+	}
+	checked := 0
+	for _, e := range list.Items {
+		if e.Label != "person" || e.Camera != "demo" || e.TrackID <= 0 || e.Frames < events.DefaultMinFrames || e.SnapshotURL == "" {
+			t.Fatalf("event %+v", e)
+		}
+		if e.End == nil || checked >= 3 {
+			continue
+		}
+		checked++
+		st, snap, h := ts.do("GET", e.SnapshotURL, token, nil)
+		if st != 200 || h.Get("Content-Type") != "image/jpeg" {
+			t.Fatalf("snapshot %s: %d %s", e.SnapshotURL, st, h.Get("Content-Type"))
+		}
+		img, err := jpeg.Decode(bytes.NewReader(snap))
+		if err != nil {
+			t.Fatalf("snapshot of %s is no JPEG: %v", e.ID, err)
+		}
+		if img.Bounds().Dx() != e.FrameWidth || img.Bounds().Dy() != e.FrameHeight {
+			t.Fatalf("snapshot %v, event says %dx%d", img.Bounds(), e.FrameWidth, e.FrameHeight)
+		}
+		if f := boxEdgeRedness(img, e.BestBox); f < 0.6 {
+			t.Fatalf("event %s: only %.0f%% of the box's top edge is drawn red", e.ID, f*100)
+		}
+		st, crop, _ := ts.do("GET", e.CropURL, token, nil)
+		cimg, err := jpeg.Decode(bytes.NewReader(crop))
+		if st != 200 || err != nil {
+			t.Fatalf("crop: %d %v", st, err)
+		}
+		if dx, dy := cimg.Bounds().Dx(), cimg.Bounds().Dy(); dx > int(e.BestBox.W)+1 || dy > int(e.BestBox.H)+1 || dx < 8 || dy < 8 {
+			t.Fatalf("crop %dx%d for box %+v", dx, dy, e.BestBox)
+		}
+		st, one, _ := ts.do("GET", "/api/v1/events/"+e.ID, token, nil)
+		if st != 200 || !bytes.Contains(one, []byte(e.ID)) {
+			t.Fatalf("get event: %d %s", st, one)
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no ended event to check")
+	}
+	for _, b := range late.get("event") {
+		var ev events.Event
+		if err := json.Unmarshal(b, &ev); err != nil || ev.ID == "" || ev.Camera != "demo" {
+			t.Fatalf("SSE event %s: %v", b, err)
+		}
+	}
+
+	// Track ids: how many consecutive results each id stays on.
+	lengths := map[string]int{}
+	for _, b := range results.get("result") {
+		var r resultMsg
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatalf("result %s: %v", b, err)
+		}
+		for _, d := range r.Detections {
+			if d.TrackID == "" || d.TrackID == "0" {
+				t.Fatalf("detection without track id in %s", b)
+			}
+			lengths[d.TrackID]++
+		}
+	}
+	total := 0
+	for _, n := range lengths {
+		total += n
+	}
+	if len(lengths) == 0 {
+		t.Fatal("no detections in the results stream")
+	}
+	mean := float64(total) / float64(len(lengths))
+	t.Logf("demo camera: %d results, %d detections in %d tracks, mean track length %.1f results", len(results.get("result")), total, len(lengths), mean)
+	if mean < 3 {
+		t.Fatalf("mean track length %.1f: ids are not stable", mean)
+	}
+
+	select {
+	case err := <-mqttDone:
+		if err != nil {
+			t.Fatalf("mosquitto_sub: %v: %s", err, mqttOut.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("mosquitto_sub got no 2 events: %s", mqttOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(mqttOut.String()), "\n")
+	for _, l := range lines {
+		var ev events.Event
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.Camera != "demo" || ev.Label != "person" {
+			t.Fatalf("MQTT message %q: %v", l, err)
+		}
+	}
+	t.Logf("mqtt: %d events received on ifc/events/demo", len(lines))
+}
+
+// boxEdgeRedness is the fraction of the box's top edge that is drawn red.
+func boxEdgeRedness(img image.Image, b events.Box) float64 {
+	y := int(b.Y)
+	if y < img.Bounds().Min.Y {
+		y = img.Bounds().Min.Y
+	}
+	red, n := 0, 0
+	for x := int(b.X) + 2; x < int(b.X+b.W)-2; x++ {
+		r, g, bl, _ := img.At(x, y).RGBA()
+		n++
+		if r>>8 > 150 && g>>8 < 130 && bl>>8 < 120 {
+			red++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(red) / float64(n)
+}
