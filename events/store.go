@@ -45,13 +45,13 @@ type Store struct {
 	Retention time.Duration
 	Logger    *slog.Logger
 
-	mu      sync.RWMutex
-	byID    map[string]*entry
+	mu   sync.RWMutex
+	byID map[string]*entry
 	// caughtUp is set once the consumer delivered what the stream held.
 	caughtUp bool
-	cc      jetstream.ConsumeContext
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	cc       jetstream.ConsumeContext
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 type entry struct {

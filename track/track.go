@@ -50,7 +50,7 @@ func (t *Track) predicted() Box {
 }
 
 type pair struct {
-	iou      float32
+	iou     float32
 	tr, det int
 }
 
