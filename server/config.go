@@ -155,7 +155,7 @@ type Config struct {
 	RecordMaxBytes int64 `yaml:"record_max_bytes"`
 
 	// KafkaBrokers, when set, mirror progress, metrics and archived frames
-	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive.
+	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive|events.
 	KafkaBrokers     []string `yaml:"kafka_brokers"`
 	KafkaTopicPrefix string   `yaml:"kafka_topic_prefix"`
 	// KafkaFormat is json (for Kafka Connect's JsonConverter) or protobuf.
