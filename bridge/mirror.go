@@ -88,7 +88,7 @@ type Config struct {
 	// TopicPrefix names the topics <TopicPrefix>.progress, .metrics, .archive.
 	TopicPrefix string
 	// Streams to mirror (StreamProgress, StreamMetrics, StreamArchive,
-	// StreamEvents); all four when empty.
+	// StreamEvents); the first three when empty.
 	Streams []string
 	// Format is FormatJSON (default) or FormatProtobuf, for every topic.
 	Format string
@@ -226,7 +226,7 @@ func NewMirror(cfg Config) (*Mirror, error) {
 		return nil, fmt.Errorf("%w %q (want %q or %q)", ErrFormat, cfg.Format, FormatJSON, FormatProtobuf)
 	}
 	if len(cfg.Streams) == 0 {
-		cfg.Streams = []string{StreamProgress, StreamMetrics, StreamArchive, StreamEvents}
+		cfg.Streams = []string{StreamProgress, StreamMetrics, StreamArchive}
 	}
 	m := &Mirror{stats: make(map[string]*StreamStats)}
 	for _, s := range cfg.Streams {
