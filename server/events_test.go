@@ -9,6 +9,7 @@ import (
 	"image/jpeg"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,4 +260,85 @@ func boxEdgeRedness(img image.Image, b events.Box) float64 {
 		return 0
 	}
 	return float64(red) / float64(n)
+}
+
+// A subscriber that does not read its event stream never holds the
+// publisher up: messages beyond its queue are skipped, and when it reads
+// again it is told how many (event: skipped) before the next event, so what
+// it got plus what it was told it missed is everything published.
+func TestSlowEventSubscriberSkipsWithCount(t *testing.T) {
+	ts := startServer(t, testConfig(t.TempDir()))
+	resp, err := http.Get(ts.base + "/api/v1/events/stream?camera=burst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, ": open") {
+		t.Fatalf("stream start %q %v", line, err)
+	}
+	// 20000 events of 1 KB: far more than the socket buffers hold while the
+	// client reads nothing.
+	const n = 20000
+	pad := strings.Repeat("x", 1000)
+	nc := ts.srv.bus.Conn()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if err := nc.Publish("ifc.events.burst", []byte(`{"burst":`+strconv.Itoa(i)+`,"pad":"`+pad+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	// Now read: the queued events, each after a notice of what was skipped
+	// before it.
+	var mu sync.Mutex
+	got, skipped := 0, 0
+	go func() {
+		var name string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSpace(line)
+			if strings.HasPrefix(line, "event: ") {
+				name = line[len("event: "):]
+				continue
+			}
+			if !strings.HasPrefix(line, "data: ") {
+				continue
+			}
+			data := line[len("data: "):]
+			mu.Lock()
+			if name == "skipped" {
+				var s struct{ Skipped int }
+				if json.Unmarshal([]byte(data), &s) == nil {
+					skipped = s.Skipped
+				}
+			} else {
+				got++
+			}
+			mu.Unlock()
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		mu.Lock()
+		g, s := got, skipped
+		mu.Unlock()
+		if g+s >= n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("published %d events in %v; the idle subscriber then read %d and was told %d were skipped", n, took, got, skipped)
+	if skipped == 0 || got+skipped != n {
+		t.Fatalf("read %d + skipped %d, want %d in all with some skipped", got, skipped, n)
+	}
 }
