@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -410,8 +411,92 @@ func (s *Server) resultStream(c *fiber.Ctx) error {
 	return s.sse(c, f, "result")
 }
 
+// zoneJSON is a zone as the API shows and takes it.
+type zoneJSON struct {
+	Name string `json:"name"`
+	// Points are [x, y] corners as fractions of the frame.
+	Points     [][2]float32 `json:"points"`
+	Labels     []string     `json:"labels"`
+	MinDwellMS int64        `json:"min_dwell_ms"`
+}
+
+// maxZones bounds a camera's zones.
+const maxZones = 32
+
+// zonesProto validates zones of a request and converts them for storage.
+func zonesProto(in []zoneJSON) ([]*busv1.Zone, error) {
+	if len(in) > maxZones {
+		return nil, invalidf("zones: %d, at most %d", len(in), maxZones)
+	}
+	out := make([]*busv1.Zone, 0, len(in))
+	names := map[string]bool{}
+	for i, z := range in {
+		ez := events.Zone{Name: z.Name, Points: z.Points, Labels: z.Labels, MinDwell: time.Duration(z.MinDwellMS) * time.Millisecond}
+		if err := ez.Validate(); err != nil {
+			return nil, invalidf("zones[%d]: %v", i, err)
+		}
+		if z.MinDwellMS > int64(time.Hour/time.Millisecond) {
+			return nil, invalidf("zones[%d]: min_dwell_ms %d, at most one hour", i, z.MinDwellMS)
+		}
+		if names[z.Name] {
+			return nil, invalidf("zones[%d]: name %q used twice", i, z.Name)
+		}
+		names[z.Name] = true
+		if len(z.Labels) > 64 {
+			return nil, invalidf("zones[%d]: %d labels, at most 64", i, len(z.Labels))
+		}
+		pz := &busv1.Zone{Name: z.Name, Labels: z.Labels, MinDwellMs: z.MinDwellMS, Points: make([]float32, 0, 2*len(z.Points))}
+		for _, p := range z.Points {
+			pz.Points = append(pz.Points, p[0], p[1])
+		}
+		out = append(out, pz)
+	}
+	return out, nil
+}
+
+// zonesJSON shows stored zones.
+func zonesJSON(zs []*busv1.Zone) []zoneJSON {
+	out := make([]zoneJSON, 0, len(zs))
+	for _, z := range zs {
+		j := zoneJSON{Name: z.Name, Labels: z.Labels, MinDwellMS: z.MinDwellMs, Points: make([][2]float32, 0, len(z.Points)/2)}
+		if j.Labels == nil {
+			j.Labels = []string{}
+		}
+		for i := 0; i+1 < len(z.Points); i += 2 {
+			j.Points = append(j.Points, [2]float32{z.Points[i], z.Points[i+1]})
+		}
+		out = append(out, j)
+	}
+	return out
+}
+
 // zonesOf converts a camera's zones for its recorder.
-func zonesOf(cam *busv1.Camera) []events.Zone { return nil }
+func zonesOf(cam *busv1.Camera) []events.Zone {
+	out := make([]events.Zone, 0, len(cam.Zones))
+	for _, j := range zonesJSON(cam.Zones) {
+		out = append(out, events.Zone{Name: j.Name, Points: j.Points, Labels: j.Labels, MinDwell: time.Duration(j.MinDwellMS) * time.Millisecond})
+	}
+	return out
+}
+
+// zoneSchema is a camera zone in the OpenAPI document.
+var zoneSchema = func() map[string]any {
+	point := arr(num)
+	point["minItems"], point["maxItems"] = 2, 2
+	points := arr(point)
+	points["minItems"], points["maxItems"] = 3, 64
+	z := obj(map[string]any{"name": str, "points": points, "labels": arr(str), "min_dwell_ms": integ}, "name", "points", "labels", "min_dwell_ms")
+	z["description"] = "A polygon on the camera's picture, corners as [x, y] fractions (0..1) of the frame; with zones, only tracks that stayed in one for min_dwell_ms become events"
+	return z
+}()
+
+// zoneInputSchema is a zone as a request gives it: labels (every label)
+// and min_dwell_ms (0) may be left out.
+var zoneInputSchema = func() map[string]any {
+	z := maps.Clone(zoneSchema)
+	z["required"] = []string{"name", "points"}
+	return z
+}()
 
 // eventSchemas are the OpenAPI schemas of the event API.
 func eventSchemas() map[string]any {
@@ -425,6 +510,8 @@ func eventSchemas() map[string]any {
 		"detections": arr(det), "values": map[string]any{"type": "object", "additionalProperties": str}, "latency_ns": str, "sequence": str})
 	result["description"] = "A busv1.Result in the proto3 JSON mapping (64-bit integers are strings; empty fields are left out)"
 	return map[string]any{
+		"Zone":      zoneSchema,
+		"ZoneInput": zoneInputSchema,
 		"Event":     event,
 		"EventList": obj(map[string]any{"items": arr(rest.Ref("Event")), "next_cursor": str}, "items"),
 		"Result":    result,

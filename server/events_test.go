@@ -342,3 +342,99 @@ func TestSlowEventSubscriberSkipsWithCount(t *testing.T) {
 		t.Fatalf("read %d + skipped %d, want %d in all with some skipped", got, skipped, n)
 	}
 }
+
+// A zone over the right half of the lower part of vtest's walkway: every
+// event is of a walker whose feet were inside it (checked on the raw
+// results with the track's own boxes), and walkers that stayed outside make
+// none.
+func TestZoneEventsOnlyInside(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.Demo = true
+	ts := startServer(t, cfg)
+	cam := waitCameraOnline(t, ts, DemoCamera)
+	// x in [0.5, 1], y in [0.5, 1]: a rectangle, so the test's own check
+	// needs no polygon code.
+	const x0, x1, y0, y1 = 0.5, 1.0, 0.5, 1.0
+	zone := map[string]any{"name": "walkway", "points": [][2]float64{{x0, y0}, {x1, y0}, {x1, y1}, {x0, y1}}, "labels": []string{"person"}}
+	st, body, _ := ts.do("PUT", "/api/v1/cameras/demo", "", map[string]any{"source": cam.Source, "pipeline": cam.Pipeline, "zones": []any{zone}})
+	if st != 200 || !bytes.Contains(body, []byte(`"walkway"`)) {
+		t.Fatalf("set zone: %d %s", st, body)
+	}
+	since := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	results := readSSEStream(t, ctx, ts.base+"/api/v1/cameras/demo/results/stream", "")
+	time.Sleep(25 * time.Second)
+	// Tracks whose recorder ended them: the camera's stop flushes them.
+	st, body, _ = ts.do("PUT", "/api/v1/cameras/demo", "", map[string]any{"source": cam.Source, "pipeline": cam.Pipeline, "enabled": false})
+	if st != 200 {
+		t.Fatalf("stop camera: %d %s", st, body)
+	}
+	cancel()
+	<-results.done
+
+	type stat struct{ hits, inside int }
+	tracks := map[int64]*stat{}
+	for _, b := range results.get("result") {
+		var r struct {
+			Width, Height float64
+			Detections    []struct {
+				X, Y, W, H float64
+				TrackID    string `json:"track_id"`
+			}
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range r.Detections {
+			id, _ := strconv.ParseInt(d.TrackID, 10, 64)
+			s := tracks[id]
+			if s == nil {
+				s = &stat{}
+				tracks[id] = s
+			}
+			s.hits++
+			ax, ay := (d.X+d.W/2)/r.Width, (d.Y+d.H)/r.Height
+			if ax >= x0 && ax <= x1 && ay >= y0 && ay <= y1 {
+				s.inside++
+			}
+		}
+	}
+	st, body, _ = ts.do("GET", "/api/v1/events?camera=demo&limit=500&since="+since.UTC().Format(time.RFC3339Nano), "", nil)
+	var list eventList
+	if st != 200 || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("list: %d %s", st, body)
+	}
+	withEvent := map[int64]bool{}
+	for _, e := range list.Items {
+		s := tracks[e.TrackID]
+		if s == nil || s.inside == 0 {
+			t.Fatalf("event %s of track %d: the track's feet were never inside the zone (%+v)", e.ID, e.TrackID, s)
+		}
+		if len(e.Zones) != 1 || e.Zones[0] != "walkway" {
+			t.Fatalf("event %s zones %v", e.ID, e.Zones)
+		}
+		withEvent[e.TrackID] = true
+	}
+	outside, outsideLong := 0, 0
+	for id, s := range tracks {
+		if s.inside == 0 {
+			outside++
+			if s.hits >= events.DefaultMinFrames {
+				outsideLong++
+			}
+			if withEvent[id] {
+				t.Fatalf("track %d never inside has an event", id)
+			}
+		}
+	}
+	st, body, _ = ts.do("GET", "/api/v1/events?zone=walkway&limit=500&since="+since.UTC().Format(time.RFC3339Nano), "", nil)
+	var byZone eventList
+	if st != 200 || json.Unmarshal(body, &byZone) != nil || len(byZone.Items) != len(list.Items) {
+		t.Fatalf("?zone=walkway: %d, %d items, want %d", st, len(byZone.Items), len(list.Items))
+	}
+	t.Logf("zone: %d tracks, %d events (all inside), %d tracks never inside (%d of them %d+ results long) and without events", len(tracks), len(list.Items), outside, outsideLong, events.DefaultMinFrames)
+	if len(list.Items) == 0 || outsideLong == 0 {
+		t.Fatalf("the test needs walkers inside and outside the zone: %d events, %d long tracks outside", len(list.Items), outsideLong)
+	}
+}
