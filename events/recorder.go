@@ -210,7 +210,9 @@ func (r *Recorder) finish(id int64) {
 func (r *Recorder) emit(oe *openEvent, state string) {
 	oe.ev.State = state
 	job := writeJob{ev: oe.ev, seq: oe.messages}
-	job.ev.Zones = append([]string(nil), oe.ev.Zones...)
+	// Its own copy, never nil: JSON shows an empty list, not null.
+	job.ev.Zones = make([]string, len(oe.ev.Zones))
+	copy(job.ev.Zones, oe.ev.Zones)
 	oe.messages++
 	if oe.bestNew && !oe.best.Empty() {
 		job.frame, job.hasFrame = oe.best.Clone(), true

@@ -131,6 +131,9 @@ func (s *Store) apply(msg jetstream.Msg) {
 			e = &entry{}
 			s.byID[ev.ID] = e
 		}
+		if ev.Zones == nil {
+			ev.Zones = []string{}
+		}
 		e.Event = ev
 		e.seqs = append(e.seqs, meta.Sequence.Stream)
 	}

@@ -153,7 +153,7 @@ func TestDemoEventsTracksSnapshotsSSEAndMQTT(t *testing.T) {
 	}
 	checked := 0
 	for _, e := range list.Items {
-		if e.Label != "person" || e.Camera != "demo" || e.TrackID <= 0 || e.Frames < events.DefaultMinFrames || e.SnapshotURL == "" {
+		if e.Label != "person" || e.Camera != "demo" || e.TrackID <= 0 || e.Frames < events.DefaultMinFrames || e.SnapshotURL == "" || e.Zones == nil {
 			t.Fatalf("event %+v", e)
 		}
 		if e.End == nil || checked >= 3 {

@@ -35,7 +35,7 @@ export function Events() {
     () =>
       followEvents(filter.camera, (e) => {
         if (filter.label && e.label !== filter.label) return;
-        if (filter.zone && !e.zones.includes(filter.zone)) return;
+        if (filter.zone && !(e.zones ?? []).includes(filter.zone)) return;
         setItems((old) => {
           if (!old) return old;
           const i = old.findIndex((x) => x.id === e.id);
@@ -93,7 +93,7 @@ export function Events() {
                   <br />
                   <span className="muted small">
                     {formatWhen(e.start)} · {duration(e)} · {(e.best_score ?? 0).toFixed(2)}
-                    {e.zones.length > 0 ? ` · ${e.zones.join(', ')}` : ''}
+                    {(e.zones ?? []).length > 0 ? ` · ${(e.zones ?? []).join(', ')}` : ''}
                   </span>
                 </div>
               </button>
@@ -112,7 +112,7 @@ export function Events() {
             {open.snapshot_url && <img src={tokenURL(open.snapshot_url)} alt={`${open.label} in ${open.camera}`} data-testid="event-snapshot" />}
             <p>
               <strong>{open.label}</strong> #{open.track_id} on <Link to={cameraURL(open.camera)}>{open.camera}</Link> · {formatWhen(open.start)} · {duration(open)} · best score{' '}
-              {(open.best_score ?? 0).toFixed(2)} · {open.frames} results{open.zones.length > 0 ? ` · zones ${open.zones.join(', ')}` : ''}
+              {(open.best_score ?? 0).toFixed(2)} · {open.frames} results{(open.zones ?? []).length > 0 ? ` · zones ${(open.zones ?? []).join(', ')}` : ''}
             </p>
             <div className="toolbar">
               <button onClick={() => setOpen(null)}>Close</button>
