@@ -438,3 +438,59 @@ func TestZoneEventsOnlyInside(t *testing.T) {
 		t.Fatalf("the test needs walkers inside and outside the zone: %d events, %d long tracks outside", len(list.Items), outsideLong)
 	}
 }
+
+// Bad input to the event API and to camera zones gets a 4xx and changes
+// nothing; with auth on every event route needs a token.
+func TestEventAPIBadInputAndAuth(t *testing.T) {
+	const token = "events-viewer-admin"
+	cfg := testConfig(t.TempDir())
+	cfg.APITokens = []string{token}
+	ts := startServer(t, cfg)
+	for _, p := range []string{"/api/v1/events", "/api/v1/events/x", "/api/v1/events/x/snapshot.jpg", "/api/v1/events/stream", "/api/v1/cameras/c/results/stream"} {
+		if st, _, _ := ts.do("GET", p, "", nil); st != 401 {
+			t.Errorf("GET %s without token: %d, want 401", p, st)
+		}
+	}
+	if st, _, _ := ts.do("DELETE", "/api/v1/events/x", "", nil); st != 401 {
+		t.Errorf("DELETE without token: %d", st)
+	}
+	for _, c := range []struct {
+		path string
+		want int
+	}{
+		{"/api/v1/events?limit=0", 400}, {"/api/v1/events?limit=9999", 400}, {"/api/v1/events?limit=x", 400},
+		{"/api/v1/events?since=yesterday", 400}, {"/api/v1/events?until=2026-13-01T00:00:00Z", 400},
+		{"/api/v1/events?cursor=junk", 400}, {"/api/v1/events/nope", 404}, {"/api/v1/events/nope/crop.jpg", 404},
+		{"/api/v1/events/stream?camera=a.b", 400}, {"/api/v1/cameras/nope/results/stream", 404}, {"/api/v1/cameras/a*b/results/stream", 400},
+	} {
+		st, body, _ := ts.do("GET", c.path, token, nil)
+		if st != c.want {
+			t.Errorf("GET %s: %d %s, want %d", c.path, st, body, c.want)
+		}
+	}
+	if st, body, _ := ts.do("DELETE", "/api/v1/events/nope", token, nil); st != 404 {
+		t.Errorf("DELETE unknown: %d %s", st, body)
+	}
+	src := "file:///usr/share/doc/opencv-doc/examples/data/vtest.avi"
+	sq := [][2]float64{{0, 0}, {1, 0}, {1, 1}, {0, 1}}
+	for name, zones := range map[string]any{
+		"two points":   []any{map[string]any{"name": "a", "points": [][2]float64{{0, 0}, {1, 1}}}},
+		"out of frame": []any{map[string]any{"name": "a", "points": [][2]float64{{0, 0}, {2, 0}, {1, 1}}}},
+		"no name":      []any{map[string]any{"points": sq}},
+		"same name":    []any{map[string]any{"name": "a", "points": sq}, map[string]any{"name": "a", "points": sq}},
+		"neg dwell":    []any{map[string]any{"name": "a", "points": sq, "min_dwell_ms": -1}},
+		"not a list":   "everywhere",
+	} {
+		st, body, _ := ts.do("POST", "/api/v1/cameras", token, map[string]any{"id": "z", "source": src, "enabled": false, "zones": zones})
+		if st != 400 {
+			t.Errorf("zones %s: %d %s, want 400", name, st, body)
+		}
+	}
+	if st, _, _ := ts.do("GET", "/api/v1/cameras/z", token, nil); st != 404 {
+		t.Fatalf("a refused camera was stored: %d", st)
+	}
+	st, body, _ := ts.do("POST", "/api/v1/cameras", token, map[string]any{"id": "z", "source": src, "enabled": false, "zones": []any{map[string]any{"name": "door", "points": sq, "labels": []string{"person"}, "min_dwell_ms": 1500}}})
+	if st != 201 || !bytes.Contains(body, []byte(`"min_dwell_ms":1500`)) {
+		t.Fatalf("good zone: %d %s", st, body)
+	}
+}
