@@ -1,6 +1,6 @@
 // Package bridge carries what the data platform wants from the bus to Kafka:
-// a Mirror copies the PROGRESS, METRICS and ARCHIVE JetStream streams to Kafka
-// topics at least once, a MetricsPublisher puts node metric snapshots on the
+// a Mirror copies the PROGRESS, METRICS, ARCHIVE and EVENTS JetStream streams
+// to Kafka topics at least once, a MetricsPublisher puts node metric snapshots on the
 // bus, and an Archiver puts sampled JPEG frames of an archived camera on it.
 //
 // While Kafka is unreachable nothing is lost: the Mirror reads through durable
@@ -35,6 +35,9 @@ const (
 	StreamProgress = "progress"
 	StreamMetrics  = "metrics"
 	StreamArchive  = "archive"
+	// StreamEvents is the detection events (package events), already JSON
+	// on the bus: they are written unchanged in either format.
+	StreamEvents = "events"
 )
 
 // Payload formats of the Kafka records.
@@ -84,8 +87,8 @@ type Config struct {
 	Brokers []string
 	// TopicPrefix names the topics <TopicPrefix>.progress, .metrics, .archive.
 	TopicPrefix string
-	// Streams to mirror (StreamProgress, StreamMetrics, StreamArchive); all
-	// three when empty.
+	// Streams to mirror (StreamProgress, StreamMetrics, StreamArchive,
+	// StreamEvents); the first three when empty.
 	Streams []string
 	// Format is FormatJSON (default) or FormatProtobuf, for every topic.
 	Format string
@@ -126,13 +129,18 @@ type streamSpec struct {
 	name     string // StreamProgress...
 	jsStream string // PROGRESS...
 	subject  func(bus.Subjects) string
-	newMsg   func() proto.Message
+	// newMsg makes the payload's proto message; nil for a stream whose
+	// payload is JSON already (copied as it is).
+	newMsg func() proto.Message
+	// typeName is the ifc-type header of a JSON stream.
+	typeName string
 }
 
 var streamSpecs = map[string]streamSpec{
-	StreamProgress: {StreamProgress, "PROGRESS", func(s bus.Subjects) string { return s.Progress("*") }, func() proto.Message { return &busv1.Progress{} }},
-	StreamMetrics:  {StreamMetrics, "METRICS", func(s bus.Subjects) string { return s.Metrics("*") }, func() proto.Message { return &busv1.NodeMetrics{} }},
-	StreamArchive:  {StreamArchive, "ARCHIVE", func(s bus.Subjects) string { return s.Archive("*") }, func() proto.Message { return &busv1.ArchiveFrame{} }},
+	StreamProgress: {StreamProgress, "PROGRESS", func(s bus.Subjects) string { return s.Progress("*") }, func() proto.Message { return &busv1.Progress{} }, ""},
+	StreamMetrics:  {StreamMetrics, "METRICS", func(s bus.Subjects) string { return s.Metrics("*") }, func() proto.Message { return &busv1.NodeMetrics{} }, ""},
+	StreamArchive:  {StreamArchive, "ARCHIVE", func(s bus.Subjects) string { return s.Archive("*") }, func() proto.Message { return &busv1.ArchiveFrame{} }, ""},
+	StreamEvents:   {StreamEvents, "EVENTS", func(s bus.Subjects) string { return s.Events("*") }, nil, "imageflow.events.Event"},
 }
 
 // mirrorJSON matches the JSON the REST API and the progress WebSocket send.
@@ -224,7 +232,7 @@ func NewMirror(cfg Config) (*Mirror, error) {
 	for _, s := range cfg.Streams {
 		spec, ok := streamSpecs[s]
 		if !ok {
-			return nil, fmt.Errorf("%w %q (want progress, metrics or archive)", ErrStream, s)
+			return nil, fmt.Errorf("%w %q (want progress, metrics, archive or events)", ErrStream, s)
 		}
 		if _, dup := m.stats[s]; dup {
 			continue

@@ -48,20 +48,23 @@ type streamRunner struct {
 
 func (r *streamRunner) run(ctx context.Context) {
 	cfg := &r.m.cfg
-	ctype := "application/json"
-	if cfg.Format == FormatProtobuf {
-		ctype = "application/x-protobuf"
+	ctype, typeName := "application/json", r.spec.typeName
+	if r.spec.newMsg != nil {
+		if cfg.Format == FormatProtobuf {
+			ctype = "application/x-protobuf"
+		}
+		r.pb = r.spec.newMsg()
+		typeName = string(proto.MessageName(r.pb))
 	}
 	// One header slice shared by every record of the stream: kafka-go only
 	// reads it.
 	r.headers = []kafka.Header{
 		{Key: "content-type", Value: []byte(ctype)},
-		{Key: "ifc-type", Value: []byte(proto.MessageName(r.spec.newMsg()))},
+		{Key: "ifc-type", Value: []byte(typeName)},
 	}
 	r.batch = make([]jetstream.Msg, 0, cfg.BatchSize)
 	r.recs = make([]kafka.Message, 0, cfg.BatchSize)
 	r.arena = make([]byte, 0, 64<<10)
-	r.pb = r.spec.newMsg()
 	r.poll = minPoll
 	for ctx.Err() == nil {
 		if !r.fetch(ctx) {
@@ -167,7 +170,7 @@ func (r *streamRunner) convert() {
 		r.arena = append(r.arena, key...)
 		keyB := r.arena[start:len(r.arena):len(r.arena)]
 		val := msg.Data()
-		if cfg.Format == FormatJSON {
+		if cfg.Format == FormatJSON && r.pb != nil {
 			if err := proto.Unmarshal(val, r.pb); err != nil {
 				dropped++
 				r.log.Warn("dropping undecodable message", "subject", subj, "bytes", len(val), "error", err)

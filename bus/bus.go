@@ -29,6 +29,9 @@ var (
 	ErrInvalidToken = errors.New("invalid subject token")
 )
 
+// DefaultEventsRetention is how long detection events are kept by default.
+const DefaultEventsRetention = 14 * 24 * time.Hour
+
 // KV bucket and object store names.
 const (
 	BucketCameras    = "cameras"
@@ -57,6 +60,17 @@ type Config struct {
 	// VideoWindow is how long the video stream keeps access units for late
 	// joiners and replay; 0 keeps none.
 	VideoWindow time.Duration
+	// EventsRetention is how long the EVENTS stream keeps detection events;
+	// DefaultEventsRetention when 0.
+	EventsRetention time.Duration
+	// MQTTAddr opens nats-server's MQTT listener (host:port) so MQTT clients
+	// read the bus (events on ifc/events/<camera>); empty keeps it closed.
+	MQTTAddr string
+	// MQTTAuth decides who an MQTT client (or any client that is not one of
+	// the bus's own users) is: given the CONNECT user name and password it
+	// says whether to let it in; nil lets everyone in. Admitted clients may
+	// only subscribe to events.
+	MQTTAuth func(user, password string) bool
 	// Logger receives the bus's own log lines.
 	Logger *slog.Logger
 }
@@ -70,6 +84,7 @@ type Bus struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	subjects Subjects
+	mqttAddr string
 
 	kv      map[string]jetstream.KeyValue
 	objects jetstream.ObjectStore
@@ -126,6 +141,11 @@ func (b *Bus) Start(ctx context.Context) error {
 			{Username: b.ClientUser, Password: b.ClientPassword},
 		}
 	}
+	if b.MQTTAddr != "" {
+		if err := b.configureMQTT(opts, internalPass); err != nil {
+			return err
+		}
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
@@ -138,7 +158,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	b.ns = ns
 
 	copts := []nats.Option{nats.InProcessServer(ns), nats.Name("imageflow-internal"), nats.MaxReconnects(-1)}
-	if b.ClientAddr != "" {
+	if b.ClientAddr != "" || b.MQTTAddr != "" {
 		copts = append(copts, nats.UserInfo("imageflow-internal", internalPass))
 	}
 	nc, err := nats.Connect("", copts...)
@@ -160,7 +180,17 @@ func (b *Bus) Start(ctx context.Context) error {
 	if b.ClientAddr != "" {
 		b.Logger.Info("nats client port open", "addr", b.ClientURL())
 	}
+	if b.MQTTAddr != "" {
+		b.Logger.Info("mqtt listener open", "addr", b.MQTTListenAddr())
+	}
 	return nil
+}
+
+func (b *Bus) eventsRetention() time.Duration {
+	if b.EventsRetention > 0 {
+		return b.EventsRetention
+	}
+	return DefaultEventsRetention
 }
 
 // streamSpecs lists the streams of the architecture page.
@@ -168,7 +198,10 @@ func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 	s := b.subjects
 	specs := []jetstream.StreamConfig{
 		{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld},
-		{Name: "EVENTS", Subjects: []string{s.Events("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, MaxMsgsPerSubject: 1000},
+		// Detection events: acknowledged means stored on disk; message ids
+		// (event id + message number) make a retried publish land once.
+		{Name: "EVENTS", Subjects: []string{s.Events("*")}, Storage: jetstream.FileStorage, MaxAge: b.eventsRetention(), Duplicates: 2 * time.Minute},
+		{Name: "STATUS", Subjects: []string{s.Status("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, MaxMsgsPerSubject: 1000},
 		{Name: "JOBS", Subjects: []string{s.Jobs("*")}, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy},
 		{Name: "PROGRESS", Subjects: []string{s.Progress("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour},
 		{Name: "METRICS", Subjects: []string{s.Metrics("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Hour},

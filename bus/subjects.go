@@ -26,8 +26,12 @@ func (s Subjects) Jobs(execution string) string { return s.Prefix + ".jobs." + e
 // Progress carries progress of an execution.
 func (s Subjects) Progress(execution string) string { return s.Prefix + ".progress." + execution }
 
-// Events carries camera state changes.
+// Events carries a camera's detection events (package events: JSON, one
+// message per start, update and end of a track).
 func (s Subjects) Events(cam string) string { return s.Prefix + ".events." + cam }
+
+// Status carries camera state changes (busv1.CameraEvent).
+func (s Subjects) Status(cam string) string { return s.Prefix + ".status." + cam }
 
 // Metrics carries node metric snapshots.
 func (s Subjects) Metrics(node string) string { return s.Prefix + ".metrics." + node }

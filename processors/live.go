@@ -51,6 +51,10 @@ type LiveRunner struct {
 	Logger *slog.Logger
 	// Options are passed to Compile (for example WithRemote).
 	Options []Option
+	// Observer, when set, sees every result before it is published, with
+	// the frame it was computed on (the tracker sets track ids there). It
+	// runs on the pipeline's goroutine and must not keep img.
+	Observer ResultObserver
 
 	pl      *Pipeline
 	sub     *nats.Subscription
@@ -75,6 +79,11 @@ type LiveRunner struct {
 	img       gocv.Mat // BGR frame buffer, reused while the size stays
 	stage     gocv.Mat // staging for formats that need a conversion
 	resultSub string
+}
+
+// ResultObserver sees a live camera's results before they are published.
+type ResultObserver interface {
+	Observe(img gocv.Mat, res *busv1.Result)
 }
 
 // Start compiles the pipeline, subscribes to the camera's frames and starts
@@ -193,6 +202,9 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	out.Width, out.Height = uint32(img.Cols()), uint32(img.Rows())
 	out.Detections, out.Values = res.Detections, res.Values
 	out.LatencyNs = res.Duration.Nanoseconds()
+	if r.Observer != nil {
+		r.Observer.Observe(img, out)
+	}
 	err = bus.Publish(r.Conn, r.resultSub, out)
 	out.Detections, out.Values = nil, nil
 	if err != nil {

@@ -43,7 +43,7 @@ func (s *Server) routes() []route {
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
 // batch API: every documented endpoint.
 func (s *Server) allRoutes() []route {
-	return append(append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...), s.recordingRoutes()...)
+	return append(append(append(append(append(s.routes(), s.mediaRoutes()...), s.overlayRoutes()...), s.batchRoutes()...), s.recordingRoutes()...), s.eventRoutes()...)
 }
 
 // methodAll registers a route for every method.
@@ -170,6 +170,8 @@ type cameraInput struct {
 	Record          bool   `json:"record"`
 	RecordRetention string `json:"record_retention"`
 	RecordMaxBytes  int64  `json:"record_max_bytes"`
+	// Zones replace the camera's zones (none when left out).
+	Zones []zoneJSON `json:"zones"`
 }
 
 // cameraView is a camera as the API shows it: credentials redacted, live
@@ -183,18 +185,19 @@ type cameraView struct {
 	Archive  bool   `json:"archive"`
 	Record   bool   `json:"record"`
 	// RecordRetention is the camera's retention as a duration ("168h0m0s").
-	RecordRetention string    `json:"record_retention"`
-	RecordMaxBytes  int64     `json:"record_max_bytes"`
-	CreatedAt       time.Time `json:"created_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
-	State           string    `json:"state"`
-	Codec           string    `json:"codec,omitempty"`
-	Width           uint32    `json:"width,omitempty"`
-	Height          uint32    `json:"height,omitempty"`
-	FPS             float64   `json:"fps"`
-	Bitrate         float64   `json:"bitrate"`
-	LastError       string    `json:"last_error,omitempty"`
-	StateSince      time.Time `json:"state_since"`
+	RecordRetention string     `json:"record_retention"`
+	RecordMaxBytes  int64      `json:"record_max_bytes"`
+	CreatedAt       time.Time  `json:"created_at"`
+	UpdatedAt       time.Time  `json:"updated_at"`
+	State           string     `json:"state"`
+	Codec           string     `json:"codec,omitempty"`
+	Width           uint32     `json:"width,omitempty"`
+	Height          uint32     `json:"height,omitempty"`
+	FPS             float64    `json:"fps"`
+	Bitrate         float64    `json:"bitrate"`
+	LastError       string     `json:"last_error,omitempty"`
+	StateSince      time.Time  `json:"state_since"`
+	Zones           []zoneJSON `json:"zones"`
 }
 
 func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
@@ -203,7 +206,7 @@ func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
 		Pipeline: cam.Pipeline, Archive: cam.Archive,
 		Record: cam.Record, RecordRetention: recordRetention(cam).String(), RecordMaxBytes: cam.RecordMaxBytes,
 		CreatedAt: time.Unix(0, cam.CreatedUnixNano).UTC(), UpdatedAt: time.Unix(0, cam.UpdatedUnixNano).UTC(),
-		State: "offline",
+		State: "offline", Zones: zonesJSON(cam.Zones),
 	}
 	if st := s.super.status(cam.Id); st != nil {
 		v.State, v.Codec, v.Width, v.Height = st.State, st.Codec, st.Width, st.Height
@@ -267,8 +270,12 @@ func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (
 	if in.RecordMaxBytes < 0 {
 		return nil, invalidf("record_max_bytes %d: must not be negative (0: no cap)", in.RecordMaxBytes)
 	}
+	zones, err := zonesProto(in.Zones)
+	if err != nil {
+		return nil, err
+	}
 	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive,
-		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes}, nil
+		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes, Zones: zones}, nil
 }
 
 // recordRetention is how long a camera's recordings are kept.

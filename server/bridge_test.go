@@ -13,8 +13,8 @@ import (
 
 // TestKafkaBridge runs the server with Kafka brokers (franz-go's in-process
 // kfake cluster: no Apache Kafka here) and reads what it mirrored with the
-// real kcat client: archived frames of a camera with the archive flag, and
-// this node's metrics.
+// real kcat client: archived frames of a camera with the archive flag,
+// this node's metrics, and the demo camera's person events.
 func TestKafkaBridge(t *testing.T) {
 	if _, err := exec.LookPath("kcat"); err != nil {
 		t.Skip("kcat not installed (scripts/setup-test.sh installs it)")
@@ -75,4 +75,13 @@ func TestKafkaBridge(t *testing.T) {
 		t.Fatalf("archived frame: %v %.200v", err, archived["payload"])
 	}
 	wait("imageflow.metrics", "edge-1", `imageflow_camera_frames_total{camera=\"demo\"}`)
+	// The demo's person events, as the JSON the API shows.
+	ev := wait("imageflow.events", "demo", `"label":"person"`)
+	var event struct {
+		ID, Camera, State string
+		TrackID           int64 `json:"track_id"`
+	}
+	if err := json.Unmarshal([]byte(ev["payload"].(string)), &event); err != nil || event.ID == "" || event.Camera != "demo" || event.TrackID <= 0 {
+		t.Fatalf("event record: %v %.300v", err, ev["payload"])
+	}
 }

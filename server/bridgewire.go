@@ -21,7 +21,8 @@ func (s *Server) startBridge() error {
 		return nil
 	}
 	m, err := bridge.NewMirror(bridge.Config{Bus: s.bus, Brokers: s.Config.KafkaBrokers, TopicPrefix: s.Config.KafkaTopicPrefix,
-		Format: s.Config.KafkaFormat, Logger: s.Logger.With("component", "kafka-bridge"), Registerer: s.Registerer})
+		Streams: []string{bridge.StreamProgress, bridge.StreamMetrics, bridge.StreamArchive, bridge.StreamEvents},
+		Format:  s.Config.KafkaFormat, Logger: s.Logger.With("component", "kafka-bridge"), Registerer: s.Registerer})
 	if err != nil {
 		return fmt.Errorf("kafka bridge: %w", err)
 	}

@@ -69,7 +69,7 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 	nc := sv.s.bus.Conn()
 	run.sink = ingest.NewBusSink(nc, subjects, cam.Id, func(st *busv1.CameraStatus) {
 		log.Info("camera state", "state", st.State, "error", redactError(st.LastError, cam.Source))
-		_ = bus.Publish(nc, subjects.Events(cam.Id), &busv1.CameraEvent{Camera: cam.Id, Status: st, UnixNano: time.Now().UnixNano()})
+		_ = bus.Publish(nc, subjects.Status(cam.Id), &busv1.CameraEvent{Camera: cam.Id, Status: st, UnixNano: time.Now().UnixNano()})
 	})
 	sv.cams[cam.Id] = run
 	if !cam.Enabled {

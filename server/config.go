@@ -75,6 +75,12 @@ type Config struct {
 	Prefix string `yaml:"prefix"`
 	// VideoWindow is how long the bus keeps video for replay; 0 keeps none.
 	VideoWindow time.Duration `yaml:"video_window"`
+	// EventsRetention is how long detection events and their snapshots are
+	// kept.
+	EventsRetention time.Duration `yaml:"events_retention"`
+	// MQTTAddr opens nats-server's MQTT listener: MQTT clients read events on
+	// <prefix>/events/<camera>, with an API token as password when auth is on.
+	MQTTAddr string `yaml:"mqtt"`
 
 	// APITokens, when not empty, are the bearer tokens every API and media
 	// request must carry; each has the admin role.
@@ -149,7 +155,7 @@ type Config struct {
 	RecordMaxBytes int64 `yaml:"record_max_bytes"`
 
 	// KafkaBrokers, when set, mirror progress, metrics and archived frames
-	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive.
+	// into Kafka topics <kafka_topic_prefix>.progress|metrics|archive|events.
 	KafkaBrokers     []string `yaml:"kafka_brokers"`
 	KafkaTopicPrefix string   `yaml:"kafka_topic_prefix"`
 	// KafkaFormat is json (for Kafka Connect's JsonConverter) or protobuf.
@@ -213,6 +219,7 @@ func Defaults() Config {
 		WebRTCUDPAddr:         ":8189",
 		Prefix:                "ifc",
 		VideoWindow:           5 * time.Second,
+		EventsRetention:       14 * 24 * time.Hour,
 		BodyLimit:             4 << 20,
 		RateLimit:             100,
 		RateBurst:             200,
@@ -384,7 +391,7 @@ func (c *Config) Validate() error {
 	if err := checkAddr(c.HTTPAddr, false); err != nil {
 		return bad("http", strconv.Quote(c.HTTPAddr), err.Error())
 	}
-	for _, a := range []struct{ name, value string }{{"https", c.HTTPSAddr}, {"rtsp", c.RTSPAddr}, {"rtsp_udp", c.RTSPUDPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"webrtc_tcp", c.WebRTCTCPAddr}, {"nats", c.NATSAddr}} {
+	for _, a := range []struct{ name, value string }{{"https", c.HTTPSAddr}, {"rtsp", c.RTSPAddr}, {"rtsp_udp", c.RTSPUDPAddr}, {"grpc", c.GRPCAddr}, {"webrtc_udp", c.WebRTCUDPAddr}, {"webrtc_tcp", c.WebRTCTCPAddr}, {"nats", c.NATSAddr}, {"mqtt", c.MQTTAddr}} {
 		if err := checkAddr(a.value, true); err != nil {
 			return bad(a.name, strconv.Quote(a.value), err.Error())
 		}
@@ -394,6 +401,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefix == "" || strings.ContainsAny(c.Prefix, ".*> \t") {
 		return bad("prefix", strconv.Quote(c.Prefix), "must be one subject token")
+	}
+	if c.EventsRetention <= 0 {
+		return bad("events_retention", c.EventsRetention, "must be positive")
 	}
 	if c.VideoWindow < 0 {
 		return bad("video_window", c.VideoWindow, "must not be negative")

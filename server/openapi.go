@@ -39,6 +39,9 @@ func (s *Server) openAPISchemas() map[string]any {
 	for k, v := range recordingSchemas() {
 		out[k] = v
 	}
+	for k, v := range eventSchemas() {
+		out[k] = v
+	}
 	if s.batch != nil {
 		for k, v := range s.batch.Schemas() {
 			out[k] = v
@@ -53,8 +56,8 @@ func coreSchemas() map[string]any {
 	storedStep := obj(stepProps, "id", "processor", "params", "inputs")
 	camera := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
 		"record": boo, "record_retention": str, "record_max_bytes": integ,
-		"created_at": rest.Time, "updated_at": rest.Time, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": rest.Time},
-		"id", "name", "source", "enabled", "pipeline", "archive", "record", "record_retention", "record_max_bytes", "created_at", "updated_at", "state", "fps", "bitrate", "state_since")
+		"created_at": rest.Time, "updated_at": rest.Time, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": rest.Time, "zones": arr(rest.Ref("Zone"))},
+		"id", "name", "source", "enabled", "pipeline", "archive", "record", "record_retention", "record_max_bytes", "created_at", "updated_at", "state", "fps", "bitrate", "state_since", "zones")
 	pipelineInput := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(step)}, "id", "steps")
 	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(storedStep)}, "id", "name", "description", "steps")
 	nullableArr := func(items any) map[string]any { a := arr(items); a["nullable"] = true; return a }
@@ -62,7 +65,7 @@ func coreSchemas() map[string]any {
 		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}, "name", "type", "description"))},
 		"name", "description", "params", "outputs")
 	cameraInput := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
-		"record": boo, "record_retention": str, "record_max_bytes": integ}, "id", "source")
+		"record": boo, "record_retention": str, "record_max_bytes": integ, "zones": arr(rest.Ref("ZoneInput"))}, "id", "source")
 	cameraInput["example"] = map[string]any{"id": "cam1", "name": "Gate", "source": "rtsp://192.0.2.10:554/stream1", "enabled": true, "pipeline": "detect", "archive": false}
 	pipelineInput["example"] = map[string]any{"id": "detect", "name": "Detect people", "steps": []any{
 		map[string]any{"id": "resize", "processor": "resize", "params": map[string]any{"width": 640}},

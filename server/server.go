@@ -24,6 +24,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/bridge"
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/bus/hub"
+	"github.com/imageflowcanvas/imageflow/events"
 	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
@@ -58,6 +59,8 @@ type Server struct {
 	metricsPub  *bridge.MetricsPublisher
 	blobs       blob.Store
 	recorder    *record.Manager
+	events      *events.Store
+	eventsWS    fiber.Handler
 	procMetrics *processors.Metrics
 	decoders    *decoderCounters
 	webrtc      *iwebrtc.Engine
@@ -94,6 +97,7 @@ type Listen struct {
 	WebRTCUDP string `json:"webrtc_udp,omitempty"`
 	WebRTCTCP string `json:"webrtc_tcp,omitempty"`
 	NATS      string `json:"nats,omitempty"`
+	MQTT      string `json:"mqtt,omitempty"`
 	PID       int    `json:"pid"`
 }
 
@@ -130,13 +134,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	s.bus = &bus.Bus{Config: bus.Config{
-		DataDir:        s.Config.DataDir,
-		Prefix:         s.Config.Prefix,
-		ClientAddr:     s.Config.NATSAddr,
-		ClientUser:     s.Config.NATSUser,
-		ClientPassword: s.Config.NATSPassword,
-		VideoWindow:    s.Config.VideoWindow,
-		Logger:         s.Logger.With("component", "bus"),
+		DataDir:         s.Config.DataDir,
+		Prefix:          s.Config.Prefix,
+		ClientAddr:      s.Config.NATSAddr,
+		ClientUser:      s.Config.NATSUser,
+		ClientPassword:  s.Config.NATSPassword,
+		VideoWindow:     s.Config.VideoWindow,
+		EventsRetention: s.Config.EventsRetention,
+		MQTTAddr:        s.Config.MQTTAddr,
+		MQTTAuth:        s.mqttAuth,
+		Logger:          s.Logger.With("component", "bus"),
 	}}
 	if err := s.bus.Start(ctx); err != nil {
 		return err
@@ -174,6 +181,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.startRecorder(ctx); err != nil {
 		return err
 	}
+	if err := s.startEvents(ctx); err != nil {
+		return err
+	}
 
 	if s.Config.Demo {
 		if err := s.ensureDemo(ctx); err != nil {
@@ -191,6 +201,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.listen.NATS = s.bus.ClientURL()
+	s.listen.MQTT = s.bus.MQTTListenAddr()
 	s.listen.PID = os.Getpid()
 	if err := s.writeListen(); err != nil {
 		return err
@@ -325,6 +336,9 @@ func (s *Server) Close() error {
 		}
 		if s.mirror != nil {
 			s.mirror.Close()
+		}
+		if s.events != nil {
+			s.events.Close()
 		}
 		if s.metricsPub != nil {
 			s.metricsPub.Close()

@@ -136,16 +136,29 @@ func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger) func() {
 		log.Warn("pipeline not started", "error", err)
 		return nil
 	}
+	rec := s.newRecorder(cam, log)
 	runner := &processors.LiveRunner{
 		Camera: cam.Id, Pipeline: p, Registry: s.Registry,
 		Conn: s.bus.Conn(), Subjects: s.bus.Subjects(), Metrics: s.procMetrics, Logger: log,
 		Options: []processors.Option{processors.WithRemote(s.remoteFactory)},
 	}
+	if rec != nil {
+		runner.Observer = rec
+	}
 	if err := runner.Start(); err != nil {
 		log.Warn("pipeline not started", "error", err)
+		if rec != nil {
+			rec.Close()
+		}
 		return nil
 	}
-	return func() { _ = runner.Close() }
+	return func() {
+		_ = runner.Close()
+		// After the runner: no Observe runs any more, open events end.
+		if rec != nil {
+			rec.Close()
+		}
+	}
 }
 
 // startRTSP serves RTSP publishers and readers.

@@ -939,7 +939,7 @@ func (x *Progress) GetDurationNs() int64 {
 	return 0
 }
 
-// CameraEvent reports a camera's state change. Subject: <prefix>.events.<camera>.
+// CameraEvent reports a camera's state change. Subject: <prefix>.status.<camera>.
 type CameraEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Camera        string                 `protobuf:"bytes,1,opt,name=camera,proto3" json:"camera,omitempty"`
@@ -1272,8 +1272,11 @@ type Camera struct {
 	RecordRetentionNs int64 `protobuf:"varint,21,opt,name=record_retention_ns,json=recordRetentionNs,proto3" json:"record_retention_ns,omitempty"`
 	// Oldest segments go once the camera's recordings exceed this; 0: no cap.
 	RecordMaxBytes int64 `protobuf:"varint,22,opt,name=record_max_bytes,json=recordMaxBytes,proto3" json:"record_max_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Zones tie detection events to parts of the picture: with any, only
+	// tracks that stayed in one (for its dwell) become events.
+	Zones         []*Zone `protobuf:"bytes,9,rep,name=zones,proto3" json:"zones,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Camera) Reset() {
@@ -1383,6 +1386,86 @@ func (x *Camera) GetRecordMaxBytes() int64 {
 	return 0
 }
 
+func (x *Camera) GetZones() []*Zone {
+	if x != nil {
+		return x.Zones
+	}
+	return nil
+}
+
+// Zone is a polygon on a camera's picture.
+type Zone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Corners as fractions (0..1) of the frame's width and height, in pairs:
+	// x0, y0, x1, y1, ... (3 to 64 corners).
+	Points []float32 `protobuf:"fixed32,2,rep,packed,name=points,proto3" json:"points,omitempty"`
+	// Labels the zone cares about; empty means every label.
+	Labels []string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty"`
+	// How long an object must stay inside before it counts.
+	MinDwellMs    int64 `protobuf:"varint,4,opt,name=min_dwell_ms,json=minDwellMs,proto3" json:"min_dwell_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Zone) Reset() {
+	*x = Zone{}
+	mi := &file_bus_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Zone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Zone) ProtoMessage() {}
+
+func (x *Zone) ProtoReflect() protoreflect.Message {
+	mi := &file_bus_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Zone.ProtoReflect.Descriptor instead.
+func (*Zone) Descriptor() ([]byte, []int) {
+	return file_bus_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Zone) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Zone) GetPoints() []float32 {
+	if x != nil {
+		return x.Points
+	}
+	return nil
+}
+
+func (x *Zone) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Zone) GetMinDwellMs() int64 {
+	if x != nil {
+		return x.MinDwellMs
+	}
+	return 0
+}
+
 // Step is one node of a pipeline DAG.
 type Step struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1399,7 +1482,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1494,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[11]
+	mi := &file_bus_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1507,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{11}
+	return file_bus_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Step) GetId() string {
@@ -1470,7 +1553,7 @@ type Pipeline struct {
 
 func (x *Pipeline) Reset() {
 	*x = Pipeline{}
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1565,7 @@ func (x *Pipeline) String() string {
 func (*Pipeline) ProtoMessage() {}
 
 func (x *Pipeline) ProtoReflect() protoreflect.Message {
-	mi := &file_bus_proto_msgTypes[12]
+	mi := &file_bus_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1578,7 @@ func (x *Pipeline) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pipeline.ProtoReflect.Descriptor instead.
 func (*Pipeline) Descriptor() ([]byte, []int) {
-	return file_bus_proto_rawDescGZIP(), []int{12}
+	return file_bus_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Pipeline) GetId() string {
@@ -1653,7 +1736,7 @@ const file_bus_proto_rawDesc = "" +
 	"\abitrate\x18\x06 \x01(\x01R\abitrate\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12&\n" +
-	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\xde\x02\n" +
+	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\x86\x03\n" +
 	"\x06Camera\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1665,7 +1748,14 @@ const file_bus_proto_rawDesc = "" +
 	"\x11updated_unix_nano\x18\b \x01(\x03R\x0fupdatedUnixNano\x12\x16\n" +
 	"\x06record\x18\x14 \x01(\bR\x06record\x12.\n" +
 	"\x13record_retention_ns\x18\x15 \x01(\x03R\x11recordRetentionNs\x12(\n" +
-	"\x10record_max_bytes\x18\x16 \x01(\x03R\x0erecordMaxBytes\"}\n" +
+	"\x10record_max_bytes\x18\x16 \x01(\x03R\x0erecordMaxBytes\x12&\n" +
+	"\x05zones\x18\t \x03(\v2\x10.ifc.bus.v1.ZoneR\x05zones\"l\n" +
+	"\x04Zone\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06points\x18\x02 \x03(\x02R\x06points\x12\x16\n" +
+	"\x06labels\x18\x03 \x03(\tR\x06labels\x12 \n" +
+	"\fmin_dwell_ms\x18\x04 \x01(\x03R\n" +
+	"minDwellMs\"}\n" +
 	"\x04Step\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tprocessor\x18\x02 \x01(\tR\tprocessor\x12/\n" +
@@ -1726,7 +1816,7 @@ func file_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_bus_proto_goTypes = []any{
 	(Codec)(0),              // 0: ifc.bus.v1.Codec
 	(PixelFormat)(0),        // 1: ifc.bus.v1.PixelFormat
@@ -1742,28 +1832,30 @@ var file_bus_proto_goTypes = []any{
 	(*ArchiveFrame)(nil),    // 11: ifc.bus.v1.ArchiveFrame
 	(*CameraStatus)(nil),    // 12: ifc.bus.v1.CameraStatus
 	(*Camera)(nil),          // 13: ifc.bus.v1.Camera
-	(*Step)(nil),            // 14: ifc.bus.v1.Step
-	(*Pipeline)(nil),        // 15: ifc.bus.v1.Pipeline
-	nil,                     // 16: ifc.bus.v1.Result.ValuesEntry
-	nil,                     // 17: ifc.bus.v1.NodeMetrics.ValuesEntry
-	(*structpb.Struct)(nil), // 18: google.protobuf.Struct
+	(*Zone)(nil),            // 14: ifc.bus.v1.Zone
+	(*Step)(nil),            // 15: ifc.bus.v1.Step
+	(*Pipeline)(nil),        // 16: ifc.bus.v1.Pipeline
+	nil,                     // 17: ifc.bus.v1.Result.ValuesEntry
+	nil,                     // 18: ifc.bus.v1.NodeMetrics.ValuesEntry
+	(*structpb.Struct)(nil), // 19: google.protobuf.Struct
 }
 var file_bus_proto_depIdxs = []int32{
 	0,  // 0: ifc.bus.v1.AccessUnit.codec:type_name -> ifc.bus.v1.Codec
 	1,  // 1: ifc.bus.v1.Frame.format:type_name -> ifc.bus.v1.PixelFormat
 	5,  // 2: ifc.bus.v1.Result.detections:type_name -> ifc.bus.v1.Detection
-	16, // 3: ifc.bus.v1.Result.values:type_name -> ifc.bus.v1.Result.ValuesEntry
+	17, // 3: ifc.bus.v1.Result.values:type_name -> ifc.bus.v1.Result.ValuesEntry
 	2,  // 4: ifc.bus.v1.Progress.file_state:type_name -> ifc.bus.v1.FileState
 	12, // 5: ifc.bus.v1.CameraEvent.status:type_name -> ifc.bus.v1.CameraStatus
-	17, // 6: ifc.bus.v1.NodeMetrics.values:type_name -> ifc.bus.v1.NodeMetrics.ValuesEntry
+	18, // 6: ifc.bus.v1.NodeMetrics.values:type_name -> ifc.bus.v1.NodeMetrics.ValuesEntry
 	6,  // 7: ifc.bus.v1.ArchiveFrame.result:type_name -> ifc.bus.v1.Result
-	18, // 8: ifc.bus.v1.Step.params:type_name -> google.protobuf.Struct
-	14, // 9: ifc.bus.v1.Pipeline.steps:type_name -> ifc.bus.v1.Step
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 8: ifc.bus.v1.Camera.zones:type_name -> ifc.bus.v1.Zone
+	19, // 9: ifc.bus.v1.Step.params:type_name -> google.protobuf.Struct
+	15, // 10: ifc.bus.v1.Pipeline.steps:type_name -> ifc.bus.v1.Step
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_bus_proto_init() }
@@ -1777,7 +1869,7 @@ func file_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bus_proto_rawDesc), len(file_bus_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

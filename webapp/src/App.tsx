@@ -3,6 +3,7 @@ import { getToken, onTokenChange, setToken } from './api';
 import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
 import { Execution } from './pages/Execution';
+import { Events } from './pages/Events';
 import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
 import { Publish } from './pages/Publish';
@@ -75,6 +76,9 @@ export function App() {
     case 'executions':
       page = <Executions />;
       break;
+    case 'events':
+      page = <Events />;
+      break;
     case 'execution':
       page = <Execution key={route.id} id={route.id} />;
       break;
@@ -94,6 +98,9 @@ export function App() {
           </Link>
           <Link to="/executions" className={route.name === 'executions' || route.name === 'execution' ? 'active' : ''} data-testid="nav-batch">
             Batch
+          </Link>
+          <Link to="/events" className={route.name === 'events' ? 'active' : ''} data-testid="nav-events">
+            Events
           </Link>
         </nav>
         <div className="spacer" />

@@ -7,6 +7,7 @@ export type Route =
   | { name: 'camera'; id: string }
   | { name: 'publish'; id: string }
   | { name: 'executions' }
+  | { name: 'events' }
   | { name: 'execution'; id: string }
   | { name: 'notfound'; path: string };
 
@@ -22,6 +23,7 @@ export function matchRoute(pathname: string): Route {
   const p = pathname.replace(/\/+$/, '') || '/';
   if (p === '/') return { name: 'dashboard' };
   if (p === '/executions') return { name: 'executions' };
+  if (p === '/events') return { name: 'events' };
   const m = /^\/(cameras|publish|executions)\/([^/]+)$/.exec(p);
   if (m) {
     const id = decode(m[2]);

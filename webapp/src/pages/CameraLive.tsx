@@ -8,6 +8,8 @@ import { parseMessage, type OverlayResult } from '../overlay';
 import { playoutSettingsFrom, type FrameDraw } from '../playout';
 import { Link, publishURL } from '../router';
 import { deleteSession, exchangeSdp, waitIceGathering } from '../webrtc';
+import { RecentEvents } from '../components/RecentEvents';
+import { ZoneEditor } from '../components/ZoneEditor';
 import { StateBadge } from './common';
 
 const RETRY_MS = 3000;
@@ -397,6 +399,7 @@ export function CameraLive({ id }: { id: string }) {
               {stats.held !== null ? `, held ${stats.held} ms` : ''}
             </span>
           </div>
+          {camera && <ZoneEditor key={camera.id} camera={camera} video={videoRef} onSaved={setCamera} />}
         </section>
 
         <aside className="card info-card" data-testid="camera-info">
@@ -428,6 +431,7 @@ export function CameraLive({ id }: { id: string }) {
           <p className="muted small">
             Publishing from a browser? Open <Link to={publishURL(id)}>the publish page</Link> on the sending device.
           </p>
+          <RecentEvents camera={id} />
         </aside>
       </div>
       <RecordingPlayer id={id} />
