@@ -1,4 +1,5 @@
-import { useEffect, useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { createBrowserRouter, Outlet, RouterProvider } from 'react-router';
 import { getToken, onTokenChange, setToken } from './api';
 import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
@@ -6,7 +7,7 @@ import { Execution } from './pages/Execution';
 import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
 import { Publish } from './pages/Publish';
-import { Link, matchRoute, usePathname } from './router';
+import { Link, NavLink, PATHS, pageOf, useLocation, useParams } from './router';
 
 function TokenField() {
   const [saved, setSaved] = useState(getToken());
@@ -59,28 +60,20 @@ function TokenField() {
   );
 }
 
-export function App() {
-  const route = matchRoute(usePathname());
-  let page;
-  switch (route.name) {
-    case 'dashboard':
-      page = <Dashboard />;
-      break;
-    case 'camera':
-      page = <CameraLive key={route.id} id={route.id} />;
-      break;
-    case 'publish':
-      page = <Publish key={route.id} id={route.id} />;
-      break;
-    case 'executions':
-      page = <Executions />;
-      break;
-    case 'execution':
-      page = <Execution key={route.id} id={route.id} />;
-      break;
-    default:
-      page = <NotFound path={route.path} />;
-  }
+/** Renders a page that shows one thing by id, new for every id (key), or
+ * NotFound when the path's id does not decode. */
+function ByID({ page }: { page: (id: string) => ReactNode }) {
+  const { id } = useParams();
+  const { pathname } = useLocation();
+  if (id === undefined || pageOf(pathname).name === 'notfound') return <NotFound path={pathname} />;
+  return page(id);
+}
+
+function NotFoundPage() {
+  return <NotFound path={useLocation().pathname} />;
+}
+
+function Layout() {
   return (
     <>
       <header className="topbar">
@@ -89,17 +82,39 @@ export function App() {
           ImageFlowCanvas
         </Link>
         <nav>
-          <Link to="/" className={route.name === 'dashboard' ? 'active' : ''}>
+          <NavLink to="/" end>
             Cameras
-          </Link>
-          <Link to="/executions" className={route.name === 'executions' || route.name === 'execution' ? 'active' : ''} data-testid="nav-batch">
+          </NavLink>
+          <NavLink to={PATHS.executions} data-testid="nav-batch">
             Batch
-          </Link>
+          </NavLink>
         </nav>
         <div className="spacer" />
         <TokenField />
       </header>
-      <main>{page}</main>
+      <main>
+        <Outlet />
+      </main>
     </>
   );
+}
+
+// Every page loads its data itself with useLoad (pages/useLoad.ts): polled
+// where it changes, reloaded when the API token changes.
+const router = createBrowserRouter([
+  {
+    element: <Layout />,
+    children: [
+      { path: PATHS.dashboard, element: <Dashboard /> },
+      { path: PATHS.camera, element: <ByID page={(id) => <CameraLive key={id} id={id} />} /> },
+      { path: PATHS.publish, element: <ByID page={(id) => <Publish key={id} id={id} />} /> },
+      { path: PATHS.executions, element: <Executions /> },
+      { path: PATHS.execution, element: <ByID page={(id) => <Execution key={id} id={id} />} /> },
+      { path: '*', element: <NotFoundPage /> },
+    ],
+  },
+]);
+
+export function App() {
+  return <RouterProvider router={router} />;
 }
