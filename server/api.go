@@ -31,6 +31,7 @@ func (s *Server) routes() []route {
 		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		s.tryRoute(),
 		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
 		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},

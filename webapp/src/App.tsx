@@ -6,6 +6,7 @@ import { Dashboard } from './pages/Dashboard';
 import { Execution } from './pages/Execution';
 import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
+import { PipelineDesigner } from './pages/PipelineDesigner';
 import { Publish } from './pages/Publish';
 import { Link, NavLink, PATHS, pageOf, useLocation, useParams } from './router';
 
@@ -85,6 +86,9 @@ function Layout() {
           <NavLink to="/" end>
             Cameras
           </NavLink>
+          <NavLink to={PATHS.pipelineNew} data-testid="nav-designer">
+            Designer
+          </NavLink>
           <NavLink to={PATHS.executions} data-testid="nav-batch">
             Batch
           </NavLink>
@@ -110,6 +114,8 @@ const router = createBrowserRouter([
       { path: PATHS.publish, element: <ByID page={(id) => <Publish key={id} id={id} />} /> },
       { path: PATHS.executions, element: <Executions /> },
       { path: PATHS.execution, element: <ByID page={(id) => <Execution key={id} id={id} />} /> },
+      { path: PATHS.pipelineNew, element: <PipelineDesigner key="new" /> },
+      { path: PATHS.pipeline, element: <ByID page={(id) => <PipelineDesigner key={id} id={id} />} /> },
       { path: '*', element: <NotFoundPage /> },
     ],
   },

@@ -354,6 +354,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pipelines/try": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Run an inline or stored pipeline once on an uploaded picture: every step's output picture (boxes drawn), detections and time in ms; nothing is stored */
+        post: operations["postPipelinesTry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines/{id}": {
         parameters: {
             query?: never;
@@ -782,6 +799,44 @@ export interface components {
         SDP: string;
         /** @description Trickle ICE candidates as an SDP fragment (RFC 8840) */
         SDPFrag: string;
+        TryResult: {
+            height: number;
+            ms: number;
+            pipeline: string;
+            steps: {
+                detections: {
+                    h: number;
+                    label: string;
+                    score: number;
+                    w: number;
+                    x: number;
+                    y: number;
+                }[];
+                error?: string;
+                height?: number;
+                id: string;
+                /** @description The step's output picture as a data: URL (JPEG), boxes it passes on drawn in */
+                image?: string;
+                ms: number;
+                processor: string;
+                values?: {
+                    [key: string]: string;
+                };
+                width?: number;
+            }[];
+            width: number;
+        };
+        TryUpload: {
+            /**
+             * Format: binary
+             * @description The picture to run the pipeline on (JPEG, PNG, ...)
+             */
+            image: string;
+            /** @description A pipeline as JSON (PipelineInput), run without being stored */
+            pipeline?: string;
+            /** @description A stored pipeline's id, when pipeline is not given */
+            pipeline_id?: string;
+        };
         Upload: {
             /** @description One or more images (JPEG, PNG, ...) */
             files: string[];
@@ -3037,6 +3092,97 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postPipelinesTry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["TryUpload"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TryResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
