@@ -70,6 +70,8 @@ interface DesignerIfc {
 }
 
 const HISTORY_LIMIT = 100;
+/** Fitting never zooms in past 1:1, so a small pipeline keeps readable nodes. */
+const FIT = { padding: 0.2, maxZoom: 1 };
 
 export function PipelineDesigner({ id }: { id?: string }) {
   return (
@@ -156,7 +158,7 @@ function Designer({ id }: { id?: string }) {
     setNodes(g.nodes.map((n) => ({ ...n, type: 'step' as const })));
     setEdges(g.edges);
     history.current = { past: [], future: [] };
-    setTimeout(() => flow.fitView({ padding: 0.2 }), 0);
+    setTimeout(() => flow.fitView(FIT), 0);
   }, [stored.data, flow]);
 
   // Client-side validation as the user types: nodes with a bad field are marked.
@@ -268,16 +270,17 @@ function Designer({ id }: { id?: string }) {
     setGhost({ processor, x: e.clientX, y: e.clientY });
     const move = (ev: PointerEvent) => setGhost({ processor, x: ev.clientX, y: ev.clientY });
     const up = (ev: PointerEvent) => {
-      window.removeEventListener('pointermove', move);
-      window.removeEventListener('pointerup', up);
+      window.removeEventListener('pointermove', move, true);
+      window.removeEventListener('pointerup', up, true);
       setGhost(null);
       const r = canvas.current?.getBoundingClientRect();
       if (r && ev.clientX >= r.left && ev.clientX <= r.right && ev.clientY >= r.top && ev.clientY <= r.bottom) {
         addStep(processor, { x: ev.clientX, y: ev.clientY });
       }
     };
-    window.addEventListener('pointermove', move);
-    window.addEventListener('pointerup', up);
+    // Capture phase: the canvas stops some pointer events from bubbling.
+    window.addEventListener('pointermove', move, true);
+    window.addEventListener('pointerup', up, true);
   };
 
   const selectedNode = nodes.find((n) => n.id === selected) ?? null;
@@ -291,7 +294,7 @@ function Designer({ id }: { id?: string }) {
   const autoLayout = () => {
     remember();
     setNodes((ns) => layout(ns, edges as GraphEdge[]));
-    setTimeout(() => flow.fitView({ padding: 0.2 }), 0);
+    setTimeout(() => flow.fitView(FIT), 0);
   };
 
   const showJSON = () => {
@@ -309,7 +312,7 @@ function Designer({ id }: { id?: string }) {
       setEdges(g.edges);
       setView('canvas');
       setStatus({});
-      setTimeout(() => flow.fitView({ padding: 0.2 }), 0);
+      setTimeout(() => flow.fitView(FIT), 0);
     } catch (e) {
       setStatus({ error: `JSON: ${errorMessage(e)}` });
     }
@@ -384,7 +387,7 @@ function Designer({ id }: { id?: string }) {
       setNodes((ns) => ns.map((n) => ({ ...n, data: { ...n.data, output: byStep.get(n.data.stepId) } })));
       setTryTotal(r.ms);
       setStatus({ info: `Ran ${r.steps.length} steps in ${r.ms.toFixed(1)} ms.` });
-      setTimeout(() => flow.fitView({ padding: 0.2 }), 0);
+      setTimeout(() => flow.fitView(FIT), 0);
     } catch (e) {
       showFailure(e);
     } finally {
@@ -489,7 +492,8 @@ function Designer({ id }: { id?: string }) {
               onConnect={onConnect}
               onPaneClick={() => setSelected(null)}
               deleteKeyCode={['Delete', 'Backspace']}
-              fitView
+              defaultViewport={{ x: 40, y: 40, zoom: 1 }}
+              maxZoom={2}
               proOptions={{ hideAttribution: true }}
             >
               <Background />
