@@ -26,6 +26,7 @@ func (s *Server) routes() []route {
 		{Method: "GET", Path: "/api/v1/ready", Summary: "Readiness: bus and stores up", Handler: s.ready, Response: "Health", Statuses: []int{200, 503}, Role: rest.RoleViewer, Open: !s.Config.HealthAuth},
 		{Method: "GET", Path: "/api/v1/cameras", Summary: "List cameras", Handler: s.listCameras, Response: "CameraList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/cameras", Summary: "Create a camera", Handler: s.createCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		s.sourceTestRoute(),
 		{Method: "GET", Path: "/api/v1/cameras/:id", Summary: "Get a camera with its live state", Handler: s.getCamera, Response: "Camera", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
 		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}, Role: rest.RoleOperator},
