@@ -169,6 +169,10 @@ export async function deletePipeline(id: string): Promise<void> {
 export async function updateCamera(id: string, c: CameraInput): Promise<Camera> {
   return unwrap(await client.PUT('/api/v1/cameras/{id}', { params: { path: { id } }, body: c }));
 }
+/** Has the server connect to a source and report codec, size and rate, or the error. */
+export async function testSource(source: string): Promise<Schemas['SourceTestResult']> {
+  return unwrap(await client.POST('/api/v1/cameras/test', { body: { source } }));
+}
 export async function deleteCamera(id: string): Promise<void> {
   const r = await client.DELETE('/api/v1/cameras/{id}', { params: { path: { id } } });
   if (!r.response.ok) throw errorOf(r.response, r.error);
