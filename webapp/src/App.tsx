@@ -7,6 +7,7 @@ import { Execution } from './pages/Execution';
 import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
 import { PipelineDesigner } from './pages/PipelineDesigner';
+import { LiveGrid } from './pages/LiveGrid';
 import { Publish } from './pages/Publish';
 import { Link, NavLink, PATHS, pageOf, useLocation, useParams } from './router';
 
@@ -86,6 +87,9 @@ function Layout() {
           <NavLink to="/" end>
             Cameras
           </NavLink>
+          <NavLink to={PATHS.live} data-testid="nav-live">
+            Live
+          </NavLink>
           <NavLink to={PATHS.pipelineNew} data-testid="nav-designer">
             Designer
           </NavLink>
@@ -116,6 +120,7 @@ const router = createBrowserRouter([
       { path: PATHS.execution, element: <ByID page={(id) => <Execution key={id} id={id} />} /> },
       { path: PATHS.pipelineNew, element: <PipelineDesigner key="new" /> },
       { path: PATHS.pipeline, element: <ByID page={(id) => <PipelineDesigner key={id} id={id} />} /> },
+      { path: PATHS.live, element: <LiveGrid /> },
       { path: '*', element: <NotFoundPage /> },
     ],
   },
