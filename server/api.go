@@ -37,6 +37,7 @@ func (s *Server) routes() []route {
 		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}, Role: rest.RoleViewer},
+		s.monitoringRoute(),
 		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Response: "OpenAPIDocument", Statuses: []int{200}, Role: rest.RoleViewer},
 	}

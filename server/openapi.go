@@ -39,6 +39,9 @@ func (s *Server) openAPISchemas() map[string]any {
 	for k, v := range recordingSchemas() {
 		out[k] = v
 	}
+	for k, v := range monitoringSchemas() {
+		out[k] = v
+	}
 	for k, v := range sourceTestSchemas() {
 		out[k] = v
 	}

@@ -5,6 +5,7 @@ import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
 import { Execution } from './pages/Execution';
 import { Executions } from './pages/Executions';
+import { Monitoring } from './pages/Monitoring';
 import { NotFound } from './pages/NotFound';
 import { PipelineDesigner } from './pages/PipelineDesigner';
 import { LiveGrid } from './pages/LiveGrid';
@@ -96,6 +97,9 @@ function Layout() {
           <NavLink to={PATHS.executions} data-testid="nav-batch">
             Batch
           </NavLink>
+          <NavLink to={PATHS.monitoring} data-testid="nav-monitoring">
+            Monitoring
+          </NavLink>
         </nav>
         <div className="spacer" />
         <TokenField />
@@ -121,6 +125,7 @@ const router = createBrowserRouter([
       { path: PATHS.pipelineNew, element: <PipelineDesigner key="new" /> },
       { path: PATHS.pipeline, element: <ByID page={(id) => <PipelineDesigner key={id} id={id} />} /> },
       { path: PATHS.live, element: <LiveGrid /> },
+      { path: PATHS.monitoring, element: <Monitoring /> },
       { path: '*', element: <NotFoundPage /> },
     ],
   },

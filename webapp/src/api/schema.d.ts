@@ -336,6 +336,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/monitoring": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Live figures for the monitoring page: per camera fps, bitrate, skipped frames and frame-to-result latency; per pipeline step latency p50/p99 (latencies and counts since start) */
+        get: operations["getMonitoring"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -677,6 +694,29 @@ export interface components {
         };
         Health: {
             status: string;
+        };
+        Monitoring: {
+            cameras: {
+                bitrate: number;
+                fps: number;
+                id: string;
+                latency_p50_ms: number;
+                latency_p99_ms: number;
+                name: string;
+                pipeline: string;
+                results: number;
+                skipped: number;
+                state: string;
+            }[];
+            grafana_url?: string;
+            steps: {
+                count: number;
+                p50_ms: number;
+                p99_ms: number;
+                pipeline: string;
+                processor: string;
+                step: string;
+            }[];
         };
         /** @description An OpenAPI 3 document */
         OpenAPIDocument: {
@@ -3026,6 +3066,57 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getMonitoring: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Monitoring"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
                 };
             };
             /** @description Over the request rate or locked out after failed authentications */
