@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // point is a spot on the page in CSS pixels.
@@ -221,4 +222,22 @@ func TestDesignerBuildsSavesAndTries(t *testing.T) {
 		}
 	}
 	screenshot(t, tab, "tryit")
+
+	// Keyboard delete removes the selected step and its edge; Ctrl+Z brings
+	// both back; the JSON view shows the pipeline and applies it unchanged.
+	counts := `window.__ifc.nodes + '/' + window.__ifc.edges`
+	clickAt(t, tab, centerOf(t, tab, fmt.Sprintf(nodeSel+` .step-title`, "overlay")))
+	if err := chromedp.Do(tab, chromedp.KeyEvent(kb.Delete)); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, tab, counts+` === '2/1'`, 10*time.Second)
+	clickAt(t, tab, centerOf(t, tab, `.react-flow__pane`))
+	if err := chromedp.Do(tab, chromedp.KeyEvent("z", chromedp.KeyModifiers(chromedp.ModifierCtrl))); err != nil {
+		t.Fatal(err)
+	}
+	waitJS(t, tab, counts+` === '3/2'`, 10*time.Second)
+	clickAt(t, tab, centerOf(t, tab, `[data-testid="designer-json"]`))
+	waitJS(t, tab, `(() => { const p = JSON.parse(document.querySelector('[data-testid="designer-json-text"]').value); return p.id === 'faces3' && p.steps.length === 3 && p.steps[2].inputs[0] === 'detect'; })()`, 10*time.Second)
+	clickAt(t, tab, centerOf(t, tab, `[data-testid="designer-json-apply"]`))
+	waitJS(t, tab, counts+` === '3/2' && document.querySelectorAll('.react-flow__edge').length === 2`, 10*time.Second)
 }
