@@ -15,6 +15,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"gocv.io/x/gocv"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
 	"github.com/imageflowcanvas/imageflow/media/imagedecode"
@@ -28,6 +29,9 @@ const tryBodyLimit = 32 << 20
 
 // tryTimeout bounds one try run (a slow remote step must not hold the request forever).
 const tryTimeout = 60 * time.Second
+
+// tryFrameWait bounds the wait for a camera's next frame.
+const tryFrameWait = 5 * time.Second
 
 // tryMaxSide bounds the side of the pictures a try answer carries; larger
 // step outputs are shrunk (boxes are drawn before, so they stay in place).
@@ -73,10 +77,11 @@ func trySchemas() map[string]any {
 		"values": map[string]any{"type": "object", "additionalProperties": str},
 		"error":  str}, "id", "processor", "ms", "detections")
 	upload := obj(map[string]any{
-		"image":       map[string]any{"type": "string", "format": "binary", "description": "The picture to run the pipeline on (JPEG, PNG, ...)"},
+		"image":       map[string]any{"type": "string", "format": "binary", "description": "The picture to run the pipeline on (JPEG, PNG, ...); or give camera"},
+		"camera":      map[string]any{"type": "string", "description": "Run on this camera's next live frame instead of an uploaded picture (the camera must be online with a pipeline)"},
 		"pipeline":    map[string]any{"type": "string", "description": "A pipeline as JSON (PipelineInput), run without being stored"},
 		"pipeline_id": map[string]any{"type": "string", "description": "A stored pipeline's id, when pipeline is not given"},
-	}, "image")
+	})
 	return map[string]any{
 		"TryUpload": upload,
 		"TryResult": obj(map[string]any{"pipeline": str, "width": integ, "height": integ, "ms": num, "steps": arr(step)}, "pipeline", "width", "height", "ms", "steps"),
@@ -84,6 +89,7 @@ func trySchemas() map[string]any {
 }
 
 // tryPipeline runs an inline or stored pipeline once on an uploaded picture
+// (or a camera's next live frame)
 // and answers every step's output picture (boxes drawn), detections and time.
 // Nothing is stored.
 func (s *Server) tryPipeline(c *fiber.Ctx) error {
@@ -96,13 +102,9 @@ func (s *Server) tryPipeline(c *fiber.Ctx) error {
 	if err != nil {
 		return writeError(c, err)
 	}
-	data, err := tryImage(form)
+	img, err := s.tryPicture(c.UserContext(), form)
 	if err != nil {
 		return writeError(c, err)
-	}
-	img, _, err := imagedecode.Decode(data, imagedecode.Options{})
-	if err != nil {
-		return writeError(c, invalidf("image: %v", err))
 	}
 	defer img.Close()
 
@@ -191,6 +193,48 @@ func formValue(form *multipart.Form, name string) string {
 	return ""
 }
 
+// tryPicture is the uploaded picture, or the next frame the named camera's
+// live pipeline gets.
+func (s *Server) tryPicture(ctx context.Context, form *multipart.Form) (gocv.Mat, error) {
+	cam := formValue(form, "camera")
+	if cam == "" {
+		data, err := tryImage(form)
+		if err != nil {
+			return gocv.Mat{}, err
+		}
+		img, _, err := imagedecode.Decode(data, imagedecode.Options{})
+		if err != nil {
+			return gocv.Mat{}, invalidf("image: %v", err)
+		}
+		return img, nil
+	}
+	if len(form.File["image"]) > 0 {
+		return gocv.Mat{}, invalidf("give an image or a camera, not both")
+	}
+	if err := bus.ValidateToken(cam); err != nil {
+		return gocv.Mat{}, invalidf("camera %q: %v", cam, err)
+	}
+	if _, _, err := s.cameras.get(ctx, cam); err != nil {
+		return gocv.Mat{}, err
+	}
+	sub, err := s.bus.Conn().SubscribeSync(s.bus.Subjects().Frames(cam))
+	if err != nil {
+		return gocv.Mat{}, err
+	}
+	defer sub.Unsubscribe()
+	wait, cancel := context.WithTimeout(ctx, tryFrameWait)
+	defer cancel()
+	msg, err := sub.NextMsgWithContext(wait)
+	if err != nil {
+		return gocv.Mat{}, fmt.Errorf("%w: camera %q sent no frame within %s (frames flow while it is online with a pipeline)", ErrConflict, cam, tryFrameWait)
+	}
+	f := &busv1.Frame{}
+	if err := proto.Unmarshal(msg.Data, f); err != nil {
+		return gocv.Mat{}, fmt.Errorf("camera %q frame: %w", cam, err)
+	}
+	return processors.FrameMat(f)
+}
+
 func tryImage(form *multipart.Form) ([]byte, error) {
 	files := form.File["image"]
 	if len(files) != 1 {
@@ -249,5 +293,5 @@ func drawTryImage(pic gocv.Mat, dets []*busv1.Detection, srcW, srcH int) (string
 // tryRoute is the designer's "try it" endpoint.
 func (s *Server) tryRoute() route {
 	return route{Method: "POST", Path: "/api/v1/pipelines/try", Summary: "Run an inline or stored pipeline once on an uploaded picture: every step's output picture (boxes drawn), detections and time in ms; nothing is stored",
-		Handler: s.tryPipeline, Request: "TryUpload", Response: "TryResult", Statuses: []int{200, 400, 404, 413}, Role: rest.RoleOperator, BodyLimit: tryBodyLimit}
+		Handler: s.tryPipeline, Request: "TryUpload", Response: "TryResult", Statuses: []int{200, 400, 404, 409, 413}, Role: rest.RoleOperator, BodyLimit: tryBodyLimit}
 }

@@ -118,3 +118,36 @@ func TestTryPipeline(t *testing.T) {
 		t.Errorf("JSON body: %d %s", st, out)
 	}
 }
+
+// TestTryOnCameraFrame runs an inline pipeline on the demo camera's next
+// live frame instead of an upload.
+func TestTryOnCameraFrame(t *testing.T) {
+	img, err := os.ReadFile(messiPath)
+	if err != nil {
+		t.Skipf("opencv-doc not installed: %v", err)
+	}
+	cfg := testConfig(t.TempDir())
+	cfg.Demo = true
+	ts := startServer(t, cfg)
+	waitCameraOnline(t, ts, DemoCamera)
+	inline, _ := json.Marshal(pipelineBody("t", step("small", "resize", map[string]any{"width": 320})))
+	ct, body := tryForm(t, map[string]string{"pipeline": string(inline), "camera": DemoCamera}, nil)
+	st, out, _ := ts.doRaw("POST", "/api/v1/pipelines/try", ct, body)
+	if st != 200 {
+		t.Fatalf("try on camera: %d %s", st, out)
+	}
+	var res tryResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	// The live frames are the camera's picture scaled to detect_width.
+	if res.Width != cfg.DetectWidth || res.Height != cfg.DetectWidth*576/768 || len(res.Steps) != 1 || res.Steps[0].Width != 320 || !strings.HasPrefix(res.Steps[0].Image, "data:image/jpeg;base64,") {
+		t.Fatalf("try on camera: %dx%d, %d steps", res.Width, res.Height, len(res.Steps))
+	}
+	ct, body = tryForm(t, map[string]string{"pipeline": string(inline), "camera": "nope"}, nil)
+	st, out, _ = ts.doRaw("POST", "/api/v1/pipelines/try", ct, body)
+	expectError(t, st, out, 404, "nope")
+	ct, body = tryForm(t, map[string]string{"pipeline": string(inline), "camera": DemoCamera}, img)
+	st, out, _ = ts.doRaw("POST", "/api/v1/pipelines/try", ct, body)
+	expectError(t, st, out, 400, "not both")
+}

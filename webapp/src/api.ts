@@ -177,11 +177,13 @@ export async function deleteCamera(id: string): Promise<void> {
   const r = await client.DELETE('/api/v1/cameras/{id}', { params: { path: { id } } });
   if (!r.response.ok) throw errorOf(r.response, r.error);
 }
-/** Runs a pipeline (as drawn, not stored) once on a picture: every step's output and time. */
-export async function tryPipeline(p: PipelineInput, image: Blob): Promise<TryResult> {
+/** Runs a pipeline (as drawn, not stored) once on a picture, or on a camera's
+ * next live frame: every step's output and time. */
+export async function tryPipeline(p: PipelineInput, source: { image: Blob } | { camera: string }): Promise<TryResult> {
   const form = new FormData();
   form.append('pipeline', JSON.stringify({ ...p, id: p.id || 'try' }));
-  form.append('image', image);
+  if ('image' in source) form.append('image', source.image);
+  else form.append('camera', source.camera);
   const r = await apiFetch(`${API}/pipelines/try`, { method: 'POST', body: form });
   if (!r.ok) throw await responseError(r);
   return (await r.json()) as TryResult;

@@ -898,11 +898,13 @@ export interface components {
             width: number;
         };
         TryUpload: {
+            /** @description Run on this camera's next live frame instead of an uploaded picture (the camera must be online with a pipeline) */
+            camera?: string;
             /**
              * Format: binary
-             * @description The picture to run the pipeline on (JPEG, PNG, ...)
+             * @description The picture to run the pipeline on (JPEG, PNG, ...); or give camera
              */
-            image: string;
+            image?: string;
             /** @description A pipeline as JSON (PipelineInput), run without being stored */
             pipeline?: string;
             /** @description A stored pipeline's id, when pipeline is not given */
@@ -3387,6 +3389,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -136,6 +136,7 @@ function Designer({ id }: { id?: string }) {
   const [confirmUsed, setConfirmUsed] = useState(false);
   const [busy, setBusy] = useState(false);
   const [tryFile, setTryFile] = useState<File | null>(null);
+  const [tryCamera, setTryCamera] = useState('');
   const [tryTotal, setTryTotal] = useState<number | null>(null);
   const canvas = useRef<HTMLDivElement>(null);
   const history = useRef<{ past: Snapshot[]; future: Snapshot[] }>({ past: [], future: [] });
@@ -375,14 +376,14 @@ function Designer({ id }: { id?: string }) {
   };
 
   const runTry = async () => {
-    if (!tryFile) {
-      setStatus({ error: 'Choose a picture to try the pipeline on.' });
+    if (!tryFile && !tryCamera) {
+      setStatus({ error: 'Choose a picture or a camera to try the pipeline on.' });
       return;
     }
     setBusy(true);
     setNodes(clearServerMarks);
     try {
-      const r = await tryPipeline(pipelineInput(), tryFile);
+      const r = await tryPipeline(pipelineInput(), tryFile ? { image: tryFile } : { camera: tryCamera });
       const byStep = new Map(r.steps.map((s) => [s.id, s]));
       setNodes((ns) => ns.map((n) => ({ ...n, data: { ...n.data, output: byStep.get(n.data.stepId) } })));
       setTryTotal(r.ms);
@@ -515,8 +516,18 @@ function Designer({ id }: { id?: string }) {
             <p className="muted small">Select a step to edit its parameters.</p>
           )}
           <h3>Try it</h3>
-          <p className="muted small">Run the pipeline as drawn on a picture; each step shows its output.</p>
+          <p className="muted small">Run the pipeline as drawn on a picture, or on a camera's next frame; each step shows its output.</p>
           <input type="file" accept="image/*" onChange={(e) => setTryFile(e.target.files?.[0] ?? null)} data-testid="try-file" />
+          {!tryFile && (
+            <select value={tryCamera} onChange={(e) => setTryCamera(e.target.value)} aria-label="camera to try on" data-testid="try-camera">
+              <option value="">or a camera's live frame…</option>
+              {(cameras.data ?? []).map((c) => (
+                <option key={c.id} value={c.id}>
+                  {c.name || c.id}
+                </option>
+              ))}
+            </select>
+          )}
           <button onClick={() => void runTry()} disabled={busy || nodes.length === 0} data-testid="try-run">
             Run
           </button>
