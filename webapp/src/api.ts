@@ -177,6 +177,10 @@ export async function deleteCamera(id: string): Promise<void> {
   const r = await client.DELETE('/api/v1/cameras/{id}', { params: { path: { id } } });
   if (!r.response.ok) throw errorOf(r.response, r.error);
 }
+/** Registers a remote gRPC processor (grpc://host:port); the server reads its Info. */
+export async function registerProcessor(address: string): Promise<Processor> {
+  return unwrap(await client.POST('/api/v1/processors', { body: { address } }));
+}
 /** Runs a pipeline (as drawn, not stored) once on a picture, or on a camera's
  * next live frame: every step's output and time. */
 export async function tryPipeline(p: PipelineInput, source: { image: Blob } | { camera: string }): Promise<TryResult> {

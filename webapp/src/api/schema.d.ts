@@ -431,11 +431,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List processors and their parameters */
+        /** List processors and their parameters; registered remote processors with their gRPC health */
         get: operations["getProcessors"];
         put?: never;
-        post?: never;
-        delete?: never;
+        /** Register a remote processor (grpc://host:port): the server reads its Info; its steps' parameters are then validated on save */
+        post: operations["postProcessors"];
+        /** Forget a registered remote processor (?address=grpc://host:port) */
+        delete: operations["deleteProcessors"];
         options?: never;
         head?: never;
         patch?: never;
@@ -796,6 +798,9 @@ export interface components {
         };
         Processor: {
             description: string;
+            /** @description A remote's grpc.health.v1 status when listed: SERVING, NOT_SERVING, ... or UNREACHABLE */
+            health?: string;
+            health_error?: string;
             name: string;
             outputs: string[] | null;
             params: {
@@ -808,10 +813,19 @@ export interface components {
                 required?: boolean;
                 type: string;
             }[] | null;
+            /** @description A registered grpc://host:port processor (name is its address) */
+            remote?: boolean;
+        };
+        ProcessorInput: {
+            /** @description grpc://host:port */
+            address: string;
         };
         ProcessorList: {
             items: {
                 description: string;
+                /** @description A remote's grpc.health.v1 status when listed: SERVING, NOT_SERVING, ... or UNREACHABLE */
+                health?: string;
+                health_error?: string;
                 name: string;
                 outputs: string[] | null;
                 params: {
@@ -824,6 +838,8 @@ export interface components {
                     required?: boolean;
                     type: string;
                 }[] | null;
+                /** @description A registered grpc://host:port processor (name is its address) */
+                remote?: boolean;
             }[];
         };
         RecordingGap: {
@@ -3719,6 +3735,167 @@ export interface operations {
                 headers: {
                     /** @description Bearer realm */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postProcessors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProcessorInput"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Processor"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteProcessors: {
+        parameters: {
+            query?: {
+                /** @description grpc://host:port of the registered processor */
+                address?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -29,6 +29,7 @@ import {
   getPipeline,
   listCameras,
   listProcessors,
+  registerProcessor,
   tryPipeline,
   updatePipeline,
   type Pipeline,
@@ -47,6 +48,7 @@ import {
   type StepNodeData,
 } from '../pipelineGraph';
 import { Link, PATHS, cameraURL, pipelineURL, useNavigate } from '../router';
+import { StateBadge } from './common';
 import { useLoad } from './useLoad';
 
 /** A node's data: the step plus what the designer shows on it. */
@@ -477,10 +479,17 @@ function Designer({ id }: { id?: string }) {
           <p className="muted small">Drag onto the canvas.</p>
           {(processors.data ?? []).map((p) => (
             <div key={p.name} className="palette-item" onPointerDown={startPaletteDrag(p.name)} data-testid="palette-item" data-processor={p.name} title={p.description}>
-              <strong>{p.name}</strong>
+              <strong className={p.remote ? 'wrap' : ''}>{p.name}</strong>
+              {p.remote && (
+                <span title={p.health_error ?? ''}>
+                  {' '}
+                  <StateBadge state={(p.health ?? 'unknown').toLowerCase()} testId="palette-health" />
+                </span>
+              )}
               <div className="muted small">{p.description}</div>
             </div>
           ))}
+          <RegisterRemote onRegistered={processors.reload} />
         </aside>
         <div className="canvas" ref={canvas} data-testid="canvas">
           {view === 'canvas' ? (
@@ -543,6 +552,36 @@ function Designer({ id }: { id?: string }) {
           {ghost.processor}
         </div>
       )}
+    </div>
+  );
+}
+
+/** Registers a remote gRPC processor so it joins the palette. */
+function RegisterRemote({ onRegistered }: { onRegistered: () => void }) {
+  const [address, setAddress] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await registerProcessor(address.trim());
+      setAddress('');
+      onRegistered();
+    } catch (e) {
+      setError(errorMessage(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="register-remote">
+      <h3>Remote processor</h3>
+      <input value={address} onChange={(e) => setAddress(e.target.value)} placeholder="grpc://host:port" aria-label="remote processor address" data-testid="remote-address" />
+      <button className="secondary" disabled={busy || !address.trim()} onClick={() => void submit()} data-testid="remote-register">
+        Register
+      </button>
+      {error && <div className="error small">{error}</div>}
     </div>
   );
 }
