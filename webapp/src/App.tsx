@@ -1,13 +1,11 @@
-import { useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { Suspense, lazy, useEffect, useState, type FormEvent, type ReactNode } from 'react';
 import { createBrowserRouter, Outlet, RouterProvider } from 'react-router';
 import { getToken, onTokenChange, setToken } from './api';
 import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
 import { Execution } from './pages/Execution';
 import { Executions } from './pages/Executions';
-import { Monitoring } from './pages/Monitoring';
 import { NotFound } from './pages/NotFound';
-import { PipelineDesigner } from './pages/PipelineDesigner';
 import { LiveGrid } from './pages/LiveGrid';
 import { Publish } from './pages/Publish';
 import { Link, NavLink, PATHS, pageOf, useLocation, useParams } from './router';
@@ -76,6 +74,11 @@ function NotFoundPage() {
   return <NotFound path={useLocation().pathname} />;
 }
 
+// The designer (React Flow) and the monitoring page (uPlot) load with their
+// libraries when first opened, so the other pages do not wait for them.
+const PipelineDesigner = lazy(() => import('./pages/PipelineDesigner').then((m) => ({ default: m.PipelineDesigner })));
+const Monitoring = lazy(() => import('./pages/Monitoring').then((m) => ({ default: m.Monitoring })));
+
 function Layout() {
   return (
     <>
@@ -105,7 +108,9 @@ function Layout() {
         <TokenField />
       </header>
       <main>
-        <Outlet />
+        <Suspense fallback={<p className="muted">Loading…</p>}>
+          <Outlet />
+        </Suspense>
       </main>
     </>
   );
