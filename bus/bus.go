@@ -198,8 +198,7 @@ func (b *Bus) setup(ctx context.Context) error {
 		}
 	}
 	b.kv = make(map[string]jetstream.KeyValue)
-	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings} {
-	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketProcessors} {
+	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors} {
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
 		if err != nil {
 			return fmt.Errorf("kv %s: %w", name, err)

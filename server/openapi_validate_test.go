@@ -19,7 +19,6 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
-	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/rest"

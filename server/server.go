@@ -29,8 +29,8 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
-	"github.com/imageflowcanvas/imageflow/record"
 	pb "github.com/imageflowcanvas/imageflow/proto/processorv1"
+	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
 )

@@ -5,7 +5,9 @@
 import { useEffect, useRef, useState } from 'react';
 import { cameraPath, listCameras, type Camera } from '../api';
 import { drawOverlay } from '../draw';
-import { ResultBuffer, parseMessage } from '../overlay';
+import { LiveOverlay } from '../liveoverlay';
+import { parseMessage } from '../overlay';
+import { DEFAULT_PLAYOUT, type FrameDraw } from '../playout';
 import { Link, cameraURL } from '../router';
 import { deleteSession, exchangeSdp, waitIceGathering } from '../webrtc';
 import { StateBadge } from './common';
@@ -103,7 +105,11 @@ function LiveTile({ camera, height, focused, onClick }: { camera: Camera; height
       report('paused');
       return;
     }
-    const buffer = new ResultBuffer(64);
+    // The same overlay timing as the camera page: each frame gets its own
+    // result's boxes, the receiver's playout delay follows the results' lag.
+    const overlay = new LiveOverlay(DEFAULT_PLAYOUT);
+    overlay.setResultsExpected(!!camera.pipeline);
+    const updater = setInterval(() => overlay.update(), 1000);
     let cancelled = false;
     let pc: RTCPeerConnection | null = null;
     let location: string | null = null;
@@ -132,11 +138,12 @@ function LiveTile({ camera, height, focused, onClick }: { camera: Camera; height
       const decoder = new TextDecoder();
       dc.onmessage = (ev: MessageEvent) => {
         const text = typeof ev.data === 'string' ? ev.data : ev.data instanceof ArrayBuffer ? decoder.decode(ev.data) : '';
-        for (const r of parseMessage(text)) buffer.add(r);
+        for (const r of parseMessage(text)) overlay.onResult(r, performance.now());
       };
       p.ontrack = (ev) => {
         const v = videoRef.current;
         if (v && ev.track.kind === 'video') {
+          overlay.attach(ev.receiver);
           v.srcObject = new MediaStream([ev.track]);
           v.play().catch(() => {
             /* muted autoplay normally succeeds */
@@ -173,7 +180,9 @@ function LiveTile({ camera, height, focused, onClick }: { camera: Camera; height
         if (cancelled) return;
         tile.framesDecoded++;
         const rtp = typeof meta.rtpTimestamp === 'number' ? meta.rtpTimestamp >>> 0 : null;
-        tile.boxesDrawn += drawOverlay(canvas, video, rtp === null ? buffer.latest() : buffer.pick(rtp));
+        const received = typeof meta.receiveTime === 'number' ? meta.receiveTime : meta.expectedDisplayTime - (overlay.targetMs ?? 0);
+        const draw: FrameDraw | null = rtp === null ? null : overlay.onFrame(rtp, received);
+        tile.boxesDrawn += drawOverlay(canvas, video, draw ? draw.result : null, draw ? { detections: draw.detections, late: draw.late } : {});
         vfc = video.requestVideoFrameCallback(onFrame);
       };
       vfc = video.requestVideoFrameCallback(onFrame);
@@ -183,11 +192,12 @@ function LiveTile({ camera, height, focused, onClick }: { camera: Camera; height
     return () => {
       cancelled = true;
       clearTimeout(retry);
+      clearInterval(updater);
       if (video && vfc !== null) video.cancelVideoFrameCallback(vfc);
       teardown();
       if (video) video.srcObject = null;
     };
-  }, [id, visible]);
+  }, [id, visible, camera.pipeline]);
 
   return (
     <div
