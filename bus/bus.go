@@ -37,6 +37,9 @@ const (
 	BucketCameras    = "cameras"
 	BucketPipelines  = "pipelines"
 	BucketExecutions = "executions"
+	// BucketProcessors holds the remote processors registered with the
+	// server (their Info, keyed by address).
+	BucketProcessors = "processors"
 	// BucketInWork marks the batch files a process has started, so the next
 	// process knows which work items it takes up after a crash.
 	BucketInWork = "inwork"
@@ -228,7 +231,7 @@ func (b *Bus) setup(ctx context.Context) error {
 		}
 	}
 	b.kv = make(map[string]jetstream.KeyValue)
-	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings} {
+	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors} {
 		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
 		if err != nil {
 			return fmt.Errorf("kv %s: %w", name, err)

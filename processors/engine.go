@@ -40,12 +40,36 @@ type RemoteFactory func(addr string, params map[string]any) (Processor, error)
 type Option func(*compileOptions)
 
 type compileOptions struct {
+	inspect func(StepOutput)
 	remote  RemoteFactory
 	metrics *Metrics
 }
 
 // WithRemote lets Compile build grpc:// steps through f.
 func WithRemote(f RemoteFactory) Option { return func(o *compileOptions) { o.remote = f } }
+
+// WithInspect calls fn after every step of every Run with what the step
+// produced, for tools that show each step's output (the designer's "try
+// it"); live and batch pipelines leave it unset and pay nothing.
+func WithInspect(fn func(StepOutput)) Option { return func(o *compileOptions) { o.inspect = fn } }
+
+// StepOutput is what one step produced in a Run. Its Mats and detections
+// belong to the Pipeline and are valid only during the call: copy what must
+// outlive it.
+type StepOutput struct {
+	ID, Processor string
+	// Image is the picture the step's consumers see: its own, or its
+	// input's when it makes none. Empty when the step failed.
+	Image gocv.Mat
+	// Detections are those the step passes on, in source pixels.
+	Detections []*busv1.Detection
+	// Width and Height are the source picture's (Detections' coordinates).
+	Width, Height int
+	Values        map[string]string
+	Duration      time.Duration
+	// Err is a *StepError, nil when the step succeeded.
+	Err error
+}
 
 // WithMetrics records per-step durations and errors in m.
 func WithMetrics(m *Metrics) Option { return func(o *compileOptions) { o.metrics = m } }
@@ -66,6 +90,8 @@ type Pipeline struct {
 	id    string
 	steps []*step // in topological order
 	seen  map[*busv1.Detection]struct{}
+	// inspect, when set, sees every step's output (WithInspect).
+	inspect func(StepOutput)
 
 	mu     sync.Mutex
 	closed bool
@@ -149,7 +175,7 @@ func Compile(reg *Registry, p *busv1.Pipeline, opts ...Option) (*Pipeline, error
 	if err != nil {
 		return nil, err
 	}
-	pl := &Pipeline{id: p.GetId(), seen: make(map[*busv1.Detection]struct{}), result: Result{Values: make(map[string]string)}}
+	pl := &Pipeline{id: p.GetId(), inspect: o.inspect, seen: make(map[*busv1.Detection]struct{}), result: Result{Values: make(map[string]string)}}
 	pos := make(map[string]int, len(order))
 	consumed := make(map[string]bool, len(order))
 	for _, s := range p.Steps {
@@ -239,6 +265,13 @@ func (pl *Pipeline) Run(ctx context.Context, img gocv.Mat) (*Result, error) {
 	for i, s := range pl.steps {
 		pl.runStep(ctx, s, &pl.src, W, H)
 		pl.result.Steps[i] = StepResult{ID: s.id, Processor: s.processor, Duration: s.dur, Err: s.err}
+		if pl.inspect != nil {
+			out := StepOutput{ID: s.id, Processor: s.processor, Width: W, Height: H, Values: s.values, Duration: s.dur, Err: s.err}
+			if s.ok {
+				out.Image, out.Detections = *s.img, s.reach
+			}
+			pl.inspect(out)
+		}
 		if s.err != nil && firstErr == nil {
 			firstErr = s.err
 		}

@@ -218,6 +218,20 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	return runErr
 }
 
+// FrameMat decodes one bus frame into a new BGR Mat the caller closes, for
+// one-off uses (the designer's "try it" on a camera's latest frame); a
+// running pipeline decodes into reused buffers instead.
+func FrameMat(f *busv1.Frame) (gocv.Mat, error) {
+	r := &LiveRunner{img: gocv.NewMat(), stage: gocv.NewMat()}
+	defer r.stage.Close()
+	m, err := r.decode(f)
+	if err != nil {
+		r.img.Close()
+		return gocv.Mat{}, err
+	}
+	return m, nil
+}
+
 // decode turns a frame into a BGR Mat in the runner's reused buffers: raw
 // frames are copied (one memcpy, no allocation; gocv.NewMatFromBytes would
 // not copy but wraps the slice in a new cv::Mat header per frame and ties

@@ -39,7 +39,11 @@ type Spec struct {
 	Params      []ParamSpec `json:"params"`
 	// Outputs says what the step produces: "image", "detections", "values".
 	Outputs []string `json:"outputs"`
-	New     Factory  `json:"-"`
+	// Remote marks a registered grpc://host:port processor (Name is its
+	// address): its steps' parameters are validated against Params, and
+	// the engine builds the step as a remote client.
+	Remote bool    `json:"remote,omitempty"`
+	New    Factory `json:"-"`
 	// Check, when set, vets resolved parameters beyond their types when a
 	// pipeline is validated (that a named model file may be read, say),
 	// without building the processor.
@@ -93,6 +97,13 @@ func (r *Registry) Register(s Spec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.specs[s.Name] = s
+}
+
+// Unregister removes a processor; removing an unknown name does nothing.
+func (r *Registry) Unregister(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.specs, name)
 }
 
 // Lookup finds a processor by name.

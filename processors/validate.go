@@ -89,19 +89,34 @@ func (r *Registry) ValidatePipeline(p *busv1.Pipeline) error {
 	return nil
 }
 
+// CheckRemote checks a grpc://host:port processor's form and the remote
+// check (the server's deny list) and returns host:port.
+func (r *Registry) CheckRemote(processor string) (string, error) {
+	addr, err := ParseRemote(processor)
+	if err != nil {
+		return "", err
+	}
+	r.mu.RLock()
+	check := r.remoteCheck
+	r.mu.RUnlock()
+	if check != nil {
+		if err := check(addr); err != nil {
+			return "", fmt.Errorf("%w: processor %q: %v", ErrBadRemote, processor, err)
+		}
+	}
+	return addr, nil
+}
+
 func (r *Registry) validateStep(s *busv1.Step) error {
 	if IsRemote(s.Processor) {
-		addr, err := ParseRemote(s.Processor)
-		if err != nil {
+		if _, err := r.CheckRemote(s.Processor); err != nil {
 			return err
 		}
-		r.mu.RLock()
-		check := r.remoteCheck
-		r.mu.RUnlock()
-		if check != nil {
-			if err := check(addr); err != nil {
-				return fmt.Errorf("%w: processor %q: %v", ErrBadRemote, s.Processor, err)
-			}
+		// A registered remote's parameters are checked like a built-in's;
+		// an unregistered one validates them itself when called.
+		if spec, ok := r.Lookup(s.Processor); ok && spec.Remote {
+			_, err := spec.Resolve(s.GetParams().AsMap())
+			return err
 		}
 		return nil
 	}

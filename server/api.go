@@ -21,23 +21,25 @@ import (
 )
 
 func (s *Server) routes() []route {
-	return []route{
+	return append([]route{
 		{Method: "GET", Path: "/api/v1/health", Summary: "Liveness", Handler: s.health, Response: "Health", Statuses: []int{200}, Role: rest.RoleViewer, Open: !s.Config.HealthAuth},
 		{Method: "GET", Path: "/api/v1/ready", Summary: "Readiness: bus and stores up", Handler: s.ready, Response: "Health", Statuses: []int{200, 503}, Role: rest.RoleViewer, Open: !s.Config.HealthAuth},
 		{Method: "GET", Path: "/api/v1/cameras", Summary: "List cameras", Handler: s.listCameras, Response: "CameraList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/cameras", Summary: "Create a camera", Handler: s.createCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		s.sourceTestRoute(),
 		{Method: "GET", Path: "/api/v1/cameras/:id", Summary: "Get a camera with its live state", Handler: s.getCamera, Response: "Camera", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
 		{Method: "PUT", Path: "/api/v1/cameras/:id", Summary: "Replace a camera", Handler: s.updateCamera, Request: "CameraInput", Response: "Camera", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/cameras/:id", Summary: "Delete a camera", Handler: s.deleteCamera, Statuses: []int{204, 400, 404}, Role: rest.RoleOperator},
 		{Method: "GET", Path: "/api/v1/pipelines", Summary: "List pipelines", Handler: s.listPipelines, Response: "PipelineList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "POST", Path: "/api/v1/pipelines", Summary: "Create a pipeline (validated DAG)", Handler: s.createPipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{201, 400, 409, 413}, Role: rest.RoleOperator},
+		s.tryRoute(),
 		{Method: "GET", Path: "/api/v1/pipelines/:id", Summary: "Get a pipeline", Handler: s.getPipeline, Response: "Pipeline", Statuses: []int{200, 400, 404}, Role: rest.RoleViewer},
 		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},
-		{Method: "GET", Path: "/api/v1/processors", Summary: "List processors and their parameters", Handler: s.listProcessors, Response: "ProcessorList", Statuses: []int{200}, Role: rest.RoleViewer},
+		s.monitoringRoute(),
 		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Response: "OpenAPIDocument", Statuses: []int{200}, Role: rest.RoleViewer},
-	}
+	}, s.processorRoutes()...)
 }
 
 // allRoutes is the REST table plus the media endpoints (WHIP/WHEP) and the
@@ -505,10 +507,6 @@ func (s *Server) deletePipeline(c *fiber.Ctx) error {
 		return writeError(c, err)
 	}
 	return c.SendStatus(fiber.StatusNoContent)
-}
-
-func (s *Server) listProcessors(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{"items": s.Registry.Specs()})
 }
 
 // cloneCamera copies a stored camera for goroutines that outlive a request.

@@ -190,6 +190,9 @@ type Config struct {
 	// resolution; unset means netpolicy.DefaultDeny (link-local and cloud
 	// metadata hosts), an empty list allows every host.
 	DenyHosts []string `yaml:"deny_hosts"`
+	// GrafanaURL, when set, is the Grafana dashboard the web UI's
+	// monitoring page links to.
+	GrafanaURL string `yaml:"grafana_url"`
 }
 
 // ModelsPath is where pipeline steps read model files: ModelsDir, or
@@ -420,6 +423,9 @@ func (c *Config) Validate() error {
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != sha256.Size {
 			return bad(fmt.Sprintf("api_keys[%d].sha256", i), "***", "want the 64 hex digits of the token's SHA-256")
 		}
+	}
+	if c.GrafanaURL != "" && !strings.HasPrefix(c.GrafanaURL, "https://") && !strings.HasPrefix(c.GrafanaURL, "http://") {
+		return bad("grafana_url", strconv.Quote(c.GrafanaURL), "want an http:// or https:// URL")
 	}
 	if c.JWTJWKSURL != "" && !strings.HasPrefix(c.JWTJWKSURL, "https://") && !strings.HasPrefix(c.JWTJWKSURL, "http://") {
 		return bad("jwt_jwks_url", strconv.Quote(c.JWTJWKSURL), "want an http:// or https:// URL")

@@ -42,6 +42,15 @@ func (s *Server) openAPISchemas() map[string]any {
 	for k, v := range eventSchemas() {
 		out[k] = v
 	}
+	for k, v := range monitoringSchemas() {
+		out[k] = v
+	}
+	for k, v := range sourceTestSchemas() {
+		out[k] = v
+	}
+	for k, v := range trySchemas() {
+		out[k] = v
+	}
 	if s.batch != nil {
 		for k, v := range s.batch.Schemas() {
 			out[k] = v
@@ -62,7 +71,10 @@ func coreSchemas() map[string]any {
 	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(storedStep)}, "id", "name", "description", "steps")
 	nullableArr := func(items any) map[string]any { a := arr(items); a["nullable"] = true; return a }
 	processor := obj(map[string]any{"name": str, "description": str, "outputs": nullableArr(str), "params": nullableArr(obj(map[string]any{
-		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}, "name", "type", "description"))},
+		"name": str, "type": str, "description": str, "default": map[string]any{}, "required": boo, "min": num, "max": num, "choices": arr(str)}, "name", "type", "description")),
+		"remote":       map[string]any{"type": "boolean", "description": "A registered grpc://host:port processor (name is its address)"},
+		"health":       map[string]any{"type": "string", "description": "A remote's grpc.health.v1 status when listed: SERVING, NOT_SERVING, ... or UNREACHABLE"},
+		"health_error": str},
 		"name", "description", "params", "outputs")
 	cameraInput := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
 		"record": boo, "record_retention": str, "record_max_bytes": integ, "zones": arr(rest.Ref("ZoneInput"))}, "id", "source")
@@ -80,6 +92,7 @@ func coreSchemas() map[string]any {
 		"Pipeline":        pipeline,
 		"PipelineList":    obj(map[string]any{"items": arr(pipeline)}, "items"),
 		"Processor":       processor,
+		"ProcessorInput":  obj(map[string]any{"address": map[string]any{"type": "string", "description": "grpc://host:port"}}, "address"),
 		"ProcessorList":   obj(map[string]any{"items": arr(processor)}, "items"),
 		"Device": obj(map[string]any{"path": str, "name": str, "driver": str, "bus_info": str,
 			"formats": arr(obj(map[string]any{"fourcc": str, "description": str, "compressed": boo}, "fourcc", "description", "compressed"))},

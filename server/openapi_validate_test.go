@@ -19,7 +19,6 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 
 	"github.com/imageflowcanvas/imageflow/ingest/usb"
-	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/rest"
@@ -322,7 +321,12 @@ func TestOpenAPISchemasMatchGoTypes(t *testing.T) {
 		{"Camera", reflect.TypeFor[cameraView](), true},
 		{"CameraInput", reflect.TypeFor[cameraInput](), false},
 		{"Error", reflect.TypeFor[rest.ErrorBody](), true},
-		{"Processor", reflect.TypeFor[processors.Spec](), true},
+		{"Processor", reflect.TypeFor[processorView](), true},
+		{"ProcessorInput", reflect.TypeFor[processorInput](), false},
+		{"TryResult", reflect.TypeFor[tryResult](), true},
+		{"SourceTestInput", reflect.TypeFor[sourceTestInput](), false},
+		{"SourceTestResult", reflect.TypeFor[sourceTestResult](), true},
+		{"Monitoring", reflect.TypeFor[monitoring](), true},
 		{"Device", reflect.TypeFor[usb.Device](), true},
 		{"RecordingList", reflect.TypeFor[recordingList](), true},
 		{"RecordingSegment", reflect.TypeFor[recordingSegment](), true},

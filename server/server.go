@@ -30,6 +30,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/processors"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+	pb "github.com/imageflowcanvas/imageflow/proto/processorv1"
 	"github.com/imageflowcanvas/imageflow/record"
 	"github.com/imageflowcanvas/imageflow/server/batch"
 	"github.com/imageflowcanvas/imageflow/server/blob"
@@ -50,8 +51,10 @@ type Server struct {
 	hub       *hub.Hub
 	cameras   *kvStore[*busv1.Camera]
 	pipelines *kvStore[*busv1.Pipeline]
-	metrics   *metrics
-	super     *supervisor
+	// remotes are the registered remote processors' Info, by address.
+	remotes *kvStore[*pb.InfoResponse]
+	metrics *metrics
+	super   *supervisor
 
 	rtsp        *rtsp.Server
 	batch       *batch.Manager
@@ -151,8 +154,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.hub = hub.New(s.bus.Conn(), s.bus.Subjects())
 	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
 	s.pipelines = newPipelineStore(s.bus.KV(bus.BucketPipelines))
+	s.remotes = newRemoteStore(s.bus.KV(bus.BucketProcessors))
 	if err := s.initSourcePolicy(); err != nil {
 		return err
+	}
+	if err := s.loadRemotes(ctx); err != nil {
+		return fmt.Errorf("remote processors: %w", err)
 	}
 
 	s.metrics = newMetrics(s.Registerer, s.bus)

@@ -22,6 +22,7 @@ Usage:
   imageflow processor check <addr>     check a gRPC processor (any language) against the contract
   imageflow infer serve                run a KServe v2 (Triton protocol) inference server
   imageflow batch run|status|ls|cancel upload images through a pipeline and fetch the results
+  imageflow pipeline try               run a pipeline once on a picture: each step's output and time
   imageflow openapi                    print the REST API's OpenAPI document
   imageflow help                       this text
 

@@ -84,7 +84,7 @@ func operation(r Route, secured bool) map[string]any {
 			ct = "application/sdp"
 		case "SDPFrag":
 			ct = "application/trickle-ice-sdpfrag"
-		case "Upload":
+		case "Upload", "TryUpload":
 			ct = "multipart/form-data"
 		}
 		op["requestBody"] = map[string]any{"required": true, "content": map[string]any{ct: map[string]any{"schema": Ref(r.Request)}}}

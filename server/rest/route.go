@@ -53,7 +53,7 @@ type Route struct {
 	// Method and Path (fiber syntax, "/api/v1/cameras/:id").
 	Method, Path, Summary string
 	// Request and Response name schemas of the OpenAPI document; "SDP" is
-	// application/sdp, "SDPFrag" application/trickle-ice-sdpfrag and "Upload"
+	// application/sdp, "SDPFrag" application/trickle-ice-sdpfrag, "Upload" and "TryUpload"
 	// multipart/form-data.
 	Request, Response string
 	// ResponseTypes are the content types of the success answer when it is

@@ -1,4 +1,5 @@
-import { useEffect, useState, type FormEvent } from 'react';
+import { Suspense, lazy, useEffect, useState, type FormEvent, type ReactNode } from 'react';
+import { createBrowserRouter, Outlet, RouterProvider } from 'react-router';
 import { getToken, onTokenChange, setToken } from './api';
 import { CameraLive } from './pages/CameraLive';
 import { Dashboard } from './pages/Dashboard';
@@ -6,8 +7,9 @@ import { Execution } from './pages/Execution';
 import { Events } from './pages/Events';
 import { Executions } from './pages/Executions';
 import { NotFound } from './pages/NotFound';
+import { LiveGrid } from './pages/LiveGrid';
 import { Publish } from './pages/Publish';
-import { Link, matchRoute, usePathname } from './router';
+import { Link, NavLink, PATHS, pageOf, useLocation, useParams } from './router';
 
 function TokenField() {
   const [saved, setSaved] = useState(getToken());
@@ -60,31 +62,25 @@ function TokenField() {
   );
 }
 
-export function App() {
-  const route = matchRoute(usePathname());
-  let page;
-  switch (route.name) {
-    case 'dashboard':
-      page = <Dashboard />;
-      break;
-    case 'camera':
-      page = <CameraLive key={route.id} id={route.id} />;
-      break;
-    case 'publish':
-      page = <Publish key={route.id} id={route.id} />;
-      break;
-    case 'executions':
-      page = <Executions />;
-      break;
-    case 'events':
-      page = <Events />;
-      break;
-    case 'execution':
-      page = <Execution key={route.id} id={route.id} />;
-      break;
-    default:
-      page = <NotFound path={route.path} />;
-  }
+/** Renders a page that shows one thing by id, new for every id (key), or
+ * NotFound when the path's id does not decode. */
+function ByID({ page }: { page: (id: string) => ReactNode }) {
+  const { id } = useParams();
+  const { pathname } = useLocation();
+  if (id === undefined || pageOf(pathname).name === 'notfound') return <NotFound path={pathname} />;
+  return page(id);
+}
+
+function NotFoundPage() {
+  return <NotFound path={useLocation().pathname} />;
+}
+
+// The designer (React Flow) and the monitoring page (uPlot) load with their
+// libraries when first opened, so the other pages do not wait for them.
+const PipelineDesigner = lazy(() => import('./pages/PipelineDesigner').then((m) => ({ default: m.PipelineDesigner })));
+const Monitoring = lazy(() => import('./pages/Monitoring').then((m) => ({ default: m.Monitoring })));
+
+function Layout() {
   return (
     <>
       <header className="topbar">
@@ -93,20 +89,58 @@ export function App() {
           ImageFlowCanvas
         </Link>
         <nav>
-          <Link to="/" className={route.name === 'dashboard' ? 'active' : ''}>
+          <NavLink to="/" end>
             Cameras
-          </Link>
-          <Link to="/executions" className={route.name === 'executions' || route.name === 'execution' ? 'active' : ''} data-testid="nav-batch">
+          </NavLink>
+          <NavLink to={PATHS.live} data-testid="nav-live">
+            Live
+          </NavLink>
+          <NavLink to={PATHS.pipelineNew} data-testid="nav-designer">
+            Designer
+          </NavLink>
+          <NavLink to={PATHS.executions} data-testid="nav-batch">
             Batch
-          </Link>
-          <Link to="/events" className={route.name === 'events' ? 'active' : ''} data-testid="nav-events">
+          </NavLink>
+          <NavLink to={PATHS.events} data-testid="nav-events">
             Events
-          </Link>
+          </NavLink>
+          <NavLink to={PATHS.monitoring} data-testid="nav-monitoring">
+            Monitoring
+          </NavLink>
         </nav>
         <div className="spacer" />
         <TokenField />
       </header>
-      <main>{page}</main>
+      <main>
+        <Suspense fallback={<p className="muted">Loading…</p>}>
+          <Outlet />
+        </Suspense>
+      </main>
     </>
   );
+}
+
+// Every page loads its data itself with useLoad (pages/useLoad.ts): polled
+// where it changes, reloaded when the API token changes.
+const router = createBrowserRouter([
+  {
+    element: <Layout />,
+    children: [
+      { path: PATHS.dashboard, element: <Dashboard /> },
+      { path: PATHS.camera, element: <ByID page={(id) => <CameraLive key={id} id={id} />} /> },
+      { path: PATHS.publish, element: <ByID page={(id) => <Publish key={id} id={id} />} /> },
+      { path: PATHS.executions, element: <Executions /> },
+      { path: PATHS.events, element: <Events /> },
+      { path: PATHS.execution, element: <ByID page={(id) => <Execution key={id} id={id} />} /> },
+      { path: PATHS.pipelineNew, element: <PipelineDesigner key="new" /> },
+      { path: PATHS.pipeline, element: <ByID page={(id) => <PipelineDesigner key={id} id={id} />} /> },
+      { path: PATHS.live, element: <LiveGrid /> },
+      { path: PATHS.monitoring, element: <Monitoring /> },
+      { path: '*', element: <NotFoundPage /> },
+    ],
+  },
+]);
+
+export function App() {
+  return <RouterProvider router={router} />;
 }

@@ -56,9 +56,12 @@ export function apiFetch(input: string, init: RequestInit = {}): Promise<Respons
 
 export class ApiError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** The pipeline step a validation error names, when it names one. */
+  readonly step?: string;
+  constructor(status: number, message: string, step?: string) {
     super(message);
     this.status = status;
+    this.step = step;
   }
 }
 
@@ -93,7 +96,8 @@ function errorOf(r: Response, body: unknown): ApiError {
   let msg = `${r.status} ${r.statusText}`.trim();
   if (r.status === 401 || r.status === 403) msg += ' — set a valid API token in the header bar';
   if (detail) msg += `: ${detail}`;
-  return new ApiError(r.status, msg);
+  const step = typeof body === 'object' && body !== null ? (body as Partial<ApiErrorBody>).error?.step : undefined;
+  return new ApiError(r.status, msg, step || undefined);
 }
 
 export function errorMessage(e: unknown): string {
@@ -114,6 +118,8 @@ export type PipelineInput = Schemas['PipelineInput'];
 export type PipelineStep = Pipeline['steps'][number];
 export type Processor = Schemas['Processor'];
 export type ProcessorParam = NonNullable<Processor['params']>[number];
+export type TryResult = Schemas['TryResult'];
+export type TryStep = TryResult['steps'][number];
 
 const withToken: Middleware = {
   onRequest({ request }) {
@@ -146,6 +152,45 @@ export async function createCamera(c: CameraInput): Promise<Camera> {
 }
 export async function listPipelines(): Promise<Pipeline[]> {
   return unwrap(await client.GET('/api/v1/pipelines')).items;
+}
+export async function getPipeline(id: string): Promise<Pipeline> {
+  return unwrap(await client.GET('/api/v1/pipelines/{id}', { params: { path: { id } } }));
+}
+export async function createPipeline(p: PipelineInput): Promise<Pipeline> {
+  return unwrap(await client.POST('/api/v1/pipelines', { body: p }));
+}
+export async function updatePipeline(p: PipelineInput): Promise<Pipeline> {
+  return unwrap(await client.PUT('/api/v1/pipelines/{id}', { params: { path: { id: p.id } }, body: p }));
+}
+export async function deletePipeline(id: string): Promise<void> {
+  const r = await client.DELETE('/api/v1/pipelines/{id}', { params: { path: { id } } });
+  if (!r.response.ok) throw errorOf(r.response, r.error);
+}
+export async function updateCamera(id: string, c: CameraInput): Promise<Camera> {
+  return unwrap(await client.PUT('/api/v1/cameras/{id}', { params: { path: { id } }, body: c }));
+}
+/** Has the server connect to a source and report codec, size and rate, or the error. */
+export async function testSource(source: string): Promise<Schemas['SourceTestResult']> {
+  return unwrap(await client.POST('/api/v1/cameras/test', { body: { source } }));
+}
+export async function deleteCamera(id: string): Promise<void> {
+  const r = await client.DELETE('/api/v1/cameras/{id}', { params: { path: { id } } });
+  if (!r.response.ok) throw errorOf(r.response, r.error);
+}
+/** Registers a remote gRPC processor (grpc://host:port); the server reads its Info. */
+export async function registerProcessor(address: string): Promise<Processor> {
+  return unwrap(await client.POST('/api/v1/processors', { body: { address } }));
+}
+/** Runs a pipeline (as drawn, not stored) once on a picture, or on a camera's
+ * next live frame: every step's output and time. */
+export async function tryPipeline(p: PipelineInput, source: { image: Blob } | { camera: string }): Promise<TryResult> {
+  const form = new FormData();
+  form.append('pipeline', JSON.stringify({ ...p, id: p.id || 'try' }));
+  if ('image' in source) form.append('image', source.image);
+  else form.append('camera', source.camera);
+  const r = await apiFetch(`${API}/pipelines/try`, { method: 'POST', body: form });
+  if (!r.ok) throw await responseError(r);
+  return (await r.json()) as TryResult;
 }
 export async function listProcessors(): Promise<Processor[]> {
   return unwrap(await client.GET('/api/v1/processors')).items;

@@ -1,76 +1,51 @@
-// A tiny client-side router on window.location (no dependency needed for
-// three routes). The Go server falls back to index.html for unknown paths.
-import { createElement, useSyncExternalStore, type AnchorHTMLAttributes, type MouseEvent } from 'react';
+// Page addresses and links. Routing itself is react-router's (the route
+// table is in App.tsx); pages link with Link and build addresses here, so a
+// path is spelled in one place. The Go server falls back to index.html for
+// unknown paths.
+import { matchRoutes } from 'react-router';
 
-export type Route =
-  | { name: 'dashboard' }
-  | { name: 'camera'; id: string }
-  | { name: 'publish'; id: string }
-  | { name: 'executions' }
-  | { name: 'events' }
-  | { name: 'execution'; id: string }
-  | { name: 'notfound'; path: string };
+export { Link, NavLink, useBlocker, useLocation, useNavigate, useParams } from 'react-router';
 
-function decode(s: string): string | null {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return null;
-  }
-}
-
-export function matchRoute(pathname: string): Route {
-  const p = pathname.replace(/\/+$/, '') || '/';
-  if (p === '/') return { name: 'dashboard' };
-  if (p === '/executions') return { name: 'executions' };
-  if (p === '/events') return { name: 'events' };
-  const m = /^\/(cameras|publish|executions)\/([^/]+)$/.exec(p);
-  if (m) {
-    const id = decode(m[2]);
-    if (id) {
-      if (m[1] === 'cameras') return { name: 'camera', id };
-      if (m[1] === 'publish') return { name: 'publish', id };
-      return { name: 'execution', id };
-    }
-  }
-  return { name: 'notfound', path: pathname };
-}
+/** The UI's pages by path pattern (react-router syntax); App.tsx maps each to its component. */
+export const PATHS = {
+  dashboard: '/',
+  camera: '/cameras/:id',
+  publish: '/publish/:id',
+  executions: '/executions',
+  events: '/events',
+  execution: '/executions/:id',
+  pipelineNew: '/pipelines/new',
+  pipeline: '/pipelines/:id',
+  live: '/live',
+  monitoring: '/monitoring',
+} as const;
 
 export const cameraURL = (id: string) => `/cameras/${encodeURIComponent(id)}`;
 export const publishURL = (id: string) => `/publish/${encodeURIComponent(id)}`;
 export const executionURL = (id: string) => `/executions/${encodeURIComponent(id)}`;
+export const pipelineURL = (id: string) => `/pipelines/${encodeURIComponent(id)}`;
 
-const NAV_EVENT = 'ifc-navigate';
+export type PageName = keyof typeof PATHS | 'notfound';
 
-function subscribe(cb: () => void): () => void {
-  window.addEventListener('popstate', cb);
-  window.addEventListener(NAV_EVENT, cb);
-  return () => {
-    window.removeEventListener('popstate', cb);
-    window.removeEventListener(NAV_EVENT, cb);
-  };
+/** Whether every %-escape in a path decodes (a malformed one names no page). */
+function decodable(pathname: string): boolean {
+  try {
+    decodeURIComponent(pathname);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-export function usePathname(): string {
-  return useSyncExternalStore(subscribe, () => window.location.pathname);
-}
-
-export function navigate(to: string): void {
-  if (to === window.location.pathname + window.location.search) return;
-  window.history.pushState(null, '', to);
-  window.dispatchEvent(new Event(NAV_EVENT));
-  window.scrollTo(0, 0);
-}
-
-type LinkProps = AnchorHTMLAttributes<HTMLAnchorElement> & { to: string };
-
-export function Link({ to, onClick, ...rest }: LinkProps) {
-  const handle = (e: MouseEvent<HTMLAnchorElement>) => {
-    onClick?.(e);
-    if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
-    if (rest.target && rest.target !== '_self') return;
-    e.preventDefault();
-    navigate(to);
-  };
-  return createElement('a', { ...rest, href: to, onClick: handle });
+/** The page a path shows, with its id: the same table App.tsx routes by. */
+export function pageOf(pathname: string): { name: PageName; id?: string } {
+  if (decodable(pathname)) {
+    const routes = Object.entries(PATHS).map(([name, path]) => ({ name: name as PageName, path }));
+    const m = matchRoutes(routes, pathname);
+    if (m && m.length > 0) {
+      const { route, params } = m[m.length - 1];
+      return params.id === undefined ? { name: route.name } : { name: route.name, id: params.id };
+    }
+  }
+  return { name: 'notfound' };
 }

@@ -22,6 +22,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/cameras/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Test a source before saving a camera: the server connects and reports codec, size and frame rate, or the error */
+        post: operations["postCamerasTest"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/cameras/{id}": {
         parameters: {
             query?: never;
@@ -439,6 +456,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/monitoring": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Live figures for the monitoring page: per camera fps, bitrate, skipped frames and frame-to-result latency; per pipeline step latency p50/p99 (latencies and counts since start) */
+        get: operations["getMonitoring"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -474,6 +508,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/pipelines/try": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Run an inline or stored pipeline once on an uploaded picture: every step's output picture (boxes drawn), detections and time in ms; nothing is stored */
+        post: operations["postPipelinesTry"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/pipelines/{id}": {
         parameters: {
             query?: never;
@@ -500,11 +551,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List processors and their parameters */
+        /** List processors and their parameters; registered remote processors with their gRPC health */
         get: operations["getProcessors"];
         put?: never;
-        post?: never;
-        delete?: never;
+        /** Register a remote processor (grpc://host:port): the server reads its Info; its steps' parameters are then validated on save */
+        post: operations["postProcessors"];
+        /** Forget a registered remote processor (?address=grpc://host:port) */
+        delete: operations["deleteProcessors"];
         options?: never;
         head?: never;
         patch?: never;
@@ -798,6 +851,29 @@ export interface components {
         Health: {
             status: string;
         };
+        Monitoring: {
+            cameras: {
+                bitrate: number;
+                fps: number;
+                id: string;
+                latency_p50_ms: number;
+                latency_p99_ms: number;
+                name: string;
+                pipeline: string;
+                results: number;
+                skipped: number;
+                state: string;
+            }[];
+            grafana_url?: string;
+            steps: {
+                count: number;
+                p50_ms: number;
+                p99_ms: number;
+                pipeline: string;
+                processor: string;
+                step: string;
+            }[];
+        };
         /** @description An OpenAPI 3 document */
         OpenAPIDocument: {
             [key: string]: unknown;
@@ -876,6 +952,9 @@ export interface components {
         };
         Processor: {
             description: string;
+            /** @description A remote's grpc.health.v1 status when listed: SERVING, NOT_SERVING, ... or UNREACHABLE */
+            health?: string;
+            health_error?: string;
             name: string;
             outputs: string[] | null;
             params: {
@@ -888,10 +967,19 @@ export interface components {
                 required?: boolean;
                 type: string;
             }[] | null;
+            /** @description A registered grpc://host:port processor (name is its address) */
+            remote?: boolean;
+        };
+        ProcessorInput: {
+            /** @description grpc://host:port */
+            address: string;
         };
         ProcessorList: {
             items: {
                 description: string;
+                /** @description A remote's grpc.health.v1 status when listed: SERVING, NOT_SERVING, ... or UNREACHABLE */
+                health?: string;
+                health_error?: string;
                 name: string;
                 outputs: string[] | null;
                 params: {
@@ -904,6 +992,8 @@ export interface components {
                     required?: boolean;
                     type: string;
                 }[] | null;
+                /** @description A registered grpc://host:port processor (name is its address) */
+                remote?: boolean;
             }[];
         };
         RecordingGap: {
@@ -960,6 +1050,60 @@ export interface components {
         SDP: string;
         /** @description Trickle ICE candidates as an SDP fragment (RFC 8840) */
         SDPFrag: string;
+        SourceTestInput: {
+            source: string;
+        };
+        SourceTestResult: {
+            bitrate: number;
+            codec?: string;
+            error?: string;
+            fps: number;
+            frames: number;
+            height?: number;
+            ms: number;
+            ok: boolean;
+            width?: number;
+        };
+        TryResult: {
+            height: number;
+            ms: number;
+            pipeline: string;
+            steps: {
+                detections: {
+                    h: number;
+                    label: string;
+                    score: number;
+                    w: number;
+                    x: number;
+                    y: number;
+                }[];
+                error?: string;
+                height?: number;
+                id: string;
+                /** @description The step's output picture as a data: URL (JPEG), boxes it passes on drawn in */
+                image?: string;
+                ms: number;
+                processor: string;
+                values?: {
+                    [key: string]: string;
+                };
+                width?: number;
+            }[];
+            width: number;
+        };
+        TryUpload: {
+            /** @description Run on this camera's next live frame instead of an uploaded picture (the camera must be online with a pipeline) */
+            camera?: string;
+            /**
+             * Format: binary
+             * @description The picture to run the pipeline on (JPEG, PNG, ...); or give camera
+             */
+            image?: string;
+            /** @description A pipeline as JSON (PipelineInput), run without being stored */
+            pipeline?: string;
+            /** @description A stored pipeline's id, when pipeline is not given */
+            pipeline_id?: string;
+        };
         Upload: {
             /** @description One or more images (JPEG, PNG, ...) */
             files: string[];
@@ -1095,6 +1239,88 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postCamerasTest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SourceTestInput"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SourceTestResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3644,6 +3870,57 @@ export interface operations {
             };
         };
     };
+    getMonitoring: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Monitoring"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     getOpenapiJson: {
         parameters: {
             query?: never;
@@ -3790,6 +4067,106 @@ export interface operations {
             };
             /** @description The token's role is below operator */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postPipelinesTry: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["TryUpload"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TryResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4120,6 +4497,167 @@ export interface operations {
                 headers: {
                     /** @description Bearer realm */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    postProcessors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProcessorInput"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Processor"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteProcessors: {
+        parameters: {
+            query?: {
+                /** @description grpc://host:port of the registered processor */
+                address?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description The token's role is below operator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

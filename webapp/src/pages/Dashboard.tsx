@@ -1,7 +1,7 @@
-import { useState, type FormEvent } from 'react';
+import { useState } from 'react';
 import {
   cameraStatus,
-  createCamera,
+  deleteCamera,
   errorMessage,
   listCameras,
   listPipelines,
@@ -10,7 +10,8 @@ import {
   type Pipeline,
   type Processor,
 } from '../api';
-import { Link, cameraURL, publishURL } from '../router';
+import { Link, PATHS, cameraURL, pipelineURL, publishURL } from '../router';
+import { CameraForm } from './CameraForm';
 import { StateBadge } from './common';
 import { useLoad } from './useLoad';
 
@@ -37,7 +38,7 @@ export function Dashboard() {
         )}
         <div className="grid" data-testid="camera-list">
           {(cameras.data ?? []).map((c) => (
-            <CameraCard key={c.id} camera={c} />
+            <CameraCard key={c.id} camera={c} pipelines={pipelines.data ?? []} onChanged={cameras.reload} />
           ))}
         </div>
       </section>
@@ -49,7 +50,12 @@ export function Dashboard() {
 
       <div className="two-col">
         <section>
-          <h2>Pipelines</h2>
+          <div className="section-head">
+            <h2>Pipelines</h2>
+            <Link to={PATHS.pipelineNew} className="button" data-testid="pipeline-new">
+              New pipeline
+            </Link>
+          </div>
           {pipelines.error && <div className="error">{pipelines.error}</div>}
           {pipelines.data?.length === 0 && <p className="muted">No pipelines.</p>}
           <div className="stack" data-testid="pipeline-list">
@@ -73,8 +79,24 @@ export function Dashboard() {
   );
 }
 
-function CameraCard({ camera: c }: { camera: Camera }) {
+function CameraCard({ camera: c, pipelines, onChanged }: { camera: Camera; pipelines: Pipeline[]; onChanged: () => void }) {
   const st = cameraStatus(c);
+  const [editing, setEditing] = useState(false);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const remove = async () => {
+    if (!confirmDelete) {
+      setConfirmDelete(true);
+      return;
+    }
+    try {
+      await deleteCamera(c.id);
+      onChanged();
+    } catch (e) {
+      setError(errorMessage(e));
+      setConfirmDelete(false);
+    }
+  };
   const state = c.enabled === false ? 'disabled' : (st.state ?? 'unknown');
   // A camera whose source is "publish" takes a pushed stream (RTSP, WHIP, gRPC).
   const isWhip = (c.source ?? '') === 'publish';
@@ -106,86 +128,30 @@ function CameraCard({ camera: c }: { camera: Camera }) {
             Publish
           </Link>
         )}
+        <button className="secondary" onClick={() => setEditing(!editing)} data-testid="camera-edit">
+          {editing ? 'Close' : 'Edit'}
+        </button>
+        <button className="danger" onClick={() => void remove()} onBlur={() => setConfirmDelete(false)} data-testid="camera-delete">
+          {confirmDelete ? 'Really delete?' : 'Delete'}
+        </button>
       </div>
+      {error && <div className="error small">{error}</div>}
+      {editing && (
+        <CameraForm
+          camera={c}
+          pipelines={pipelines}
+          onSaved={() => {
+            setEditing(false);
+            onChanged();
+          }}
+        />
+      )}
     </div>
   );
 }
 
 function AddCameraForm({ pipelines, onCreated }: { pipelines: Pipeline[]; onCreated: () => void }) {
-  const [id, setId] = useState('');
-  const [name, setName] = useState('');
-  const [source, setSource] = useState('');
-  const [enabled, setEnabled] = useState(true);
-  const [pipeline, setPipeline] = useState('');
-  const [archive, setArchive] = useState(false);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const [done, setDone] = useState<string | null>(null);
-
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    setDone(null);
-    try {
-      const cid = id.trim();
-      await createCamera({ id: cid, name: name.trim() || cid, source: source.trim(), enabled, pipeline, archive });
-      setDone(`Camera “${cid}” added.`);
-      setId('');
-      setName('');
-      setSource('');
-      onCreated();
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  return (
-    <form className="card form" onSubmit={submit} data-testid="add-camera-form">
-      <div className="form-grid">
-        <label>
-          ID
-          <input value={id} onChange={(e) => setId(e.target.value)} required pattern="[A-Za-z0-9_\-]+" title="letters, digits, - and _" placeholder="front-door" data-testid="camera-id-input" />
-        </label>
-        <label>
-          Name
-          <input value={name} onChange={(e) => setName(e.target.value)} placeholder="Front door" data-testid="camera-name-input" />
-        </label>
-        <label className="span-2">
-          Source
-          <input value={source} onChange={(e) => setSource(e.target.value)} required placeholder="rtsp://user:pass@10.0.0.5/stream1, publish, file:///videos/demo.mp4 …" data-testid="camera-source-input" />
-        </label>
-        <label>
-          Pipeline
-          <select value={pipeline} onChange={(e) => setPipeline(e.target.value)} data-testid="camera-pipeline-input">
-            <option value="">(none)</option>
-            {pipelines.map((p) => (
-              <option key={p.id} value={p.id}>
-                {p.name ? `${p.name} (${p.id})` : p.id}
-              </option>
-            ))}
-          </select>
-        </label>
-        <div className="checks">
-          <label className="check">
-            <input type="checkbox" checked={enabled} onChange={(e) => setEnabled(e.target.checked)} data-testid="camera-enabled-input" /> Enabled
-          </label>
-          <label className="check">
-            <input type="checkbox" checked={archive} onChange={(e) => setArchive(e.target.checked)} data-testid="camera-archive-input" /> Archive
-          </label>
-        </div>
-      </div>
-      <div className="form-foot">
-        <button type="submit" className="primary" disabled={busy} data-testid="add-camera-submit">
-          {busy ? 'Adding…' : 'Add camera'}
-        </button>
-        {error && <span className="error inline" data-testid="add-camera-error">{error}</span>}
-        {done && <span className="ok inline" data-testid="add-camera-done">{done}</span>}
-      </div>
-    </form>
-  );
+  return <CameraForm pipelines={pipelines} onSaved={onCreated} />;
 }
 
 function shortJSON(v: unknown): string {
@@ -199,7 +165,9 @@ function PipelineCard({ pipeline: p }: { pipeline: Pipeline }) {
   return (
     <div className="card" data-testid="pipeline-card" data-pipeline-id={p.id}>
       <div className="camera-card-head">
-        <strong>{p.name || p.id}</strong>
+        <Link to={pipelineURL(p.id)} data-testid="pipeline-open">
+          <strong>{p.name || p.id}</strong>
+        </Link>
         <span className="muted mono small">{p.id}</span>
       </div>
       {steps.length === 0 ? (

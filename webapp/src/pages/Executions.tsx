@@ -1,8 +1,8 @@
 // Batch executions: the recent list and an upload form. The execution
 // helpers live here (not in api.ts) because only the batch pages use them.
-import { useEffect, useState, type FormEvent } from 'react';
-import { API, apiFetch, client, errorMessage, getToken, listPipelines, onTokenChange, responseError, unwrap, type Pipeline, type Schemas } from '../api';
-import { Link, executionURL, navigate } from '../router';
+import { useState, type FormEvent } from 'react';
+import { API, apiFetch, client, errorMessage, getToken, listPipelines, responseError, unwrap, type Schemas } from '../api';
+import { Link, executionURL, useNavigate } from '../router';
 import { StateBadge } from './common';
 import { useLoad } from './useLoad';
 
@@ -122,28 +122,15 @@ export function ProgressBar({ percent, testId }: { percent: number; testId?: str
 }
 
 function UploadForm() {
-  const [pipelines, setPipelines] = useState<Pipeline[]>([]);
-  const [pipeline, setPipeline] = useState('');
+  const loaded = useLoad(listPipelines);
+  const pipelines = loaded.data ?? [];
+  const [chosen, setPipeline] = useState('');
+  const pipeline = chosen || pipelines[0]?.id || '';
   const [files, setFiles] = useState<File[]>([]);
   const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const [nonce, setNonce] = useState(0);
-  useEffect(() => onTokenChange(() => setNonce((n) => n + 1)), []);
-
-  useEffect(() => {
-    let stop = false;
-    listPipelines().then(
-      (ps) => {
-        if (stop) return;
-        setPipelines(ps);
-        setPipeline((cur) => cur || ps[0]?.id || '');
-      },
-      (e) => !stop && setError(errorMessage(e)),
-    );
-    return () => {
-      stop = true;
-    };
-  }, [nonce]);
+  const [failure, setError] = useState<string | null>(null);
+  const error = failure ?? loaded.error;
+  const navigate = useNavigate();
 
   const submit = async (e: FormEvent) => {
     e.preventDefault();

@@ -1,5 +1,5 @@
-const GOOD = new Set(['connected', 'running', 'publishing', 'streaming', 'live', 'ok', 'ready', 'playing', 'active', 'online', 'done']);
-const BAD = new Set(['failed', 'error', 'unsupported', 'stopped_with_error', 'unauthorized']);
+const GOOD = new Set(['connected', 'running', 'publishing', 'streaming', 'live', 'ok', 'ready', 'playing', 'active', 'online', 'done', 'serving']);
+const BAD = new Set(['failed', 'error', 'unsupported', 'stopped_with_error', 'unauthorized', 'unreachable', 'not_serving']);
 const IDLE = new Set(['stopped', 'closed', 'disabled', 'idle', 'unknown', 'new', 'offline', 'cancelled']);
 
 export function stateTone(state: string): 'good' | 'bad' | 'idle' | 'busy' {
