@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
@@ -190,4 +191,129 @@ func TestWHEPJoinDoesNotWaitForKeyframe(t *testing.T) {
 	t.Logf("%d viewers joining at once: answer p50 %v p99 %v; answer to first video packet p50 %v p99 %v",
 		viewers, percentile(answers, 0.5).Round(time.Millisecond), percentile(answers, 0.99).Round(time.Millisecond),
 		percentile(firsts, 0.5).Round(time.Millisecond), percentile(firsts, 0.99).Round(time.Millisecond))
+}
+
+// joinScript joins /whep/cam1 from a page of the test server and records,
+// in performance.now() milliseconds, when the POST went out, when its answer
+// came back and when the first frame was presented, with that frame's RTP
+// timestamp and the latest one.
+const joinScript = testkit.NegotiateJS + `
+window.ifc = {error: '', status: 0, postAt: 0, answerAt: 0, firstAt: 0, firstRTP: 0, lastRTP: 0, frames: 0};
+(async () => {
+  try {
+    const plainFetch = window.fetch;
+    window.fetch = async (...args) => {
+      ifc.postAt = performance.now();
+      const r = await plainFetch(...args);
+      ifc.answerAt = performance.now();
+      return r;
+    };
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('video', {direction: 'recvonly'});
+    const v = document.createElement('video');
+    v.muted = true; v.autoplay = true; v.playsInline = true;
+    document.body.appendChild(v);
+    pc.ontrack = (e) => { v.srcObject = new MediaStream([e.track]); v.play().catch(() => {}); };
+    const onFrame = (now, meta) => {
+      if (!ifc.firstAt) { ifc.firstAt = performance.now(); ifc.firstRTP = meta.rtpTimestamp >>> 0; }
+      ifc.lastRTP = meta.rtpTimestamp >>> 0;
+      ifc.frames++;
+      v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+    const r = await negotiate(pc, '/whep/cam1');
+    ifc.status = r.status;
+    if (r.status !== 201) ifc.error = r.body;
+  } catch (e) { ifc.error = String(e); }
+})();
+true`
+
+// Headless Chromium joins a camera with an 8 s GOP a moment after a
+// keyframe and presents its first frame from the kept GOP, long before the
+// next keyframe. Prints the answer time and the time from answer to first
+// presented frame.
+func TestWHEPChromiumFirstFrameFromKeptGOP(t *testing.T) {
+	e := newEnv(t, EngineConfig{NoVideoTimeout: 15 * time.Second})
+	clip := testkit.H264ClipGOP(t, 8, 240)
+	keys := watchKeyframes(t, e, "cam1")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	e.feed(ctx, "cam1", clip, &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	cctx, stop := chromeCtx(t)
+	defer stop()
+	// Any page of the server's origin will do for fetch.
+	if _, err := chromedp.Run(cctx, chromedp.Navigate(e.srv.URL+"/whep/session/none")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the camera's first keyframe", func() bool { return keys.count() >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	joined := time.Now()
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[bool](joinScript)); err != nil {
+		t.Fatal(err)
+	}
+	type state struct {
+		Error    string  `json:"error"`
+		Status   int     `json:"status"`
+		PostAt   float64 `json:"postAt"`
+		AnswerAt float64 `json:"answerAt"`
+		FirstAt  float64 `json:"firstAt"`
+		FirstRTP uint32  `json:"firstRTP"`
+		LastRTP  uint32  `json:"lastRTP"`
+		Frames   int     `json:"frames"`
+	}
+	var st state
+	waitFor(t, 30*time.Second, "the first presented frame", func() bool {
+		var err error
+		if st, err = chromedp.Run(cctx, chromedp.Evaluate[state](`ifc`)); err != nil {
+			t.Fatal(err)
+		}
+		if st.Error != "" {
+			t.Fatalf("page error (status %d): %s", st.Status, st.Error)
+		}
+		return st.FirstAt > 0
+	})
+	firstSeen := time.Now()
+	if !e.published(st.FirstRTP) {
+		t.Fatalf("first frame's rtpTimestamp %d was never published", st.FirstRTP)
+	}
+	// The first frame belongs to the GOP kept when the viewer joined: its
+	// timestamp is before the next keyframe's (when that came before the
+	// frame at all).
+	if next, ok := keys.after(joined); ok && next.Before(firstSeen) {
+		keys.mu.Lock()
+		var nextTS uint32
+		for i, at := range keys.times {
+			if at.Equal(next) {
+				nextTS = keys.ts[i]
+			}
+		}
+		keys.mu.Unlock()
+		if int32(st.FirstRTP-nextTS) >= 0 {
+			t.Fatalf("first frame %d waited for the next keyframe %d", st.FirstRTP, nextTS)
+		}
+	}
+	ms := func(f float64) time.Duration {
+		return time.Duration(f * float64(time.Millisecond)).Round(time.Millisecond)
+	}
+	t.Logf("chromium: answer %v after POST; first frame presented %v after the answer (rtp %d, %d frames so far)",
+		ms(st.AnswerAt-st.PostAt), ms(st.FirstAt-st.AnswerAt), st.FirstRTP, st.Frames)
+
+	// How far behind live the view is once the kept GOP has played out.
+	time.Sleep(2 * time.Second)
+	st, err := chromedp.Run(cctx, chromedp.Evaluate[state](`ifc`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.mu.Lock()
+	var newest uint32
+	for ts := range e.ts {
+		if newest == 0 || int32(ts-newest) > 0 {
+			newest = ts
+		}
+	}
+	e.mu.Unlock()
+	t.Logf("chromium: 2 s later the presented frame is %v behind the newest published one (%d frames presented)",
+		time.Duration(int64(int32(newest-st.LastRTP))*int64(time.Second)/90000).Round(time.Millisecond), st.Frames)
 }
