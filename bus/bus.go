@@ -54,8 +54,8 @@ type Config struct {
 	// ClientUser and ClientPassword are required when ClientAddr is set.
 	ClientUser     string
 	ClientPassword string
-	// VideoWindow is how long the video stream keeps access units for late
-	// joiners and replay; 0 keeps none.
+	// VideoWindow is how long the video stream keeps access units for replay
+	// by NATS clients; 0 keeps none.
 	VideoWindow time.Duration
 	// Logger receives the bus's own log lines.
 	Logger *slog.Logger

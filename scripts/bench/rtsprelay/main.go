@@ -61,7 +61,7 @@ func main() {
 	flag.StringVar(&o.clip, "clip", "", "1080p30 H264 mp4 to loop (generated when empty)")
 	flag.StringVar(&o.bitrate, "bitrate", "4M", "bitrate of the generated clip")
 	flag.StringVar(&o.bin, "bin", "", "imageflow binary to run as the server (in-process bus + hub + rtsp.Server when empty)")
-	flag.DurationVar(&o.videoWindow, "video-window", 5*time.Second, "JetStream VIDEO window (serve's default is 5s; 0 switches the stream off)")
+	flag.DurationVar(&o.videoWindow, "video-window", 0, "JetStream VIDEO window (serve's default is 0: off)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window (in-process only)")
 	flag.BoolVar(&o.record, "record", false, "record every camera into the blob store (needs -bin)")
 	probe := flag.String("probe", "auto", "proxy publishers and one reader per camera to measure last packet in -> out: true, false, or auto (on with -bin; in-process the proxies' CPU would count as the server's)")
