@@ -16,6 +16,9 @@
 #include <libswscale/swscale.h>
 
 void ifc_av_init(int log_level);
+// ifc_av_load_devices loads libavdevice and registers its input formats
+// (video4linux2, lavfi, ...); 0 on success.
+int ifc_av_load_devices(void);
 
 // ---- decoder ----
 typedef struct ifc_dec {
