@@ -159,6 +159,8 @@ int ifc_dec_drain_next(ifc_dec *d) {
 
 void ifc_dec_set_skip(ifc_dec *d, int discard) { d->ctx->skip_frame = (enum AVDiscard)discard; }
 
+void ifc_dec_set_skip_loop_filter(ifc_dec *d, int discard) { d->ctx->skip_loop_filter = (enum AVDiscard)discard; }
+
 int ifc_dec_scale_bgr(ifc_dec *d, uint8_t *dst, int dst_stride, int dw, int dh) {
 	if (!d->has_last) return AVERROR(EAGAIN);
 	AVFrame *f = d->last;
