@@ -15,7 +15,7 @@
 #
 # Flags: [-video-window 0] (serve's default: no JetStream VIDEO stream; 5s
 #        keeps 5 s for replay) [-cameras 10] [-readers 3] [-duration 20s]
-#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f]
+#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f] [-memprofile f]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp="$(mktemp -d)"
