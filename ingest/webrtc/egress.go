@@ -185,7 +185,9 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
-	pc, err := e.viewerAPI.NewPeerConnection(e.Configuration())
+	pcConf := e.Configuration()
+	pcConf.Certificates = e.certs.get()
+	pc, err := e.viewerAPI.NewPeerConnection(pcConf)
 	if err != nil {
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}

@@ -137,6 +137,7 @@ func TestWHEPJoinDoesNotWaitForKeyframe(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	start := time.Now()
 	answered := make([]time.Time, viewers)
+	fingerprints := make([]string, viewers)
 	errs := make(chan string, viewers)
 	var posts sync.WaitGroup
 	for i, p := range peers {
@@ -155,6 +156,11 @@ func TestWHEPJoinDoesNotWaitForKeyframe(t *testing.T) {
 				errs <- string(body)
 				return
 			}
+			for _, l := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(l, "a=fingerprint:") {
+					fingerprints[i] = strings.TrimSpace(l)
+				}
+			}
 			if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
 				errs <- err.Error()
 			}
@@ -164,6 +170,10 @@ func TestWHEPJoinDoesNotWaitForKeyframe(t *testing.T) {
 	close(errs)
 	for msg := range errs {
 		t.Fatalf("viewer: %s", msg)
+	}
+	// One DTLS certificate serves every viewer (no key made per answer).
+	if fp := fingerprints[0]; fp == "" || slices.ContainsFunc(fingerprints, func(f string) bool { return f != fp }) {
+		t.Fatalf("answers do not share one DTLS certificate: %q", fingerprints)
 	}
 	last := slices.MaxFunc(answered, func(a, b time.Time) int { return a.Compare(b) })
 	if next, ok := keys.after(start); ok && next.Before(last) {
