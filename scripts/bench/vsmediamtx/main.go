@@ -619,6 +619,13 @@ func detectRound(s *server, o options) error {
 	phases := []string{"", "convert", "motion", "people"}
 	cpu := map[string]float64{}
 	var published, skipped, seconds float64
+	// Wall time per frame of the people pipeline's steps, from
+	// imageflow_pipeline_step_duration_seconds over the window.
+	stepSum := func(step string) (sum, count float64) {
+		l := []string{`pipeline="people"`, `step="` + step + `"`}
+		return metric(s, "imageflow_pipeline_step_duration_seconds_sum", l...), metric(s, "imageflow_pipeline_step_duration_seconds_count", l...)
+	}
+	var motionS0, motionN0, detectS0, detectN0, motionS, motionN, detectS, detectN float64
 	for i, p := range phases {
 		cam := fmt.Sprintf("det%d", i)
 		if err := s.addCamera(cam, p); err != nil {
@@ -628,12 +635,18 @@ func detectRound(s *server, o options) error {
 		pub := publisher(ctx, s, cam, o.detectClip)
 		time.Sleep(5 * time.Second)
 		pub0 := metric(s, "imageflow_decoder_frames_total", `camera="`+cam+`"`, `event="published"`)
+		if p == "people" {
+			motionS0, motionN0 = stepSum("motion")
+			detectS0, detectN0 = stepSum("people")
+		}
 		t0 := time.Now()
 		cpu[p] = cpuPercent(s, o.window)
 		if p == "people" {
 			published = metric(s, "imageflow_decoder_frames_total", `camera="`+cam+`"`, `event="published"`) - pub0
 			seconds = time.Since(t0).Seconds()
 			skipped = metric(s, "imageflow_live_frames_skipped_total", `camera="`+cam+`"`)
+			motionS, motionN = stepSum("motion")
+			detectS, detectN = stepSum("people")
 		}
 		cancel()
 		_ = pub.Wait()
@@ -650,6 +663,16 @@ func detectRound(s *server, o options) error {
 	fmt.Printf("  whole camera:                         %6.1f %% of one core -> %.0f such cameras on 2 cores\n",
 		cpu["people"], 200/cpu["people"])
 	fmt.Printf("  frames published to the pipeline: %.1f per second; pipeline frames skipped: %.0f\n", published/seconds, skipped)
+	perFrame := func(sum, n float64) float64 {
+		if n <= 0 {
+			return 0
+		}
+		return 1000 * sum / n
+	}
+	fmt.Printf("  step wall time per frame in the people phase: motion %.1f ms, detect %.1f ms (x 5 fps = %.1f %% and %.1f %% of one core if not preempted)\n",
+		perFrame(motionS-motionS0, motionN-motionN0), perFrame(detectS-detectS0, detectN-detectN0),
+		0.5*perFrame(motionS-motionS0, motionN-motionN0), 0.5*perFrame(detectS-detectS0, detectN-detectN0))
+	fmt.Println("  (stage CPU figures are differences between phases run one after another: on a busy machine run a longer -window)")
 	return nil
 }
 
