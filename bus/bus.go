@@ -60,8 +60,8 @@ type Config struct {
 	// ClientUser and ClientPassword are required when ClientAddr is set.
 	ClientUser     string
 	ClientPassword string
-	// VideoWindow is how long the video stream keeps access units for late
-	// joiners and replay; 0 keeps none.
+	// VideoWindow is how long the video stream keeps access units for replay
+	// by NATS clients; 0 keeps none.
 	VideoWindow time.Duration
 	// EventsRetention is how long the EVENTS stream keeps detection events;
 	// DefaultEventsRetention when 0.

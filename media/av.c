@@ -1,10 +1,25 @@
 #include "av.h"
 
+#include <dlfcn.h>
 #include <string.h>
+
+#define IFC_STR2(x) #x
+#define IFC_STR(x) IFC_STR2(x)
 
 void ifc_av_init(int log_level) {
 	av_log_set_level(log_level);
-	avdevice_register_all();
+}
+
+int ifc_av_load_devices(void) {
+	// libavdevice pulls in ~65 more shared libraries (SDL, PulseAudio, JACK,
+	// libavfilter with flite and more); only device inputs need it, so it is
+	// loaded on first use instead of at start (~14 MB less resident).
+	void *lib = dlopen("libavdevice.so." IFC_STR(LIBAVDEVICE_VERSION_MAJOR), RTLD_NOW | RTLD_GLOBAL);
+	if (!lib) return -1;
+	void (*register_all)(void) = (void (*)(void))dlsym(lib, "avdevice_register_all");
+	if (!register_all) return -1;
+	register_all();
+	return 0;
 }
 
 // ---------------------------------------------------------------- decoder
@@ -143,6 +158,8 @@ int ifc_dec_drain_next(ifc_dec *d) {
 }
 
 void ifc_dec_set_skip(ifc_dec *d, int discard) { d->ctx->skip_frame = (enum AVDiscard)discard; }
+
+void ifc_dec_set_skip_loop_filter(ifc_dec *d, int discard) { d->ctx->skip_loop_filter = (enum AVDiscard)discard; }
 
 int ifc_dec_scale_bgr(ifc_dec *d, uint8_t *dst, int dst_stride, int dw, int dh) {
 	if (!d->has_last) return AVERROR(EAGAIN);

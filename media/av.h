@@ -16,6 +16,9 @@
 #include <libswscale/swscale.h>
 
 void ifc_av_init(int log_level);
+// ifc_av_load_devices loads libavdevice and registers its input formats
+// (video4linux2, lavfi, ...); 0 on success.
+int ifc_av_load_devices(void);
 
 // ---- decoder ----
 typedef struct ifc_dec {
@@ -49,6 +52,7 @@ int ifc_dec_send_packet(ifc_dec *d, AVPacket *pkt, int64_t pts);
 // then reset for reuse), or a negative AVERROR.
 int ifc_dec_drain_next(ifc_dec *d);
 void ifc_dec_set_skip(ifc_dec *d, int discard);
+void ifc_dec_set_skip_loop_filter(ifc_dec *d, int discard);
 int ifc_dec_scale_bgr(ifc_dec *d, uint8_t *dst, int dst_stride, int dw, int dh);
 void ifc_dec_close(ifc_dec *d);
 

@@ -18,13 +18,20 @@ func benchClip(b *testing.B) string {
 
 // BenchmarkDecode1080p decodes a 1080p H264 clip on one thread, one op per
 // access unit, looping the clip (flush at each end).
-func BenchmarkDecode1080p(b *testing.B) {
+func BenchmarkDecode1080p(b *testing.B) { benchDecode(b, false) }
+
+// BenchmarkDecode1080pNoDeblock is BenchmarkDecode1080p without the loop
+// filter, as the frame source decodes for detection.
+func BenchmarkDecode1080pNoDeblock(b *testing.B) { benchDecode(b, true) }
+
+func benchDecode(b *testing.B, noDeblock bool) {
 	info, pkts := readPackets(b, benchClip(b))
 	d, err := NewDecoder(CodecH264, 1)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer d.Close()
+	d.SetSkipLoopFilter(noDeblock)
 	var bytes int64
 	for _, p := range pkts {
 		bytes += int64(len(p.Data))

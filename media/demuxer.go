@@ -78,6 +78,11 @@ func OpenDemuxer(url string, opts DemuxOptions) (*Demuxer, error) {
 // on a device) give up when ctx ends.
 func OpenDemuxerContext(ctx context.Context, url string, opts DemuxOptions) (*Demuxer, error) {
 	libavInit()
+	if opts.Format != "" {
+		if err := loadDevices(); err != nil {
+			return nil, err
+		}
+	}
 	curl := C.CString(url)
 	defer C.free(unsafe.Pointer(curl))
 	cfmt := C.CString(opts.Format)

@@ -7,7 +7,8 @@
 // Go per frame.
 package media
 
-// #cgo pkg-config: libavcodec libavutil libswscale libavformat libavdevice
+// #cgo pkg-config: libavcodec libavutil libswscale libavformat
+// #cgo LDFLAGS: -ldl
 // #include "av.h"
 import "C"
 
@@ -58,6 +59,25 @@ func averr(op string, code C.int) error {
 }
 
 var initOnce sync.Once
+
+var (
+	devicesOnce sync.Once
+	devicesErr  error
+)
+
+// ErrNoDevices is returned when libavdevice, needed for device input formats
+// (video4linux2, lavfi), cannot be loaded.
+var ErrNoDevices = errors.New("media: libavdevice cannot be loaded")
+
+// loadDevices registers libavdevice's input formats on first use.
+func loadDevices() error {
+	devicesOnce.Do(func() {
+		if C.ifc_av_load_devices() != 0 {
+			devicesErr = ErrNoDevices
+		}
+	})
+	return devicesErr
+}
 
 // libavInit silences libav's own logging: damaged camera streams would
 // otherwise write to stderr on every broken slice. Errors reach callers as

@@ -73,7 +73,8 @@ type Config struct {
 	NATSPassword string `yaml:"nats_password"`
 	// Prefix starts every bus subject.
 	Prefix string `yaml:"prefix"`
-	// VideoWindow is how long the bus keeps video for replay; 0 keeps none.
+	// VideoWindow is how long the bus keeps video for replay by NATS clients;
+	// 0 keeps none (live joiners start on the GOP the hub keeps either way).
 	VideoWindow time.Duration `yaml:"video_window"`
 	// EventsRetention is how long detection events and their snapshots are
 	// kept.
@@ -221,7 +222,7 @@ func Defaults() Config {
 		GRPCAddr:              ":50051",
 		WebRTCUDPAddr:         ":8189",
 		Prefix:                "ifc",
-		VideoWindow:           5 * time.Second,
+		VideoWindow:           0,
 		EventsRetention:       14 * 24 * time.Hour,
 		BodyLimit:             4 << 20,
 		RateLimit:             100,

@@ -194,3 +194,103 @@ func TestDerivedStream(t *testing.T) {
 		t.Fatal("derived stream kept after its last reader")
 	}
 }
+
+// A reader joining with SubscribeLatest gets the camera's latest keyframe and
+// what followed at once; a plain Subscribe still waits for the next keyframe.
+func TestSubscribeLatestStartsOnKeptGOP(t *testing.T) {
+	h, b := newHub(t)
+	_ = b.Conn().Flush()
+	publish(t, b, 1, true)
+	publish(t, b, 2, false)
+	publish(t, b, 3, true)
+	publish(t, b, 4, false)
+	publish(t, b, 5, false)
+	_ = b.Conn().Flush()
+	waitKept := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		n := 0
+		if c := h.cams["cam"]; c != nil {
+			n = len(c.gop)
+		}
+		h.mu.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(waitKept) {
+			t.Fatalf("kept GOP has %d access units, want 3", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	late, err := h.SubscribeLatest("cam", "test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	plain, _ := h.Subscribe("cam", "test", 4)
+	defer plain.Close()
+	for _, want := range []uint64{3, 4, 5} {
+		select {
+		case au := <-late.C():
+			if au.Sequence != want {
+				t.Fatalf("got sequence %d, want %d", au.Sequence, want)
+			}
+		default:
+			t.Fatalf("access unit %d not queued at once", want)
+		}
+	}
+	select {
+	case au := <-plain.C():
+		t.Fatalf("plain reader got %d before a new keyframe", au.Sequence)
+	default:
+	}
+	// The queue kept its own depth for what comes next.
+	publish(t, b, 6, false)
+	select {
+	case au := <-late.C():
+		if au.Sequence != 6 {
+			t.Fatalf("got sequence %d, want 6", au.Sequence)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no live access unit after the kept GOP")
+	}
+}
+
+// A GOP larger than MaxGOPBytes is not kept: a joiner waits for a keyframe.
+func TestOversizedGOPNotKept(t *testing.T) {
+	h, b := newHub(t)
+	_ = b.Conn().Flush()
+	big := make([]byte, MaxGOPBytes/2+1)
+	for i, key := range []bool{true, false, false} {
+		au := &busv1.AccessUnit{Camera: "cam", Codec: busv1.Codec_CODEC_H264, Keyframe: key, Sequence: uint64(i + 1), Nalus: [][]byte{big}}
+		if err := bus.Publish(b.Conn(), b.Subjects().Video("cam"), au); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = b.Conn().Flush()
+	waitFor := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		c := h.cams["cam"]
+		seen := c != nil && !c.last.IsZero()
+		n := 0
+		if c != nil {
+			n = len(c.gop)
+		}
+		h.mu.Unlock()
+		if seen && n == 0 {
+			break
+		}
+		if time.Now().After(waitFor) {
+			t.Fatalf("GOP of %d access units still kept", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r, _ := h.SubscribeLatest("cam", "test", 4)
+	defer r.Close()
+	select {
+	case au := <-r.C():
+		t.Fatalf("got %d from an oversized GOP", au.Sequence)
+	default:
+	}
+}

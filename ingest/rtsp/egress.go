@@ -108,7 +108,7 @@ func (s *Server) getEgress(cam string) (*egress, error) {
 		}
 		return e, nil
 	}
-	r, err := s.Hub.Subscribe(cam, "rtsp", egressDepth)
+	r, err := s.Hub.SubscribeLatest(cam, "rtsp", egressDepth)
 	if err != nil {
 		return nil, fmt.Errorf("hub subscribe: %w", err)
 	}

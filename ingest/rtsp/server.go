@@ -43,9 +43,10 @@ type Cameras interface {
 	LookupCamera(id string) (CameraInfo, error)
 }
 
-// Hub is the part of bus/hub the server reads cameras from.
+// Hub is the part of bus/hub the server reads cameras from. A feed starts
+// from the camera's kept keyframe, so DESCRIBE does not wait for the next.
 type Hub interface {
-	Subscribe(cam, kind string, depth int) (*hub.Reader, error)
+	SubscribeLatest(cam, kind string, depth int) (*hub.Reader, error)
 	SubscribeAudio(cam, kind string, depth int) (*hub.Reader, error)
 }
 

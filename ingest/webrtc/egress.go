@@ -19,9 +19,11 @@ import (
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
-// VideoSource gives a viewer a camera's access units (bus/hub.Hub).
+// VideoSource gives a viewer a camera's access units (bus/hub.Hub): from
+// its latest keyframe for viewers, from the next one for a transcode.
 type VideoSource interface {
 	Subscribe(cam, kind string, depth int) (*hub.Reader, error)
+	SubscribeLatest(cam, kind string, depth int) (*hub.Reader, error)
 }
 
 // ResultSource calls fn with each pipeline result of a camera until
@@ -95,8 +97,10 @@ type viewer struct {
 
 // NewViewer answers a WHEP offer (RFC 9725) for camera cam: the camera's
 // video passes through with its own RTP timestamps, and a "results" data
-// channel in the offer carries src's results as JSON. It waits up to
-// NoVideoTimeout for the camera's first keyframe to learn its codec.
+// channel in the offer carries src's results as JSON. The codec comes from
+// the camera's latest keyframe, which src keeps, so the answer does not wait
+// for media; only a camera that has sent no keyframe yet is waited for, up
+// to NoVideoTimeout.
 // client identifies the peer (its IP address) for EngineConfig.Pending.
 // Errors: ErrBadSDP, ErrCodecNotSupported (the offer lacks the camera's
 // codec), ErrNoVideo, ErrPendingLimit, ErrClientPendingLimit, ErrClosed, or
@@ -116,7 +120,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	if err != nil {
 		return "", "", err
 	}
-	reader, err := src.Subscribe(cam, "whep", e.cfg.ReaderDepth)
+	reader, err := src.SubscribeLatest(cam, "whep", e.cfg.ReaderDepth)
 	if err != nil {
 		connecting()
 		return "", "", fmt.Errorf("%w: %v", ErrNoVideo, err)
@@ -181,7 +185,9 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
 		results: results, connected: make(chan struct{}), done: make(chan struct{}), connecting: connecting,
 	}
-	pc, err := e.viewerAPI.NewPeerConnection(e.Configuration())
+	pcConf := e.Configuration()
+	pcConf.Certificates = e.certs.get()
+	pc, err := e.viewerAPI.NewPeerConnection(pcConf)
 	if err != nil {
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
@@ -355,14 +361,22 @@ func (e *Engine) readRTCP(s *webrtc.RTPSender) {
 	}
 }
 
+// maxCatchUp bounds the access units a viewer keeps while it connects.
+const maxCatchUp = 600
+
 // send writes the camera's access units to the viewer's track until the
-// session ends. It starts on a keyframe once the connection is up, since
-// packets written before DTLS completes are lost.
+// session ends. Packets written before DTLS completes are lost, so while the
+// viewer connects it keeps the GOP from the newest keyframe and sends it
+// once connected: the browser decodes at once, and its decoder gets every
+// reference picture.
 func (e *Engine) send(v *viewer) {
 	defer e.endViewer(v, "sender stopped")
 	t := time.NewTimer(e.cfg.ConnectTimeout)
 	defer t.Stop()
-	pending := v.first
+	gop := make([]*busv1.AccessUnit, 0, 64)
+	if v.first != nil {
+		gop = append(gop, v.first)
+	}
 	for waiting := true; waiting; {
 		select {
 		case <-v.connected:
@@ -376,21 +390,33 @@ func (e *Engine) send(v *viewer) {
 			if !ok {
 				return
 			}
-			// Keep the newest keyframe so the viewer starts without
-			// waiting for the next GOP.
-			if au.Keyframe {
-				pending = au
+			switch {
+			case au.Keyframe:
+				clear(gop)
+				gop = append(gop[:0], au)
+			case len(gop) > 0 && len(gop) < maxCatchUp:
+				gop = append(gop, au)
+			default:
+				// No keyframe kept, or a GOP too long to replay: start at
+				// the next keyframe.
+				clear(gop)
+				gop = gop[:0]
 			}
 		}
 	}
 	p := packetizer{codec: v.codec, track: v.track}
-	waitKey := pending == nil
-	if pending != nil {
-		if err := p.write(pending); err != nil {
+	for _, au := range gop {
+		if err := p.write(au); err != nil {
 			return
 		}
+		v.rtpSent.Add(1)
+	}
+	waitKey := len(gop) == 0
+	if !waitKey {
 		v.audio.start()
 	}
+	clear(gop)
+	gop = nil
 	for {
 		select {
 		case <-v.done:

@@ -84,6 +84,8 @@ type Engine struct {
 	opus *opusFeeds
 	// video transcodes H.265/MJPEG cameras to H.264 for browsers.
 	video *videoFeeds
+	// certs is the DTLS certificate viewers share.
+	certs certCache
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.

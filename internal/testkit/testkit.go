@@ -86,7 +86,13 @@ func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) (context.Cont
 // units, each a list of NALUs without start codes.
 func H264Clip(t testing.TB, seconds int) [][][]byte {
 	t.Helper()
-	path := encodeClip(t, "clip.h264", "320x240", 30, seconds, "baseline", "h264")
+	return H264ClipGOP(t, seconds, 30)
+}
+
+// H264ClipGOP is H264Clip with a keyframe every gop frames.
+func H264ClipGOP(t testing.TB, seconds, gop int) [][][]byte {
+	t.Helper()
+	path := encodeClip(t, "clip.h264", "320x240", 30, gop, seconds, "baseline", "h264")
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -104,16 +110,16 @@ func H264Clip(t testing.TB, seconds int) [][][]byte {
 // a keyframe every second.
 func H264File(t testing.TB, size, profile string, seconds int) string {
 	t.Helper()
-	return encodeClip(t, "clip.mp4", size, 25, seconds, profile, "mp4")
+	return encodeClip(t, "clip.mp4", size, 25, 25, seconds, profile, "mp4")
 }
 
-func encodeClip(t testing.TB, name, size string, fps, seconds int, profile, format string) string {
+func encodeClip(t testing.TB, name, size string, fps, gop, seconds int, profile, format string) string {
 	t.Helper()
 	NeedCommand(t, "ffmpeg")
 	path := filepath.Join(t.TempDir(), name)
 	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
 		"-i", fmt.Sprintf("testsrc=size=%s:rate=%d", size, fps), "-t", fmt.Sprint(seconds),
-		"-c:v", "libx264", "-profile:v", profile, "-bf", "0", "-g", fmt.Sprint(fps), "-pix_fmt", "yuv420p", "-f", format, path)
+		"-c:v", "libx264", "-profile:v", profile, "-bf", "0", "-g", fmt.Sprint(gop), "-pix_fmt", "yuv420p", "-f", format, path)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v: %s", err, out)
 	}

@@ -101,6 +101,9 @@ type Runner struct {
 	haveKey  bool
 	gop      int64 // keyframe interval
 	frameDur int64 // average access unit interval
+	// sized is set once the decoder's picture size is known and the loop
+	// filter chosen for it.
+	sized bool
 }
 
 type auTimes struct {
@@ -191,7 +194,7 @@ func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
 			return
 		}
 		r.dec = dec
-		r.nextDue, r.haveKey, r.haveLast, r.gop, r.frameDur = au.Pts, false, false, 0, 0
+		r.nextDue, r.haveKey, r.haveLast, r.gop, r.frameDur, r.sized = au.Pts, false, false, 0, 0, false
 	}
 	if r.haveLast && (au.Pts < r.lastPTS-int64(time.Second) || au.Pts > r.lastPTS+10*int64(time.Second)) {
 		// The source restarted its clock: sample from here.
@@ -242,6 +245,14 @@ func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
 	}
 	r.Counters.Decoded.Add(uint64(n))
 	pic, _ := r.dec.Picture()
+	if !r.sized {
+		r.sized = true
+		// Frames scaled down at least twice hide the block edges the
+		// deblocking filter would smooth; skipping it saves a sixth to a
+		// third of the decoding time (the largest cost of a camera with
+		// detection).
+		r.dec.SetSkipLoopFilter(pic.Width >= 2*r.Width)
+	}
 	src := &r.ring[pic.PTS%int64(len(r.ring))]
 	if src.tag != pic.PTS {
 		// Older than the ring (a decoder with a very deep delay): no times.

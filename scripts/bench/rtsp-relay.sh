@@ -13,9 +13,9 @@
 #   scripts/bench/rtsp-relay.sh [flags]        in-process bus + hub + rtsp.Server
 #       wired like serve (-cpuprofile cpu.out writes a profile of the window)
 #
-# Flags: [-video-window 5s] (serve's default; 0 switches the JetStream VIDEO
-#        stream off) [-cameras 10] [-readers 3] [-duration 20s]
-#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f]
+# Flags: [-video-window 0] (serve's default: no JetStream VIDEO stream; 5s
+#        keeps 5 s for replay) [-cameras 10] [-readers 3] [-duration 20s]
+#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f] [-memprofile f]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp="$(mktemp -d)"

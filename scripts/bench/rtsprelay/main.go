@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"sync"
@@ -46,6 +47,7 @@ type options struct {
 	bin           string
 	videoWindow   time.Duration
 	cpuProfile    string
+	memProfile    string
 	probe         bool
 	// record turns recording on for every camera (-bin only).
 	record bool
@@ -61,9 +63,10 @@ func main() {
 	flag.StringVar(&o.clip, "clip", "", "1080p30 H264 mp4 to loop (generated when empty)")
 	flag.StringVar(&o.bitrate, "bitrate", "4M", "bitrate of the generated clip")
 	flag.StringVar(&o.bin, "bin", "", "imageflow binary to run as the server (in-process bus + hub + rtsp.Server when empty)")
-	flag.DurationVar(&o.videoWindow, "video-window", 5*time.Second, "JetStream VIDEO window (serve's default is 5s; 0 switches the stream off)")
+	flag.DurationVar(&o.videoWindow, "video-window", 0, "JetStream VIDEO window (serve's default is 0: off)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the measured window (in-process only)")
 	flag.BoolVar(&o.record, "record", false, "record every camera into the blob store (needs -bin)")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile at the end of the measured window (in-process only)")
 	probe := flag.String("probe", "auto", "proxy publishers and one reader per camera to measure last packet in -> out: true, false, or auto (on with -bin; in-process the proxies' CPU would count as the server's)")
 	flag.Parse()
 	o.probe = *probe == "true" || *probe == "auto" && o.bin != ""
@@ -77,8 +80,8 @@ func run(o options) error {
 	if o.record && o.bin == "" {
 		return fmt.Errorf("-record needs the real binary (rtsp-relay.sh serve)")
 	}
-	if o.cpuProfile != "" && o.bin != "" {
-		return fmt.Errorf("-cpuprofile needs the in-process server (no -bin)")
+	if (o.cpuProfile != "" || o.memProfile != "") && o.bin != "" {
+		return fmt.Errorf("-cpuprofile and -memprofile need the in-process server (no -bin)")
 	}
 	dir, err := os.MkdirTemp("", "rtsprelay-")
 	if err != nil {
@@ -235,6 +238,18 @@ func run(o options) error {
 		prof.Close()
 	}
 	rss, hwm := t.mem()
+	if o.memProfile != "" {
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return err
+		}
+		runtime.GC()
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
 
 	readers.Wait()
 	close(results)

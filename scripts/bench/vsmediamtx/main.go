@@ -1,0 +1,702 @@
+// Command vsmediamtx runs `imageflow serve` and mediamtx side by side on the
+// same clips and clients and prints each figure with its ratio: RSS with no
+// camera, the RTSP relay of N 1080p cameras (CPU and RSS), WHEP joins of 50
+// pion viewers at once (answer p50/p99, answer to first complete access unit),
+// WHEP CPU and RSS per viewer at 10 and 50 viewers, and imageflow's
+// detection path (decode, convert, motion, HOG people detection at 5 fps)
+// with its breakdown. Figures only: it never fails on timing. Run through
+// scripts/bench/vs-mediamtx.sh.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+type options struct {
+	bin, mediamtx string
+	relayClip     string
+	detectClip    string
+	cameras       int
+	window        time.Duration
+	viewers       int
+	skipDetect    bool
+	onlyDetect    bool
+}
+
+// serveEnv is added to imageflow's environment (-env KEY=VALUE, repeated).
+type serveEnv []string
+
+func (e *serveEnv) String() string     { return strings.Join(*e, " ") }
+func (e *serveEnv) Set(v string) error { *e = append(*e, v); return nil }
+
+var extraEnv serveEnv
+
+func main() {
+	var o options
+	flag.StringVar(&o.bin, "bin", "bin/imageflow", "imageflow binary")
+	flag.StringVar(&o.mediamtx, "mediamtx", "", "mediamtx binary")
+	flag.StringVar(&o.relayClip, "clip", "", "1080p30 H264 mp4 for the relay and WHEP rounds")
+	flag.StringVar(&o.detectClip, "detect-clip", "", "1080p30 H264 mp4 of people for the detection path")
+	flag.IntVar(&o.cameras, "cameras", 10, "cameras in the relay round")
+	flag.IntVar(&o.viewers, "viewers", 50, "WHEP viewers joining at once")
+	flag.DurationVar(&o.window, "window", 10*time.Second, "measured window of each CPU figure")
+	flag.BoolVar(&o.skipDetect, "skip-detect", false, "leave out the detection path")
+	flag.BoolVar(&o.onlyDetect, "only-detect", false, "run the detection path only")
+	flag.Var(&extraEnv, "env", "KEY=VALUE added to imageflow's environment (repeatable)")
+	flag.Parse()
+	if o.mediamtx == "" || o.relayClip == "" || o.detectClip == "" {
+		fmt.Fprintln(os.Stderr, "vsmediamtx: -mediamtx, -clip and -detect-clip are required")
+		os.Exit(2)
+	}
+	// The servers run in their own directories.
+	for _, p := range []*string{&o.bin, &o.mediamtx, &o.relayClip, &o.detectClip} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "vsmediamtx:", err)
+		os.Exit(1)
+	}
+}
+
+// server is one of the two servers under test.
+type server struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	rtsp string
+	// http is imageflow's API address or mediamtx's WebRTC address.
+	http string
+	dir  string
+	log  *bytes.Buffer
+	mu   sync.Mutex
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) close() {
+	_ = s.cmd.Process.Kill()
+	<-s.done
+}
+
+func (s *server) whepURL(cam string) string {
+	if s.name == "imageflow" {
+		return "http://" + s.http + "/api/v1/cameras/" + cam + "/whep"
+	}
+	return "http://" + s.http + "/" + cam + "/whep"
+}
+
+// addCamera makes cam publishable (imageflow needs the camera to exist,
+// optionally with a pipeline; mediamtx accepts any path).
+func (s *server) addCamera(cam, pipeline string) error {
+	if s.name != "imageflow" {
+		return nil
+	}
+	body := fmt.Sprintf(`{"id":%q,"source":"publish","pipeline":%q}`, cam, pipeline)
+	return s.post("/api/v1/cameras", body)
+}
+
+func (s *server) post(path, body string) error {
+	res, err := http.Post("http://"+s.http+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s: %s", path, res.Status, b)
+	}
+	return nil
+}
+
+func freeAddr(network string) string {
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func start(name string, cmd *exec.Cmd, dir string) *server {
+	s := &server{name: name, cmd: cmd, done: make(chan struct{}), dir: dir, log: &bytes.Buffer{}}
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	return s
+}
+
+func startImageflow(bin, dir string) (*server, error) {
+	data := filepath.Join(dir, "data")
+	cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--rtsp-udp", "",
+		"--grpc", "", "--webrtc-udp", freeAddr("udp"), "--demo=false", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "IFC_WEBRTC_MAX_PENDING=1000", "IFC_WEBRTC_MAX_PENDING_PER_CLIENT=1000", "IFC_RATE_LIMIT=0")
+	cmd.Env = append(cmd.Env, extraEnv...)
+	s := start("imageflow", cmd, dir)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var l struct{ HTTP, RTSP string }
+		if b, err := os.ReadFile(filepath.Join(data, "listen.json")); err == nil && json.Unmarshal(b, &l) == nil && l.HTTP != "" {
+			s.http, s.rtsp = l.HTTP, l.RTSP
+			return s, nil
+		}
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("imageflow exited: %s", s.log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	s.close()
+	return nil, errors.New("imageflow: no listen.json after 30 s")
+}
+
+func startMediaMTX(bin, dir string) (*server, error) {
+	rtsp, web, udp := freeAddr("tcp"), freeAddr("tcp"), freeAddr("udp")
+	conf := fmt.Sprintf(`logLevel: warn
+rtspAddress: %s
+rtspTransports: [tcp]
+webrtcAddress: %s
+webrtcLocalUDPAddress: %s
+webrtcLocalTCPAddress: ""
+webrtcIPsFromInterfaces: false
+webrtcAdditionalHosts: [127.0.0.1]
+rtmp: no
+hls: no
+srt: no
+moq: no
+api: no
+metrics: no
+pprof: no
+playback: no
+paths:
+  all_others:
+`, rtsp, web, udp)
+	if err := os.WriteFile(filepath.Join(dir, "mediamtx.yml"), []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	s := start("mediamtx", exec.Command(bin, "mediamtx.yml"), dir)
+	s.rtsp, s.http = rtsp, web
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", web); err == nil {
+			c.Close()
+			return s, nil
+		}
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("mediamtx exited: %s", s.log.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	s.close()
+	return nil, errors.New("mediamtx: not listening after 20 s")
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
+}
+
+// rssMiB is the process's resident memory.
+func rssMiB(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// cpuPercent is the server's CPU over a window, in % of one core.
+func cpuPercent(s *server, window time.Duration) float64 {
+	c0, t0 := cpuTime(s.pid()), time.Now()
+	time.Sleep(window)
+	return 100 * float64(cpuTime(s.pid())-c0) / float64(time.Since(t0))
+}
+
+// publisher pushes clip to the server's RTSP path cam in a loop, in real
+// time, until ctx ends.
+func publisher(ctx context.Context, s *server, cam, clip string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
+		"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
+	_ = cmd.Start()
+	return cmd
+}
+
+func reader(ctx context.Context, s *server, cam string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-rtsp_transport", "tcp",
+		"-i", "rtsp://"+s.rtsp+"/"+cam, "-c", "copy", "-f", "null", "-")
+	_ = cmd.Start()
+	return cmd
+}
+
+func waitAll(cmds []*exec.Cmd) {
+	for _, c := range cmds {
+		if c.Process != nil {
+			_ = c.Wait()
+		}
+	}
+}
+
+// results holds one server's figures by name.
+type results map[string]float64
+
+func run(o options) error {
+	figures := map[string]results{"imageflow": {}, "mediamtx": {}}
+	rounds := []func(*server, results) error{
+		func(s *server, r results) error { return idleRound(s, r) },
+		func(s *server, r results) error { return relayRound(s, r, o) },
+		func(s *server, r results) error { return whepRound(s, r, o, 10) },
+		func(s *server, r results) error { return whepRound(s, r, o, o.viewers) },
+	}
+	if o.onlyDetect {
+		rounds = nil
+	}
+	for _, round := range rounds {
+		for _, name := range []string{"imageflow", "mediamtx"} {
+			dir, err := os.MkdirTemp("", "vsmediamtx-")
+			if err != nil {
+				return err
+			}
+			var s *server
+			if name == "imageflow" {
+				s, err = startImageflow(o.bin, dir)
+			} else {
+				s, err = startMediaMTX(o.mediamtx, dir)
+			}
+			if err != nil {
+				os.RemoveAll(dir)
+				return err
+			}
+			err = round(s, figures[name])
+			s.close()
+			os.RemoveAll(dir)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	if !o.onlyDetect {
+		printTable(os.Stdout, figures, o)
+	}
+	if o.skipDetect {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "vsmediamtx-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	s, err := startImageflow(o.bin, dir)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return detectRound(s, o)
+}
+
+func idleRound(s *server, r results) error {
+	time.Sleep(3 * time.Second)
+	r["idle_rss"] = rssMiB(s.pid())
+	return nil
+}
+
+func relayRound(s *server, r results, o options) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	var cmds []*exec.Cmd
+	defer func() { cancel(); waitAll(cmds) }()
+	for i := range o.cameras {
+		cam := fmt.Sprintf("cam%02d", i+1)
+		if err := s.addCamera(cam, ""); err != nil {
+			return err
+		}
+		cmds = append(cmds, publisher(ctx, s, cam, o.relayClip))
+	}
+	time.Sleep(4 * time.Second)
+	for i := range o.cameras {
+		cmds = append(cmds, reader(ctx, s, fmt.Sprintf("cam%02d", i+1)))
+	}
+	time.Sleep(3 * time.Second)
+	r["relay_cpu"] = cpuPercent(s, o.window) / float64(o.cameras)
+	r["relay_rss"] = rssMiB(s.pid())
+	return nil
+}
+
+// viewer is a pion WHEP client.
+type viewer struct {
+	pc       *webrtc.PeerConnection
+	offer    string
+	answered time.Time
+	firstAU  atomic.Int64
+	session  string
+}
+
+func clientAPI() *webrtc.API {
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	me := &webrtc.MediaEngine{}
+	_ = me.RegisterDefaultCodecs()
+	ir := &interceptor.Registry{}
+	_ = webrtc.RegisterDefaultInterceptors(me, ir)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+func newViewer(api *webrtc.API) (*viewer, error) {
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	v := &viewer{pc: pc}
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		return nil, err
+	}
+	pc.OnTrack(func(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		for {
+			p, _, err := track.ReadRTP()
+			if err != nil {
+				return
+			}
+			if p.Marker && v.firstAU.Load() == 0 {
+				v.firstAU.Store(time.Now().UnixNano())
+			}
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return nil, err
+	}
+	g := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return nil, err
+	}
+	<-g
+	v.offer = pc.LocalDescription().SDP
+	return v, nil
+}
+
+func (v *viewer) join(url string) error {
+	res, err := http.Post(url, "application/sdp", strings.NewReader(v.offer))
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	v.answered = time.Now()
+	if res.StatusCode != http.StatusCreated {
+		return fmt.Errorf("WHEP POST: %s: %s", res.Status, body)
+	}
+	return v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)})
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[int(p*float64(len(s)-1))]
+}
+
+// whepRound joins n pion viewers at once to one camera and measures the
+// answers, the first access units, and the CPU and RSS the viewers add.
+// Each n runs on a fresh server (RSS does not shrink when viewers leave).
+func whepRound(s *server, r results, o options, n int) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	var cmds []*exec.Cmd
+	defer func() { cancel(); waitAll(cmds) }()
+	if err := s.addCamera("live", ""); err != nil {
+		return err
+	}
+	cmds = append(cmds, publisher(ctx, s, "live", o.relayClip))
+	time.Sleep(4 * time.Second)
+	baseCPU := cpuPercent(s, o.window)
+	baseRSS := rssMiB(s.pid())
+
+	api := clientAPI()
+	viewers := make([]*viewer, n)
+	for i := range viewers {
+		v, err := newViewer(api)
+		if err != nil {
+			return err
+		}
+		defer v.pc.Close()
+		viewers[i] = v
+	}
+	// All at once, mid-GOP.
+	start := time.Now()
+	errs := make(chan error, len(viewers))
+	var wg sync.WaitGroup
+	for _, v := range viewers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := v.join(s.whepURL("live")); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		n := 0
+		for _, v := range viewers {
+			if v.firstAU.Load() != 0 {
+				n++
+			}
+		}
+		if n == len(viewers) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	answers, firsts := make([]time.Duration, 0, len(viewers)), make([]time.Duration, 0, len(viewers))
+	for _, v := range viewers {
+		answers = append(answers, v.answered.Sub(start))
+		if f := v.firstAU.Load(); f != 0 {
+			firsts = append(firsts, time.Unix(0, f).Sub(v.answered))
+		} else {
+			firsts = append(firsts, 20*time.Second)
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	if n == o.viewers {
+		r["join_p50"], r["join_p99"] = ms(percentile(answers, 0.5)), ms(percentile(answers, 0.99))
+		r["first_p50"], r["first_p99"] = ms(percentile(firsts, 0.5)), ms(percentile(firsts, 0.99))
+	}
+	time.Sleep(2 * time.Second)
+	cpu, rss := cpuPercent(s, o.window), rssMiB(s.pid())
+	r[fmt.Sprintf("whep_cpu_%d", n)] = (cpu - baseCPU) / float64(n)
+	r[fmt.Sprintf("whep_rss_%d", n)] = (rss - baseRSS) / float64(n)
+	fmt.Fprintf(os.Stderr, "%s, %d WHEP viewers: CPU %.1f%% -> %.1f%% of one core, RSS %.1f -> %.1f MiB\n",
+		s.name, n, baseCPU, cpu, baseRSS, rss)
+	return nil
+}
+
+func printTable(w io.Writer, f map[string]results, o options) {
+	rows := []struct{ key, what, unit string }{
+		{"idle_rss", "RSS, no camera", "MiB"},
+		{"relay_cpu", fmt.Sprintf("RTSP relay CPU per camera (%d cameras, 1 reader each)", o.cameras), "% core"},
+		{"relay_rss", fmt.Sprintf("RTSP relay RSS (%d cameras)", o.cameras), "MiB"},
+		{"join_p50", fmt.Sprintf("WHEP answer p50 (%d viewers at once)", o.viewers), "ms"},
+		{"join_p99", fmt.Sprintf("WHEP answer p99 (%d viewers at once)", o.viewers), "ms"},
+		{"first_p50", "answer to first complete access unit p50", "ms"},
+		{"first_p99", "answer to first complete access unit p99", "ms"},
+		{"whep_cpu_10", "WHEP CPU per viewer at 10", "% core"},
+		{fmt.Sprintf("whep_cpu_%d", o.viewers), fmt.Sprintf("WHEP CPU per viewer at %d", o.viewers), "% core"},
+		{"whep_rss_10", "WHEP RSS per viewer at 10", "MiB"},
+		{fmt.Sprintf("whep_rss_%d", o.viewers), fmt.Sprintf("WHEP RSS per viewer at %d", o.viewers), "MiB"},
+	}
+	fmt.Fprintf(w, "\n%-58s %12s %12s %8s\n", "figure (one run, shared machine: compare ratios)", "imageflow", "mediamtx", "ratio")
+	for _, r := range rows {
+		a, b := f["imageflow"][r.key], f["mediamtx"][r.key]
+		ratio := "-"
+		if b != 0 {
+			ratio = fmt.Sprintf("%.2f×", a/b)
+		}
+		fmt.Fprintf(w, "%-58s %9.2f %-2s %9.2f %-2s %8s\n", r.what, a, short(r.unit), b, short(r.unit), ratio)
+	}
+}
+
+func short(unit string) string {
+	switch unit {
+	case "% core":
+		return "%"
+	case "MiB":
+		return "MB"
+	}
+	return unit
+}
+
+// metric sums a Prometheus counter's samples whose labels contain all of
+// the given label pairs.
+func metric(s *server, name string, labels ...string) float64 {
+	res, err := http.Get("http://" + s.http + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			if !strings.Contains(line, l) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			v, _ := strconv.ParseFloat(line[i+1:], 64)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// detectRound measures one 1080p30 camera through imageflow's detection
+// path, one stage added per phase, each phase on a fresh camera: relay
+// only; decode and convert (a pipeline whose one step costs next to
+// nothing); plus motion; plus HOG people detection gated by motion (the demo
+// pipeline). A stage's cost is the difference to the phase before. Decode
+// alone is ffmpeg's single-thread decode of the same clip without
+// deblocking, as the frame source decodes it.
+func detectRound(s *server, o options) error {
+	pipelines := map[string]string{
+		"convert": `{"id":"convert","steps":[{"id":"tiny","processor":"resize","params":{"width":16}}]}`,
+		"motion":  `{"id":"motion","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}}]}`,
+		"people": `{"id":"people","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}},
+			{"id":"people","processor":"detect","inputs":["motion"],"params":{"backend":"hog","gate":"only_if_motion","regions":"motion",
+			"region_min_height":256,"tight_boxes":true,"keep_input_detections":false,"win_stride":8,"scale":1.05}}]}`,
+	}
+	for _, p := range []string{"convert", "motion", "people"} {
+		if err := s.post("/api/v1/pipelines", pipelines[p]); err != nil {
+			return err
+		}
+	}
+	phases := []string{"", "convert", "motion", "people"}
+	cpu := map[string]float64{}
+	var published, skipped, seconds float64
+	// Wall time per frame of the people pipeline's steps, from
+	// imageflow_pipeline_step_duration_seconds over the window.
+	stepSum := func(step string) (sum, count float64) {
+		l := []string{`pipeline="people"`, `step="` + step + `"`}
+		return metric(s, "imageflow_pipeline_step_duration_seconds_sum", l...), metric(s, "imageflow_pipeline_step_duration_seconds_count", l...)
+	}
+	var motionS0, motionN0, detectS0, detectN0, motionS, motionN, detectS, detectN float64
+	for i, p := range phases {
+		cam := fmt.Sprintf("det%d", i)
+		if err := s.addCamera(cam, p); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		pub := publisher(ctx, s, cam, o.detectClip)
+		time.Sleep(5 * time.Second)
+		pub0 := metric(s, "imageflow_decoder_frames_total", `camera="`+cam+`"`, `event="published"`)
+		if p == "people" {
+			motionS0, motionN0 = stepSum("motion")
+			detectS0, detectN0 = stepSum("people")
+		}
+		t0 := time.Now()
+		cpu[p] = cpuPercent(s, o.window)
+		if p == "people" {
+			published = metric(s, "imageflow_decoder_frames_total", `camera="`+cam+`"`, `event="published"`) - pub0
+			seconds = time.Since(t0).Seconds()
+			skipped = metric(s, "imageflow_live_frames_skipped_total", `camera="`+cam+`"`)
+			motionS, motionN = stepSum("motion")
+			detectS, detectN = stepSum("people")
+		}
+		cancel()
+		_ = pub.Wait()
+		time.Sleep(2 * time.Second)
+	}
+	decode := ffmpegDecodeCPU(o.detectClip)
+	convert := cpu["convert"] - cpu[""] - decode
+	fmt.Printf("\ndetection path, one 1080p30 H264 RTSP camera (%s), HOG people where motion is, 5 fps (imageflow only):\n", filepath.Base(o.detectClip))
+	fmt.Printf("  relay only (ingest, bus):             %6.1f %% of one core\n", cpu[""])
+	fmt.Printf("  decode (no deblocking, ffmpeg -threads 1 on the clip): %6.1f %%\n", decode)
+	fmt.Printf("  convert (scale to 640 BGR, frames on the bus): %6.1f %%\n", convert)
+	fmt.Printf("  motion (MOG2, morphology, contours):  %6.1f %%\n", cpu["motion"]-cpu["convert"])
+	fmt.Printf("  detect (HOG in motion regions):       %6.1f %%\n", cpu["people"]-cpu["motion"])
+	fmt.Printf("  whole camera:                         %6.1f %% of one core -> %.0f such cameras on 2 cores\n",
+		cpu["people"], 200/cpu["people"])
+	fmt.Printf("  frames published to the pipeline: %.1f per second; pipeline frames skipped: %.0f\n", published/seconds, skipped)
+	perFrame := func(sum, n float64) float64 {
+		if n <= 0 {
+			return 0
+		}
+		return 1000 * sum / n
+	}
+	fmt.Printf("  step wall time per frame in the people phase: motion %.1f ms, detect %.1f ms (x 5 fps = %.1f %% and %.1f %% of one core if not preempted)\n",
+		perFrame(motionS-motionS0, motionN-motionN0), perFrame(detectS-detectS0, detectN-detectN0),
+		0.5*perFrame(motionS-motionS0, motionN-motionN0), 0.5*perFrame(detectS-detectS0, detectN-detectN0))
+	fmt.Println("  (stage CPU figures are differences between phases run one after another: on a busy machine run a longer -window)")
+	return nil
+}
+
+// ffmpegDecodeCPU is the CPU, in % of one core, of decoding clip in real time
+// on one thread without the loop filter.
+func ffmpegDecodeCPU(clip string) float64 {
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-nostats", "-benchmark", "-threads", "1", "-skip_loop_filter", "all",
+		"-i", clip, "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		return 0
+	}
+	var ut, st float64
+	for _, l := range strings.Split(string(out), "\n") {
+		if i := strings.Index(l, "bench: utime="); i >= 0 {
+			fmt.Sscanf(l[i:], "bench: utime=%fs stime=%fs", &ut, &st)
+		}
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", clip).Output()
+	if err != nil {
+		return 0
+	}
+	dur, _ := strconv.ParseFloat(strings.TrimSpace(string(probe)), 64)
+	if dur == 0 {
+		return 0
+	}
+	return 100 * (ut + st) / dur
+}
