@@ -91,16 +91,12 @@ func MediaMTXBinary(t testing.TB) string {
 	return bin
 }
 
-// StartMediaMTX runs mediamtx on free loopback ports until the test ends.
-// paths is the body of its `paths:` section, indented by two spaces (e.g.
-// "  cam:\n    source: rtsp://127.0.0.1:8554/cam\n"); every other path accepts
-// publishers.
-func StartMediaMTX(t testing.TB, paths string) *MediaMTX {
-	t.Helper()
-	bin := MediaMTXBinary(t)
-	m := &MediaMTX{RTSP: FreeAddr(t, "tcp"), HTTP: FreeAddr(t, "tcp")}
-	udp := FreeAddr(t, "udp")
-	conf := fmt.Sprintf(`logLevel: debug
+// MediaMTXConfig is a mediamtx.yml for loopback use: RTSP over TCP on rtsp,
+// WebRTC (WHEP/WHIP) on web with its media on the UDP address udp, every
+// other protocol and API off. paths is the body of its `paths:` section,
+// indented by two spaces; every other path accepts publishers.
+func MediaMTXConfig(logLevel, rtsp, web, udp, paths string) string {
+	return fmt.Sprintf(`logLevel: %s
 rtspAddress: %s
 rtspTransports: [tcp]
 webrtcAddress: %s
@@ -118,7 +114,19 @@ pprof: no
 playback: no
 paths:
 %s  all_others:
-`, m.RTSP, m.HTTP, udp, paths)
+`, logLevel, rtsp, web, udp, paths)
+}
+
+// StartMediaMTX runs mediamtx on free loopback ports until the test ends.
+// paths is the body of its `paths:` section, indented by two spaces (e.g.
+// "  cam:\n    source: rtsp://127.0.0.1:8554/cam\n"); every other path accepts
+// publishers.
+func StartMediaMTX(t testing.TB, paths string) *MediaMTX {
+	t.Helper()
+	bin := MediaMTXBinary(t)
+	m := &MediaMTX{RTSP: FreeAddr(t, "tcp"), HTTP: FreeAddr(t, "tcp")}
+	udp := FreeAddr(t, "udp")
+	conf := MediaMTXConfig("debug", m.RTSP, m.HTTP, udp, paths)
 	// It writes files into its working directory: give it its own.
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "mediamtx.yml"), []byte(conf), 0o644); err != nil {

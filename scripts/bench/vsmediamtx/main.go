@@ -32,6 +32,8 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
 )
 
 type options struct {
@@ -186,25 +188,7 @@ func startImageflow(bin, dir string) (*server, error) {
 
 func startMediaMTX(bin, dir string) (*server, error) {
 	rtsp, web, udp := freeAddr("tcp"), freeAddr("tcp"), freeAddr("udp")
-	conf := fmt.Sprintf(`logLevel: warn
-rtspAddress: %s
-rtspTransports: [tcp]
-webrtcAddress: %s
-webrtcLocalUDPAddress: %s
-webrtcLocalTCPAddress: ""
-webrtcIPsFromInterfaces: false
-webrtcAdditionalHosts: [127.0.0.1]
-rtmp: no
-hls: no
-srt: no
-moq: no
-api: no
-metrics: no
-pprof: no
-playback: no
-paths:
-  all_others:
-`, rtsp, web, udp)
+	conf := testkit.MediaMTXConfig("warn", rtsp, web, udp, "")
 	if err := os.WriteFile(filepath.Join(dir, "mediamtx.yml"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
