@@ -225,8 +225,12 @@ func (lc *liveCase) settle(t *testing.T) {
 	expected, _ := chromedp.Run(lc.tab, chromedp.Evaluate[bool](`window.__ifc.resultsExpected`))
 	if expected {
 		waitJS(t, lc.tab, `window.__ifc.lagSamples >= 15 && window.__ifc.playoutTargetMs > 0`, 60*time.Second)
-		// The browser moves towards a new target gradually.
-		waitJS(t, lc.tab, `window.__ifc.jitterBufferDelayMs >= 0.9 * window.__ifc.playoutTargetMs`, 60*time.Second)
+		// The browser moves towards a new target gradually, and the target
+		// follows the lag, so it may never be met exactly: measure anyway
+		// after a while (the held delay is printed beside the figures).
+		if !pollJS(lc.tab, `window.__ifc.jitterBufferDelayMs >= 0.9 * window.__ifc.playoutTargetMs`, 20*time.Second) {
+			t.Logf("the browser's delay did not reach 90%% of the target within 20 s; measuring anyway")
+		}
 	}
 	start, _ := chromedp.Run(lc.tab, chromedp.Evaluate[int](`window.__ifc.framesDecoded`))
 	waitJS(t, lc.tab, fmt.Sprintf(`window.__ifc.framesDecoded >= %d`, start+5*fps), 30*time.Second)
@@ -445,14 +449,22 @@ func post(t *testing.T, url string, body any) {
 	}
 }
 
-func waitJS(t *testing.T, ctx context.Context, expr string, timeout time.Duration) {
-	t.Helper()
+// pollJS reports whether expr became true in the page within timeout.
+func pollJS(ctx context.Context, expr string, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr)); err == nil && ok {
-			return
+			return true
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+func waitJS(t *testing.T, ctx context.Context, expr string, timeout time.Duration) {
+	t.Helper()
+	if pollJS(ctx, expr, timeout) {
+		return
 	}
 	state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify(window.__ifc || null)`))
 	t.Fatalf("timed out waiting for %s; window.__ifc = %s", expr, state)
