@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -27,6 +28,10 @@ var (
 	ErrCredentials  = errors.New("a NATS client port needs a user and password")
 	ErrInvalidAddr  = errors.New("invalid NATS client address")
 	ErrInvalidToken = errors.New("invalid subject token")
+	ErrCluster      = errors.New("invalid cluster configuration")
+	// ErrNoMetaLeader means the cluster did not elect a JetStream leader in
+	// time: fewer than a quorum of nodes are reachable.
+	ErrNoMetaLeader = errors.New("no JetStream meta leader")
 )
 
 // DefaultEventsRetention is how long detection events are kept by default.
@@ -45,6 +50,10 @@ const (
 	BucketInWork = "inwork"
 	// BucketRecordings indexes recorded segments (package record).
 	BucketRecordings = "recordings"
+	// BucketLeases holds which node ingests each camera (cluster placement).
+	BucketLeases = "leases"
+	// BucketNodes holds each node's heartbeat and load.
+	BucketNodes      = "nodes"
 	ObjectStoreBlobs = "blobs"
 )
 
@@ -76,7 +85,38 @@ type Config struct {
 	MQTTAuth func(user, password string) bool
 	// Logger receives the bus's own log lines.
 	Logger *slog.Logger
+
+	// Cluster joins this server to a NATS cluster; the zero value keeps it
+	// alone, as before clustering existed.
+	Cluster ClusterConfig
 }
+
+// ClusterConfig joins the embedded server to a NATS cluster: routes between
+// the nodes, JetStream replicated by nats-server's own Raft groups.
+type ClusterConfig struct {
+	// Name is the NATS cluster name every node shares; empty disables
+	// clustering.
+	Name string
+	// Node is this server's stable name (server_name); Raft peers are known
+	// by it, so it must not change between restarts.
+	Node string
+	// Listen is the route listener (host:port, port 0 picks one).
+	Listen string
+	// Routes are the seed URLs (nats-route://host:port) of other nodes; a
+	// node may list itself. DNS names resolve as nats-server does.
+	Routes []string
+	// User and Password authenticate routes in both directions.
+	User, Password string
+	// Replicas is how many copies every stream, bucket and the object store
+	// keep: 1 or 3.
+	Replicas int
+	// FormTimeout bounds the wait for a JetStream meta leader and for the
+	// first creation of the streams; 0 means one minute.
+	FormTimeout time.Duration
+}
+
+// Clustered reports whether the server joins a cluster.
+func (c ClusterConfig) Clustered() bool { return c.Name != "" }
 
 // Bus is the running embedded NATS server plus the connection the server's
 // own components share.
@@ -121,27 +161,29 @@ func (b *Bus) Start(ctx context.Context) error {
 		MaxPayload:         16 << 20,
 		JetStreamMaxMemory: 1 << 30,
 	}
-	if b.ClientAddr != "" {
-		if b.ClientUser == "" || b.ClientPassword == "" {
+	if err := b.applyCluster(opts); err != nil {
+		return err
+	}
+	clientAddr := b.ClientAddr
+	if clientAddr == "" && b.Cluster.Clustered() {
+		// nats-server starts routing only once a client listener is up: a
+		// loopback port that only the internal user can use.
+		clientAddr = "127.0.0.1:0"
+	}
+	if clientAddr != "" {
+		if b.ClientAddr != "" && (b.ClientUser == "" || b.ClientPassword == "") {
 			return ErrCredentials
 		}
-		host, portStr, err := net.SplitHostPort(b.ClientAddr)
+		host, port, err := splitHostPort(clientAddr)
 		if err != nil {
-			return fmt.Errorf("%w %q: %v", ErrInvalidAddr, b.ClientAddr, err)
-		}
-		port, err := strconv.Atoi(portStr)
-		if err != nil || port < 0 || port > 65535 {
-			return fmt.Errorf("%w %q: bad port", ErrInvalidAddr, b.ClientAddr)
-		}
-		if port == 0 {
-			port = server.RANDOM_PORT
+			return fmt.Errorf("%w %q: %v", ErrInvalidAddr, clientAddr, err)
 		}
 		opts.DontListen = false
 		opts.Host = host
 		opts.Port = port
-		opts.Users = []*server.User{
-			{Username: "imageflow-internal", Password: internalPass},
-			{Username: b.ClientUser, Password: b.ClientPassword},
+		opts.Users = []*server.User{{Username: "imageflow-internal", Password: internalPass}}
+		if b.ClientAddr != "" {
+			opts.Users = append(opts.Users, &server.User{Username: b.ClientUser, Password: b.ClientPassword})
 		}
 	}
 	if b.MQTTAddr != "" {
@@ -153,6 +195,9 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}
+	if b.Cluster.Clustered() {
+		ns.SetLoggerV2(natsLogger{b.Logger.With("nats", b.Cluster.Node)}, false, false, false)
+	}
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
@@ -161,7 +206,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	b.ns = ns
 
 	copts := []nats.Option{nats.InProcessServer(ns), nats.Name("imageflow-internal"), nats.MaxReconnects(-1)}
-	if b.ClientAddr != "" || b.MQTTAddr != "" {
+	if clientAddr != "" || b.MQTTAddr != "" {
 		copts = append(copts, nats.UserInfo("imageflow-internal", internalPass))
 	}
 	nc, err := nats.Connect("", copts...)
@@ -176,6 +221,12 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	b.js = js
+	if b.Cluster.Clustered() {
+		if err := b.waitFormed(ctx); err != nil {
+			b.Close()
+			return err
+		}
+	}
 	if err := b.setup(ctx); err != nil {
 		b.Close()
 		return err
@@ -217,10 +268,19 @@ func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 }
 
 func (b *Bus) setup(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	timeout := 30 * time.Second
+	if b.Cluster.Clustered() {
+		timeout = b.formTimeout()
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	replicas := max(b.Cluster.Replicas, 1)
 	for _, cfg := range b.streamSpecs() {
-		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		cfg.Replicas = replicas
+		if err := b.retry(ctx, func(ctx context.Context) error {
+			_, err := b.js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
@@ -231,19 +291,207 @@ func (b *Bus) setup(ctx context.Context) error {
 		}
 	}
 	b.kv = make(map[string]jetstream.KeyValue)
-	for _, name := range []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors} {
-		kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage})
-		if err != nil {
+	buckets := []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors}
+	if b.Cluster.Clustered() {
+		buckets = append(buckets, BucketLeases, BucketNodes)
+	}
+	for _, name := range buckets {
+		cfg := jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+		if name == BucketLeases || name == BucketNodes {
+			// Leases and heartbeats are rewritten every second: memory is
+			// enough, and a whole-cluster restart starts placement afresh.
+			cfg.Storage = jetstream.MemoryStorage
+		}
+		var kv jetstream.KeyValue
+		if err := b.retry(ctx, func(ctx context.Context) (err error) {
+			if replicas == 1 || name == BucketLeases || name == BucketNodes {
+				kv, err = b.js.CreateOrUpdateKeyValue(ctx, cfg)
+				return err
+			}
+			return b.leaderReadBucket(ctx, cfg, &kv)
+		}); err != nil {
 			return fmt.Errorf("kv %s: %w", name, err)
 		}
 		b.kv[name] = kv
 	}
-	obj, err := b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ObjectStoreBlobs, Storage: jetstream.FileStorage})
-	if err != nil {
+	var obj jetstream.ObjectStore
+	if err := b.retry(ctx, func(ctx context.Context) (err error) {
+		obj, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ObjectStoreBlobs, Storage: jetstream.FileStorage, Replicas: replicas})
+		return err
+	}); err != nil {
 		return fmt.Errorf("object store %s: %w", ObjectStoreBlobs, err)
 	}
 	b.objects = obj
 	return nil
+}
+
+// leaderReadBucket creates or binds a replicated bucket whose reads go to
+// its Raft leader: a direct get may be answered by a follower that has not
+// applied the last acknowledged write yet, and a camera created through the
+// API must be there when the next request reads it. Leases and heartbeats
+// keep direct reads: a stale one only makes a compare-and-set fail.
+//
+// The bucket is created once and then only adjusted (never through
+// CreateOrUpdate, which would switch direct gets back on): a node's handle
+// bound while direct gets were on would find no responder once they are off.
+func (b *Bus) leaderReadBucket(ctx context.Context, cfg jetstream.KeyValueConfig, kv *jetstream.KeyValue) error {
+	if _, err := b.js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		return err
+	}
+	stream, err := b.js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return err
+	}
+	sc := stream.CachedInfo().Config
+	if sc.AllowDirect || sc.Replicas != cfg.Replicas {
+		// An existing data directory upgrades in place: more replicas,
+		// reads from the leader.
+		sc.AllowDirect, sc.Replicas = false, cfg.Replicas
+		if _, err := b.js.UpdateStream(ctx, sc); err != nil {
+			return err
+		}
+	}
+	if *kv, err = b.js.KeyValue(ctx, cfg.Bucket); err != nil {
+		return err
+	}
+	// Until the leader answers gets the bucket is not ready.
+	if _, err = (*kv).Get(ctx, "ready-probe"); err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return fmt.Errorf("read from leader: %w", err)
+}
+
+// retry runs op until it succeeds or ctx ends: while a cluster forms (a
+// peer restarting, a leader being elected) JetStream answers with timeouts
+// and "no suitable peers" for a while. A single server is answered at once.
+func (b *Bus) retry(ctx context.Context, op func(ctx context.Context) error) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := op(actx)
+		cancel()
+		if err == nil || !b.Cluster.Clustered() {
+			return err
+		}
+		b.Logger.Info("jetstream not ready, retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (b *Bus) formTimeout() time.Duration {
+	if b.Cluster.FormTimeout > 0 {
+		return b.Cluster.FormTimeout
+	}
+	return time.Minute
+}
+
+// applyCluster sets the route options of a clustered server.
+func (b *Bus) applyCluster(opts *server.Options) error {
+	c := b.Cluster
+	if !c.Clustered() {
+		if c.Replicas > 1 {
+			return fmt.Errorf("%w: replicas %d needs a cluster name", ErrCluster, c.Replicas)
+		}
+		return nil
+	}
+	if err := ValidateToken(c.Node); err != nil {
+		return fmt.Errorf("%w: node %q: %v", ErrCluster, c.Node, err)
+	}
+	if c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 {
+		return fmt.Errorf("%w: replicas %d: want 1 or 3", ErrCluster, c.Replicas)
+	}
+	host, port, err := splitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("%w: listen %q: %v", ErrCluster, c.Listen, err)
+	}
+	opts.ServerName = c.Node
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Username: c.User, Password: c.Password,
+		// A restarted peer is retried for ever (the default gives up on
+		// implicit routes after a few tries).
+		ConnectRetries: -1}
+	for _, r := range c.Routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("%w: route %q: want nats-route://host:port", ErrCluster, r)
+		}
+		if u.User == nil && c.User != "" {
+			u.User = url.UserPassword(c.User, c.Password)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
+}
+
+// waitFormed waits until the cluster has a JetStream meta leader, that is
+// until a quorum of the nodes found each other.
+func (b *Bus) waitFormed(ctx context.Context) error {
+	deadline := time.Now().Add(b.formTimeout())
+	for {
+		if b.MetaLeader() != "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w within %s (routes %v)", ErrNoMetaLeader, b.formTimeout(), b.Cluster.Routes)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// MetaLeader names the node leading the JetStream meta group ("" while
+// none is elected); a single server leads itself.
+func (b *Bus) MetaLeader() string {
+	if b.ns == nil {
+		return ""
+	}
+	if !b.Cluster.Clustered() {
+		return b.ns.Name()
+	}
+	jsz, err := b.ns.Jsz(nil)
+	if err != nil || jsz.Meta == nil {
+		return ""
+	}
+	return jsz.Meta.Leader
+}
+
+// Routes counts the routes to other nodes that are connected now.
+func (b *Bus) Routes() int {
+	if b.ns == nil {
+		return 0
+	}
+	return b.ns.NumRoutes()
+}
+
+// ClusterAddr is the address the route listener is bound to, or "".
+func (b *Bus) ClusterAddr() string {
+	if b.ns == nil || !b.Cluster.Clustered() {
+		return ""
+	}
+	if a := b.ns.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, errors.New("bad port")
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
 }
 
 // Conn is the shared in-process connection.
@@ -327,4 +575,23 @@ func randomHex(n int) string {
 	buf := make([]byte, n)
 	_, _ = rand.Read(buf)
 	return hex.EncodeToString(buf)
+}
+
+// natsLogger hands nats-server's warnings and errors (a route refused for a
+// wrong password, a peer lost) to the bus's logger; its notices are debug.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  {}
+func (l natsLogger) Tracef(format string, v ...any)  {}
+
+// ServerName is the NATS server name: the node name in a cluster.
+func (b *Bus) ServerName() string {
+	if b.ns == nil {
+		return ""
+	}
+	return b.ns.Name()
 }

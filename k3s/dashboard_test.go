@@ -488,6 +488,9 @@ func startPodServer(t *testing.T, b *bundle) *podServer {
 			*a = "127.0.0.1:0"
 		}
 	}
+	// One pod alone cannot form the three-pod cluster: it runs unclustered,
+	// which exports the same metric families.
+	cfg.ClusterName, cfg.ClusterRoutes, cfg.Replicas = "", nil, 0
 	ps := &podServer{}
 	if cfg.S3Endpoint != "" {
 		ps.minio = startMinIO(t, b)

@@ -626,6 +626,9 @@ func podEnv(t *testing.T, b *bundle, c container, hostIP string) map[string]stri
 				env[e.Name] = hostIP
 			case "metadata.namespace":
 				env[e.Name] = b.namespace
+			case "metadata.name":
+				// A StatefulSet's first pod.
+				env[e.Name] = "imageflow-0"
 			default:
 				t.Errorf("env %s: fieldRef %s not simulated", e.Name, e.ValueFrom.FieldRef.FieldPath)
 			}

@@ -37,6 +37,7 @@ func (s *Server) routes() []route {
 		{Method: "PUT", Path: "/api/v1/pipelines/:id", Summary: "Replace a pipeline", Handler: s.updatePipeline, Request: "PipelineInput", Response: "Pipeline", Statuses: []int{200, 400, 404, 409}, Role: rest.RoleOperator},
 		{Method: "DELETE", Path: "/api/v1/pipelines/:id", Summary: "Delete a pipeline not used by a camera", Handler: s.deletePipeline, Statuses: []int{204, 400, 404, 409}, Role: rest.RoleOperator},
 		s.monitoringRoute(),
+		{Method: "GET", Path: "/api/v1/nodes", Summary: "List the cluster's live nodes with their load", Handler: s.listNodes, Response: "NodeList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "GET", Path: "/api/v1/devices", Summary: "List USB/V4L2 capture devices and their formats", Handler: s.listDevices, Response: "DeviceList", Statuses: []int{200}, Role: rest.RoleViewer},
 		{Method: "GET", Path: "/api/v1/openapi.json", Summary: "This document", Handler: s.openAPI, Response: "OpenAPIDocument", Statuses: []int{200}, Role: rest.RoleViewer},
 	}, s.processorRoutes()...)
@@ -146,7 +147,16 @@ func (s *Server) ready(c *fiber.Ctx) error {
 	if _, err := s.bus.Objects().Status(c.UserContext()); err != nil {
 		return writeError(c, fmt.Errorf("%w: object store: %v", ErrUnavailable, err))
 	}
-	return c.JSON(fiber.Map{"status": "ready"})
+	if s.placement == nil {
+		return c.JSON(fiber.Map{"status": "ready"})
+	}
+	// A cluster node serves only while its JetStream has a meta leader (a
+	// quorum of nodes reachable).
+	leader := s.bus.MetaLeader()
+	if leader == "" {
+		return writeError(c, fmt.Errorf("%w: no JetStream meta leader", ErrUnavailable))
+	}
+	return c.JSON(fiber.Map{"status": "ready", "node": s.Config.Node, "meta_leader": leader})
 }
 
 func decodeStrict(body []byte, v any) error { return rest.DecodeStrict(body, v) }
@@ -174,6 +184,8 @@ type cameraInput struct {
 	RecordMaxBytes  int64  `json:"record_max_bytes"`
 	// Zones replace the camera's zones (none when left out).
 	Zones []zoneJSON `json:"zones"`
+	// Node pins the camera to one node of a cluster.
+	Node string `json:"node,omitempty"`
 }
 
 // cameraView is a camera as the API shows it: credentials redacted, live
@@ -200,6 +212,9 @@ type cameraView struct {
 	LastError       string     `json:"last_error,omitempty"`
 	StateSince      time.Time  `json:"state_since"`
 	Zones           []zoneJSON `json:"zones"`
+	// Node is the pin; Owner the node ingesting the camera now.
+	Node  string `json:"node,omitempty"`
+	Owner string `json:"owner,omitempty"`
 }
 
 func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
@@ -208,9 +223,14 @@ func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
 		Pipeline: cam.Pipeline, Archive: cam.Archive,
 		Record: cam.Record, RecordRetention: recordRetention(cam).String(), RecordMaxBytes: cam.RecordMaxBytes,
 		CreatedAt: time.Unix(0, cam.CreatedUnixNano).UTC(), UpdatedAt: time.Unix(0, cam.UpdatedUnixNano).UTC(),
-		State: "offline", Zones: zonesJSON(cam.Zones),
+		State: "offline", Zones: zonesJSON(cam.Zones), Node: cam.Node,
 	}
-	if st := s.super.status(cam.Id); st != nil {
+	v.Owner = s.cameraOwner(cam)
+	st := s.super.status(cam.Id)
+	if st == nil && v.Owner != "" && v.Owner != s.Config.Node {
+		st = s.remoteStatus(cam.Id)
+	}
+	if st != nil {
 		v.State, v.Codec, v.Width, v.Height = st.State, st.Codec, st.Width, st.Height
 		v.FPS, v.Bitrate, v.LastError = st.Fps, st.Bitrate, redactError(st.LastError, cam.Source)
 		v.StateSince = time.Unix(0, st.SinceUnixNano).UTC()
@@ -276,8 +296,13 @@ func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (
 	if err != nil {
 		return nil, err
 	}
+	if in.Node != "" {
+		if err := bus.ValidateToken(in.Node); err != nil {
+			return nil, invalidf("node %q: %v", in.Node, err)
+		}
+	}
 	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive,
-		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes, Zones: zones}, nil
+		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes, Zones: zones, Node: in.Node}, nil
 }
 
 // recordRetention is how long a camera's recordings are kept.
@@ -315,7 +340,7 @@ func (s *Server) createCamera(c *fiber.Ctx) error {
 		return writeError(c, err)
 	}
 	s.Logger.Info("camera created", "camera", cam.Id, "source", RedactURL(cam.Source))
-	s.super.apply(cam)
+	s.cameraChanged(cam)
 	c.Location("/api/v1/cameras/" + cam.Id)
 	return c.Status(fiber.StatusCreated).JSON(s.viewCamera(cam))
 }
@@ -360,7 +385,7 @@ func (s *Server) updateCamera(c *fiber.Ctx) error {
 		return writeError(c, err)
 	}
 	s.Logger.Info("camera updated", "camera", id, "source", RedactURL(cam.Source))
-	s.super.apply(cam)
+	s.cameraChanged(cam)
 	return c.JSON(s.viewCamera(cam))
 }
 
@@ -372,7 +397,11 @@ func (s *Server) deleteCamera(c *fiber.Ctx) error {
 	if err := s.cameras.delete(c.UserContext(), id); err != nil {
 		return writeError(c, err)
 	}
-	s.super.remove(id)
+	if s.placement != nil {
+		s.placement.changed()
+	} else {
+		s.super.remove(id)
+	}
 	s.Logger.Info("camera deleted", "camera", id)
 	return c.SendStatus(fiber.StatusNoContent)
 }

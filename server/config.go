@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+	"github.com/imageflowcanvas/imageflow/redact"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
 
@@ -161,8 +163,19 @@ type Config struct {
 	KafkaTopicPrefix string   `yaml:"kafka_topic_prefix"`
 	// KafkaFormat is json (for Kafka Connect's JsonConverter) or protobuf.
 	KafkaFormat string `yaml:"kafka_format"`
-	// Node names this server on <prefix>.metrics.<node>.
+	// Node names this server on <prefix>.metrics.<node>; in a cluster it is
+	// also the NATS server name and the owner shown on cameras, so it must
+	// stay the same across restarts.
 	Node string `yaml:"node"`
+	// Cluster settings (docs/cluster.md); an empty cluster_name runs alone.
+	ClusterName     string   `yaml:"cluster_name"`
+	ClusterListen   string   `yaml:"cluster_listen"`
+	ClusterRoutes   []string `yaml:"cluster_routes"`
+	ClusterUser     string   `yaml:"cluster_user"`
+	ClusterPassword string   `yaml:"cluster_password"`
+	// Replicas is how many copies (1 or 3) streams, buckets and the object
+	// store keep in a cluster.
+	Replicas int `yaml:"replicas"`
 	// MetricsInterval is how often a metrics snapshot goes on the bus.
 	MetricsInterval time.Duration `yaml:"metrics_interval"`
 	// ArchiveInterval is how often an archived camera keeps a frame.
@@ -517,6 +530,9 @@ func (c *Config) Validate() error {
 	if c.Node == "" || strings.ContainsAny(c.Node, ".*> \t") || len(c.Node) > 64 {
 		return bad("node", strconv.Quote(c.Node), "want letters, digits, '-' and '_'")
 	}
+	if err := c.validateCluster(bad); err != nil {
+		return err
+	}
 	if c.WebRTCMaxPending < 0 {
 		return bad("webrtc_max_pending", c.WebRTCMaxPending, "must not be negative (0 takes the default)")
 	}
@@ -559,6 +575,41 @@ func (c *Config) Validate() error {
 		return bad("log_level", strconv.Quote(c.LogLevel), "want debug, info, warn or error")
 	}
 	return c.validateSourcePolicy()
+}
+
+// validateCluster checks the cluster_* fields and replicas (part of Validate).
+func (c *Config) validateCluster(bad func(string, any, string) error) error {
+	if c.ClusterName == "" {
+		if c.Replicas > 1 {
+			return bad("replicas", c.Replicas, "more than 1 needs cluster_name")
+		}
+		if len(c.ClusterRoutes) > 0 {
+			return bad("cluster_routes", c.ClusterRoutes, "needs cluster_name")
+		}
+		return nil
+	}
+	if strings.ContainsAny(c.ClusterName, ".*> \t") {
+		return bad("cluster_name", strconv.Quote(c.ClusterName), "want letters, digits, '-' and '_'")
+	}
+	if c.ClusterListen == "" {
+		c.ClusterListen = ":6222"
+	}
+	if err := checkAddr(c.ClusterListen, false); err != nil {
+		return bad("cluster_listen", strconv.Quote(c.ClusterListen), err.Error())
+	}
+	for i, r := range c.ClusterRoutes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || (u.Scheme != "nats-route" && u.Scheme != "nats" && u.Scheme != "tls") {
+			return bad(fmt.Sprintf("cluster_routes[%d]", i), strconv.Quote(redact.URL(r)), "want nats-route://host:port")
+		}
+	}
+	if (c.ClusterUser == "") != (c.ClusterPassword == "") {
+		return bad("cluster_user", strconv.Quote(c.ClusterUser), "cluster_user and cluster_password go together")
+	}
+	if c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 {
+		return bad("replicas", c.Replicas, "want 1 or 3")
+	}
+	return nil
 }
 
 func checkAddr(addr string, optional bool) error {

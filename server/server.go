@@ -52,9 +52,10 @@ type Server struct {
 	cameras   *kvStore[*busv1.Camera]
 	pipelines *kvStore[*busv1.Pipeline]
 	// remotes are the registered remote processors' Info, by address.
-	remotes *kvStore[*pb.InfoResponse]
-	metrics *metrics
-	super   *supervisor
+	remotes   *kvStore[*pb.InfoResponse]
+	metrics   *metrics
+	super     *supervisor
+	placement *placement // nil unless clustered
 
 	rtsp        *rtsp.Server
 	batch       *batch.Manager
@@ -147,6 +148,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		MQTTAddr:        s.Config.MQTTAddr,
 		MQTTAuth:        s.mqttAuth,
 		Logger:          s.Logger.With("component", "bus"),
+		Cluster: bus.ClusterConfig{Name: s.Config.ClusterName, Node: s.Config.Node, Listen: s.Config.ClusterListen,
+			Routes: s.Config.ClusterRoutes, User: s.Config.ClusterUser, Password: s.Config.ClusterPassword,
+			Replicas: s.Config.Replicas},
 	}}
 	if err := s.bus.Start(ctx); err != nil {
 		return err
@@ -197,7 +201,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.Logger.Warn("demo camera not created", "error", err)
 		}
 	}
-	if err := s.super.startAll(ctx); err != nil {
+	if s.Config.ClusterName != "" {
+		// In a cluster a camera runs where its lease is held.
+		s.placement = newPlacement(s)
+		s.placement.start()
+	} else if err := s.super.startAll(ctx); err != nil {
 		return err
 	}
 
@@ -334,6 +342,9 @@ func (s *Server) Close() error {
 		}
 		if s.batch != nil {
 			s.batch.Close()
+		}
+		if s.placement != nil {
+			s.placement.stop()
 		}
 		if s.super != nil {
 			s.super.stopAll()

@@ -1274,7 +1274,10 @@ type Camera struct {
 	RecordMaxBytes int64 `protobuf:"varint,22,opt,name=record_max_bytes,json=recordMaxBytes,proto3" json:"record_max_bytes,omitempty"`
 	// Zones tie detection events to parts of the picture: with any, only
 	// tracks that stayed in one (for its dwell) become events.
-	Zones         []*Zone `protobuf:"bytes,9,rep,name=zones,proto3" json:"zones,omitempty"`
+	Zones []*Zone `protobuf:"bytes,9,rep,name=zones,proto3" json:"zones,omitempty"`
+	// In a cluster, the only node that may ingest this camera (a USB device,
+	// a camera only one network reaches); empty lets placement choose.
+	Node          string `protobuf:"bytes,30,opt,name=node,proto3" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1391,6 +1394,13 @@ func (x *Camera) GetZones() []*Zone {
 		return x.Zones
 	}
 	return nil
+}
+
+func (x *Camera) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 // Zone is a polygon on a camera's picture.
@@ -1736,7 +1746,7 @@ const file_bus_proto_rawDesc = "" +
 	"\abitrate\x18\x06 \x01(\x01R\abitrate\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12&\n" +
-	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\x86\x03\n" +
+	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\x9a\x03\n" +
 	"\x06Camera\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1749,7 +1759,8 @@ const file_bus_proto_rawDesc = "" +
 	"\x06record\x18\x14 \x01(\bR\x06record\x12.\n" +
 	"\x13record_retention_ns\x18\x15 \x01(\x03R\x11recordRetentionNs\x12(\n" +
 	"\x10record_max_bytes\x18\x16 \x01(\x03R\x0erecordMaxBytes\x12&\n" +
-	"\x05zones\x18\t \x03(\v2\x10.ifc.bus.v1.ZoneR\x05zones\"l\n" +
+	"\x05zones\x18\t \x03(\v2\x10.ifc.bus.v1.ZoneR\x05zones\x12\x12\n" +
+	"\x04node\x18\x1e \x01(\tR\x04node\"l\n" +
 	"\x04Zone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06points\x18\x02 \x03(\x02R\x06points\x12\x16\n" +

@@ -473,6 +473,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/nodes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the cluster's live nodes with their load */
+        get: operations["getNodes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/openapi.json": {
         parameters: {
             query?: never;
@@ -608,6 +625,8 @@ export interface components {
             id: string;
             last_error?: string;
             name: string;
+            node?: string;
+            owner?: string;
             pipeline: string;
             record: boolean;
             record_max_bytes: number;
@@ -636,6 +655,7 @@ export interface components {
             enabled?: boolean;
             id: string;
             name?: string;
+            node?: string;
             pipeline?: string;
             record?: boolean;
             record_max_bytes?: number;
@@ -656,6 +676,8 @@ export interface components {
                 id: string;
                 last_error?: string;
                 name: string;
+                node?: string;
+                owner?: string;
                 pipeline: string;
                 record: boolean;
                 record_max_bytes: number;
@@ -849,6 +871,8 @@ export interface components {
             width: number;
         };
         Health: {
+            meta_leader?: string;
+            node?: string;
             status: string;
         };
         Monitoring: {
@@ -873,6 +897,18 @@ export interface components {
                 processor: string;
                 step: string;
             }[];
+        };
+        Node: {
+            cameras: number;
+            cpu: number;
+            meta_leader: boolean;
+            node: string;
+            sessions: number;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        NodeList: {
+            items: components["schemas"]["Node"][];
         };
         /** @description An OpenAPI 3 document */
         OpenAPIDocument: {
@@ -3886,6 +3922,57 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Monitoring"];
+                };
+            };
+            /** @description No valid token */
+            401: {
+                headers: {
+                    /** @description Bearer realm */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Over the request rate or locked out after failed authentications */
+            429: {
+                headers: {
+                    /** @description Seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getNodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeList"];
                 };
             };
             /** @description No valid token */
