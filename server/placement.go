@@ -437,15 +437,15 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 }
 
 // remoteStatus is the live state of a camera another node ingests: the last
-// state change it published on the EVENTS stream (nil when none).
+// state change it published on the STATUS stream (nil when none).
 func (s *Server) remoteStatus(id string) *busv1.CameraStatus {
 	ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 	defer cancel()
-	stream, err := s.bus.JetStream().Stream(ctx, "EVENTS")
+	stream, err := s.bus.JetStream().Stream(ctx, "STATUS")
 	if err != nil {
 		return nil
 	}
-	msg, err := stream.GetLastMsgForSubject(ctx, s.bus.Subjects().Events(id))
+	msg, err := stream.GetLastMsgForSubject(ctx, s.bus.Subjects().Status(id))
 	if err != nil {
 		return nil
 	}
