@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -76,8 +77,10 @@ func (a *busAuth) Check(c server.ClientAuthentication) bool {
 		return false
 	}
 	c.RegisterUser(&server.User{Username: "mqtt:" + o.Username, Permissions: &server.Permissions{
-		Publish:   &server.SubjectPermission{Deny: []string{">"}},
-		Subscribe: &server.SubjectPermission{Allow: []string{a.eventsOnly}},
+		Publish: &server.SubjectPermission{Deny: []string{">"}},
+		// The root too: an MQTT "ifc/events/#" subscribes to the level itself
+		// as well as below it, and one denied part refuses the whole request.
+		Subscribe: &server.SubjectPermission{Allow: []string{a.eventsOnly, strings.TrimSuffix(a.eventsOnly, ".>")}},
 	}})
 	return true
 }

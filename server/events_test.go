@@ -109,7 +109,8 @@ func TestDemoEventsTracksSnapshotsSSEAndMQTT(t *testing.T) {
 		}
 	}
 	var mqttOut bytes.Buffer
-	mqtt := exec.CommandContext(ctx, "mosquitto_sub", "-h", mqttHost, "-p", mqttPort, "-t", "ifc/events/demo", "-u", "ha", "-P", token, "-C", "2", "-W", "90")
+	// A multi-level wildcard, as Home Assistant subscribes.
+	mqtt := exec.CommandContext(ctx, "mosquitto_sub", "-h", mqttHost, "-p", mqttPort, "-t", "ifc/events/#", "-u", "ha", "-P", token, "-C", "2", "-W", "90")
 	mqtt.Stdout, mqtt.Stderr = &mqttOut, &mqttOut
 	if err := mqtt.Start(); err != nil {
 		t.Fatal(err)
