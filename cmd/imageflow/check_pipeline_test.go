@@ -443,7 +443,13 @@ func compareDemoCameras(t *testing.T, srv *server.Server, httpAddr, pyAddr strin
 	byPts := map[string]map[int64]*busv1.Result{"demo": {}, "demo_go": {}}
 	for cam := range byPts {
 		cam := cam
+		want := map[string]string{"demo": "people_py", "demo_go": "people_go"}[cam]
 		unsub, err := srv.SubscribeResults(cam, func(r *busv1.Result) {
+			// The demo camera's own pipeline runs until the PUT below takes
+			// effect: its results are not the Python pipeline's.
+			if r.Pipeline != want {
+				return
+			}
 			mu.Lock()
 			byPts[cam][r.Pts] = r
 			mu.Unlock()
