@@ -73,6 +73,7 @@ type LiveRunner struct {
 	skippedC  prometheus.Counter
 	resultsC  prometheus.Counter
 	latencyH  prometheus.Observer
+	ingestH   prometheus.Observer
 	lastErr   string
 	frame     busv1.Frame
 	result    busv1.Result
@@ -108,6 +109,7 @@ func (r *LiveRunner) Start() error {
 		r.skippedC = r.Metrics.FramesSkipped.WithLabelValues(r.Camera)
 		r.resultsC = r.Metrics.Results.WithLabelValues(r.Camera, r.Pipeline.GetId())
 		r.latencyH = r.Metrics.FrameLatency.WithLabelValues(r.Camera, r.Pipeline.GetId())
+		r.ingestH = r.Metrics.IngestLatency.WithLabelValues(r.Camera, r.Pipeline.GetId())
 	}
 	pl, err := Compile(r.Registry, r.Pipeline, opts...)
 	if err != nil {
@@ -214,6 +216,9 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	if r.resultsC != nil {
 		r.resultsC.Inc()
 		r.latencyH.Observe(time.Since(at).Seconds())
+		if ns := r.frame.IngestUnixNano; ns > 0 {
+			r.ingestH.Observe(float64(time.Now().UnixNano()-ns) / 1e9)
+		}
 	}
 	return runErr
 }

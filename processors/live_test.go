@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
@@ -112,6 +113,11 @@ func TestLiveRunnerPublishesResults(t *testing.T) {
 			fr.Format, fr.Data, fr.Stride = busv1.PixelFormat_PIXEL_FORMAT_JPEG, append([]byte(nil), buf.GetBytes()...), 0
 			buf.Close()
 		}
+		if i < 2 {
+			// Its access unit entered the server a moment ago; the JPEG
+			// frame carries no ingest time and is not measured from it.
+			fr.IngestUnixNano = time.Now().Add(-5 * time.Millisecond).UnixNano()
+		}
 		if err := bus.Publish(b.Conn(), b.Subjects().Frames("cam1"), fr); err != nil {
 			t.Fatal(err)
 		}
@@ -143,6 +149,15 @@ func TestLiveRunnerPublishesResults(t *testing.T) {
 	waitFor(t, "the bad frame to be counted", func() bool { return r.Failed() == 1 })
 	if r.Processed() != 3 || counterValue(m.Results.WithLabelValues("cam1", "people")) != 3 {
 		t.Fatalf("processed %d", r.Processed())
+	}
+	// Ingest -> result is measured for the two frames with an ingest time,
+	// and it includes the 5 ms before they reached the bus.
+	var ingest dto.Metric
+	if err := m.IngestLatency.WithLabelValues("cam1", "people").(prometheus.Metric).Write(&ingest); err != nil {
+		t.Fatal(err)
+	}
+	if h := ingest.GetHistogram(); h.GetSampleCount() != 2 || h.GetSampleSum() < 0.010 {
+		t.Fatalf("ingest latency: %d samples, sum %.4f s; want 2 of at least 5 ms each", h.GetSampleCount(), h.GetSampleSum())
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,10 @@ type Metrics struct {
 	Results *prometheus.CounterVec
 	// FrameLatency is the time from a frame's arrival to its published result.
 	FrameLatency *prometheus.HistogramVec
+	// IngestLatency is the time from the frame's access unit entering the
+	// server to its published result: FrameLatency plus decoding, sampling
+	// and the frame's trip over the bus.
+	IngestLatency *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -41,9 +45,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		FrameLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "imageflow_live_frame_latency_seconds", Help: "Time from a frame's arrival on the bus to its result being published.", Buckets: buckets,
 		}, []string{"camera", "pipeline"}),
+		IngestLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "imageflow_live_ingest_latency_seconds", Help: "Time from a frame's access unit entering the server to its result being published.", Buckets: buckets,
+		}, []string{"camera", "pipeline"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.StepDuration, m.StepErrors, m.FramesSkipped, m.Results, m.FrameLatency)
+		reg.MustRegister(m.StepDuration, m.StepErrors, m.FramesSkipped, m.Results, m.FrameLatency, m.IngestLatency)
 	}
 	return m
 }

@@ -15,6 +15,8 @@ export interface LiveIfc {
   lastDrawn: { frameRtp: number; resultRtp: number; count: number } | null;
   /** Valid result messages received on the "results" data channel. */
   resultsReceived: number;
+  /** The last 300 results received: their RTP timestamp and when they arrived (performance.now() ms), for latency probes. */
+  arrivals: Array<{ rtp: number; at: number }>;
   /** Boxes by outcome, each result counted once: drawn on its own frame, drawn later marked late, never drawn. */
   boxesExact: number;
   boxesLate: number;
@@ -80,6 +82,7 @@ export function initLiveIfc(camera: string): LiveIfc {
     exactFrames: 0,
     lastDrawn: null,
     resultsReceived: 0,
+    arrivals: [],
     boxesExact: 0,
     boxesLate: 0,
     boxesDropped: 0,

@@ -142,6 +142,8 @@ export function CameraLive({ id }: { id: string }) {
         for (const r of parseMessage(text)) {
           overlay?.onResult(r, now);
           ifc.resultsReceived++;
+          ifc.arrivals.push({ rtp: r.rtp_timestamp >>> 0, at: now });
+          if (ifc.arrivals.length > DRAWS_KEPT) ifc.arrivals.splice(0, ifc.arrivals.length - DRAWS_KEPT);
           lastResultAtRef.current = now;
         }
       };
