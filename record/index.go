@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,10 +23,17 @@ type index struct {
 
 	mu   sync.Mutex
 	cams map[string][]Segment // sorted by Start
+	// revs is the bucket revision of each key as last applied (removed for
+	// a key this server purged until the watch delivers the purge), so a
+	// late watch delivery never undoes a newer local write.
+	revs map[string]uint64
 }
 
+// removed marks a key purged here whose purge the watch has not delivered.
+const removed = math.MaxUint64
+
 func newIndex(kv jetstream.KeyValue) *index {
-	return &index{kv: kv, cams: map[string][]Segment{}}
+	return &index{kv: kv, cams: map[string][]Segment{}, revs: map[string]uint64{}}
 }
 
 // load reads every entry of the bucket.
@@ -58,22 +69,34 @@ func (ix *index) put(ctx context.Context, s Segment) error {
 	if err != nil {
 		return err
 	}
-	if _, err := ix.kv.Put(ctx, s.kvKey(), b); err != nil {
+	rev, err := ix.kv.Put(ctx, s.kvKey(), b)
+	if err != nil {
 		return fmt.Errorf("recordings index put %s: %w", s.kvKey(), err)
 	}
+	ix.remember(s, rev)
+	return nil
+}
+
+// remember inserts or replaces s, stored at revision rev, in memory unless
+// a newer revision of it is there already.
+func (ix *index) remember(s Segment, rev uint64) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	key := s.kvKey()
+	if rev < ix.revs[key] {
+		return
+	}
+	ix.revs[key] = rev
 	segs := ix.cams[s.Camera]
 	i := sort.Search(len(segs), func(i int) bool { return !segs[i].Start.Before(s.Start) })
 	if i < len(segs) && segs[i].Start.Equal(s.Start) {
 		segs[i] = s
-		return nil
+		return
 	}
 	segs = append(segs, Segment{})
 	copy(segs[i+1:], segs[i:])
 	segs[i] = s
 	ix.cams[s.Camera] = segs
-	return nil
 }
 
 // remove purges s from the bucket, then from memory.
@@ -83,6 +106,14 @@ func (ix *index) remove(ctx context.Context, s Segment) error {
 	}
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	ix.revs[s.kvKey()] = removed
+	ix.forgetLocked(s)
+	return nil
+}
+
+// forgetLocked removes the segment of s's camera starting at s.Start from
+// memory.
+func (ix *index) forgetLocked(s Segment) {
 	segs := ix.cams[s.Camera]
 	for i := range segs {
 		if segs[i].Start.Equal(s.Start) {
@@ -93,7 +124,57 @@ func (ix *index) remove(ctx context.Context, s Segment) error {
 	if len(ix.cams[s.Camera]) == 0 {
 		delete(ix.cams, s.Camera)
 	}
+}
+
+// follow keeps the in-memory copy current with the bucket: entries other
+// servers write (the new owner of a camera that moved in a cluster) and
+// deletions they make. It starts with every current value, so anything
+// written between load and follow is not missed; a stale delivery of our
+// own write is ignored (see revs).
+func (ix *index) follow(ctx context.Context, log *slog.Logger) error {
+	w, err := ix.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("recordings index watch: %w", err)
+	}
+	go func() {
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					log.Warn("recordings index watch ended")
+					return
+				}
+				if e == nil {
+					continue
+				}
+				ix.apply(e)
+			}
+		}
+	}()
 	return nil
+}
+
+// apply records one watched entry in memory.
+func (ix *index) apply(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		cam, id, found := strings.Cut(e.Key(), ".")
+		ns, err := strconv.ParseInt(id, 10, 64)
+		if found && err == nil {
+			ix.mu.Lock()
+			delete(ix.revs, e.Key())
+			ix.forgetLocked(Segment{Camera: cam, Start: time.Unix(0, ns)})
+			ix.mu.Unlock()
+		}
+		return
+	}
+	var s Segment
+	if err := json.Unmarshal(e.Value(), &s); err != nil || s.Camera == "" || s.kvKey() != e.Key() {
+		return
+	}
+	ix.remember(s, e.Revision())
 }
 
 // between returns a copy of cam's segments overlapping [since, until).

@@ -125,6 +125,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := m.repair(ctx); err != nil {
 		return err
 	}
+	// Other servers write to the same index (a cluster's other nodes): the
+	// copy in memory follows the bucket so every node lists and exports
+	// what any node recorded.
+	if err := m.ix.follow(m.ctx, m.Logger); err != nil {
+		m.cancel()
+		return err
+	}
 	m.wg.Add(1)
 	go m.sweepLoop()
 	return nil
@@ -356,8 +363,8 @@ func (m *Manager) sweepLoop() {
 	}
 }
 
-// Sweep deletes what retention and the size caps no longer allow, oldest
-// first; open segments are never deleted. The index entry goes first, so a
+// Sweep deletes what retention and the size caps no longer allow among the
+// segments this node wrote, oldest first; open segments are never deleted. The index entry goes first, so a
 // crash in between leaves only orphan blobs, which the next start deletes.
 func (m *Manager) Sweep(ctx context.Context, now time.Time) {
 	m.sweepMu.Lock()
@@ -372,6 +379,15 @@ func (m *Manager) Sweep(ctx context.Context, now time.Time) {
 	var keep []Segment
 	var total int64
 	for cam, segs := range all {
+		// Only our own segments: another node's are its to delete (it may
+		// still be writing them, and it knows the camera's settings).
+		mine := segs[:0]
+		for _, s := range segs {
+			if s.Node == m.Node {
+				mine = append(mine, s)
+			}
+		}
+		segs = mine
 		st := settings[cam]
 		ret := st.Retention
 		if ret <= 0 {

@@ -382,3 +382,41 @@ func TestRecordAudio(t *testing.T) {
 		t.Fatalf("export audio: %q", lines[1])
 	}
 }
+
+// TestIndexSharedByNodes runs two managers on one bucket and store, as two
+// nodes of a cluster: each lists what the other records as it is written,
+// and retention on one never deletes the other's segments.
+func TestIndexSharedByNodes(t *testing.T) {
+	e := startEnv(t)
+	nodeManager := func(node string) *Manager {
+		m := &Manager{Config: Config{Store: e.store, Index: e.bus.KV(bus.BucketRecordings), Video: e.hub, Node: node,
+			SegmentDuration: time.Second, FragmentDuration: 500 * time.Millisecond}}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	a, b := nodeManager("a"), nodeManager("b")
+	if err := a.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publishClip(t, "cam", testkit.H264Clip(t, 3), time.Now().Add(-time.Minute))
+	testkit.WaitFor(t, 20*time.Second, "node b lists node a's 3 segments", func() bool { return len(completeSegments(b, "cam")) == 3 })
+	for _, s := range completeSegments(b, "cam") {
+		if s.Node != "a" {
+			t.Fatalf("segment %s written by %q, want a", s.Start, s.Node)
+		}
+		if n := samplesIn(t, b, s); n != 30 {
+			t.Fatalf("node b reads %d pictures of a segment, want 30", n)
+		}
+	}
+	later := time.Now().Add(DefaultRetention + time.Hour)
+	b.Sweep(context.Background(), later)
+	if n := len(completeSegments(b, "cam")); n != 3 {
+		t.Fatalf("node b's retention left %d of node a's 3 segments", n)
+	}
+	a.Stop("cam")
+	a.Sweep(context.Background(), later)
+	testkit.WaitFor(t, 10*time.Second, "node b sees node a's deletions", func() bool { return len(b.Segments("cam", time.Time{}, later)) == 0 })
+}
