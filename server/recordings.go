@@ -64,7 +64,7 @@ func (s *Server) recordingRoutes() []route {
 }
 
 func recordingSchemas() map[string]any {
-	segment := obj(map[string]any{"start": rest.Time, "end": rest.Time, "size": integ, "codec": str, "audio": str, "complete": boo},
+	segment := obj(map[string]any{"start": rest.Time, "end": rest.Time, "size": integ, "codec": str, "audio": str, "complete": boo, "node": str},
 		"start", "end", "size", "codec", "complete")
 	gap := obj(map[string]any{"start": rest.Time, "end": rest.Time}, "start", "end")
 	return map[string]any{
@@ -84,6 +84,8 @@ type recordingSegment struct {
 	Codec    string    `json:"codec"`
 	Audio    string    `json:"audio,omitempty"`
 	Complete bool      `json:"complete"`
+	// Node is the server that wrote it (in a cluster, the camera's owner then).
+	Node string `json:"node,omitempty"`
 }
 
 // recordingList is the answer of the recordings list.
@@ -132,7 +134,7 @@ func (s *Server) listRecordings(c *fiber.Ctx) error {
 	segs := s.recorder.Segments(id, since, until)
 	items := make([]recordingSegment, 0, len(segs))
 	for _, sg := range segs {
-		items = append(items, recordingSegment{Start: sg.Start, End: sg.End, Size: sg.Size, Codec: sg.Codec, Audio: sg.Audio, Complete: sg.Complete})
+		items = append(items, recordingSegment{Start: sg.Start, End: sg.End, Size: sg.Size, Codec: sg.Codec, Audio: sg.Audio, Complete: sg.Complete, Node: sg.Node})
 	}
 	gaps := record.Gaps(segs)
 	if gaps == nil {

@@ -1054,6 +1054,7 @@ export interface components {
             complete: boolean;
             /** Format: date-time */
             end: string;
+            node?: string;
             size: number;
             /** Format: date-time */
             start: string;
