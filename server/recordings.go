@@ -140,8 +140,21 @@ func (s *Server) listRecordings(c *fiber.Ctx) error {
 	if gaps == nil {
 		gaps = []record.Gap{}
 	}
-	return c.JSON(recordingList{Camera: id, Since: since.UTC(), Until: until.UTC(), Recording: s.recorder.Recording(id),
+	return c.JSON(recordingList{Camera: id, Since: since.UTC(), Until: until.UTC(), Recording: s.recordingAnywhere(c.UserContext(), id),
 		Segments: items, Gaps: gaps})
+}
+
+// recordingAnywhere reports whether the camera is being recorded: here, or
+// in a cluster by the node holding its lease.
+func (s *Server) recordingAnywhere(ctx context.Context, id string) bool {
+	if s.recorder.Recording(id) {
+		return true
+	}
+	if s.placement == nil {
+		return false
+	}
+	cam, _, err := s.cameras.get(ctx, id)
+	return err == nil && cam.Record && cam.Enabled && s.cameraOwner(cam) != ""
 }
 
 func (s *Server) exportRecording(c *fiber.Ctx) error {

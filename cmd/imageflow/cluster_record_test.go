@@ -121,6 +121,12 @@ func TestClusterRecordingFollowsOwner(t *testing.T) {
 		t.Fatalf("no node recorded the demo camera after its owner %s was killed: %+v", victim.name, segments(survivors[1]))
 	}
 	waitSegments(survivors[1], heir, 2)
+	for _, nd := range survivors {
+		var list struct{ Recording bool }
+		if err := getJSON("http://"+nd.http+"/api/v1/cameras/demo/recordings", &list); err != nil || !list.Recording {
+			t.Fatalf("%s: recordings list says recording=%v (%v) while %s records", nd.name, list.Recording, err, heir)
+		}
+	}
 	segs := segments(survivors[1])
 	var before, after int
 	var since, until time.Time
