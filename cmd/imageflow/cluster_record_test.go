@@ -106,21 +106,23 @@ func TestClusterRecordingFollowsOwner(t *testing.T) {
 	killed := time.Now()
 	_ = victim.cmd.Wait()
 
+	// The camera may move once more while a Raft group elects a leader (a
+	// survivor that took it cannot renew its lease in time): wait for two
+	// complete segments from one node other than the victim.
 	var heir string
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+	for deadline := time.Now().Add(90 * time.Second); heir == "" && time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		count := map[string]int{}
 		for _, s := range segments(survivors[1]) {
 			if s.Complete && s.Node != victim.name && s.Start.After(killed) {
-				heir = s.Node
+				if count[s.Node]++; count[s.Node] >= 2 {
+					heir = s.Node
+				}
 			}
-		}
-		if heir != "" {
-			break
 		}
 	}
 	if heir == "" {
 		t.Fatalf("no node recorded the demo camera after its owner %s was killed: %+v", victim.name, segments(survivors[1]))
 	}
-	waitSegments(survivors[1], heir, 2)
 	for _, nd := range survivors {
 		var list struct{ Recording bool }
 		if err := getJSON("http://"+nd.http+"/api/v1/cameras/demo/recordings", &list); err != nil || !list.Recording {
@@ -140,11 +142,9 @@ func TestClusterRecordingFollowsOwner(t *testing.T) {
 			if since.IsZero() {
 				since = s.Start
 			}
-		case s.Node == heir && s.Complete:
+		case s.Node != victim.name && s.Complete:
 			after++
 			until = s.End
-		case s.Node != victim.name && s.Node != heir:
-			t.Fatalf("segment of %q, neither the killed owner %s nor the new one %s", s.Node, victim.name, heir)
 		}
 	}
 	var recorded time.Duration
@@ -154,8 +154,8 @@ func TestClusterRecordingFollowsOwner(t *testing.T) {
 		}
 		recorded += s.End.Sub(s.Start)
 	}
-	fmt.Printf("cluster recording: %s wrote %d complete segments before kill -9, %s took over and wrote %d; export %s..%s holds %.1fs recorded\n",
-		victim.name, before, heir, after, since.Format(time.TimeOnly), until.Format(time.TimeOnly), recorded.Seconds())
+	fmt.Printf("cluster recording: %s wrote %d complete segments before kill -9, the survivors %d after it (%s owns the camera now); export %s..%s holds %.1fs recorded\n",
+		victim.name, before, after, heir, since.Format(time.TimeOnly), until.Format(time.TimeOnly), recorded.Seconds())
 
 	// One export across the failover, from a survivor; ffprobe decodes it.
 	q := url.Values{"since": {since.Format(time.RFC3339Nano)}, "until": {until.Format(time.RFC3339Nano)}}
