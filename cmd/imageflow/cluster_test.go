@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+	"github.com/imageflowcanvas/imageflow/internal/testkit"
+	"github.com/imageflowcanvas/imageflow/webapp"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -261,6 +264,16 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		break
 	}
 
+	// A viewer on a node that does not ingest the demo camera plays it in
+	// Chromium with detection boxes: the video and the results reach that
+	// node's WHEP egress over the route.
+	for _, nd := range nodes {
+		if nd.name != owners["demo"] {
+			t.Run("ViewerOnAnotherNode", func(t *testing.T) { clusterViewer(t, nd, owners["demo"]) })
+			break
+		}
+	}
+
 	var victim *clusterNode
 	var survivors []*clusterNode
 	for _, nd := range nodes {
@@ -499,4 +512,35 @@ func nodeMetric(nd *clusterNode, series string) string {
 		}
 	}
 	return "0"
+}
+
+// clusterViewer opens the demo camera's live page on node nd (the camera is
+// ingested on owner) in headless Chromium and waits until the page decoded
+// frames and drew boxes on frames whose rtpTimestamp equals the result's.
+func clusterViewer(t *testing.T, nd *clusterNode, owner string) {
+	testkit.NeedCommand(t, "chromium")
+	if !webapp.Built() {
+		testkit.Need(t, "web UI not built (scripts/build-webapp.sh)")
+	}
+	browser, _ := testkit.Chromium(t)
+	tab, cancel := chromedp.NewContext(browser)
+	defer cancel()
+	// The API needs no login here; the page reads the camera and plays it.
+	if err := chromedp.Do(tab, chromedp.Navigate("http://"+nd.http+"/cameras/demo")); err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	testkit.WaitFor(t, 90*time.Second, "frames decoded and boxes on matching frames on "+nd.name, func() bool {
+		ok, err := chromedp.Run(tab, chromedp.Evaluate[bool](`!!(window.__ifc && window.__ifc.framesDecoded > 10 && window.__ifc.exactFrames >= 3)`))
+		state, _ = chromedp.Run(tab, chromedp.Evaluate[string](`JSON.stringify(window.__ifc || null)`))
+		if err != nil || !ok {
+			time.Sleep(200 * time.Millisecond)
+			return false
+		}
+		return true
+	})
+	t.Logf("viewer on %s (camera ingested on %s): %s", nd.name, owner, state)
+	var sessions struct{ Items []map[string]any }
+	_ = getJSON("http://"+nd.http+"/api/v1/nodes", &sessions)
+	t.Logf("nodes while viewing: %v", sessions.Items)
 }
