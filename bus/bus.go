@@ -468,6 +468,35 @@ func (b *Bus) Routes() int {
 	return b.ns.NumRoutes()
 }
 
+// RoutedNodes names the nodes this one has a connected route to now; nil
+// without a cluster. A node killed outright drops out at once (its sockets
+// close), long before any lease or Raft timeout notices.
+func (b *Bus) RoutedNodes() map[string]bool {
+	if b.ns == nil || !b.Cluster.Clustered() {
+		return nil
+	}
+	rz, err := b.ns.Routez(nil)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]bool, len(rz.Routes))
+	for _, r := range rz.Routes {
+		out[r.RemoteName] = true
+	}
+	return out
+}
+
+// LeadsLeases reports whether this node leads the Raft group of the
+// leases bucket (false without a cluster). Its death stalls every lease
+// write for a Raft election (4-9 s in nats-server), so placement keeps
+// cameras off it while other nodes can take them.
+func (b *Bus) LeadsLeases() bool {
+	if b.ns == nil || !b.Cluster.Clustered() {
+		return false
+	}
+	return b.ns.GlobalAccount().JetStreamIsStreamLeader("KV_" + BucketLeases)
+}
+
 // ClusterAddr is the address the route listener is bound to, or "".
 func (b *Bus) ClusterAddr() string {
 	if b.ns == nil || !b.Cluster.Clustered() {

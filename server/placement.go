@@ -27,6 +27,15 @@ const (
 	placementTick  = 250 * time.Millisecond
 	nodeHeartbeat  = time.Second
 	nodeStaleAfter = 5 * time.Second
+	// routeLostTTL replaces leaseTTL for a holder this node has no route
+	// to: a killed node's routes close at once, so its lease is given up
+	// after two renewal periods instead of the full TTL.
+	// The takeover is still the compare-and-set on the revision seen: a
+	// holder that is alive and renewing (over another path) keeps it.
+	routeLostTTL = 2 * leaseRenew
+	// listWaitWithLast bounds a tick's reads of the camera list and the
+	// heartbeats when the last ones can stand in for them.
+	listWaitWithLast = 600 * time.Millisecond
 )
 
 // lease is the value of a camera's key in the leases bucket.
@@ -47,6 +56,23 @@ type nodeInfo struct {
 
 // seenLease is the last revision of another node's lease this node read,
 // and when (its own clock) it first saw that revision.
+// heartbeat is a node's record in the nodes bucket: its API row plus what
+// placement alone needs.
+type heartbeat struct {
+	nodeInfo
+	LeadsLeases bool `json:"leads_leases,omitempty"`
+}
+
+// load is the node's weight when free cameras are shared: the leader of
+// the leases Raft group counts two cameras more, because its death stalls
+// every takeover for a Raft election (4-9 s in nats-server).
+func (h heartbeat) load() int {
+	if h.LeadsLeases {
+		return h.Cameras + 2
+	}
+	return h.Cameras
+}
+
 type seenLease struct {
 	rev uint64
 	at  time.Time
@@ -78,7 +104,7 @@ type placement struct {
 
 	// lastCams and lastNodes are the latest lists read (tick goroutine only).
 	lastCams  []*busv1.Camera
-	lastNodes map[string]nodeInfo
+	lastNodes map[string]heartbeat
 }
 
 func newPlacement(s *Server) *placement {
@@ -145,7 +171,13 @@ func (p *placement) tick(parent context.Context) {
 	// Listing keys needs the bucket's Raft leader; while a dead leader is
 	// being replaced (4-9 s) the last lists stand in, so a takeover, which
 	// only needs the leases bucket, is not held up by the other buckets.
-	lctx, lcancel := context.WithTimeout(parent, 2*time.Second)
+	// Once there are last lists, a read waits only briefly: a tick held
+	// up for seconds would delay the takeover it exists for.
+	wait := 2 * time.Second
+	if p.lastCams != nil {
+		wait = listWaitWithLast
+	}
+	lctx, lcancel := context.WithTimeout(parent, wait)
 	cams, err := p.s.cameras.list(lctx)
 	lcancel()
 	if err != nil {
@@ -157,7 +189,7 @@ func (p *placement) tick(parent context.Context) {
 	} else {
 		p.lastCams = cams
 	}
-	lctx, lcancel = context.WithTimeout(parent, 2*time.Second)
+	lctx, lcancel = context.WithTimeout(parent, wait)
 	nodes, err := p.liveNodes(lctx, now)
 	lcancel()
 	if err != nil {
@@ -193,7 +225,7 @@ func (p *placement) tick(parent context.Context) {
 }
 
 // place runs one camera's lease logic.
-func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[string]nodeInfo, now time.Time) {
+func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[string]heartbeat, now time.Time) {
 	id := cam.Id
 	if !cam.Enabled || (cam.Node != "" && cam.Node != p.node) {
 		if rev, ok := p.owned[id]; ok {
@@ -242,7 +274,7 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 			p.seen[id] = seenLease{rev: e.Revision(), at: now}
 			return
 		}
-		if now.Sub(s.at) < leaseTTL || !p.shouldClaim(cam, nodes) {
+		if now.Sub(s.at) < p.silenceAllowed(l.Node) || !p.shouldClaim(cam, nodes) {
 			return
 		}
 		if rev, err := p.leases.Update(ctx, id, val, e.Revision()); err == nil {
@@ -255,13 +287,23 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 
 // shouldClaim spreads free cameras: a pinned camera goes to its node, any
 // other to a least-loaded live node (ties are settled by the lease's CAS).
-func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]nodeInfo) bool {
+// silenceAllowed is how long another node's lease may keep one revision
+// before this node claims the camera: leaseTTL, or routeLostTTL when no
+// route to the holder is connected (it died or is cut off from us).
+func (p *placement) silenceAllowed(holder string) time.Duration {
+	if routed := p.s.bus.RoutedNodes(); routed != nil && !routed[holder] {
+		return routeLostTTL
+	}
+	return leaseTTL
+}
+
+func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) bool {
 	if cam.Node != "" {
 		return cam.Node == p.node
 	}
-	mine := len(p.owned)
+	mine := heartbeat{nodeInfo: nodeInfo{Cameras: len(p.owned)}, LeadsLeases: p.s.bus.LeadsLeases()}.load()
 	for name, n := range nodes {
-		if name != p.node && n.Cameras < mine {
+		if name != p.node && n.load() < mine {
 			return false
 		}
 	}
@@ -322,8 +364,8 @@ func (p *placement) drop(id string) {
 }
 
 // liveNodes reads the heartbeats younger than nodeStaleAfter.
-func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]nodeInfo, error) {
-	out := map[string]nodeInfo{}
+func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]heartbeat, error) {
+	out := map[string]heartbeat{}
 	keys, err := p.nodes.ListKeys(ctx)
 	if err != nil {
 		return out, err
@@ -333,7 +375,7 @@ func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]no
 		if err != nil {
 			continue
 		}
-		var n nodeInfo
+		var n heartbeat
 		if json.Unmarshal(e.Value(), &n) != nil || now.Sub(e.Created()) > nodeStaleAfter {
 			continue
 		}
@@ -345,7 +387,7 @@ func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]no
 }
 
 func (p *placement) heartbeat(ctx context.Context, now time.Time) {
-	b, _ := json.Marshal(p.s.localNode(len(p.owned), p.cpu(now)))
+	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(len(p.owned), p.cpu(now)), LeadsLeases: p.s.bus.LeadsLeases()})
 	_, _ = p.nodes.Put(ctx, p.node, b)
 }
 
@@ -380,7 +422,7 @@ func (p *placement) list(ctx context.Context) []nodeInfo {
 	m, _ := p.liveNodes(ctx, time.Now())
 	out := make([]nodeInfo, 0, len(m))
 	for _, n := range m {
-		out = append(out, n)
+		out = append(out, n.nodeInfo)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out

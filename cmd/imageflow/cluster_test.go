@@ -337,7 +337,14 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 			t.Fatalf("demo video did not resume within 60s of killing %s; logs:\n%s", victim.name, survivors[0].logs.String())
 		}
 	}
-	fmt.Printf("cluster takeover: demo camera video flows again %.2fs after kill -9 of its owner %s (lease 2.5s; leases stream leader was %s)\n", resumed.Seconds(), victim.name, leasesLeader)
+	fmt.Printf("cluster takeover: demo camera video flows again %.2fs after kill -9 of its owner %s (lease 2.5s, 1s once its route is gone; leases stream leader was %s; placement %v)\n", resumed.Seconds(), victim.name, leasesLeader, owners)
+	for _, nd := range survivors {
+		for _, line := range strings.Split(nd.logs.String(), "\n") {
+			if strings.Contains(line, "camera taken over") {
+				t.Logf("%s: %s", nd.name, line)
+			}
+		}
+	}
 
 	after := settled(survivors, 60*time.Second)
 	if after["demo"] == victim.name || len(after) != 3 {
