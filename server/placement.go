@@ -274,12 +274,13 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 			p.seen[id] = seenLease{rev: e.Revision(), at: now}
 			return
 		}
-		if now.Sub(s.at) < p.silenceAllowed(l.Node) || !p.shouldClaim(cam, nodes) {
+		allowed := p.silenceAllowed(l.Node)
+		if now.Sub(s.at) < allowed || !p.shouldClaim(cam, nodes) {
 			return
 		}
 		if rev, err := p.leases.Update(ctx, id, val, e.Revision()); err == nil {
 			p.s.Logger.Info("camera taken over", "camera", id, "from", l.Node, "node", p.node,
-				"silent", now.Sub(s.at).Round(time.Millisecond))
+				"silent", now.Sub(s.at).Round(time.Millisecond), "allowed", allowed)
 			p.take(cam, rev, now, "takeover")
 		}
 	}
@@ -302,7 +303,13 @@ func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) b
 		return cam.Node == p.node
 	}
 	mine := heartbeat{nodeInfo: nodeInfo{Cameras: len(p.owned)}, LeadsLeases: p.s.bus.LeadsLeases()}.load()
+	// A node this one has no route to is not counted: a dead node's last
+	// heartbeat stays for nodeStaleAfter and would hold every claim back.
+	routed := p.s.bus.RoutedNodes()
 	for name, n := range nodes {
+		if routed != nil && !routed[name] {
+			continue
+		}
 		if name != p.node && n.load() < mine {
 			return false
 		}
