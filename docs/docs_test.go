@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -90,4 +92,49 @@ func section(doc, header string) string {
 		rest = rest[:j]
 	}
 	return rest
+}
+
+// TestReadmePackageListsMatchSetup keeps the README's table of what the two
+// commands install equal to the lists the setup scripts install from
+// (scripts/lib.sh), so a newcomer reads what a fresh machine gets.
+func TestReadmePackageListsMatchSetup(t *testing.T) {
+	lib, err := os.ReadFile("../scripts/lib.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shellList := func(name string) []string {
+		m := regexp.MustCompile(`(?s)\n` + name + `=\((.*?)\)`).FindSubmatch(lib)
+		if m == nil {
+			t.Fatalf("scripts/lib.sh has no %s=(...)", name)
+		}
+		var out []string
+		for _, line := range strings.Split(string(m[1]), "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			out = append(out, strings.Fields(line)...)
+		}
+		sort.Strings(out)
+		return out
+	}
+	// The first backticked list in a row's second cell.
+	readmeList := func(row string) []string {
+		m := regexp.MustCompile(`\n\| ` + regexp.QuoteMeta(row) + `[^|]*\| [^|` + "`" + `]*` + "`([^`]+)`").FindSubmatch(readme)
+		if m == nil {
+			t.Fatalf("README has no row %q with a package list", row)
+		}
+		out := strings.Fields(string(m[1]))
+		sort.Strings(out)
+		return out
+	}
+	for _, c := range []struct{ row, list string }{
+		{"the product", "PRODUCT_APT"},
+		{"the tests", "TEST_APT"},
+	} {
+		if got, want := readmeList(c.row), shellList(c.list); !slices.Equal(got, want) {
+			t.Errorf("README row %q lists %v; scripts/lib.sh %s is %v", c.row, got, c.list, want)
+		}
+	}
 }
