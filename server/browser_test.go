@@ -29,6 +29,18 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
+// pollJS reports whether a JavaScript boolean expression held within timeout.
+func pollJS(ctx context.Context, expr string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr)); err == nil && ok {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
 // waitJS polls a JavaScript boolean expression until it holds.
 func waitJS(t *testing.T, ctx context.Context, expr string, timeout time.Duration) {
 	t.Helper()
