@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,26 +26,8 @@ type clusterNode struct {
 	name, data, clusterAddr string
 	env                     []string
 	cmd                     *exec.Cmd
-	logs                    *syncBuilder
+	logs                    *testkit.LockedBuffer
 	http, nats, rtsp        string
-}
-
-// syncBuilder collects a process's output while the test reads it.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs the node; ready waits for it.
@@ -56,7 +37,7 @@ func (n *clusterNode) start(t *testing.T, demo bool) {
 		"--webrtc-udp", "127.0.0.1:0", "--nats", "127.0.0.1:0", fmt.Sprintf("--demo=%v", demo)}
 	n.cmd = exec.Command(binary(t), args...)
 	n.cmd.Env = append(os.Environ(), n.env...)
-	n.logs = &syncBuilder{}
+	n.logs = &testkit.LockedBuffer{}
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -409,8 +390,8 @@ type clusterBatch struct {
 	base, out string
 	cli       *exec.Cmd
 	done      chan error
-	stdout    *syncBuilder
-	stderr    *syncBuilder
+	stdout    *testkit.LockedBuffer
+	stderr    *testkit.LockedBuffer
 	id        string
 }
 
@@ -431,7 +412,7 @@ func startClusterBatch(t *testing.T, nd *clusterNode) *clusterBatch {
 		}
 		files = append(files, f)
 	}
-	b := &clusterBatch{base: "http://" + nd.http, out: t.TempDir(), done: make(chan error, 1), stdout: &syncBuilder{}, stderr: &syncBuilder{}}
+	b := &clusterBatch{base: "http://" + nd.http, out: t.TempDir(), done: make(chan error, 1), stdout: &testkit.LockedBuffer{}, stderr: &testkit.LockedBuffer{}}
 	postJSON(t, b.base+"/api/v1/pipelines", `{"id":"small","steps":[{"id":"small","processor":"resize","params":{"width":320}},{"id":"blur","processor":"filter","params":{"mode":"blur"},"inputs":["small"]}]}`)
 	b.cli = exec.Command(binary(t), append([]string{"batch", "run", "--server", b.base, "--pipeline", "small", "--out", b.out, "--quiet"}, files...)...)
 	b.cli.Stdout, b.cli.Stderr = b.stdout, b.stderr

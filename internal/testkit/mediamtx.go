@@ -216,19 +216,19 @@ func tail(b []byte, n int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
+// LockedBuffer collects a process's output while tests read it.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *lockedBuffer) Write(p []byte) (int, error) {
+func (b *LockedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *lockedBuffer) String() string {
+func (b *LockedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
@@ -237,7 +237,7 @@ func (b *lockedBuffer) String() string {
 // Process is a peer program running until the test ends.
 type Process struct {
 	cmd    *exec.Cmd
-	out    lockedBuffer
+	out    LockedBuffer
 	exited chan struct{}
 }
 
