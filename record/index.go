@@ -27,7 +27,13 @@ type index struct {
 	// a key this server purged until the watch delivers the purge), so a
 	// late watch delivery never undoes a newer local write.
 	revs map[string]uint64
+	// applied is the last bucket revision the watch delivered.
+	applied uint64
 }
+
+// catchUpLimit is how long a query waits for the watch to deliver what
+// the bucket already holds.
+const catchUpLimit = 10 * time.Second
 
 // removed marks a key purged here whose purge the watch has not delivered.
 const removed = math.MaxUint64
@@ -151,10 +157,47 @@ func (ix *index) follow(ctx context.Context, log *slog.Logger) error {
 					continue
 				}
 				ix.apply(e)
+				ix.mu.Lock()
+				ix.applied = max(ix.applied, e.Revision())
+				ix.mu.Unlock()
 			}
 		}
 	}()
 	return nil
+}
+
+// catchUp waits, at most catchUpLimit, until the watch has delivered every
+// entry the bucket held when it was called, and reports whether it did.
+// Other nodes' segments reach this copy only through the watch, and after a
+// cluster node dies the watch's consumer is recreated, which takes seconds:
+// an export in that time would miss the segments the new owner wrote.
+func (ix *index) catchUp(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, catchUpLimit)
+	defer cancel()
+	st, err := ix.kv.Status(ctx)
+	if err != nil {
+		return false
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return false
+	}
+	target := bs.StreamInfo().State.LastSeq
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ix.mu.Lock()
+		done := ix.applied >= target
+		ix.mu.Unlock()
+		if done {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 // apply records one watched entry in memory.

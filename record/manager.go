@@ -316,6 +316,17 @@ func (m *Manager) Recording(cam string) bool {
 	return m.recs[cam] != nil
 }
 
+// CatchUp waits (at most 10 s) until this server's copy of the index holds
+// every segment the bucket held when it was called, including those other
+// nodes wrote; it reports whether it got there. Export calls it.
+func (m *Manager) CatchUp(ctx context.Context) bool {
+	if m.ix.catchUp(ctx) {
+		return true
+	}
+	m.Logger.Warn("recordings index behind the bucket: answering from what it holds")
+	return false
+}
+
 // Segments lists cam's segments overlapping [since, until), oldest first.
 func (m *Manager) Segments(cam string, since, until time.Time) []Segment {
 	return m.ix.between(cam, since, until)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 	"go.uber.org/goleak"
 
@@ -419,4 +420,172 @@ func TestIndexSharedByNodes(t *testing.T) {
 	a.Stop("cam")
 	a.Sweep(context.Background(), later)
 	testkit.WaitFor(t, 10*time.Second, "node b sees node a's deletions", func() bool { return len(b.Segments("cam", time.Time{}, later)) == 0 })
+}
+
+// publishRun puts aus on the bus as one ingest session whose presentation
+// times start at ptsOrigin (a timeline of its own) and whose first picture
+// was taken at wall.
+func (e *env) publishRun(t *testing.T, cam string, aus [][][]byte, ptsOrigin time.Duration, wall time.Time) {
+	t.Helper()
+	base := wall.Add(-ptsOrigin)
+	for i, au := range aus {
+		e.publishAU(t, cam, au, int64(ptsOrigin)+int64(i)*int64(time.Second)/30, base)
+	}
+}
+
+// probeExport writes an export to a file and reads it back with ffprobe:
+// its duration, its video packets, and whether their decode times grow.
+func probeExport(t *testing.T, mp4 []byte) (duration float64, packets int, monotonic bool) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "export.mp4")
+	if err := os.WriteFile(file, mp4, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "format=duration:packet=dts",
+		"-of", "default=nw=1", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v: %s", err, out)
+	}
+	monotonic = true
+	last := int64(-1 << 62)
+	for _, line := range strings.Fields(string(out)) {
+		if v, ok := strings.CutPrefix(line, "dts="); ok {
+			var dts int64
+			if _, err := fmt.Sscan(v, &dts); err != nil {
+				t.Fatalf("ffprobe dts %q: %v", v, err)
+			}
+			if dts <= last {
+				monotonic = false
+			}
+			last = dts
+			packets++
+		}
+		if v, ok := strings.CutPrefix(line, "duration="); ok {
+			if _, err := fmt.Sscan(v, &duration); err != nil {
+				t.Fatalf("ffprobe duration %q: %v", v, err)
+			}
+		}
+	}
+	return duration, packets, monotonic
+}
+
+// TestExportJoinsIngestRestarts records two ingest sessions of one camera
+// whose decode timelines have nothing in common (the second counts from
+// 1000 s), 2 s apart on the wall clock, and exports a range over both: the
+// hole is closed, every picture is there once and decode times only grow.
+func TestExportJoinsIngestRestarts(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	clip := testkit.H264Clip(t, 3)
+	wall := time.Now().Add(-time.Minute).Truncate(time.Second)
+	e.publishRun(t, "cam", clip, 0, wall)
+	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(5*time.Second))
+	testkit.WaitFor(t, 20*time.Second, "5 complete segments", func() bool { return len(completeSegments(m, "cam")) == 5 })
+	near := func(a, b time.Time) bool { return a.Sub(b).Abs() < time.Millisecond }
+	if g := Gaps(completeSegments(m, "cam")); len(g) != 1 || !near(g[0].Start, wall.Add(3*time.Second)) || !near(g[0].End, wall.Add(5*time.Second)) {
+		t.Fatalf("gaps %+v, want one from 3 s to 5 s after %s", g, wall)
+	}
+	mp4, err := m.Export(context.Background(), "cam", wall, wall.Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	duration, packets, monotonic := probeExport(t, mp4)
+	t.Logf("export over an ingest restart: %.3f s, %d pictures, decode times growing: %v", duration, packets, monotonic)
+	if packets != 150 || !monotonic || duration < 4.95 || duration > 5.05 {
+		t.Fatalf("export over an ingest restart: %.3f s, %d pictures, decode times growing %v; want 5 s, 150, true", duration, packets, monotonic)
+	}
+}
+
+// TestExportJoinsNodesOverlapping records a camera on node a for 3 s, then
+// on node b (its own ingest, its own timeline) from 2.5 s to 5.5 s, as a
+// handover where both recorded for half a second; plus a segment stored with
+// decode times that do not start at zero (a writer counting from its
+// ingest's start). The export keeps each wall-clock second once.
+func TestExportJoinsNodesOverlapping(t *testing.T) {
+	e := startEnv(t)
+	nodeManager := func(node string) *Manager {
+		m := &Manager{Config: Config{Store: e.store, Index: e.bus.KV(bus.BucketRecordings), Video: e.hub, Node: node,
+			SegmentDuration: time.Second, FragmentDuration: 500 * time.Millisecond}}
+		if err := m.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.Close)
+		return m
+	}
+	a, b := nodeManager("a"), nodeManager("b")
+	clip := testkit.H264Clip(t, 3)
+	wall := time.Now().Add(-time.Minute).Truncate(time.Second)
+	if err := a.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publishRun(t, "cam", clip, 0, wall)
+	testkit.WaitFor(t, 20*time.Second, "node a's 3 segments", func() bool { return len(completeSegments(b, "cam")) == 3 })
+	a.Stop("cam")
+	if err := b.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	e.publishRun(t, "cam", clip, 40*time.Second, wall.Add(2500*time.Millisecond))
+	testkit.WaitFor(t, 20*time.Second, "6 segments", func() bool { return len(completeSegments(a, "cam")) == 6 })
+	b.Stop("cam")
+
+	mp4, err := a.Export(context.Background(), "cam", wall, wall.Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	duration, packets, monotonic := probeExport(t, mp4)
+	t.Logf("export over an overlapping handover: %.3f s, %d pictures, decode times growing: %v", duration, packets, monotonic)
+	// Node a's pictures from 2.5 s give way to node b's: 75 + 90.
+	if packets != 165 || !monotonic || duration < 5.45 || duration > 5.55 {
+		t.Fatalf("export over an overlapping handover: %.3f s, %d pictures, decode times growing %v; want 5.5 s, 165, true", duration, packets, monotonic)
+	}
+
+	// Node c stores node b's last segment again, 2 s after it ends, with
+	// decode times counted from 10 hours: rebased onto its start, it adds
+	// its 1 s after a closed hole.
+	last := completeSegments(a, "cam")[5]
+	data, err := a.SegmentFile(context.Background(), last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts fmp4.Parts
+	if err := parts.Unmarshal(data); err != nil {
+		t.Fatal(err)
+	}
+	c := last
+	c.Node, c.Start, c.End = "c", last.End.Add(2*time.Second), last.End.Add(3*time.Second)
+	initBlob, err := a.readBlob(context.Background(), last.initKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Put(context.Background(), c.initKey(), bytes.NewReader(initBlob), int64(len(initBlob)), "video/mp4"); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range parts {
+		for _, tr := range p.Tracks {
+			tr.BaseTime += 10 * 3600 * videoTimeScale
+		}
+		var buf seekablebuffer.Buffer
+		if err := p.Marshal(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.Put(context.Background(), c.partKey(i+1), bytes.NewReader(buf.Bytes()), int64(len(buf.Bytes())), "video/iso.segment"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Parts = len(parts)
+	if err := a.ix.put(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	mp4, err = a.Export(context.Background(), "cam", wall, wall.Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	duration, packets, monotonic = probeExport(t, mp4)
+	t.Logf("export with a segment counting from 10 h: %.3f s, %d pictures, decode times growing: %v", duration, packets, monotonic)
+	if packets != 195 || !monotonic || duration < 6.45 || duration > 6.55 {
+		t.Fatalf("export with a segment counting from 10 h: %.3f s, %d pictures, decode times growing %v; want 6.5 s, 195, true", duration, packets, monotonic)
+	}
 }

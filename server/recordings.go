@@ -131,6 +131,7 @@ func (s *Server) listRecordings(c *fiber.Ctx) error {
 	if until.Sub(since) > 366*24*time.Hour {
 		return writeError(c, invalidf("range of %s: at most a year", until.Sub(since)))
 	}
+	s.recorder.CatchUp(c.UserContext())
 	segs := s.recorder.Segments(id, since, until)
 	items := make([]recordingSegment, 0, len(segs))
 	for _, sg := range segs {
