@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+)
+
+var frameRe = regexp.MustCompile(`frame=\s*(\d+)`)
+
+// relayRound is one measured window: CPU of every node, frames read.
+type relayRound struct {
+	name          string
+	cpu           []float64 // % of one core per node
+	frames, want  int
+	readerErrors  int
+	readers, node int // node: index of the readers' node, -1 for none
+}
+
+func (r relayRound) total() float64 {
+	t := 0.0
+	for _, c := range r.cpu {
+		t += c
+	}
+	return t
+}
+
+// relayRounds runs a 3-node cluster, pushes o.ncam cameras into node 1 and
+// measures three windows: no readers, readers on node 1, readers on node 2.
+func relayRounds(o options, dir string) error {
+	clip, err := encodeClip(o, dir)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	nodes, err := startNodes(o.bin, filepath.Join(dir, "relay"), cluster{size: 3, replicas: 3})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, n := range nodes {
+			n.stop()
+		}
+	}()
+	fmt.Fprintf(o.out, "\n== relay: 3 nodes (replicas 3) formed and ready in %s\n", time.Since(t0).Round(100*time.Millisecond))
+	ingest := nodes[0]
+	ids := make([]string, o.ncam)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("cam%02d", i+1)
+		// A publish camera's publisher must reach its owner: pin it.
+		if _, err := ingest.do("POST", "/api/v1/cameras", `{"id":"`+ids[i]+`","source":"publish","node":"`+ingest.name+`"}`, 201); err != nil {
+			return err
+		}
+	}
+	if err := waitCameras(ingest, ids, func(c apiCamera) bool { return c.Owner == ingest.name }, "owned by "+ingest.name); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var pubs sync.WaitGroup
+	defer pubs.Wait()
+	defer cancel()
+	for _, id := range ids {
+		cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
+			"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+ingest.rtsp+"/"+id)
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		pubs.Add(1)
+		go func() { defer pubs.Done(); _ = cmd.Wait() }()
+	}
+	if err := waitCameras(ingest, ids, func(c apiCamera) bool { return c.State == "online" }, "online"); err != nil {
+		return err
+	}
+	streams := o.ncam * o.nread
+	rounds := []relayRound{
+		measureRelay(o, nodes, ids, -1, "publishers only, no reader"),
+		measureRelay(o, nodes, ids, 0, fmt.Sprintf("%d readers on node1 (the ingest node)", streams)),
+		measureRelay(o, nodes, ids, 1, fmt.Sprintf("%d readers on node2 (one route hop)", streams)),
+	}
+	fmt.Fprintf(o.out, "relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg over RTSP/TCP into node1, %d ffmpeg reader(s) each, %s windows\n",
+		o.ncam, o.bitrate, o.nread, o.dur)
+	fmt.Fprintf(o.out, "%-44s %-28s %8s %12s %s\n", "round", "CPU node1 node2 node3 (%)", "total %", "per stream", "frames read")
+	for _, r := range rounds {
+		per := "-"
+		if r.readers > 0 {
+			per = fmt.Sprintf("%.2f%%", r.total()/float64(r.readers))
+		}
+		frames := "-"
+		if r.want > 0 {
+			frames = fmt.Sprintf("%d of ~%d (%.1f%%), %d errors", r.frames, r.want, 100*float64(r.frames)/float64(r.want), r.readerErrors)
+		}
+		fmt.Fprintf(o.out, "%-44s %-28s %8.1f %12s %s\n", r.name, joinf(r.cpu, "%6.1f"), r.total(), per, frames)
+	}
+	none, local, remote := rounds[0], rounds[1], rounds[2]
+	s := float64(streams)
+	fmt.Fprintf(o.out, "ingest of %d cameras on node1: %.2f%% of a core per camera (publishers only)\n", o.ncam, none.cpu[0]/float64(o.ncam))
+	fmt.Fprintf(o.out, "readers on the ingest node add %.2f%% per stream (all nodes)\n", (local.total()-none.total())/s)
+	fmt.Fprintf(o.out, "readers one hop away add %.2f%% per stream (all nodes): node1 %+.2f%%, node2 %+.2f%%, node3 %+.2f%% per stream\n",
+		(remote.total()-none.total())/s, (remote.cpu[0]-none.cpu[0])/s, (remote.cpu[1]-none.cpu[1])/s, (remote.cpu[2]-none.cpu[2])/s)
+	fmt.Fprintf(o.out, "route hop cost: %+.2f%% of a core per stream (remote minus local, all nodes)\n", (remote.total()-local.total())/s)
+	return nil
+}
+
+// measureRelay runs o.nread readers per camera on nodes[at] (none when at
+// is -1) and measures every node's CPU over o.dur after a warm-up.
+func measureRelay(o options, nodes []*node, ids []string, at int, name string) relayRound {
+	const warm = 3 * time.Second
+	readFor := warm + o.dur + 2*time.Second
+	r := relayRound{name: name, node: at}
+	type result struct {
+		frames int
+		err    error
+	}
+	var results chan result
+	var readers sync.WaitGroup
+	if at >= 0 {
+		r.readers = len(ids) * o.nread
+		results = make(chan result, r.readers)
+		for _, id := range ids {
+			for range o.nread {
+				cmd := exec.Command("ffmpeg", "-hide_banner", "-nostdin", "-rtsp_transport", "tcp", "-i", "rtsp://"+nodes[at].rtsp+"/"+id,
+					"-t", strconv.FormatFloat(readFor.Seconds(), 'f', 1, 64), "-c", "copy", "-f", "null", "-")
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					out, err := cmd.CombinedOutput()
+					f := 0
+					if m := frameRe.FindAllSubmatch(out, -1); len(m) > 0 {
+						f, _ = strconv.Atoi(string(m[len(m)-1][1]))
+					}
+					results <- result{f, err}
+				}()
+			}
+		}
+	}
+	time.Sleep(warm)
+	c0, t0 := cpuOf(nodes), time.Now()
+	time.Sleep(o.dur)
+	c1, t1 := cpuOf(nodes), time.Now()
+	for i := range nodes {
+		r.cpu = append(r.cpu, pct(c1[i]-c0[i], t1.Sub(t0)))
+	}
+	if at >= 0 {
+		readers.Wait()
+		close(results)
+		for res := range results {
+			r.frames += res.frames
+			if res.err != nil {
+				r.readerErrors++
+			}
+		}
+		r.want = r.readers * int(readFor.Seconds()*30)
+	}
+	return r
+}
+
+// apiCamera is what GET /api/v1/cameras says of one camera.
+type apiCamera struct {
+	ID    string `json:"id"`
+	Owner string `json:"owner"`
+	State string `json:"state"`
+}
+
+// waitCameras waits up to a minute until ok holds for every camera in ids
+// as n lists them.
+func waitCameras(n *node, ids []string, ok func(apiCamera) bool, what string) error {
+	deadline := time.Now().Add(time.Minute)
+	var last []apiCamera
+	for time.Now().Before(deadline) {
+		b, err := n.do("GET", "/api/v1/cameras", "", 200)
+		var list struct{ Items []apiCamera }
+		if err == nil && json.Unmarshal(b, &list) == nil {
+			last = list.Items
+			byID := map[string]apiCamera{}
+			for _, c := range list.Items {
+				byID[c.ID] = c
+			}
+			all := true
+			for _, id := range ids {
+				if c, found := byID[id]; !found || !ok(c) {
+					all = false
+				}
+			}
+			if all {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("cameras not %s within a minute: %+v", what, last)
+}
