@@ -104,10 +104,11 @@ func (tl *exportTimeline) add(i int, s segmentSamples) {
 }
 
 // Export builds one plain MP4 of cam from the keyframe at or before since
-// up to until, from an index caught up with the bucket (CatchUp), joining the segments on the wall clock (see exportTimeline:
-// holes are closed, overlaps dropped). A change of codec or picture size
-// ends the file early; new parameter sets of the same codec and size go on
-// (each keyframe carries its own in-band).
+// up to until, from an index caught up with the bucket (CatchUp), joining
+// the segments on the wall clock (see exportTimeline: holes are closed,
+// overlaps dropped). A change of codec or picture size ends the file early;
+// new parameter sets of the same codec and size go on (each keyframe
+// carries its own in-band).
 func (m *Manager) Export(ctx context.Context, cam string, since, until time.Time) ([]byte, error) {
 	if !until.After(since) {
 		return nil, fmt.Errorf("%w: until must be after since", ErrRange)

@@ -28,7 +28,9 @@ type batchRound struct {
 	cliOut          string
 }
 
-func batchRounds(o options, dir string) error {
+// batchRounds runs the rounds of o.batchSizes; one of 3 nodes with
+// replicas 3 runs on cluster3, the cluster the relay rounds used.
+func batchRounds(o options, dir string, cluster3 []*node) error {
 	jpeg, err := os.ReadFile(o.image)
 	if err != nil {
 		return fmt.Errorf("batch picture: %w", err)
@@ -56,7 +58,11 @@ func batchRounds(o options, dir string) error {
 		if err != nil || size < 1 || size > 3 || replicas != 1 && replicas != 3 || replicas > size {
 			return fmt.Errorf("-nodes %q: want nodes:replicas pairs such as 3:3,2:1,1:1 (1..3 nodes, replicas 1 or 3)", o.batchSizes)
 		}
-		r, err := batchRound1(o, filepath.Join(dir, fmt.Sprintf("batch%d", i)), size, replicas, files)
+		var nodes []*node
+		if size == 3 && replicas == 3 {
+			nodes = cluster3
+		}
+		r, err := batchRound1(o, filepath.Join(dir, fmt.Sprintf("batch%d", i)), size, replicas, files, nodes)
 		if err != nil {
 			return err
 		}
@@ -99,30 +105,34 @@ func batchRounds(o options, dir string) error {
 	return nil
 }
 
-// batchRound1 starts size nodes, runs a warm-up execution, then measures
-// one execution of o.items pictures uploaded to node 1.
-func batchRound1(o options, dir string, size, replicas int, files []string) (batchRound, error) {
+// batchRound1 starts size nodes (or uses nodes when given), runs a warm-up
+// execution, then measures one execution of o.items pictures uploaded to
+// node 1. Results are not downloaded: the round measures the work.
+func batchRound1(o options, dir string, size, replicas int, files []string, nodes []*node) (batchRound, error) {
 	r := batchRound{nodes: size, replicas: replicas}
-	t0 := time.Now()
-	nodes, err := startNodes(o.bin, dir, cluster{size: size, replicas: r.replicas})
-	if err != nil {
-		return r, err
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.stop()
+	if nodes == nil {
+		t0 := time.Now()
+		var err error
+		nodes, err = startNodes(o.bin, dir, cluster{size: size, replicas: r.replicas})
+		if err != nil {
+			return r, err
 		}
-	}()
-	fmt.Fprintf(o.out, "\n== batch: %d node(s), replicas %d, ready in %s\n", size, r.replicas, time.Since(t0).Round(100*time.Millisecond))
+		defer func() {
+			for _, n := range nodes {
+				n.stop()
+			}
+		}()
+		fmt.Fprintf(o.out, "\nbatch: %d node(s), replicas %d, ready in %s\n", size, r.replicas, time.Since(t0).Round(100*time.Millisecond))
+	}
 	if _, err := nodes[0].do("POST", "/api/v1/pipelines", batchPipeline, 201); err != nil {
 		return r, err
 	}
-	runCLI := func(out string, files []string) (string, error) {
-		cmd := exec.Command(o.bin, append([]string{"batch", "run", "--server", "http://" + nodes[0].http, "--pipeline", "small", "--out", out, "--quiet"}, files...)...)
+	runCLI := func(files []string) (string, error) {
+		cmd := exec.Command(o.bin, append([]string{"batch", "run", "--server", "http://" + nodes[0].http, "--pipeline", "small", "--quiet"}, files...)...)
 		b, err := cmd.CombinedOutput()
 		return strings.TrimSpace(string(b)), err
 	}
-	if out, err := runCLI(filepath.Join(dir, "warm"), files[:batchWarmup]); err != nil {
+	if out, err := runCLI(files[:batchWarmup]); err != nil {
 		return r, fmt.Errorf("warm-up batch: %v: %s", err, out)
 	}
 	done0 := make([]float64, size)
@@ -130,7 +140,7 @@ func batchRound1(o options, dir string, size, replicas int, files []string) (bat
 		done0[i] = n.metric("imageflow_batch_files_total{", `state="done"`)
 	}
 	c0, t1 := cpuOf(nodes), time.Now()
-	out, err := runCLI(filepath.Join(dir, "out"), files[batchWarmup:])
+	out, err := runCLI(files[batchWarmup:])
 	r.wall = time.Since(t1)
 	c1 := cpuOf(nodes)
 	r.cliOut = out

@@ -156,6 +156,25 @@ func (n *node) cpu() time.Duration {
 	return time.Duration(u+s) * (time.Second / 100)
 }
 
+// io is the bytes the process read and wrote through system calls so far
+// (rchar, wchar of /proc/<pid>/io): sockets included, so on a node whose
+// disk is idle it is its network traffic.
+func (n *node) io() (read, written int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", n.pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			read, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			written, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return read, written
+}
+
 // metric sums the series of /metrics whose line starts with prefix and
 // holds label (a `name="value"` pair; "" for any).
 func (n *node) metric(prefix, label string) float64 {

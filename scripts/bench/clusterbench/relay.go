@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
@@ -16,8 +15,10 @@ var frameRe = regexp.MustCompile(`frame=\s*(\d+)`)
 
 // relayRound is one measured window: CPU of every node, frames read.
 type relayRound struct {
-	name          string
-	cpu           []float64 // % of one core per node
+	name string
+	cpu  []float64 // % of one core per node
+	// in, out are what each node read and wrote (Mbit/s, /proc/<pid>/io).
+	in, out       []float64
 	frames, want  int
 	readerErrors  int
 	readers, node int // node: index of the readers' node, -1 for none
@@ -31,24 +32,15 @@ func (r relayRound) total() float64 {
 	return t
 }
 
-// relayRounds runs a 3-node cluster, pushes o.ncam cameras into node 1 and
-// measures three windows: no readers, readers on node 1, readers on node 2.
-func relayRounds(o options, dir string) error {
+// relayRounds pushes o.ncam cameras into node 1 of a 3-node cluster and
+// measures windows with no readers, readers on node 1 and readers on node 2,
+// o.repeat times in turn (the cluster's own background work varies more
+// than a reader costs); the publishers stop when it returns.
+func relayRounds(o options, dir string, nodes []*node) error {
 	clip, err := encodeClip(o, dir)
 	if err != nil {
 		return err
 	}
-	t0 := time.Now()
-	nodes, err := startNodes(o.bin, filepath.Join(dir, "relay"), cluster{size: 3, replicas: 3})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.stop()
-		}
-	}()
-	fmt.Fprintf(o.out, "\n== relay: 3 nodes (replicas 3) formed and ready in %s\n", time.Since(t0).Round(100*time.Millisecond))
 	ingest := nodes[0]
 	ids := make([]string, o.ncam)
 	for i := range ids {
@@ -60,6 +52,10 @@ func relayRounds(o options, dir string) error {
 	}
 	if err := waitCameras(ingest, ids, func(c apiCamera) bool { return c.Owner == ingest.name }, "owned by "+ingest.name); err != nil {
 		return err
+	}
+	var idle []relayRound
+	for range o.repeat {
+		idle = append(idle, measureRelay(o, nodes, ids, -1, "idle: cameras made, no publisher"))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -79,13 +75,17 @@ func relayRounds(o options, dir string) error {
 		return err
 	}
 	streams := o.ncam * o.nread
-	rounds := []relayRound{
-		measureRelay(o, nodes, ids, -1, "publishers only, no reader"),
-		measureRelay(o, nodes, ids, 0, fmt.Sprintf("%d readers on node1 (the ingest node)", streams)),
-		measureRelay(o, nodes, ids, 1, fmt.Sprintf("%d readers on node2 (one route hop)", streams)),
+	names := []string{"publishers only, no reader", fmt.Sprintf("%d readers on node1 (the ingest node)", streams),
+		fmt.Sprintf("%d readers on node2 (one route hop)", streams)}
+	var each [3][]relayRound
+	for range o.repeat {
+		for k, at := range []int{-1, 0, 1} {
+			each[k] = append(each[k], measureRelay(o, nodes, ids, at, names[k]))
+		}
 	}
-	fmt.Fprintf(o.out, "relay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg over RTSP/TCP into node1, %d ffmpeg reader(s) each, %s windows\n",
-		o.ncam, o.bitrate, o.nread, o.dur)
+	rounds := []relayRound{mean(idle), mean(each[0]), mean(each[1]), mean(each[2])}
+	fmt.Fprintf(o.out, "\nrelay: %d cameras 1080p30 H264 (%s/s) pushed by ffmpeg over RTSP/TCP into node1, %d ffmpeg reader(s) each; each figure the mean of %d windows of %s\n",
+		o.ncam, o.bitrate, o.nread, o.repeat, o.dur)
 	fmt.Fprintf(o.out, "%-44s %-28s %8s %12s %s\n", "round", "CPU node1 node2 node3 (%)", "total %", "per stream", "frames read")
 	for _, r := range rounds {
 		per := "-"
@@ -98,14 +98,42 @@ func relayRounds(o options, dir string) error {
 		}
 		fmt.Fprintf(o.out, "%-44s %-28s %8.1f %12s %s\n", r.name, joinf(r.cpu, "%6.1f"), r.total(), per, frames)
 	}
-	none, local, remote := rounds[0], rounds[1], rounds[2]
+	quiet, none, local, remote := rounds[0], rounds[1], rounds[2], rounds[3]
 	s := float64(streams)
-	fmt.Fprintf(o.out, "ingest of %d cameras on node1: %.2f%% of a core per camera (publishers only)\n", o.ncam, none.cpu[0]/float64(o.ncam))
+	cams := float64(o.ncam)
+	fmt.Fprintf(o.out, "publishers add per camera: node1 (ingest) %+.2f%%, node2 %+.2f%%, node3 %+.2f%% of a core (no reader anywhere)\n",
+		(none.cpu[0]-quiet.cpu[0])/cams, (none.cpu[1]-quiet.cpu[1])/cams, (none.cpu[2]-quiet.cpu[2])/cams)
 	fmt.Fprintf(o.out, "readers on the ingest node add %.2f%% per stream (all nodes)\n", (local.total()-none.total())/s)
 	fmt.Fprintf(o.out, "readers one hop away add %.2f%% per stream (all nodes): node1 %+.2f%%, node2 %+.2f%%, node3 %+.2f%% per stream\n",
 		(remote.total()-none.total())/s, (remote.cpu[0]-none.cpu[0])/s, (remote.cpu[1]-none.cpu[1])/s, (remote.cpu[2]-none.cpu[2])/s)
 	fmt.Fprintf(o.out, "route hop cost: %+.2f%% of a core per stream (remote minus local, all nodes)\n", (remote.total()-local.total())/s)
+	fmt.Fprintf(o.out, "%-44s %-34s %s\n", "traffic (Mbit/s, /proc/<pid>/io)", "read by node1 node2 node3", "written by node1 node2 node3")
+	for _, r := range rounds {
+		fmt.Fprintf(o.out, "%-44s %-34s %s\n", r.name, joinf(r.in, "%7.1f"), joinf(r.out, "%7.1f"))
+	}
+	fmt.Fprintf(o.out, "per camera without readers: node1 writes %.2f Mbit/s, node2 reads %.2f, node3 reads %.2f (video sent to nodes nobody reads it on)\n",
+		(none.out[0]-quiet.out[0])/cams, (none.in[1]-quiet.in[1])/cams, (none.in[2]-quiet.in[2])/cams)
+	fmt.Fprintf(o.out, "readers one hop away: node2 reads %+.2f Mbit/s more per stream over the route, node1 writes %+.2f Mbit/s more\n",
+		(remote.in[1]-none.in[1])/s, (remote.out[0]-none.out[0])/s)
 	return nil
+}
+
+// mean averages rounds of one kind.
+func mean(rs []relayRound) relayRound {
+	m := rs[0]
+	m.cpu, m.in, m.out = make([]float64, len(rs[0].cpu)), make([]float64, len(rs[0].in)), make([]float64, len(rs[0].out))
+	m.frames, m.want, m.readerErrors = 0, 0, 0
+	for _, r := range rs {
+		for i := range r.cpu {
+			m.cpu[i] += r.cpu[i] / float64(len(rs))
+			m.in[i] += r.in[i] / float64(len(rs))
+			m.out[i] += r.out[i] / float64(len(rs))
+		}
+		m.frames += r.frames
+		m.want += r.want
+		m.readerErrors += r.readerErrors
+	}
+	return m
 }
 
 // measureRelay runs o.nread readers per camera on nodes[at] (none when at
@@ -141,11 +169,19 @@ func measureRelay(o options, nodes []*node, ids []string, at int, name string) r
 		}
 	}
 	time.Sleep(warm)
+	io0 := make([][2]int64, len(nodes))
+	for i, n := range nodes {
+		io0[i][0], io0[i][1] = n.io()
+	}
 	c0, t0 := cpuOf(nodes), time.Now()
 	time.Sleep(o.dur)
 	c1, t1 := cpuOf(nodes), time.Now()
-	for i := range nodes {
-		r.cpu = append(r.cpu, pct(c1[i]-c0[i], t1.Sub(t0)))
+	wall := t1.Sub(t0)
+	for i, n := range nodes {
+		r.cpu = append(r.cpu, pct(c1[i]-c0[i], wall))
+		rd, wr := n.io()
+		r.in = append(r.in, float64(rd-io0[i][0])*8/1e6/wall.Seconds())
+		r.out = append(r.out, float64(wr-io0[i][1])*8/1e6/wall.Seconds())
 	}
 	if at >= 0 {
 		readers.Wait()
