@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -588,4 +589,39 @@ func TestExportJoinsNodesOverlapping(t *testing.T) {
 	if packets != 195 || !monotonic || duration < 6.45 || duration > 6.55 {
 		t.Fatalf("export with a segment counting from 10 h: %.3f s, %d pictures, decode times growing %v; want 6.5 s, 195, true", duration, packets, monotonic)
 	}
+}
+
+// TestIndexCatchUp starts a node's watch of the index two seconds late, as
+// when its consumer is recreated after a cluster node died: a query that
+// first catches up waits for it and sees every segment another node wrote.
+func TestIndexCatchUp(t *testing.T) {
+	e := startEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	writer := newIndex(e.bus.KV(bus.BucketRecordings))
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	for i := range 5 {
+		s := Segment{Camera: "cam", Node: "a", Start: start.Add(time.Duration(i) * time.Second), End: start.Add(time.Duration(i+1) * time.Second),
+			Codec: "h264", Parts: 1, Complete: true}
+		if err := writer.put(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late := newIndex(e.bus.KV(bus.BucketRecordings))
+	followed := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		followed <- late.follow(ctx, slog.Default())
+	}()
+	began := time.Now()
+	if !late.catchUp(ctx) {
+		t.Fatalf("catchUp gave up after %s", time.Since(began))
+	}
+	if err := <-followed; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(late.between("cam", start, start.Add(time.Hour))); n != 5 {
+		t.Fatalf("after catching up (%s) the index lists %d of 5 segments", time.Since(began), n)
+	}
+	t.Logf("caught up with a watch started 2 s late in %s", time.Since(began).Round(time.Millisecond))
 }
