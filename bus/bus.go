@@ -89,6 +89,19 @@ type Config struct {
 	// Cluster joins this server to a NATS cluster; the zero value keeps it
 	// alone, as before clustering existed.
 	Cluster ClusterConfig
+
+	// NoStore runs the server without JetStream (`imageflow worker`): the
+	// node holds no stream data and takes no part in Raft; its connection
+	// uses the JetStream of the nodes it is routed to (nats-server's mixed
+	// mode), and the streams, buckets and object store they created are
+	// bound, waited for but never created or changed from here.
+	NoStore bool
+	// Upstream, with NoStore, replaces the embedded server: the node
+	// connects to this NATS URL (another node's client port) with
+	// UpstreamUser and UpstreamPassword, for a site whose one storing node
+	// runs without a cluster.
+	Upstream                       string
+	UpstreamUser, UpstreamPassword string
 }
 
 // ClusterConfig joins the embedded server to a NATS cluster: routes between
@@ -148,11 +161,14 @@ func (b *Bus) Start(ctx context.Context) error {
 		b.Logger = slog.Default()
 	}
 	b.subjects = Subjects{Prefix: b.Prefix}
+	if b.NoStore && b.Upstream != "" {
+		return b.startUpstream(ctx)
+	}
 
 	internalPass := randomHex(16)
 	opts := &server.Options{
 		ServerName: "imageflow",
-		JetStream:  true,
+		JetStream:  !b.NoStore,
 		StoreDir:   filepath.Join(b.DataDir, "jetstream"),
 		DontListen: true,
 		NoSigs:     true,
@@ -221,6 +237,13 @@ func (b *Bus) Start(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	b.js = js
+	if b.NoStore {
+		if err := b.bind(ctx); err != nil {
+			b.Close()
+			return err
+		}
+		return nil
+	}
 	if b.Cluster.Clustered() {
 		if err := b.waitFormed(ctx); err != nil {
 			b.Close()
@@ -552,13 +575,13 @@ func (b *Bus) ClientURL() string {
 
 // Ready reports whether the server, the connection and JetStream answer.
 func (b *Bus) Ready(ctx context.Context) error {
-	if b.ns == nil || b.nc == nil {
+	if b.nc == nil || (b.ns == nil && b.Upstream == "") {
 		return ErrNotStarted
 	}
-	if !b.ns.Running() || !b.nc.IsConnected() {
+	if (b.ns != nil && !b.ns.Running()) || !b.nc.IsConnected() {
 		return errors.New("bus: not connected")
 	}
-	if !b.ns.JetStreamEnabled() {
+	if !b.NoStore && !b.ns.JetStreamEnabled() {
 		return errors.New("bus: jetstream disabled")
 	}
 	if _, err := b.js.AccountInfo(ctx); err != nil {
