@@ -55,6 +55,13 @@ type LiveRunner struct {
 	// the frame it was computed on (the tracker sets track ids there). It
 	// runs on the pipeline's goroutine and must not keep img.
 	Observer ResultObserver
+	// Queue, when set, joins the frames subscription to this NATS queue
+	// group: every frame goes to one member, so two nodes running the
+	// same camera's pipeline while it moves between them never both
+	// process (and publish a result for) one frame.
+	Queue string
+	// Node names this process in every Result (Result.node).
+	Node string
 
 	pl      *Pipeline
 	sub     *nats.Subscription
@@ -121,7 +128,12 @@ func (r *LiveRunner) Start() error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.done = make(chan struct{})
 	r.wake = make(chan struct{}, 1)
-	sub, err := r.Conn.Subscribe(r.Subjects.Frames(r.Camera), r.onFrame)
+	var sub *nats.Subscription
+	if r.Queue != "" {
+		sub, err = r.Conn.QueueSubscribe(r.Subjects.Frames(r.Camera), r.Queue, r.onFrame)
+	} else {
+		sub, err = r.Conn.Subscribe(r.Subjects.Frames(r.Camera), r.onFrame)
+	}
 	if err != nil {
 		r.cancel()
 		r.pl.Close()
@@ -199,7 +211,7 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 		return nil
 	}
 	out := &r.result
-	out.Camera, out.Pipeline = r.Camera, r.Pipeline.GetId()
+	out.Camera, out.Pipeline, out.Node = r.Camera, r.Pipeline.GetId(), r.Node
 	out.Pts, out.RtpTimestamp, out.Sequence = r.frame.Pts, r.frame.RtpTimestamp, r.frame.Sequence
 	out.Width, out.Height = uint32(img.Cols()), uint32(img.Rows())
 	out.Detections, out.Values = res.Detections, res.Values

@@ -73,6 +73,14 @@ type Config struct {
 	NATSAddr     string `yaml:"nats"`
 	NATSUser     string `yaml:"nats_user"`
 	NATSPassword string `yaml:"nats_password"`
+	// NATSURL is for `imageflow worker` only: instead of joining a cluster
+	// by routes, the worker connects to this node's client port (nats://
+	// host:port) with nats_user and nats_password.
+	NATSURL string `yaml:"nats_url"`
+	// LivePipelines says where the live pipelines of this node's cameras
+	// run: "local" (here, the default) or "shared" (on an `imageflow
+	// worker` while one is up, here otherwise; docs/cluster.md).
+	LivePipelines string `yaml:"live_pipelines"`
 	// Prefix starts every bus subject.
 	Prefix string `yaml:"prefix"`
 	// VideoWindow is how long the bus keeps video for replay by NATS clients;
@@ -224,6 +232,14 @@ type APIKey struct {
 	SHA256 string `yaml:"sha256"`
 }
 
+// Values of live_pipelines.
+const (
+	// LivePipelinesLocal runs a camera's live pipeline on its ingest node.
+	LivePipelinesLocal = "local"
+	// LivePipelinesShared hands it to a worker while one is up.
+	LivePipelinesShared = "shared"
+)
+
 // Defaults is what a newcomer gets with no configuration at all.
 func Defaults() Config {
 	return Config{
@@ -254,6 +270,7 @@ func Defaults() Config {
 		ArchiveInterval:       time.Second,
 		S3Bucket:              "imageflow",
 		BatchWorkers:          2,
+		LivePipelines:         LivePipelinesLocal,
 		UploadMaxFileBytes:    32 << 20,
 		UploadMaxFiles:        1000,
 		UploadMaxBytes:        256 << 20,
@@ -532,6 +549,17 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateCluster(bad); err != nil {
 		return err
+	}
+	if c.LivePipelines != LivePipelinesLocal && c.LivePipelines != LivePipelinesShared {
+		return bad("live_pipelines", strconv.Quote(c.LivePipelines), "want local or shared")
+	}
+	if c.NATSURL != "" {
+		if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls") {
+			return bad("nats_url", strconv.Quote(redact.URL(c.NATSURL)), "want nats://host:port")
+		}
+		if c.ClusterName != "" {
+			return bad("nats_url", strconv.Quote(redact.URL(c.NATSURL)), "a worker joins by cluster routes or by nats_url, not both")
+		}
 	}
 	if c.WebRTCMaxPending < 0 {
 		return bad("webrtc_max_pending", c.WebRTCMaxPending, "must not be negative (0 takes the default)")

@@ -52,7 +52,9 @@ func (s *Server) startEvents(ctx context.Context) error {
 
 // newRecorder makes the event recorder of a camera's pipeline.
 func (s *Server) newRecorder(cam *busv1.Camera, log *slog.Logger) *events.Recorder {
-	if s.events == nil {
+	// A worker records the events of the cameras it processes without the
+	// index a serving node keeps for the API.
+	if s.events == nil && !s.Worker {
 		return nil
 	}
 	rec := &events.Recorder{Camera: cam.Id, JetStream: s.bus.JetStream(), Subject: s.bus.Subjects().Events(cam.Id),

@@ -46,6 +46,9 @@ type Server struct {
 	// Registerer receives the metrics; Start makes a registry when nil.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// Worker makes this an `imageflow worker`: a processor-only node with
+	// no store, cameras or API (worker.go).
+	Worker bool
 
 	bus       *bus.Bus
 	hub       *hub.Hub
@@ -56,6 +59,7 @@ type Server struct {
 	metrics   *metrics
 	super     *supervisor
 	placement *placement // nil unless clustered
+	live      *liveShare // nil unless live_pipelines: shared, or a worker
 
 	rtsp        *rtsp.Server
 	batch       *batch.Manager
@@ -152,8 +156,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			Routes: s.Config.ClusterRoutes, User: s.Config.ClusterUser, Password: s.Config.ClusterPassword,
 			Replicas: s.Config.Replicas},
 	}}
+	if s.Worker {
+		s.bus.NoStore = true
+		s.bus.Upstream, s.bus.UpstreamUser, s.bus.UpstreamPassword = s.Config.NATSURL, s.Config.NATSUser, s.Config.NATSPassword
+		if s.Config.NATSURL != "" {
+			// The worker uses that node's client port; it opens none.
+			s.bus.ClientAddr = ""
+		}
+	}
 	if err := s.bus.Start(ctx); err != nil {
 		return err
+	}
+	if s.Worker {
+		return s.startWorker(ctx)
 	}
 	s.hub = hub.New(s.bus.Conn(), s.bus.Subjects())
 	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
@@ -199,6 +214,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.Config.Demo {
 		if err := s.ensureDemo(ctx); err != nil {
 			s.Logger.Warn("demo camera not created", "error", err)
+		}
+	}
+	if s.Config.LivePipelines == LivePipelinesShared {
+		s.live = newLiveShare(s, false)
+		if err := s.live.start(); err != nil {
+			return fmt.Errorf("live pipeline pool: %w", err)
 		}
 	}
 	if s.Config.ClusterName != "" {
@@ -348,6 +369,9 @@ func (s *Server) Close() error {
 		}
 		if s.super != nil {
 			s.super.stopAll()
+		}
+		if s.live != nil {
+			s.live.stop()
 		}
 		if s.recorder != nil {
 			s.recorder.Close()

@@ -96,8 +96,11 @@ func (s *Server) startLive(cam *busv1.Camera) []func() {
 	}
 	log := s.Logger.With("camera", cam.Id, "pipeline", cam.Pipeline)
 	var stops []func()
-	if cam.Pipeline != "" {
-		if stop := s.startPipeline(cam, log); stop != nil {
+	if cam.Pipeline != "" && s.live != nil {
+		// live_pipelines: shared: a worker runs it while one is up.
+		stops = append(stops, s.live.offer(cam, s.pipelineRev(cam.Pipeline)))
+	} else if cam.Pipeline != "" {
+		if stop := s.startPipeline(cam, log, ""); stop != nil {
 			stops = append(stops, stop)
 		}
 	}
@@ -127,8 +130,19 @@ func (s *Server) startLive(cam *busv1.Camera) []func() {
 	return append([]func(){func() { fcancel(); <-done; s.decoders.unregister(cam.Id) }}, stops...)
 }
 
-// startPipeline runs a camera's pipeline on its sampled frames.
-func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger) func() {
+// pipelineRev is the stored revision of a pipeline (0 when unreadable):
+// a shared camera's runner restarts when it changes.
+func (s *Server) pipelineRev(id string) uint64 {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	_, rev, _ := s.pipelines.get(ctx, id)
+	return rev
+}
+
+// startPipeline runs a camera's pipeline on its sampled frames; with a
+// queue group its runner shares each frame with the group's other members
+// (live_pipelines: shared) instead of taking every one.
+func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger, queue string) func() {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	p, _, err := s.pipelines.get(ctx, cam.Pipeline)
 	cancel()
@@ -141,6 +155,7 @@ func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger) func() {
 		Camera: cam.Id, Pipeline: p, Registry: s.Registry,
 		Conn: s.bus.Conn(), Subjects: s.bus.Subjects(), Metrics: s.procMetrics, Logger: log,
 		Options: []processors.Option{processors.WithRemote(s.remoteFactory)},
+		Queue:   queue, Node: s.Config.Node,
 	}
 	if rec != nil {
 		runner.Observer = rec

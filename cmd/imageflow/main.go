@@ -18,6 +18,7 @@ const usage = `imageflow — edge media server
 
 Usage:
   imageflow serve [flags]              run the server (embedded NATS, REST, RTSP, WebRTC, gRPC)
+  imageflow worker [flags]             run a processor-only node: batch work and shared live pipelines
   imageflow processor serve <name>     run one built-in processor as a gRPC service
   imageflow processor check <addr>     check a gRPC processor (any language) against the contract
   imageflow infer serve                run a KServe v2 (Triton protocol) inference server

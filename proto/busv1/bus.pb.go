@@ -621,8 +621,11 @@ type Result struct {
 	Detections   []*Detection           `protobuf:"bytes,7,rep,name=detections,proto3" json:"detections,omitempty"`
 	Values       map[string]string      `protobuf:"bytes,8,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Time spent in the pipeline, nanoseconds.
-	LatencyNs     int64  `protobuf:"varint,9,opt,name=latency_ns,json=latencyNs,proto3" json:"latency_ns,omitempty"`
-	Sequence      uint64 `protobuf:"varint,10,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	LatencyNs int64  `protobuf:"varint,9,opt,name=latency_ns,json=latencyNs,proto3" json:"latency_ns,omitempty"`
+	Sequence  uint64 `protobuf:"varint,10,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// Node that ran the pipeline: the camera's ingest node, or the worker
+	// its live pipeline was shared with (docs/cluster.md).
+	Node          string `protobuf:"bytes,11,opt,name=node,proto3" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -725,6 +728,13 @@ func (x *Result) GetSequence() uint64 {
 		return x.Sequence
 	}
 	return 0
+}
+
+func (x *Result) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 // JobItem is one file of a batch execution waiting to be processed.
@@ -1677,7 +1687,7 @@ const file_bus_proto_rawDesc = "" +
 	"\x05label\x18\x05 \x01(\tR\x05label\x12\x14\n" +
 	"\x05score\x18\x06 \x01(\x02R\x05score\x12\x19\n" +
 	"\btrack_id\x18\a \x01(\x03R\atrackId\x12\x19\n" +
-	"\bclass_id\x18\b \x01(\x05R\aclassId\"\x86\x03\n" +
+	"\bclass_id\x18\b \x01(\x05R\aclassId\"\x9a\x03\n" +
 	"\x06Result\x12\x16\n" +
 	"\x06camera\x18\x01 \x01(\tR\x06camera\x12\x1a\n" +
 	"\bpipeline\x18\x02 \x01(\tR\bpipeline\x12\x10\n" +
@@ -1692,7 +1702,8 @@ const file_bus_proto_rawDesc = "" +
 	"\n" +
 	"latency_ns\x18\t \x01(\x03R\tlatencyNs\x12\x1a\n" +
 	"\bsequence\x18\n" +
-	" \x01(\x04R\bsequence\x1a9\n" +
+	" \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04node\x18\v \x01(\tR\x04node\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaf\x01\n" +
