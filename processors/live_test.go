@@ -281,3 +281,48 @@ func TestLiveRunnerConfigErrors(t *testing.T) {
 		t.Fatalf("start: %v", err)
 	}
 }
+
+// TestLiveRunnersInOneQueueShareFrames runs one camera's pipeline in two
+// runners of one queue group, as while a shared camera moves between
+// nodes: every frame gets exactly one result, named by the runner's node.
+func TestLiveRunnersInOneQueueShareFrames(t *testing.T) {
+	b := startBus(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	frames := vtestFrames(t, 1, 50, 100)
+	reg := builtins()
+	var runners []*processors.LiveRunner
+	for _, node := range []string{"ingest1", "gpu1"} {
+		r := &processors.LiveRunner{Camera: "cam1", Registry: reg, Conn: b.Conn(), Subjects: b.Subjects(),
+			Pipeline: pipe("gray", st(t, "gray", "filter", map[string]any{"mode": "grayscale"})),
+			Queue:    "ifc-live", Node: node}
+		if err := r.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		runners = append(runners, r)
+	}
+	results, err := b.Conn().SubscribeSync(b.Subjects().Results("cam1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer results.Unsubscribe()
+	const n = 40
+	byNode := map[string]int{}
+	for i := 1; i <= n; i++ {
+		if err := bus.Publish(b.Conn(), b.Subjects().Frames("cam1"), bgrFrame(t, frames[0], uint64(i), 0)); err != nil {
+			t.Fatal(err)
+		}
+		res := nextResult(t, results)
+		if res.Sequence != uint64(i) || (res.Node != "ingest1" && res.Node != "gpu1") {
+			t.Fatalf("frame %d: result seq %d from node %q", i, res.Sequence, res.Node)
+		}
+		byNode[res.Node]++
+	}
+	if m, err := results.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("a frame got a second result: %d bytes", len(m.Data))
+	}
+	if got := runners[0].Processed() + runners[1].Processed(); got != n {
+		t.Fatalf("%d results for %d frames", got, n)
+	}
+	t.Logf("%d frames, one result each; by node: %v", n, byNode)
+}
