@@ -509,7 +509,7 @@ func eventSchemas() map[string]any {
 		"id", "camera", "label", "track_id", "state", "start", "best_score", "best_box", "frames", "zones", "frame_width", "frame_height")
 	det := obj(map[string]any{"x": num, "y": num, "w": num, "h": num, "label": str, "score": num, "track_id": str, "class_id": integ})
 	result := obj(map[string]any{"camera": str, "pipeline": str, "pts": str, "rtp_timestamp": integ, "width": integ, "height": integ,
-		"detections": arr(det), "values": map[string]any{"type": "object", "additionalProperties": str}, "latency_ns": str, "sequence": str})
+		"detections": arr(det), "values": map[string]any{"type": "object", "additionalProperties": str}, "latency_ns": str, "sequence": str, "node": str})
 	result["description"] = "A busv1.Result in the proto3 JSON mapping (64-bit integers are strings; empty fields are left out)"
 	return map[string]any{
 		"Zone":      zoneSchema,

@@ -234,11 +234,23 @@ func chooseWorker(cam string, workers []string) string {
 		_, _ = h.Write([]byte(cam))
 		_, _ = h.Write([]byte{0})
 		_, _ = h.Write([]byte(w))
-		if v := h.Sum64(); best == "" || v > bestH {
+		if v := mix64(h.Sum64()); best == "" || v > bestH {
 			best, bestH = w, v
 		}
 	}
 	return best
+}
+
+// mix64 spreads FNV's last bytes over every bit (splitmix64's finalizer):
+// worker names differing only in their last character would otherwise
+// compare by their low bits alone and share the cameras unevenly.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 // reconcile starts the pipelines this node should run and stops the rest.

@@ -1074,6 +1074,7 @@ export interface components {
             }[];
             height?: number;
             latency_ns?: string;
+            node?: string;
             pipeline?: string;
             pts?: string;
             rtp_timestamp?: number;
