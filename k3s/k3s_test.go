@@ -465,6 +465,10 @@ func TestImageflowCommandLines(t *testing.T) {
 			if pa.flags["config"] == "" {
 				t.Errorf("%s: serve without --config", where)
 			}
+		case "worker":
+			if len(pa.positionals) != 0 || pa.flags["config"] == "" {
+				t.Errorf("%s: worker wants --config and no arguments, got %q", where, c.Args)
+			}
 		case "processor serve":
 			reg := processors.NewRegistry()
 			builtin.Register(reg)
@@ -485,7 +489,7 @@ func TestImageflowCommandLines(t *testing.T) {
 			t.Errorf("%s: unexpected subcommand %q", where, pa.sub)
 		}
 	}
-	for _, want := range []string{"serve", "processor serve", "infer serve"} {
+	for _, want := range []string{"serve", "worker", "processor serve", "infer serve"} {
 		if !subs[want] {
 			t.Errorf("no container runs imageflow %s", want)
 		}
