@@ -41,6 +41,8 @@ const (
 	liveQueueGroup = "ifc-live"
 	// livePoolMaxBeat bounds a beat the pool reads (a beat lists cameras).
 	livePoolMaxBeat = 1 << 20
+	// liveRetryAfter spaces the attempts to start a pipeline that failed.
+	liveRetryAfter = 10 * time.Second
 )
 
 // livePoolSubject is where nodes beat; not a JetStream subject.
@@ -99,6 +101,10 @@ type liveShare struct {
 	// camera's stop on this node).
 	runMu   sync.Mutex
 	running map[string]*liveRun
+	// failed holds back a camera whose pipeline did not start here (a
+	// model missing on this worker, the store unreachable) for
+	// liveRetryAfter, so the log says it once per retry, not every beat.
+	failed map[string]time.Time
 
 	sub    *nats.Subscription
 	kick   chan struct{}
@@ -109,7 +115,7 @@ type liveShare struct {
 func newLiveShare(s *Server, worker bool) *liveShare {
 	return &liveShare{s: s, worker: worker, node: s.Config.Node, subject: livePoolSubject(s.bus.Subjects()),
 		log:     s.Logger.With("component", "livepool"),
-		offered: map[string]offeredCam{}, heard: map[string]heardBeat{}, running: map[string]*liveRun{},
+		offered: map[string]offeredCam{}, heard: map[string]heardBeat{}, running: map[string]*liveRun{}, failed: map[string]time.Time{},
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -291,8 +297,13 @@ func (l *liveShare) reconcile(ctx context.Context) {
 			l.log.Info("live pipeline handed over", "camera", id, "workers", workers)
 		}
 	}
+	for key, at := range l.failed {
+		if now.Sub(at) >= liveRetryAfter {
+			delete(l.failed, key)
+		}
+	}
 	for id, w := range want {
-		if l.running[id] != nil || ctx.Err() != nil {
+		if l.running[id] != nil || ctx.Err() != nil || !l.failed[id+"/"+w.version].IsZero() {
 			continue
 		}
 		cam := w.cam
@@ -303,12 +314,14 @@ func (l *liveShare) reconcile(ctx context.Context) {
 			cancel()
 			if err != nil || c.Pipeline == "" {
 				l.log.Warn("shared camera not readable", "camera", id, "error", err)
+				l.failed[id+"/"+w.version] = now
 				continue
 			}
 			cam = c
 		}
 		stop := l.s.startPipeline(cam, l.s.Logger.With("camera", id, "pipeline", cam.Pipeline), liveQueueGroup)
 		if stop == nil {
+			l.failed[id+"/"+w.version] = now
 			continue
 		}
 		l.running[id] = &liveRun{version: w.version, stop: stop}
