@@ -66,9 +66,10 @@ func redactURL(raw string) string {
 // the storing nodes create, and binds them. It creates nothing: a node
 // without data must not decide the replicas or limits of the cluster's
 // assets.
-func (b *Bus) bind(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, b.formTimeout())
+func (b *Bus) bind(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, b.formTimeout())
 	defer cancel()
+	var logged time.Time
 	buckets := []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors}
 	b.kv = make(map[string]jetstream.KeyValue)
 	var last error
@@ -82,10 +83,16 @@ func (b *Bus) bind(ctx context.Context) error {
 			// the closed connection it leaves.
 			last = fmt.Errorf("%w (connection: %v)", last, le)
 		}
-		b.Logger.Info("waiting for the cluster's JetStream", "error", last)
+		if time.Since(logged) >= 5*time.Second {
+			b.Logger.Info("waiting for the cluster's JetStream", "error", last)
+			logged = time.Now()
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w within %s: %v", ErrNoJetStream, b.formTimeout(), last)
+			if parent.Err() != nil {
+				return parent.Err()
+			}
+			return fmt.Errorf("%w within %s (join with cluster_name and cluster_routes, nats_url, or leafnode_remotes): %v", ErrNoJetStream, b.formTimeout(), last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
