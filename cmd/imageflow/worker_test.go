@@ -106,6 +106,15 @@ func TestWorkerTakesBatchAndLiveWork(t *testing.T) {
 // workerScenario runs the batch, the shared camera and the worker's kill
 // on serving nodes servers (the first takes the requests) and worker gpu.
 func workerScenario(t *testing.T, servers []*clusterNode, gpu *clusterNode) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, nd := range append(append([]*clusterNode{}, servers...), gpu) {
+			lines := strings.Split(nd.logs.String(), "\n")
+			t.Logf("last log lines of %s:\n%s", nd.name, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
 	// A worker answers health, readiness and metrics, and nothing else.
 	for path, want := range map[string]int{"/api/v1/health": 200, "/api/v1/ready": 200, "/metrics": 200, "/api/v1/cameras": 404, "/": 404} {
 		resp, err := httpGet("http://" + gpu.http + path)
