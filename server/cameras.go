@@ -38,7 +38,16 @@ type camRun struct {
 	done      chan struct{}
 	published bool
 	extras    []func() // per-camera live components (decoder, pipeline) to stop
+	// liveReady is closed once extras is set: the live components start
+	// beside the source, which waits for them at most liveStartWait.
+	liveReady chan struct{}
 }
+
+// liveStartWait is how long a camera's source waits for its live
+// components (decoder, pipeline, recording) to be in place before it starts
+// anyway: they read the pipeline from its bucket's Raft leader, which may
+// be electing for seconds after a node died, and video must not wait.
+const liveStartWait = time.Second
 
 func newSupervisor(s *Server) *supervisor {
 	return &supervisor{s: s, factories: s.sourceFactories(), cams: make(map[string]*camRun)}
@@ -64,7 +73,7 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 		sv.stopLocked(old)
 	}
 	log := sv.s.Logger.With("camera", cam.Id)
-	run := &camRun{cam: cam, done: make(chan struct{})}
+	run := &camRun{cam: cam, done: make(chan struct{}), liveReady: make(chan struct{})}
 	subjects := sv.s.bus.Subjects()
 	nc := sv.s.bus.Conn()
 	run.sink = ingest.NewBusSink(nc, subjects, cam.Id, func(st *busv1.CameraStatus) {
@@ -74,9 +83,18 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 	sv.cams[cam.Id] = run
 	if !cam.Enabled {
 		close(run.done)
+		close(run.liveReady)
 		return
 	}
-	run.extras = append(sv.s.startLive(cam), sv.s.startRecording(cam)...)
+	go func() {
+		run.extras = append(sv.s.startLive(cam), sv.s.startRecording(cam)...)
+		close(run.liveReady)
+	}()
+	select {
+	case <-run.liveReady:
+	case <-time.After(liveStartWait):
+		log.Warn("camera source starting before its live components are in place")
+	}
 	scheme := sourceScheme(cam.Source)
 	if scheme == SourcePublish {
 		close(run.done)
@@ -112,6 +130,7 @@ func (sv *supervisor) stopLocked(run *camRun) {
 		run.cancel()
 	}
 	<-run.done
+	<-run.liveReady
 	for _, stop := range run.extras {
 		stop()
 	}

@@ -18,13 +18,20 @@ import (
 )
 
 // Placement timing. A lease not renewed for leaseTTL (as seen by the other
-// nodes, on their own clocks) may be taken over; its owner stops ingesting
-// once it could not renew for 2×leaseTTL, so a node cut off from the
-// cluster overlaps with the new owner for at most one lease.
+// nodes, on their own clocks) may be taken over, after routeLostTTL when
+// the holder's route is gone. An owner cut off from the leases Raft group's
+// majority stops ingesting once no renewal it started in ownerStopAfter
+// succeeded, so it overlaps with a new owner for at most one lease.
 const (
-	leaseTTL       = 2500 * time.Millisecond
-	leaseRenew     = 500 * time.Millisecond
-	placementTick  = 250 * time.Millisecond
+	leaseTTL      = 2500 * time.Millisecond
+	leaseRenew    = 500 * time.Millisecond
+	placementTick = 250 * time.Millisecond
+	// renewCheck is how often the renewal loop looks for due leases, and
+	// so how soon a failed renewal is tried again.
+	renewCheck = 100 * time.Millisecond
+	// renewTimeout bounds one renewal: a write waiting for a Raft leader
+	// is abandoned and tried again rather than left hanging.
+	renewTimeout   = time.Second
 	nodeHeartbeat  = time.Second
 	nodeStaleAfter = 5 * time.Second
 	// routeLostTTL replaces leaseTTL for a holder this node has no route
@@ -33,9 +40,27 @@ const (
 	// The takeover is still the compare-and-set on the revision seen: a
 	// holder that is alive and renewing (over another path) keeps it.
 	routeLostTTL = 2 * leaseRenew
-	// listWaitWithLast bounds a tick's reads of the camera list and the
-	// heartbeats when the last ones can stand in for them.
-	listWaitWithLast = 600 * time.Millisecond
+	// ownerStopAfter is how long an owner without routes to a majority of
+	// the leases group keeps ingesting without a successful renewal: the
+	// earliest takeover comes routeLostTTL after its last write, so the
+	// overlap is at most leaseTTL.
+	ownerStopAfter = leaseTTL + routeLostTTL
+	// listWait bounds one read of the camera list or the heartbeats;
+	// meanwhile placement goes on with the last ones read.
+	listWait = 2 * time.Second
+	// rebalanceEvery is the least time between two cameras a node hands
+	// away to even the load, and the least time it holds a camera before
+	// it may hand it away (cameras do not flap).
+	rebalanceEvery = 10 * time.Second
+	// rebalanceMargin is how much more loaded than the least-loaded node
+	// that could take a camera a node must be to hand one away: moving
+	// one camera then narrows the gap without inverting it.
+	rebalanceMargin = 2
+	// stepdownEvery spaces this node's requests to hand the leases
+	// group's leadership to a node without cameras.
+	stepdownEvery = 30 * time.Second
+	// peersEvery is how often the leases group's members are read.
+	peersEvery = 5 * time.Second
 )
 
 // lease is the value of a camera's key in the leases bucket.
@@ -54,8 +79,6 @@ type nodeInfo struct {
 	Leader    bool      `json:"meta_leader"`
 }
 
-// seenLease is the last revision of another node's lease this node read,
-// and when (its own clock) it first saw that revision.
 // heartbeat is a node's record in the nodes bucket: its API row plus what
 // placement alone needs.
 type heartbeat struct {
@@ -63,8 +86,8 @@ type heartbeat struct {
 	LeadsLeases bool `json:"leads_leases,omitempty"`
 }
 
-// load is the node's weight when free cameras are shared: the leader of
-// the leases Raft group counts two cameras more, because its death stalls
+// load is the node's weight when cameras are shared: the leader of the
+// leases Raft group counts two cameras more, because its death stalls
 // every takeover for a Raft election (4-9 s in nats-server).
 func (h heartbeat) load() int {
 	if h.LeadsLeases {
@@ -73,15 +96,38 @@ func (h heartbeat) load() int {
 	return h.Cameras
 }
 
+// seenLease is the last revision of another node's lease this node read,
+// and when (its own clock) it first saw that revision.
 type seenLease struct {
 	rev uint64
 	at  time.Time
+}
+
+// ownedLease is a lease this node holds.
+type ownedLease struct {
+	rev uint64
+	// renewed is when the last successful renewal (or the claim) was
+	// started: the write happened after it, so expiry counted from here
+	// is on the safe side.
+	renewed time.Time
+	// since is when this node took the camera (rebalancing hysteresis).
+	since time.Time
+	// ran is the camera's UpdatedUnixNano last handed to the starter.
+	ran    int64
+	pinned bool
 }
 
 // placement decides which cameras this node ingests in a cluster: a lease
 // per camera in the leases bucket, taken with Create, renewed and taken
 // over with compare-and-set on the revision, so JetStream's Raft log, not
 // our code, settles every race.
+//
+// Four loops share the work so that none holds another up: the reader
+// reads the camera list and the heartbeats (their buckets' Raft leaders
+// may be electing for seconds), the tick claims and releases leases from
+// the last lists read, the renewal loop keeps the held leases alive (a
+// camera's start must not let a fresh lease lapse), and the starter starts
+// and stops the cameras' ingest.
 type placement struct {
 	s      *Server
 	node   string
@@ -89,50 +135,118 @@ type placement struct {
 	nodes  jetstream.KeyValue
 
 	mu    sync.Mutex
-	owned map[string]uint64    // camera → revision of our lease
-	renew map[string]time.Time // camera → last successful renewal
-	seen  map[string]seenLease // camera → another node's lease as last read
-	ran   map[string]int64     // camera → UpdatedUnixNano applied locally
-
-	kick   chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	cpuLast  time.Duration
-	cpuAt    time.Time
-	lastBeat time.Time
-
-	// lastCams and lastNodes are the latest lists read (tick goroutine only).
+	owned map[string]*ownedLease // camera → our lease
+	seen  map[string]seenLease   // camera → another node's lease as last read
+	// peers are the members of the leases Raft group, as last read.
+	peers []string
+	// lastCams and lastNodes are the latest lists the reader read;
+	// nodesAt is when the heartbeats were last read.
 	lastCams  []*busv1.Camera
 	lastNodes map[string]heartbeat
+	nodesAt   time.Time
+
+	starter *starter
+
+	kick   chan struct{} // wakes the reader
+	listed chan struct{} // wakes the tick
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+
+	// Tick goroutine only.
+	cpuLast       time.Duration
+	cpuAt         time.Time
+	lastBeat      time.Time
+	lastRebalance time.Time
+	lastStepdown  time.Time
+	lastPeers     time.Time
 }
 
 func newPlacement(s *Server) *placement {
 	return &placement{s: s, node: s.Config.Node,
 		leases: s.bus.KV(bus.BucketLeases), nodes: s.bus.KV(bus.BucketNodes),
-		owned: map[string]uint64{}, renew: map[string]time.Time{}, seen: map[string]seenLease{}, ran: map[string]int64{},
-		kick: make(chan struct{}, 1), done: make(chan struct{})}
+		owned: map[string]*ownedLease{}, seen: map[string]seenLease{},
+		starter: newStarter(s.super), kick: make(chan struct{}, 1), listed: make(chan struct{}, 1)}
 }
 
-// start runs the placement loop until stop.
+// start runs the placement loops until stop.
 func (p *placement) start() {
 	ctx, cancel := context.WithCancel(p.s.ctx)
 	p.cancel = cancel
+	// A node starting up waits one rebalancing period before it hands
+	// cameras away: the heartbeats it compares with must settle first.
+	p.lastRebalance = time.Now()
+	p.done.Add(4)
 	go func() {
-		defer close(p.done)
+		defer p.done.Done()
 		t := time.NewTicker(placementTick)
 		defer t.Stop()
 		for {
-			p.tick(ctx)
+			p.read(ctx)
+			select {
+			case p.listed <- struct{}{}:
+			default:
+			}
 			select {
 			case <-ctx.Done():
-				p.release()
 				return
 			case <-t.C:
 			case <-p.kick:
 			}
 		}
 	}()
+	go func() {
+		defer p.done.Done()
+		p.starter.run(ctx)
+	}()
+	go func() {
+		defer p.done.Done()
+		t := time.NewTicker(renewCheck)
+		defer t.Stop()
+		for {
+			p.renewDue(ctx, time.Now())
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	go func() {
+		defer p.done.Done()
+		t := time.NewTicker(placementTick)
+		defer t.Stop()
+		for {
+			p.tick(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-p.listed:
+			}
+		}
+	}()
+}
+
+// read refreshes the camera list and the heartbeats; a read that fails
+// (a bucket electing its leader) leaves the last ones in place.
+func (p *placement) read(parent context.Context) {
+	ctx, cancel := context.WithTimeout(parent, listWait)
+	cams, err := p.s.cameras.list(ctx)
+	cancel()
+	if err == nil {
+		p.mu.Lock()
+		p.lastCams = cams
+		p.mu.Unlock()
+	}
+	now := time.Now()
+	ctx, cancel = context.WithTimeout(parent, listWait)
+	nodes, err := p.liveNodes(ctx, now)
+	cancel()
+	if err == nil {
+		p.mu.Lock()
+		p.lastNodes, p.nodesAt = nodes, now
+		p.mu.Unlock()
+	}
 }
 
 // changed asks for a placement round now (a camera was created, changed or
@@ -147,7 +261,8 @@ func (p *placement) changed() {
 func (p *placement) stop() {
 	if p.cancel != nil {
 		p.cancel()
-		<-p.done
+		p.done.Wait()
+		p.release()
 	}
 }
 
@@ -157,90 +272,87 @@ func (p *placement) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for cam, rev := range p.owned {
+	owned := p.owned
+	p.owned = map[string]*ownedLease{}
+	p.mu.Unlock()
+	for cam, l := range owned {
 		p.s.super.remove(cam)
-		_ = p.leases.Delete(ctx, cam, jetstream.LastRevision(rev))
+		_ = p.leases.Delete(ctx, cam, jetstream.LastRevision(l.rev))
 	}
 	_ = p.nodes.Delete(ctx, p.node)
 }
 
-// tick is one placement round: renew, give up, take over, apply.
+// tick is one placement round: claim, take over, release, rebalance.
 func (p *placement) tick(parent context.Context) {
 	now := time.Now()
-	// Listing keys needs the bucket's Raft leader; while a dead leader is
-	// being replaced (4-9 s) the last lists stand in, so a takeover, which
-	// only needs the leases bucket, is not held up by the other buckets.
-	// Once there are last lists, a read waits only briefly: a tick held
-	// up for seconds would delay the takeover it exists for.
-	wait := 2 * time.Second
-	if p.lastCams != nil {
-		wait = listWaitWithLast
+	// Listing keys needs the bucket's Raft leader, which a dead node may
+	// have been: the reader's last lists stand in meanwhile, so a
+	// takeover, which only needs the leases bucket, is not held up.
+	p.mu.Lock()
+	cams, nodes, nodesAt := p.lastCams, p.lastNodes, p.nodesAt
+	p.mu.Unlock()
+	if cams == nil {
+		return
 	}
-	lctx, lcancel := context.WithTimeout(parent, wait)
-	cams, err := p.s.cameras.list(lctx)
-	lcancel()
-	if err != nil {
-		if p.lastCams == nil {
-			p.expire(now)
-			return
-		}
-		cams = p.lastCams
-	} else {
-		p.lastCams = cams
-	}
-	lctx, lcancel = context.WithTimeout(parent, wait)
-	nodes, err := p.liveNodes(lctx, now)
-	lcancel()
-	if err != nil {
-		nodes = p.lastNodes
-	} else {
-		p.lastNodes = nodes
-	}
+	fresh := now.Sub(nodesAt) < 2*nodeHeartbeat
 	ctx, cancel := context.WithTimeout(parent, 2*time.Second)
 	defer cancel()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	want := make(map[string]bool, len(cams))
+	want := make(map[string]*busv1.Camera, len(cams))
 	for _, cam := range cams {
-		want[cam.Id] = true
+		want[cam.Id] = cam
 		p.place(ctx, cam, nodes, now)
 	}
 	// Deleted cameras: stop and free what we held.
-	for cam, rev := range p.owned {
-		if !want[cam] {
-			p.drop(cam)
-			_ = p.leases.Delete(ctx, cam, jetstream.LastRevision(rev))
+	p.mu.Lock()
+	var gone []string
+	for cam := range p.owned {
+		if want[cam] == nil {
+			gone = append(gone, cam)
 		}
 	}
 	for cam := range p.seen {
-		if !want[cam] {
+		if want[cam] == nil {
 			delete(p.seen, cam)
 		}
+	}
+	p.mu.Unlock()
+	for _, cam := range gone {
+		p.giveUp(ctx, cam)
 	}
 	if now.Sub(p.lastBeat) >= nodeHeartbeat {
 		p.lastBeat = now
 		p.heartbeat(ctx, now)
 	}
+	if now.Sub(p.lastPeers) >= peersEvery {
+		p.lastPeers = now
+		p.readPeers(ctx)
+	}
+	if fresh {
+		p.rebalance(ctx, want, nodes, now)
+		p.stepDownIfOwner(ctx, nodes, now)
+	}
 }
 
-// place runs one camera's lease logic.
+// place runs one camera's claim logic; renewing is the renewal loop's.
 func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[string]heartbeat, now time.Time) {
 	id := cam.Id
+	p.mu.Lock()
+	held := p.owned[id]
+	restart := held != nil && held.ran != cam.UpdatedUnixNano
+	if restart {
+		held.ran = cam.UpdatedUnixNano
+		held.pinned = cam.Node != ""
+	}
+	p.mu.Unlock()
 	if !cam.Enabled || (cam.Node != "" && cam.Node != p.node) {
-		if rev, ok := p.owned[id]; ok {
-			p.drop(id)
-			_ = p.leases.Delete(ctx, id, jetstream.LastRevision(rev))
+		if held != nil {
+			p.giveUp(ctx, id)
 		}
 		return
 	}
-	if rev, ok := p.owned[id]; ok {
-		if now.Sub(p.renew[id]) >= leaseRenew {
-			p.renewLease(ctx, id, rev, now)
-		}
-		if _, still := p.owned[id]; still && p.ran[id] != cam.UpdatedUnixNano {
-			p.ran[id] = cam.UpdatedUnixNano
-			p.s.super.apply(cam)
+	if held != nil {
+		if restart {
+			p.starter.start(cam)
 		}
 		return
 	}
@@ -258,7 +370,9 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 	case err != nil:
 		// The bucket does not answer (leader election, no quorum): the
 		// staleness clock only runs while reads succeed.
+		p.mu.Lock()
 		delete(p.seen, id)
+		p.mu.Unlock()
 	default:
 		var l lease
 		_ = json.Unmarshal(e.Value(), &l)
@@ -269,9 +383,13 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 			}
 			return
 		}
+		p.mu.Lock()
 		s, ok := p.seen[id]
 		if !ok || s.rev != e.Revision() {
 			p.seen[id] = seenLease{rev: e.Revision(), at: now}
+		}
+		p.mu.Unlock()
+		if !ok || s.rev != e.Revision() {
 			return
 		}
 		allowed := p.silenceAllowed(l.Node)
@@ -286,8 +404,6 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 	}
 }
 
-// shouldClaim spreads free cameras: a pinned camera goes to its node, any
-// other to a least-loaded live node (ties are settled by the lease's CAS).
 // silenceAllowed is how long another node's lease may keep one revision
 // before this node claims the camera: leaseTTL, or routeLostTTL when no
 // route to the holder is connected (it died or is cut off from us).
@@ -298,51 +414,247 @@ func (p *placement) silenceAllowed(holder string) time.Duration {
 	return leaseTTL
 }
 
-func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) bool {
-	if cam.Node != "" {
-		return cam.Node == p.node
-	}
-	mine := heartbeat{nodeInfo: nodeInfo{Cameras: len(p.owned)}, LeadsLeases: p.s.bus.LeadsLeases()}.load()
-	// A node this one has no route to is not counted: a dead node's last
-	// heartbeat stays for nodeStaleAfter and would hold every claim back.
+// mayRun reports whether a node may ingest a camera: its pinned node, or
+// any node when it is not pinned.
+func mayRun(cam *busv1.Camera, node string) bool {
+	return cam.Node == "" || cam.Node == node
+}
+
+// myLoad is this node's load as the others will see it in its heartbeat.
+func (p *placement) myLoad() int {
+	p.mu.Lock()
+	n := len(p.owned)
+	p.mu.Unlock()
+	return heartbeat{nodeInfo: nodeInfo{Cameras: n}, LeadsLeases: p.s.bus.LeadsLeases()}.load()
+}
+
+// leastLoad is the lowest load among the other live nodes this node has a
+// route to that may run cam (ok false when there is none). A node without
+// a route is not counted: a dead node's last heartbeat stays for
+// nodeStaleAfter and would hold every claim back.
+func (p *placement) leastLoad(cam *busv1.Camera, nodes map[string]heartbeat) (least int, ok bool) {
 	routed := p.s.bus.RoutedNodes()
 	for name, n := range nodes {
-		if routed != nil && !routed[name] {
+		if name == p.node || (routed != nil && !routed[name]) || !mayRun(cam, name) {
 			continue
 		}
-		if name != p.node && n.load() < mine {
-			return false
+		if !ok || n.load() < least {
+			least, ok = n.load(), true
 		}
 	}
-	return true
+	return least, ok
+}
+
+// shouldClaim spreads free cameras: a pinned camera goes to its node, any
+// other to a least-loaded live node (ties are settled by the lease's CAS).
+func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) bool {
+	if !mayRun(cam, p.node) {
+		return false
+	}
+	if cam.Node != "" {
+		return true
+	}
+	least, ok := p.leastLoad(cam, nodes)
+	return !ok || least >= p.myLoad()
+}
+
+// rebalance hands one camera away when this node carries rebalanceMargin
+// more than a node that could take it: the camera is stopped here, then
+// its lease deleted, and the least-loaded node claims it as a free camera.
+// At most one camera per rebalanceEvery, never a pinned camera, never one
+// held for less than rebalanceEvery.
+func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera, nodes map[string]heartbeat, now time.Time) {
+	if now.Sub(p.lastRebalance) < rebalanceEvery {
+		return
+	}
+	mine := p.myLoad()
+	p.mu.Lock()
+	var candidates []string
+	for id, l := range p.owned {
+		if !l.pinned && now.Sub(l.since) >= rebalanceEvery && cams[id] != nil {
+			candidates = append(candidates, id)
+		}
+	}
+	p.mu.Unlock()
+	sort.Strings(candidates)
+	for _, id := range candidates {
+		least, ok := p.leastLoad(cams[id], nodes)
+		if !ok || mine-least < rebalanceMargin {
+			continue
+		}
+		p.lastRebalance = now
+		p.s.Logger.Info("camera handed away to even the load", "camera", id, "node", p.node, "load", mine, "least", least)
+		p.giveUp(ctx, id)
+		return
+	}
+}
+
+// stepDownIfOwner asks the leases Raft group to elect another leader when
+// this node leads it and holds cameras while a live node holds none: the
+// death of a node that both ingests and leads the leases group costs a
+// Raft election (4-9 s) before its cameras can be taken over.
+func (p *placement) stepDownIfOwner(ctx context.Context, nodes map[string]heartbeat, now time.Time) {
+	if now.Sub(p.lastStepdown) < stepdownEvery || !p.s.bus.LeadsLeases() {
+		return
+	}
+	p.mu.Lock()
+	held := len(p.owned)
+	peers := p.peers
+	p.mu.Unlock()
+	if held == 0 {
+		return
+	}
+	routed := p.s.bus.RoutedNodes()
+	var idle []string
+	for _, name := range peers {
+		if n, ok := nodes[name]; ok && name != p.node && routed[name] && n.Cameras == 0 {
+			idle = append(idle, name)
+		}
+	}
+	if len(idle) == 0 {
+		return
+	}
+	sort.Strings(idle)
+	p.lastStepdown = now
+	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": idle[0]}})
+	_, err := p.s.bus.Conn().RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN.KV_"+bus.BucketLeases, req)
+	p.s.Logger.Info("leases group leadership handed to a node without cameras", "node", p.node, "to", idle[0], "error", err)
+}
+
+// readPeers reads the members of the leases Raft group.
+func (p *placement) readPeers(ctx context.Context) {
+	st, err := p.s.bus.JetStream().Stream(ctx, "KV_"+bus.BucketLeases)
+	if err != nil {
+		return
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil {
+		return
+	}
+	peers := []string{}
+	if info.Cluster.Leader != "" {
+		peers = append(peers, info.Cluster.Leader)
+	}
+	for _, r := range info.Cluster.Replicas {
+		peers = append(peers, r.Name)
+	}
+	p.mu.Lock()
+	p.peers = peers
+	p.mu.Unlock()
+}
+
+// reachesQuorum reports whether this node has routes to a majority of the
+// leases Raft group (counting itself when a member). Such a node's lease
+// cannot be taken over without its renewal being refused, so it keeps
+// ingesting while the group elects a leader; a node that is cut off stops.
+func (p *placement) reachesQuorum() bool {
+	routed := p.s.bus.RoutedNodes()
+	if routed == nil {
+		return false
+	}
+	p.mu.Lock()
+	peers := p.peers
+	p.mu.Unlock()
+	if len(peers) == 0 {
+		return false
+	}
+	reach := 0
+	for _, name := range peers {
+		if name == p.node || routed[name] {
+			reach++
+		}
+	}
+	return reach > len(peers)/2
 }
 
 func (p *placement) take(cam *busv1.Camera, rev uint64, now time.Time, why string) {
-	p.owned[cam.Id] = rev
-	p.renew[cam.Id] = now
+	p.mu.Lock()
+	p.owned[cam.Id] = &ownedLease{rev: rev, renewed: now, since: now, ran: cam.UpdatedUnixNano, pinned: cam.Node != ""}
 	delete(p.seen, cam.Id)
-	p.ran[cam.Id] = cam.UpdatedUnixNano
+	p.mu.Unlock()
 	p.s.Logger.Info("camera placed here", "camera", cam.Id, "node", p.node, "why", why)
-	p.s.super.apply(cam)
+	p.starter.start(cam)
 }
 
-func (p *placement) renewLease(ctx context.Context, id string, rev uint64, now time.Time) {
-	val, _ := json.Marshal(lease{Node: p.node})
-	newRev, err := p.leases.Update(ctx, id, val, rev)
-	switch {
-	case err == nil:
-		p.owned[id] = newRev
-		p.renew[id] = now
-	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || isWrongSequence(err):
-		// Another node holds it now.
-		p.s.Logger.Warn("camera lease lost", "camera", id, "node", p.node)
-		p.drop(id)
-	default:
-		if now.Sub(p.renew[id]) >= 2*leaseTTL {
-			p.s.Logger.Warn("camera lease not renewed in time, stopping", "camera", id, "error", err)
-			p.drop(id)
+// giveUp stops a camera held here and deletes its lease, so another node
+// may claim it at once.
+func (p *placement) giveUp(ctx context.Context, id string) {
+	p.mu.Lock()
+	l := p.owned[id]
+	delete(p.owned, id)
+	p.mu.Unlock()
+	if l == nil {
+		return
+	}
+	p.starter.stopNow(id)
+	_ = p.leases.Delete(ctx, id, jetstream.LastRevision(l.rev))
+}
+
+// renewDue renews every held lease whose last renewal is leaseRenew old,
+// all at once, and stops the cameras whose lease is lost or expired.
+func (p *placement) renewDue(parent context.Context, now time.Time) {
+	type due struct {
+		id  string
+		rev uint64
+	}
+	var todo []due
+	var expired []string
+	quorum := p.reachesQuorum()
+	p.mu.Lock()
+	for id, l := range p.owned {
+		switch {
+		case now.Sub(l.renewed) >= ownerStopAfter && !quorum:
+			expired = append(expired, id)
+			delete(p.owned, id)
+		case now.Sub(l.renewed) >= leaseRenew:
+			todo = append(todo, due{id, l.rev})
 		}
 	}
+	p.mu.Unlock()
+	for _, id := range expired {
+		p.s.Logger.Warn("camera lease not renewed in time and no quorum reachable, stopping", "camera", id, "node", p.node)
+		p.starter.stopNow(id)
+	}
+	if len(todo) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(parent, renewTimeout)
+	defer cancel()
+	val, _ := json.Marshal(lease{Node: p.node})
+	var wg sync.WaitGroup
+	for _, d := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			newRev, err := p.leases.Update(ctx, d.id, val, d.rev)
+			p.renewed(ctx, d.id, d.rev, newRev, now, err)
+		}()
+	}
+	wg.Wait()
+}
+
+// renewed records one renewal's outcome.
+func (p *placement) renewed(ctx context.Context, id string, oldRev, newRev uint64, started time.Time, err error) {
+	p.mu.Lock()
+	l := p.owned[id]
+	current := l != nil && l.rev == oldRev
+	switch {
+	case err == nil && current:
+		l.rev, l.renewed = newRev, started
+	case err == nil:
+		// Given up while the renewal was under way: free it again.
+		p.mu.Unlock()
+		_ = p.leases.Delete(ctx, id, jetstream.LastRevision(newRev))
+		return
+	case current && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || isWrongSequence(err)):
+		// Another node holds it now.
+		delete(p.owned, id)
+		p.mu.Unlock()
+		p.s.Logger.Warn("camera lease lost", "camera", id, "node", p.node)
+		p.starter.stopNow(id)
+		return
+	}
+	p.mu.Unlock()
 }
 
 func isWrongSequence(err error) bool {
@@ -350,24 +662,75 @@ func isWrongSequence(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
-// expire stops the cameras whose leases could not be renewed for 2×TTL
-// while the camera list itself was unreadable.
-func (p *placement) expire(now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for id := range p.owned {
-		if now.Sub(p.renew[id]) >= 2*leaseTTL {
-			p.s.Logger.Warn("camera lease not renewed in time, stopping", "camera", id)
-			p.drop(id)
+// starter starts and stops cameras' ingest off the placement loops: a
+// camera's start reads its pipeline and opens its source, which may wait
+// seconds for a Raft group, and the leases must be renewed meanwhile.
+// The latest wish per camera wins; stops go before starts.
+type starter struct {
+	super *supervisor
+
+	mu      sync.Mutex
+	pending map[string]*busv1.Camera // camera → configuration to start, nil to stop
+	wake    chan struct{}
+}
+
+func newStarter(super *supervisor) *starter {
+	return &starter{super: super, pending: map[string]*busv1.Camera{}, wake: make(chan struct{}, 1)}
+}
+
+func (st *starter) start(cam *busv1.Camera) { st.want(cam.Id, cloneCamera(cam)) }
+
+// stopNow stops a camera's ingest, ahead of any start waiting.
+func (st *starter) stopNow(id string) { st.want(id, nil) }
+
+func (st *starter) want(id string, cam *busv1.Camera) {
+	st.mu.Lock()
+	st.pending[id] = cam
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run applies the wishes until ctx ends.
+func (st *starter) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.wake:
+		}
+		for st.next(ctx) {
 		}
 	}
 }
 
-func (p *placement) drop(id string) {
-	delete(p.owned, id)
-	delete(p.renew, id)
-	delete(p.ran, id)
-	p.s.super.remove(id)
+// next applies one pending wish, a stop first when there is one; false
+// when none is left.
+func (st *starter) next(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	st.mu.Lock()
+	id, found := "", false
+	var cam *busv1.Camera
+	for k, c := range st.pending {
+		if !found || (c == nil && cam != nil) {
+			id, cam, found = k, c, true
+		}
+	}
+	delete(st.pending, id)
+	st.mu.Unlock()
+	if !found {
+		return false
+	}
+	if cam == nil {
+		st.super.remove(id)
+	} else {
+		st.super.apply(cam)
+	}
+	return true
 }
 
 // liveNodes reads the heartbeats younger than nodeStaleAfter.
@@ -394,7 +757,10 @@ func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]he
 }
 
 func (p *placement) heartbeat(ctx context.Context, now time.Time) {
-	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(len(p.owned), p.cpu(now)), LeadsLeases: p.s.bus.LeadsLeases()})
+	p.mu.Lock()
+	held := len(p.owned)
+	p.mu.Unlock()
+	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(held, p.cpu(now)), LeadsLeases: p.s.bus.LeadsLeases()})
 	_, _ = p.nodes.Put(ctx, p.node, b)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -19,9 +20,29 @@ type kvStore[T proto.Message] struct {
 	noun string
 }
 
+// getAttempt bounds one read: a request to a replicated bucket whose Raft
+// leader is being elected gets no answer at all, so get asks again rather
+// than waiting out its whole context on the first request.
+const getAttempt = time.Second
+
 func (s *kvStore[T]) get(ctx context.Context, id string) (T, uint64, error) {
 	var zero T
-	e, err := s.kv.Get(ctx, id)
+	var e jetstream.KeyValueEntry
+	var err error
+	if _, ok := ctx.Deadline(); !ok {
+		// What one request without a deadline waited before.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	for {
+		actx, cancel := context.WithTimeout(ctx, getAttempt)
+		e, err = s.kv.Get(actx, id)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return zero, 0, fmt.Errorf("%s %q: %w", s.noun, id, ErrNotFound)
 	}

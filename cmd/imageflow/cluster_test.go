@@ -255,6 +255,9 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		}
 	}
 
+	// Placement may have evened the load meanwhile (a camera moves at
+	// most once per 10 s): the victim is the demo camera's owner now.
+	owners = settled(nodes, 60*time.Second)
 	var victim *clusterNode
 	var survivors []*clusterNode
 	for _, nd := range nodes {
@@ -298,6 +301,9 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 			leasesLeader = st.CachedInfo().Cluster.Leader
 		}
 	}
+	if !victim.ingests()["demo"] {
+		t.Logf("the demo camera moved off %s before the kill (rebalancing); the takeover below is not measured from its owner", victim.name)
+	}
 	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -319,9 +325,14 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		}
 	}
 	fmt.Printf("cluster takeover: demo camera video flows again %.2fs after kill -9 of its owner %s (lease 2.5s, 1s once its route is gone; leases stream leader was %s; placement %v)\n", resumed.Seconds(), victim.name, leasesLeader, owners)
+	t.Logf("killed %s at %s", victim.name, killed.UTC().Format("15:04:05.000"))
 	for _, nd := range survivors {
 		for _, line := range strings.Split(nd.logs.String(), "\n") {
-			if strings.Contains(line, "camera taken over") {
+			if os.Getenv("IFC_CLUSTER_DEBUG") != "" && strings.Contains(line, "demo") && line > "time="+killed.UTC().Add(-time.Second).Format("2006-01-02T15:04:05") {
+				t.Logf("%s: %s", nd.name, line)
+				continue
+			}
+			if strings.Contains(line, "camera taken over") || strings.Contains(line, "camera placed here") || strings.Contains(line, "camera lease") || strings.Contains(line, "handed") {
 				t.Logf("%s: %s", nd.name, line)
 			}
 		}
