@@ -186,6 +186,8 @@ type cameraInput struct {
 	Zones []zoneJSON `json:"zones"`
 	// Node pins the camera to one node of a cluster.
 	Node string `json:"node,omitempty"`
+	// Labels restrict the camera to nodes carrying all of them.
+	Labels []string `json:"labels,omitempty"`
 }
 
 // cameraView is a camera as the API shows it: credentials redacted, live
@@ -213,8 +215,9 @@ type cameraView struct {
 	StateSince      time.Time  `json:"state_since"`
 	Zones           []zoneJSON `json:"zones"`
 	// Node is the pin; Owner the node ingesting the camera now.
-	Node  string `json:"node,omitempty"`
-	Owner string `json:"owner,omitempty"`
+	Node   string   `json:"node,omitempty"`
+	Labels []string `json:"labels,omitempty"`
+	Owner  string   `json:"owner,omitempty"`
 }
 
 func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
@@ -223,7 +226,7 @@ func (s *Server) viewCamera(cam *busv1.Camera) cameraView {
 		Pipeline: cam.Pipeline, Archive: cam.Archive,
 		Record: cam.Record, RecordRetention: recordRetention(cam).String(), RecordMaxBytes: cam.RecordMaxBytes,
 		CreatedAt: time.Unix(0, cam.CreatedUnixNano).UTC(), UpdatedAt: time.Unix(0, cam.UpdatedUnixNano).UTC(),
-		State: "offline", Zones: zonesJSON(cam.Zones), Node: cam.Node,
+		State: "offline", Zones: zonesJSON(cam.Zones), Node: cam.Node, Labels: cam.Labels,
 	}
 	v.Owner = s.cameraOwner(cam)
 	st := s.super.status(cam.Id)
@@ -301,8 +304,13 @@ func (s *Server) checkCamera(c *fiber.Ctx, in *cameraInput, keepSource string) (
 			return nil, invalidf("node %q: %v", in.Node, err)
 		}
 	}
+	labels, err := checkLabels("labels", in.Labels)
+	if err != nil {
+		return nil, err
+	}
 	return &busv1.Camera{Id: in.ID, Name: name, Source: in.Source, Enabled: enabled, Pipeline: in.Pipeline, Archive: in.Archive,
-		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes, Zones: zones, Node: in.Node}, nil
+		Record: in.Record, RecordRetentionNs: int64(retention), RecordMaxBytes: in.RecordMaxBytes, Zones: zones, Node: in.Node,
+		Labels: labels}, nil
 }
 
 // recordRetention is how long a camera's recordings are kept.

@@ -181,6 +181,9 @@ type Config struct {
 	ClusterRoutes   []string `yaml:"cluster_routes"`
 	ClusterUser     string   `yaml:"cluster_user"`
 	ClusterPassword string   `yaml:"cluster_password"`
+	// NodeLabels are what this node offers cameras restricted by labels
+	// ("gpu", "site-b"): such a camera runs only on a node with all of them.
+	NodeLabels []string `yaml:"node_labels"`
 	// Replicas is how many copies (1 or 3) streams, buckets and the object
 	// store keep in a cluster.
 	Replicas int `yaml:"replicas"`
@@ -614,8 +617,16 @@ func (c *Config) validateCluster(bad func(string, any, string) error) error {
 		if len(c.ClusterRoutes) > 0 {
 			return bad("cluster_routes", c.ClusterRoutes, "needs cluster_name")
 		}
+		if len(c.NodeLabels) > 0 {
+			return bad("node_labels", c.NodeLabels, "needs cluster_name")
+		}
 		return nil
 	}
+	labels, err := checkLabels("node_labels", c.NodeLabels)
+	if err != nil {
+		return bad("node_labels", c.NodeLabels, "want up to 16 distinct labels of letters, digits, '-' and '_'")
+	}
+	c.NodeLabels = labels
 	if strings.ContainsAny(c.ClusterName, ".*> \t") {
 		return bad("cluster_name", strconv.Quote(c.ClusterName), "want letters, digits, '-' and '_'")
 	}

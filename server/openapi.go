@@ -65,7 +65,7 @@ func coreSchemas() map[string]any {
 	storedStep := obj(stepProps, "id", "processor", "params", "inputs")
 	camera := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
 		"record": boo, "record_retention": str, "record_max_bytes": integ,
-		"created_at": rest.Time, "updated_at": rest.Time, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": rest.Time, "zones": arr(rest.Ref("Zone")), "node": str, "owner": str},
+		"created_at": rest.Time, "updated_at": rest.Time, "state": str, "codec": str, "width": integ, "height": integ, "fps": num, "bitrate": num, "last_error": str, "state_since": rest.Time, "zones": arr(rest.Ref("Zone")), "node": str, "labels": arr(str), "owner": str},
 		"id", "name", "source", "enabled", "pipeline", "archive", "record", "record_retention", "record_max_bytes", "created_at", "updated_at", "state", "fps", "bitrate", "state_since", "zones")
 	pipelineInput := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(step)}, "id", "steps")
 	pipeline := obj(map[string]any{"id": str, "name": str, "description": str, "steps": arr(storedStep)}, "id", "name", "description", "steps")
@@ -77,7 +77,8 @@ func coreSchemas() map[string]any {
 		"health_error": str},
 		"name", "description", "params", "outputs")
 	cameraInput := obj(map[string]any{"id": str, "name": str, "source": str, "enabled": boo, "pipeline": str, "archive": boo,
-		"record": boo, "record_retention": str, "record_max_bytes": integ, "zones": arr(rest.Ref("ZoneInput")), "node": str}, "id", "source")
+		"record": boo, "record_retention": str, "record_max_bytes": integ, "zones": arr(rest.Ref("ZoneInput")), "node": str,
+		"labels": map[string]any{"type": "array", "items": str, "description": "In a cluster, only nodes whose node_labels include all of these ingest the camera"}}, "id", "source")
 	cameraInput["example"] = map[string]any{"id": "cam1", "name": "Gate", "source": "rtsp://192.0.2.10:554/stream1", "enabled": true, "pipeline": "detect", "archive": false}
 	pipelineInput["example"] = map[string]any{"id": "detect", "name": "Detect people", "steps": []any{
 		map[string]any{"id": "resize", "processor": "resize", "params": map[string]any{"width": 640}},
@@ -97,7 +98,7 @@ func coreSchemas() map[string]any {
 		"Device": obj(map[string]any{"path": str, "name": str, "driver": str, "bus_info": str,
 			"formats": arr(obj(map[string]any{"fourcc": str, "description": str, "compressed": boo}, "fourcc", "description", "compressed"))},
 			"path", "name", "driver", "bus_info", "formats"),
-		"Node": obj(map[string]any{"node": str, "cameras": integ, "sessions": integ, "cpu": num, "updated_at": rest.Time, "meta_leader": boo},
+		"Node": obj(map[string]any{"node": str, "cameras": integ, "sessions": integ, "cpu": num, "updated_at": rest.Time, "meta_leader": boo, "labels": arr(str)},
 			"node", "cameras", "sessions", "cpu", "updated_at", "meta_leader"),
 		"NodeList":   obj(map[string]any{"items": arr(rest.Ref("Node"))}, "items"),
 		"DeviceList": obj(map[string]any{"items": arr(rest.Ref("Device"))}, "items"),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -45,6 +46,9 @@ const (
 	// earliest takeover comes routeLostTTL after its last write, so the
 	// overlap is at most leaseTTL.
 	ownerStopAfter = leaseTTL + routeLostTTL
+	// leaseRead bounds one read of a lease: a direct get answered by no
+	// replica (a frozen node's) is asked again next tick.
+	leaseRead = 500 * time.Millisecond
 	// listWait bounds one read of the camera list or the heartbeats;
 	// meanwhile placement goes on with the last ones read.
 	listWait = 2 * time.Second
@@ -77,6 +81,7 @@ type nodeInfo struct {
 	CPU       float64   `json:"cpu"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Leader    bool      `json:"meta_leader"`
+	Labels    []string  `json:"labels,omitempty"`
 }
 
 // heartbeat is a node's record in the nodes bucket: its API row plus what
@@ -152,13 +157,17 @@ type placement struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
+	// Reader goroutine only.
+	cpuLast   time.Duration
+	cpuAt     time.Time
+	lastBeat  time.Time
+	lastPeers time.Time
 	// Tick goroutine only.
-	cpuLast       time.Duration
-	cpuAt         time.Time
-	lastBeat      time.Time
 	lastRebalance time.Time
 	lastStepdown  time.Time
-	lastPeers     time.Time
+	// noLeaderAt is the last tick at which the leases group had no leader
+	// this node heard from: silence before it does not count.
+	noLeaderAt time.Time
 }
 
 func newPlacement(s *Server) *placement {
@@ -247,6 +256,18 @@ func (p *placement) read(parent context.Context) {
 		p.lastNodes, p.nodesAt = nodes, now
 		p.mu.Unlock()
 	}
+	// Writes to the nodes bucket and reads of the leases group's members
+	// may wait for a Raft leader too: here they hold up no claim.
+	ctx, cancel = context.WithTimeout(parent, listWait)
+	defer cancel()
+	if now.Sub(p.lastBeat) >= nodeHeartbeat {
+		p.lastBeat = now
+		p.heartbeat(ctx, now)
+	}
+	if now.Sub(p.lastPeers) >= peersEvery {
+		p.lastPeers = now
+		p.readPeers(ctx)
+	}
 }
 
 // changed asks for a placement round now (a camera was created, changed or
@@ -295,6 +316,9 @@ func (p *placement) tick(parent context.Context) {
 		return
 	}
 	fresh := now.Sub(nodesAt) < 2*nodeHeartbeat
+	if !p.s.bus.LeasesCurrent() {
+		p.noLeaderAt = now
+	}
 	ctx, cancel := context.WithTimeout(parent, 2*time.Second)
 	defer cancel()
 	want := make(map[string]*busv1.Camera, len(cams))
@@ -319,14 +343,6 @@ func (p *placement) tick(parent context.Context) {
 	for _, cam := range gone {
 		p.giveUp(ctx, cam)
 	}
-	if now.Sub(p.lastBeat) >= nodeHeartbeat {
-		p.lastBeat = now
-		p.heartbeat(ctx, now)
-	}
-	if now.Sub(p.lastPeers) >= peersEvery {
-		p.lastPeers = now
-		p.readPeers(ctx)
-	}
 	if fresh {
 		p.rebalance(ctx, want, nodes, now)
 		p.stepDownIfOwner(ctx, nodes, now)
@@ -344,7 +360,7 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 		held.pinned = cam.Node != ""
 	}
 	p.mu.Unlock()
-	if !cam.Enabled || (cam.Node != "" && cam.Node != p.node) {
+	if !cam.Enabled || !mayRun(cam, p.node, p.s.Config.NodeLabels) {
 		if held != nil {
 			p.giveUp(ctx, id)
 		}
@@ -357,7 +373,9 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 		return
 	}
 	val, _ := json.Marshal(lease{Node: p.node})
-	e, err := p.leases.Get(ctx, id)
+	gctx, gcancel := context.WithTimeout(ctx, leaseRead)
+	e, err := p.leases.Get(gctx, id)
+	gcancel()
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		if !p.shouldClaim(cam, nodes) {
@@ -368,11 +386,9 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 			p.take(cam, rev, now, "free")
 		}
 	case err != nil:
-		// The bucket does not answer (leader election, no quorum): the
-		// staleness clock only runs while reads succeed.
-		p.mu.Lock()
-		delete(p.seen, id)
-		p.mu.Unlock()
+		// No answer (a frozen replica took the direct get, or no quorum):
+		// the revision seen and its clock stay as they are. A claim is a
+		// compare-and-set on that revision, which a renewal since defeats.
 	default:
 		var l lease
 		_ = json.Unmarshal(e.Value(), &l)
@@ -393,12 +409,20 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 			return
 		}
 		allowed := p.silenceAllowed(l.Node)
-		if now.Sub(s.at) < allowed || !p.shouldClaim(cam, nodes) {
+		from := s.at
+		if allowed == leaseTTL && p.noLeaderAt.After(from) {
+			// The holder could not renew while the leases group had no
+			// leader either: its silence counts from the group's return.
+			// A holder without a route is not waited for (it is dead or
+			// cut off from us; the compare-and-set settles the rest).
+			from = p.noLeaderAt
+		}
+		if now.Sub(from) < allowed || !p.shouldClaim(cam, nodes) {
 			return
 		}
 		if rev, err := p.leases.Update(ctx, id, val, e.Revision()); err == nil {
 			p.s.Logger.Info("camera taken over", "camera", id, "from", l.Node, "node", p.node,
-				"silent", now.Sub(s.at).Round(time.Millisecond), "allowed", allowed)
+				"silent", now.Sub(s.at).Round(time.Millisecond), "counted", now.Sub(from).Round(time.Millisecond), "allowed", allowed)
 			p.take(cam, rev, now, "takeover")
 		}
 	}
@@ -414,10 +438,41 @@ func (p *placement) silenceAllowed(holder string) time.Duration {
 	return leaseTTL
 }
 
-// mayRun reports whether a node may ingest a camera: its pinned node, or
-// any node when it is not pinned.
-func mayRun(cam *busv1.Camera, node string) bool {
-	return cam.Node == "" || cam.Node == node
+// mayRun reports whether a node with these labels may ingest a camera:
+// its pinned node, or any node when it is not pinned, and only a node
+// carrying every label the camera asks for.
+func mayRun(cam *busv1.Camera, node string, labels []string) bool {
+	if cam.Node != "" && cam.Node != node {
+		return false
+	}
+	for _, want := range cam.Labels {
+		if !slices.Contains(labels, want) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkLabels validates a list of labels (camera labels, node_labels):
+// tokens, no duplicates, at most 16; sorted.
+func checkLabels(field string, labels []string) ([]string, error) {
+	if len(labels) > 16 {
+		return nil, invalidf("%s: %d labels, at most 16", field, len(labels))
+	}
+	out := slices.Clone(labels)
+	for _, l := range out {
+		if err := bus.ValidateToken(l); err != nil {
+			return nil, invalidf("%s: label %q: %v", field, l, err)
+		}
+	}
+	slices.Sort(out)
+	if len(slices.Compact(slices.Clone(out))) != len(out) {
+		return nil, invalidf("%s: a label is listed twice", field)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // myLoad is this node's load as the others will see it in its heartbeat.
@@ -435,7 +490,7 @@ func (p *placement) myLoad() int {
 func (p *placement) leastLoad(cam *busv1.Camera, nodes map[string]heartbeat) (least int, ok bool) {
 	routed := p.s.bus.RoutedNodes()
 	for name, n := range nodes {
-		if name == p.node || (routed != nil && !routed[name]) || !mayRun(cam, name) {
+		if name == p.node || (routed != nil && !routed[name]) || !mayRun(cam, name, n.Labels) {
 			continue
 		}
 		if !ok || n.load() < least {
@@ -448,7 +503,7 @@ func (p *placement) leastLoad(cam *busv1.Camera, nodes map[string]heartbeat) (le
 // shouldClaim spreads free cameras: a pinned camera goes to its node, any
 // other to a least-loaded live node (ties are settled by the lease's CAS).
 func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) bool {
-	if !mayRun(cam, p.node) {
+	if !mayRun(cam, p.node, p.s.Config.NodeLabels) {
 		return false
 	}
 	if cam.Node != "" {
@@ -808,7 +863,7 @@ func (s *Server) localNode(cameras int, cpu float64) nodeInfo {
 		sessions = s.webrtc.Sessions()
 	}
 	return nodeInfo{Node: s.Config.Node, Cameras: cameras, Sessions: sessions, CPU: cpu,
-		UpdatedAt: time.Now().UTC(), Leader: s.bus.MetaLeader() == s.bus.ServerName()}
+		UpdatedAt: time.Now().UTC(), Leader: s.bus.MetaLeader() == s.bus.ServerName(), Labels: s.Config.NodeLabels}
 }
 
 // cameraChanged starts, restarts or stops a camera after its configuration

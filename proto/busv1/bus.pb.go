@@ -1287,7 +1287,10 @@ type Camera struct {
 	Zones []*Zone `protobuf:"bytes,9,rep,name=zones,proto3" json:"zones,omitempty"`
 	// In a cluster, the only node that may ingest this camera (a USB device,
 	// a camera only one network reaches); empty lets placement choose.
-	Node          string `protobuf:"bytes,30,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,30,opt,name=node,proto3" json:"node,omitempty"`
+	// In a cluster, only nodes carrying every one of these labels (their
+	// node_labels) may ingest this camera; empty: any node.
+	Labels        []string `protobuf:"bytes,31,rep,name=labels,proto3" json:"labels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,6 +1414,13 @@ func (x *Camera) GetNode() string {
 		return x.Node
 	}
 	return ""
+}
+
+func (x *Camera) GetLabels() []string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // Zone is a polygon on a camera's picture.
@@ -1757,7 +1767,7 @@ const file_bus_proto_rawDesc = "" +
 	"\abitrate\x18\x06 \x01(\x01R\abitrate\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\x12&\n" +
-	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\x9a\x03\n" +
+	"\x0fsince_unix_nano\x18\b \x01(\x03R\rsinceUnixNano\"\xb2\x03\n" +
 	"\x06Camera\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -1771,7 +1781,8 @@ const file_bus_proto_rawDesc = "" +
 	"\x13record_retention_ns\x18\x15 \x01(\x03R\x11recordRetentionNs\x12(\n" +
 	"\x10record_max_bytes\x18\x16 \x01(\x03R\x0erecordMaxBytes\x12&\n" +
 	"\x05zones\x18\t \x03(\v2\x10.ifc.bus.v1.ZoneR\x05zones\x12\x12\n" +
-	"\x04node\x18\x1e \x01(\tR\x04node\"l\n" +
+	"\x04node\x18\x1e \x01(\tR\x04node\x12\x16\n" +
+	"\x06labels\x18\x1f \x03(\tR\x06labels\"l\n" +
 	"\x04Zone\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06points\x18\x02 \x03(\x02R\x06points\x12\x16\n" +
