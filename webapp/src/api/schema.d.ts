@@ -623,6 +623,7 @@ export interface components {
             fps: number;
             height?: number;
             id: string;
+            labels?: string[];
             last_error?: string;
             name: string;
             node?: string;
@@ -654,6 +655,8 @@ export interface components {
             archive?: boolean;
             enabled?: boolean;
             id: string;
+            /** @description In a cluster, only nodes whose node_labels include all of these ingest the camera */
+            labels?: string[];
             name?: string;
             node?: string;
             pipeline?: string;
@@ -674,6 +677,7 @@ export interface components {
                 fps: number;
                 height?: number;
                 id: string;
+                labels?: string[];
                 last_error?: string;
                 name: string;
                 node?: string;
@@ -901,6 +905,7 @@ export interface components {
         Node: {
             cameras: number;
             cpu: number;
+            labels?: string[];
             meta_leader: boolean;
             node: string;
             sessions: number;
