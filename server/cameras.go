@@ -47,7 +47,7 @@ type camRun struct {
 // components (decoder, pipeline, recording) to be in place before it starts
 // anyway: they read the pipeline from its bucket's Raft leader, which may
 // be electing for seconds after a node died, and video must not wait.
-const liveStartWait = time.Second
+const liveStartWait = 500 * time.Millisecond
 
 func newSupervisor(s *Server) *supervisor {
 	return &supervisor{s: s, factories: s.sourceFactories(), cams: make(map[string]*camRun)}
