@@ -223,8 +223,15 @@ func TestClusterSplitAndRebalance(t *testing.T) {
 			}
 		}
 	})
-	// Stay watching a little: a camera owned twice later would show here.
-	w.watchUntil(3*time.Second, func(map[string][]string) bool { return false })
+	// Stay watching a little: once settled, no camera is owned twice.
+	w.watchUntil(3*time.Second, func(by map[string][]string) bool {
+		for _, cam := range cams {
+			if len(by[cam]) > 1 {
+				t.Errorf("after settling, camera %s is ingested on %v", cam, by[cam])
+			}
+		}
+		return false
+	})
 	var doubles []string
 	for _, cam := range cams {
 		if d := w.double[cam]; d > 0 {
