@@ -702,7 +702,28 @@ func (p *placement) renewed(ctx context.Context, id string, oldRev, newRev uint6
 		_ = p.leases.Delete(ctx, id, jetstream.LastRevision(newRev))
 		return
 	case current && (errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) || isWrongSequence(err)):
+		p.mu.Unlock()
+		// A renewal that timed out may have been written after all: the
+		// lease still names this node at a newer revision. Carry on with
+		// it (nobody else writes our name) rather than stop and restart.
+		gctx, gcancel := context.WithTimeout(context.WithoutCancel(ctx), leaseRead)
+		e, gerr := p.leases.Get(gctx, id)
+		gcancel()
+		var now lease
+		if gerr == nil && json.Unmarshal(e.Value(), &now) == nil && now.Node == p.node {
+			p.mu.Lock()
+			if l := p.owned[id]; l != nil && l.rev == oldRev {
+				l.rev = e.Revision()
+			}
+			p.mu.Unlock()
+			return
+		}
 		// Another node holds it now.
+		p.mu.Lock()
+		if l := p.owned[id]; l == nil || l.rev != oldRev {
+			p.mu.Unlock()
+			return
+		}
 		delete(p.owned, id)
 		p.mu.Unlock()
 		p.s.Logger.Warn("camera lease lost", "camera", id, "node", p.node)
