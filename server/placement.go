@@ -157,6 +157,8 @@ type placement struct {
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
+	// lastRenewLoop is the renewal loop's last round (its goroutine only).
+	lastRenewLoop time.Time
 	// Reader goroutine only.
 	cpuLast   time.Duration
 	cpuAt     time.Time
@@ -655,10 +657,17 @@ func (p *placement) renewDue(parent context.Context, now time.Time) {
 	var todo []due
 	var expired []string
 	quorum := p.reachesQuorum()
+	// A loop that did not run for a lease was stalled itself (a frozen
+	// process, a stalled VM): others may have taken its cameras meanwhile,
+	// so it stops them at once instead of waiting for a refused renewal;
+	// the tick takes back those whose lease still names this node.
+	stalled := !p.lastRenewLoop.IsZero() && now.Sub(p.lastRenewLoop) >= leaseTTL
+	p.lastRenewLoop = now
 	p.mu.Lock()
 	for id, l := range p.owned {
 		switch {
-		case now.Sub(l.renewed) >= ownerStopAfter && !quorum:
+		case stalled && now.Sub(l.renewed) >= leaseTTL,
+			now.Sub(l.renewed) >= ownerStopAfter && !quorum:
 			expired = append(expired, id)
 			delete(p.owned, id)
 		case now.Sub(l.renewed) >= leaseRenew:
@@ -667,7 +676,7 @@ func (p *placement) renewDue(parent context.Context, now time.Time) {
 	}
 	p.mu.Unlock()
 	for _, id := range expired {
-		p.s.Logger.Warn("camera lease not renewed in time and no quorum reachable, stopping", "camera", id, "node", p.node)
+		p.s.Logger.Warn("camera lease not renewed in time, stopping", "camera", id, "node", p.node, "stalled", stalled, "quorum", quorum)
 		p.starter.stopNow(id)
 	}
 	if len(todo) == 0 {

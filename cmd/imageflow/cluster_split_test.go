@@ -17,11 +17,11 @@ import (
 
 // ingestsWithin is ingests with a deadline: a frozen node does not answer,
 // and a frozen process publishes nothing, so it counts as ingesting nothing.
-func (n *clusterNode) ingestsWithin(d time.Duration) map[string]bool {
+func (n *clusterNode) ingestsWithin(d time.Duration) (map[string]bool, bool) {
 	client := http.Client{Timeout: d}
 	resp, err := client.Get("http://" + n.http + "/metrics")
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	defer resp.Body.Close()
 	var b strings.Builder
@@ -40,7 +40,7 @@ func (n *clusterNode) ingestsWithin(d time.Duration) map[string]bool {
 			out[cam[:strings.Index(cam, `"`)]] = true
 		}
 	}
-	return out
+	return out, true
 }
 
 // ingestWatch samples which nodes ingest which camera and keeps, per
@@ -53,6 +53,8 @@ type ingestWatch struct {
 	moves   map[string]int           // camera → changes of its single ingesting node
 	where   map[string]map[string]bool
 	samples int
+	// answered is whether every node answered the last sample.
+	answered bool
 }
 
 func newIngestWatch(nodes []*clusterNode) *ingestWatch {
@@ -64,8 +66,11 @@ func newIngestWatch(nodes []*clusterNode) *ingestWatch {
 func (w *ingestWatch) sample() map[string][]string {
 	at := time.Now()
 	by := map[string][]string{}
+	w.answered = true
 	for _, nd := range w.nodes {
-		for cam := range nd.ingestsWithin(300 * time.Millisecond) {
+		got, ok := nd.ingestsWithin(300 * time.Millisecond)
+		w.answered = w.answered && ok
+		for cam := range got {
 			by[cam] = append(by[cam], nd.name)
 		}
 	}
@@ -206,7 +211,7 @@ func TestClusterSplitAndRebalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed := time.Now()
-	by, ok = w.watchUntil(60*time.Second, once(cams))
+	by, ok = w.watchUntil(60*time.Second, func(by map[string][]string) bool { return w.answered && once(cams)(by) })
 	if !ok {
 		t.Fatalf("after the node resumed, cameras not ingested once each: %v", by)
 	}
