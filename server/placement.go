@@ -224,10 +224,13 @@ func (p *placement) start() {
 	}()
 	go func() {
 		defer p.done.Done()
-		t := time.NewTicker(placementTick)
+		// A round after each read, or placementTick after the last round
+		// while the reader waits for a bucket.
+		t := time.NewTimer(placementTick)
 		defer t.Stop()
 		for {
 			p.tick(ctx)
+			t.Reset(placementTick)
 			select {
 			case <-ctx.Done():
 				return
