@@ -52,7 +52,7 @@ export async function saveZones(cam: Camera, zones: Zone[]): Promise<Camera> {
   return unwrap(
     await client.PUT('/api/v1/cameras/{id}', {
       params: { path: { id: cam.id } },
-      body: { id: cam.id, name: cam.name, source: cam.source, enabled: cam.enabled, pipeline: cam.pipeline, archive: cam.archive, zones },
+      body: { id: cam.id, name: cam.name, source: cam.source, enabled: cam.enabled, pipeline: cam.pipeline, archive: cam.archive, zones, node: cam.node, labels: cam.labels },
     }),
   );
 }
