@@ -493,13 +493,19 @@ func (p *placement) myLoad() int {
 // a route is not counted: a dead node's last heartbeat stays for
 // nodeStaleAfter and would hold every claim back.
 func (p *placement) leastLoad(cam *busv1.Camera, nodes map[string]heartbeat) (least int, ok bool) {
+	n, ok := p.leastLoaded(cam, nodes)
+	return n.load(), ok
+}
+
+// leastLoaded is the heartbeat behind leastLoad.
+func (p *placement) leastLoaded(cam *busv1.Camera, nodes map[string]heartbeat) (least heartbeat, ok bool) {
 	routed := p.s.bus.RoutedNodes()
 	for name, n := range nodes {
 		if name == p.node || (routed != nil && !routed[name]) || !mayRun(cam, name, n.Labels) {
 			continue
 		}
-		if !ok || n.load() < least {
-			least, ok = n.load(), true
+		if !ok || n.load() < least.load() {
+			least, ok = n, true
 		}
 	}
 	return least, ok
@@ -529,6 +535,7 @@ func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera
 	}
 	mine := p.myLoad()
 	p.mu.Lock()
+	held := len(p.owned)
 	var candidates []string
 	for id, l := range p.owned {
 		if !l.pinned && now.Sub(l.since) >= rebalanceEvery && cams[id] != nil {
@@ -538,12 +545,15 @@ func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera
 	p.mu.Unlock()
 	sort.Strings(candidates)
 	for _, id := range candidates {
-		least, ok := p.leastLoad(cams[id], nodes)
-		if !ok || mine-least < rebalanceMargin {
+		// The other node must also hold fewer cameras: the leases group's
+		// leadership moving (nats-server may move it at any time) must not
+		// by itself move cameras back and forth.
+		n, ok := p.leastLoaded(cams[id], nodes)
+		if !ok || mine-n.load() < rebalanceMargin || held <= n.Cameras {
 			continue
 		}
 		p.lastRebalance = now
-		p.s.Logger.Info("camera handed away to even the load", "camera", id, "node", p.node, "load", mine, "least", least)
+		p.s.Logger.Info("camera handed away to even the load", "camera", id, "node", p.node, "load", mine, "to", n.Node, "least", n.load())
 		p.giveUp(ctx, id)
 		return
 	}
