@@ -398,9 +398,10 @@ func (p *placement) place(ctx context.Context, cam *busv1.Camera, nodes map[stri
 		var l lease
 		_ = json.Unmarshal(e.Value(), &l)
 		if l.Node == p.node {
-			// Ours from before a restart: carry on under the same name.
+			// Ours from before a restart, or handed to us by a loaded
+			// node: carry on under the same name.
 			if rev, err := p.leases.Update(ctx, id, val, e.Revision()); err == nil {
-				p.take(cam, rev, now, "restart")
+				p.take(cam, rev, now, "named here")
 			}
 			return
 		}
@@ -554,7 +555,7 @@ func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera
 		}
 		p.lastRebalance = now
 		p.s.Logger.Info("camera handed away to even the load", "camera", id, "node", p.node, "load", mine, "to", n.Node, "least", n.load())
-		p.giveUp(ctx, id)
+		p.handOver(ctx, id, n.Node)
 		return
 	}
 }
@@ -658,6 +659,26 @@ func (p *placement) giveUp(ctx context.Context, id string) {
 	}
 	p.starter.stopNow(id)
 	_ = p.leases.Delete(ctx, id, jetstream.LastRevision(l.rev))
+}
+
+// handOver stops a camera held here and writes its lease in another
+// node's name (compare-and-set on our revision): that node finds a lease
+// naming it and takes it at once, and should it not, the others take it
+// over after the usual silence. Deleting the lease instead would let any
+// node race the intended one to claim the free camera.
+func (p *placement) handOver(ctx context.Context, id, to string) {
+	p.mu.Lock()
+	l := p.owned[id]
+	delete(p.owned, id)
+	p.mu.Unlock()
+	if l == nil {
+		return
+	}
+	p.starter.stopNow(id)
+	val, _ := json.Marshal(lease{Node: to})
+	if _, err := p.leases.Update(ctx, id, val, l.rev); err != nil {
+		_ = p.leases.Delete(ctx, id, jetstream.LastRevision(l.rev))
+	}
 }
 
 // renewDue renews every held lease whose last renewal is leaseRenew old,
