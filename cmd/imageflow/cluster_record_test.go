@@ -26,8 +26,9 @@ type recordedSegment struct {
 }
 
 // maxHandoverOverlap is how long two nodes may record one camera at once
-// while its lease moves: the old owner stops once it has not renewed for
-// twice the lease (server/placement.go).
+// while its lease moves: an owner cut off stops 3.5 s after its last renewal
+// and a frozen one at once on resume (server/placement.go); 5 s leaves room
+// for a loaded machine.
 const maxHandoverOverlap = 5 * time.Second
 
 // TestClusterRecordingFollowsOwner records the demo camera in a three-node
@@ -141,8 +142,8 @@ func TestClusterRecordingFollowsOwner(t *testing.T) {
 	for i, s := range segs {
 		if i > 0 && s.Start.Before(segs[i-1].End) {
 			// A handover may overlap by as long as the old owner takes to
-			// notice it lost the lease (it stops at the latest after twice
-			// the lease, 5 s); more, or an overlap on one node, is a bug.
+			// notice it lost the lease (maxHandoverOverlap); more, or an
+			// overlap on one node, is a bug.
 			overlap := segs[i-1].End.Sub(s.Start)
 			if s.Node == segs[i-1].Node || overlap > maxHandoverOverlap {
 				t.Fatalf("segments overlap by %s (two recorders at once): %+v then %+v", overlap, segs[i-1], s)
