@@ -18,7 +18,7 @@ void* ifc_hog_new(void) {
 void ifc_hog_close(void* hog) { delete static_cast<cv::HOGDescriptor*>(hog); }
 
 int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
-                   int padding, double scale, int group_threshold,
+                   int padding, double scale, int levels, int group_threshold,
                    float min_score, float nms_threshold, int* boxes,
                    float* scores, int max) {
     // Kept per thread so a steady stream reuses the vectors' storage.
@@ -29,7 +29,10 @@ int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
     try {
         found.clear();
         weights.clear();
-        static_cast<cv::HOGDescriptor*>(hog)->detectMultiScale(
+        cv::HOGDescriptor* h = static_cast<cv::HOGDescriptor*>(hog);
+        // HOGDescriptor's own default: as many levels as the picture allows.
+        h->nlevels = levels > 0 ? levels : cv::HOGDescriptor::DEFAULT_NLEVELS;
+        h->detectMultiScale(
             *static_cast<cv::Mat*>(img), found, weights, hit_threshold,
             cv::Size(win_stride, win_stride), cv::Size(padding, padding), scale,
             (double)group_threshold, false);

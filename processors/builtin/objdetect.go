@@ -28,10 +28,13 @@ type hogDetector struct {
 }
 
 type hogParams struct {
-	hitThreshold   float64
-	winStride      int
-	padding        int
-	scale          float64
+	hitThreshold float64
+	winStride    int
+	padding      int
+	scale        float64
+	// levels bounds the pyramid levels searched; 0 means all down to the
+	// window's size.
+	levels         int
 	groupThreshold int
 	minScore       float32
 	nmsThreshold   float32
@@ -49,7 +52,7 @@ func newHOGDetector() (*hogDetector, error) {
 // first.
 func (h *hogDetector) detect(img *gocv.Mat, hp hogParams, fn func(x, y, w, h int, score float32)) error {
 	n := C.ifc_hog_detect(h.p, unsafe.Pointer(img.Ptr()), C.double(hp.hitThreshold), C.int(hp.winStride),
-		C.int(hp.padding), C.double(hp.scale), C.int(hp.groupThreshold), C.float(hp.minScore),
+		C.int(hp.padding), C.double(hp.scale), C.int(hp.levels), C.int(hp.groupThreshold), C.float(hp.minScore),
 		C.float(hp.nmsThreshold), &h.boxes[0], &h.scores[0], maxBoxes)
 	if n < 0 {
 		return fmt.Errorf("HOG detection failed on a %dx%d picture", img.Cols(), img.Rows())

@@ -13,9 +13,11 @@ void ifc_hog_close(void* hog);
 
 // ifc_hog_detect runs the default people detector on img (a cv::Mat*) and
 // writes up to max boxes (x, y, w, h quadruples) and scores after grouping,
-// min_score and NMS. Returns the number written, or -1 when OpenCV threw.
+// min_score and NMS. levels bounds the pyramid levels searched (the first
+// is img's own size); 0 searches down to the window's size. Returns the
+// number written, or -1 when OpenCV threw.
 int ifc_hog_detect(void* hog, void* img, double hit_threshold, int win_stride,
-                   int padding, double scale, int group_threshold,
+                   int padding, double scale, int levels, int group_threshold,
                    float min_score, float nms_threshold, int* boxes,
                    float* scores, int max);
 

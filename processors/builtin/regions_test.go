@@ -2,10 +2,12 @@ package builtin
 
 import (
 	"errors"
+	"fmt"
 	"image"
 	"math"
 	"slices"
 	"testing"
+	"time"
 
 	"gocv.io/x/gocv"
 	"google.golang.org/protobuf/proto"
@@ -293,5 +295,98 @@ func TestDetectTightBoxes(t *testing.T) {
 		if !b[i].In(a[i]) || b[i].Dx()*b[i].Dy() > a[i].Dx()*a[i].Dy()*7/10 {
 			t.Fatalf("tight box %v is not a shrunk %v", b[i], a[i])
 		}
+	}
+}
+
+// sizedRegionParams are the demo pipeline's detect parameters (server/demo.go)
+// less the gate: regions sized by their motion, a coarser pyramid, no HOG
+// padding (the regions are padded already).
+var sizedRegionParams = map[string]any{"backend": "hog", "regions": RegionsMotion, "region_sizing": RegionSizingMotion,
+	"scale": 1.15, "padding": 0, "tight_boxes": true}
+
+// TestDetectRegionsByMotionHeight: sizing the regions by their motion keeps
+// finding vtest.avi's walking people, at the demo camera's 640x480 and at a
+// 1080p camera's 640x360 (people 30-70 px tall): about as many boxes as
+// region_min_height 256 with scale 1.05 finds, a person in every frame
+// where it finds one, most of the same people; and boxes lie inside the
+// frame, in its pixels.
+func TestDetectRegionsByMotionHeight(t *testing.T) {
+	for _, size := range []image.Point{{640, 480}, {640, 360}} {
+		t.Run(fmt.Sprintf("%dx%d", size.X, size.Y), func(t *testing.T) {
+			frames, regions := motionFrames(t, 240, size)
+			old := newRunner(t, build(t, DetectSpec(), demoRegionParams))
+			sized := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
+			var nOld, nSized, framesOld, framesBoth, same int
+			var tOld, tSized time.Duration
+			for i := 5; i < len(frames); i += 3 {
+				old.in.Detections, sized.in.Detections = regions[i], regions[i]
+				t0 := time.Now()
+				a := rectsOf(old.run(t, frames[i]))
+				t1 := time.Now()
+				b := rectsOf(sized.run(t, frames[i]))
+				tOld, tSized = tOld+t1.Sub(t0), tSized+time.Since(t1)
+				nOld, nSized = nOld+len(a), nSized+len(b)
+				if len(a) > 0 {
+					framesOld++
+					if len(b) > 0 {
+						framesBoth++
+					}
+				}
+				for _, r := range a {
+					if matchesBox(r, b) {
+						same++
+					}
+				}
+				for _, r := range b {
+					if !r.In(image.Rect(0, 0, size.X, size.Y)) || r.Empty() {
+						t.Fatalf("box %v outside the %v frame", r, size)
+					}
+				}
+			}
+			t.Logf("min_height 256, scale 1.05: %d people (%v); motion_height, scale 1.15: %d people (%v), %d of the first's; frames with people %d, of them %d with people in both",
+				nOld, tOld, nSized, tSized, same, framesOld, framesBoth)
+			if nOld < 50 {
+				t.Fatalf("the reference found only %d people: the comparison means nothing", nOld)
+			}
+			if float64(nSized) < 0.85*float64(nOld) || float64(same) < 0.7*float64(nOld) || float64(framesBoth) < 0.95*float64(framesOld) {
+				t.Fatalf("motion_height found %d people (%d of the %d found before) in %d of %d frames", nSized, same, nOld, framesBoth, framesOld)
+			}
+		})
+	}
+}
+
+// motionFrames is liveFrames at another frame size.
+func motionFrames(tb testing.TB, last int, size image.Point) ([]gocv.Mat, [][]*busv1.Detection) {
+	var idx []int
+	for i := 0; i <= last; i += 2 {
+		idx = append(idx, i)
+	}
+	src := videoFrames(tb, vtestPath, idx...)
+	mot := newRunner(tb, build(tb, MotionSpec(), map[string]any{"min_area": 300}))
+	frames := make([]gocv.Mat, len(src))
+	regions := make([][]*busv1.Detection, len(src))
+	for i, f := range src {
+		frames[i] = gocv.NewMat()
+		gocv.Resize(f, &frames[i], size, 0, 0, gocv.InterpolationArea)
+		for _, d := range mot.run(tb, frames[i]).Detections {
+			regions[i] = append(regions[i], proto.Clone(d).(*busv1.Detection))
+		}
+	}
+	tb.Cleanup(func() {
+		for i := range frames {
+			frames[i].Close()
+		}
+	})
+	return frames, regions
+}
+
+func TestDetectRegionSizingNeedsHOG(t *testing.T) {
+	spec := DetectSpec()
+	params, err := spec.Resolve(map[string]any{"backend": "haar", "regions": RegionsMotion, "region_sizing": RegionSizingMotion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := spec.New(params); !errors.Is(err, ErrConfig) {
+		t.Fatalf("haar with region_sizing=motion_height: %v, want ErrConfig", err)
 	}
 }

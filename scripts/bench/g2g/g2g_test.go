@@ -117,8 +117,8 @@ func TestGlassToGlass(t *testing.T) {
 	post(t, base+"/api/v1/pipelines", map[string]any{"id": "people", "steps": []any{
 		map[string]any{"id": "motion", "processor": "motion", "params": map[string]any{"min_area": 300}},
 		map[string]any{"id": "people", "processor": "detect", "inputs": []any{"motion"}, "params": map[string]any{
-			"backend": "hog", "gate": "only_if_motion", "regions": "motion", "region_min_height": 256,
-			"tight_boxes": true, "keep_input_detections": false, "win_stride": 8, "scale": 1.05}},
+			"backend": "hog", "gate": "only_if_motion", "regions": "motion", "region_sizing": "motion_height",
+			"tight_boxes": true, "keep_input_detections": false, "win_stride": 8, "scale": 1.15, "padding": 0}},
 	}})
 	post(t, base+"/api/v1/cameras", map[string]any{"id": "bare", "source": "publish"})
 	post(t, base+"/api/v1/cameras", map[string]any{"id": "overlays", "source": "publish", "pipeline": "people"})

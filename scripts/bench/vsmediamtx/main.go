@@ -593,7 +593,7 @@ func detectRound(s *server, o options) error {
 		"motion":  `{"id":"motion","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}}]}`,
 		"people": `{"id":"people","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}},
 			{"id":"people","processor":"detect","inputs":["motion"],"params":{"backend":"hog","gate":"only_if_motion","regions":"motion",
-			"region_min_height":256,"tight_boxes":true,"keep_input_detections":false,"win_stride":8,"scale":1.05}}]}`,
+			"region_sizing":"motion_height","tight_boxes":true,"keep_input_detections":false,"win_stride":8,"scale":1.15,"padding":0}}]}`,
 	}
 	for _, p := range []string{"convert", "motion", "people"} {
 		if err := s.post("/api/v1/pipelines", pipelines[p]); err != nil {
