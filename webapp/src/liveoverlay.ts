@@ -4,7 +4,7 @@
 // boxes, and reports the exact/late/dropped counts to the server's metrics.
 import { cameraPath, client } from './api';
 import type { OverlayResult } from './overlay';
-import { FrameClock, LagEstimator, OverlayScheduler, playoutTargetMs, type FrameDraw, type OutcomeCounts, type PlayoutSettings } from './playout';
+import { LagEstimator, LagMatcher, OverlayScheduler, playoutTargetMs, type FrameDraw, type OutcomeCounts, type PlayoutSettings } from './playout';
 
 /** A video receiver with the jitterBufferTarget attribute (ms; Chrome 114+, Firefox 131+). */
 type TargetReceiver = RTCRtpReceiver & { jitterBufferTarget?: number | null };
@@ -18,7 +18,7 @@ const LAG_WINDOW = 100;
 export class LiveOverlay {
   readonly scheduler: OverlayScheduler;
   readonly lag = new LagEstimator(LAG_WINDOW);
-  private readonly clock = new FrameClock();
+  private readonly matcher = new LagMatcher();
   private receiver: TargetReceiver | null = null;
   private expected = false;
   private reported: OutcomeCounts = { exact: 0, late: 0, dropped: 0 };
@@ -36,7 +36,7 @@ export class LiveOverlay {
   attach(receiver: RTCRtpReceiver): void {
     this.receiver = receiver as TargetReceiver;
     this.scheduler.clear();
-    this.clock.reset();
+    this.matcher.clear();
     this.targetMs = null;
     this.delayMs = null;
     this.lastDelay = { sum: 0, count: 0 };
@@ -53,7 +53,7 @@ export class LiveOverlay {
 
   /** A result from the data channel, arrived at arrivedMs (performance.now()). */
   onResult(r: OverlayResult, arrivedMs: number): void {
-    const lag = this.clock.lagMs(r.rtp_timestamp, arrivedMs);
+    const lag = this.matcher.result(r.rtp_timestamp, arrivedMs);
     if (lag !== null) this.lag.add(lag);
     if (this.expected) this.scheduler.add(r);
   }
@@ -63,7 +63,8 @@ export class LiveOverlay {
    * when its last packet arrived; returns what to draw on it.
    */
   onFrame(rtp: number, receivedMs: number): FrameDraw | null {
-    this.clock.frame(rtp, receivedMs);
+    const lag = this.matcher.frame(rtp, receivedMs);
+    if (lag !== null) this.lag.add(lag);
     return this.expected ? this.scheduler.frame(rtp) : null;
   }
 

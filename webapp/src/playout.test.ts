@@ -3,6 +3,7 @@ import type { OverlayResult } from './overlay';
 import {
   DEFAULT_PLAYOUT,
   FrameClock,
+  LagMatcher,
   LagEstimator,
   OverlayScheduler,
   moveByTracks,
@@ -102,6 +103,37 @@ describe('FrameClock', () => {
     const c = new FrameClock();
     c.frame(900, 2000);
     expect(c.lagMs(U32 - 8100, 2000)).toBeCloseTo(100);
+  });
+});
+
+describe('LagMatcher', () => {
+  it('measures a result against its own frame, whichever comes first', () => {
+    const m = new LagMatcher();
+    // Held video: the result arrives before its frame is shown.
+    expect(m.result(9000, 1030)).toBeNull();
+    expect(m.frame(0, 900)).toBeNull();
+    expect(m.frame(9000, 1000)).toBe(30);
+    // Its frame shown first: matched when the result comes.
+    expect(m.frame(18_000, 1100)).toBeNull();
+    expect(m.result(18_000, 1180)).toBe(80);
+  });
+  it('does not count a stalled sender as lag', () => {
+    const m = new LagMatcher();
+    // Frame 9000 arrived 400 ms after frame 0 though the clock says 100 ms:
+    // its result, 20 ms after it, lags 20 ms, not 320.
+    m.frame(0, 1000);
+    expect(m.result(9000, 1420)).toBeNull();
+    expect(m.frame(9000, 1400)).toBe(20);
+  });
+  it('forgets old frames and results, and across the 32-bit wrap-around keys by the unsigned timestamp', () => {
+    const m = new LagMatcher();
+    for (let i = 0; i < 200; i++) m.result(i * 3000, i);
+    expect(m.frame(0, 0)).toBeNull(); // forgotten
+    expect(m.frame(199 * 3000, 500)).toBe(199 - 500);
+    m.frame(U32 - 3000, 10);
+    expect(m.result(-3000, 25)).toBe(15);
+    m.clear();
+    expect(m.result(U32 - 3000, 30)).toBeNull();
   });
 });
 

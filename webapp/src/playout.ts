@@ -159,6 +159,55 @@ export class FrameClock {
   }
 }
 
+/** Presented frames and unmatched results remembered by LagMatcher. */
+const LAG_MATCH_KEPT = 64;
+
+/**
+ * Measures each result's lag exactly: its arrival minus the arrival of its
+ * own frame (the receiveTime the browser reports when it presents the frame
+ * with that RTP timestamp). A result that arrives before its frame is shown
+ * (the normal case while video is held) waits for the frame; one whose frame
+ * was shown already is matched at once. Unlike FrameClock's estimate this
+ * does not depend on the sender's clock keeping pace with the wall clock:
+ * a stalled sender or a burst of frames would otherwise count as lag, and a
+ * larger target would hold more such error (the estimate fed on itself).
+ */
+export class LagMatcher {
+  private readonly frames = new Map<number, number>();
+  private readonly results = new Map<number, number>();
+
+  /** A presented frame; returns the lag of the result that waited for it, else null. */
+  frame(rtp: number, receivedMs: number): number | null {
+    const key = rtp >>> 0;
+    remember(this.frames, key, receivedMs);
+    const arrived = this.results.get(key);
+    if (arrived === undefined) return null;
+    this.results.delete(key);
+    return arrived - receivedMs;
+  }
+
+  /** A result for the frame rtp, arrived at arrivedMs; its lag when its frame was shown already, else null (it waits). */
+  result(rtp: number, arrivedMs: number): number | null {
+    const key = rtp >>> 0;
+    const received = this.frames.get(key);
+    if (received !== undefined) return arrivedMs - received;
+    remember(this.results, key, arrivedMs);
+    return null;
+  }
+
+  clear(): void {
+    this.frames.clear();
+    this.results.clear();
+  }
+}
+
+/** Sets m[key] = v, forgetting the oldest entry beyond LAG_MATCH_KEPT. */
+function remember(m: Map<number, number>, key: number, v: number): void {
+  m.delete(key);
+  m.set(key, v);
+  if (m.size > LAG_MATCH_KEPT) m.delete(m.keys().next().value as number);
+}
+
 /** How a result's boxes reached the screen. */
 export type Outcome = 'exact' | 'late' | 'dropped';
 
