@@ -145,8 +145,10 @@ func BenchmarkDetect256(b *testing.B) {
 }
 
 // BenchmarkDetectRegions compares full-frame HOG with HOG on motion regions
-// as the demo camera runs it: 640x480 vtest.avi frames at 5 fps with the
-// motion step's regions of each (computed beforehand, not timed).
+// enlarged to 256 px (the demo camera's former parameters), sized by their
+// motion (its parameters now) and not enlarged: 640x480 vtest.avi frames at
+// 5 fps with the motion step's regions of each (computed beforehand, not
+// timed).
 func BenchmarkDetectRegions(b *testing.B) {
 	frames, regions := liveFrames(b, 120)
 	frames, regions = frames[5:], regions[5:] // past the motion model's warm-up
@@ -155,6 +157,9 @@ func BenchmarkDetectRegions(b *testing.B) {
 	})
 	b.Run("motion", func(b *testing.B) {
 		benchWithDetections(b, DetectSpec(), demoRegionParams, frames, regions)
+	})
+	b.Run("motion_sized", func(b *testing.B) {
+		benchWithDetections(b, DetectSpec(), sizedRegionParams, frames, regions)
 	})
 	b.Run("motion_no_enlarge", func(b *testing.B) {
 		benchWithDetections(b, DetectSpec(), map[string]any{"backend": "hog", "regions": RegionsMotion}, frames, regions)
