@@ -61,6 +61,10 @@ const (
 	minSpanRatio = 0.75
 )
 
+// maxHOGLevels bounds the pyramid levels one region asks for (OpenCV's
+// default bound).
+const maxHOGLevels = 64
+
 // hogPersonH is the height of the person inside HOG's 128 px window (the
 // tight box's height at the window's own size).
 const hogPersonH = hogWinH * 0.8
@@ -467,6 +471,9 @@ func motionSpans(dst []motionSpan, rois []image.Rectangle, dets []*busv1.Detecti
 			if det == nil || det.Label != label || !(det.H > 0) || !(det.W > 0) {
 				continue
 			}
+			if cx, cy := float64(det.X+det.W/2), float64(det.Y+det.H/2); math.IsNaN(cx+cy) || math.IsInf(cx+cy, 0) {
+				continue
+			}
 			c := image.Pt(int(det.X+det.W/2), int(det.Y+det.H/2))
 			if c.In(r) {
 				span.lo, span.hi = min(span.lo, float64(det.H)), max(span.hi, float64(det.H))
@@ -526,7 +533,9 @@ func (d *Detect) detectRegionBySize(src *gocv.Mat, r image.Rectangle, span motio
 	tallest := span.hi * personMotionHi * float64(w) / float64(r.Dx())
 	p.levels = 1
 	if tallest > hogPersonH && p.scale > 1 {
-		p.levels += int(math.Ceil(math.Log(tallest/hogPersonH) / math.Log(p.scale)))
+		// HOG stops at the window's size anyway; the bound keeps the
+		// conversion defined.
+		p.levels += int(min(math.Ceil(math.Log(tallest/hogPersonH)/math.Log(p.scale)), maxHOGLevels))
 	}
 	return d.hog.detect(&img, p, d.addHOG)
 }

@@ -390,3 +390,31 @@ func TestDetectRegionSizingNeedsHOG(t *testing.T) {
 		t.Fatalf("haar with region_sizing=motion_height: %v, want ErrConfig", err)
 	}
 }
+
+// TestMotionSpans: each region gets the heights of the motion boxes centred
+// in it, fragments count as tall as the tallest would allow, and broken
+// boxes are ignored; a region with no box centred in it is sized by itself.
+func TestMotionSpans(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	rois := []image.Rectangle{image.Rect(0, 0, 200, 200), image.Rect(300, 0, 400, 150)}
+	dets := []*busv1.Detection{
+		motionDet(10, 10, 30, 100), motionDet(60, 20, 30, 60), motionDet(100, 100, 20, 20), // 20 < 0.75*100
+		{X: 10, Y: 10, W: 30, H: 180, Label: "person"}, motionDet(10, 10, 30, inf), motionDet(nan, 10, 30, 150), nil,
+	}
+	got := motionSpans(nil, rois, dets, "motion")
+	want := []motionSpan{{lo: 75, hi: 100}, {lo: 150, hi: 150}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// Whatever the spans, detection runs and keeps its boxes in the frame.
+	frames, _ := liveFrames(t, 0)
+	r := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
+	for _, in := range [][]*busv1.Detection{dets, {motionDet(0, 0, 640, 480)}, {motionDet(630, 470, 10, 10)}, {motionDet(5, 5, 1, 1e9)}} {
+		r.in.Detections = in
+		for _, b := range rectsOf(r.run(t, frames[0])) {
+			if !b.In(image.Rect(0, 0, 640, 480)) {
+				t.Fatalf("box %v outside the frame", b)
+			}
+		}
+	}
+}
