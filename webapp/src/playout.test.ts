@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import type { OverlayResult } from './overlay';
 import {
   DEFAULT_PLAYOUT,
-  FrameClock,
   LagMatcher,
   LagEstimator,
   OverlayScheduler,
@@ -86,23 +85,6 @@ describe('playoutSettingsFrom', () => {
     const s = playoutSettingsFrom('playout_floor=abc&playout_margin=-3&late_max_age=99999&playout_ceiling=');
     expect(s).toEqual(DEFAULT_PLAYOUT);
     expect(playoutSettingsFrom('playout_floor=500&playout_ceiling=100')).toMatchObject({ floorMs: 500, ceilingMs: 500 });
-  });
-});
-
-describe('FrameClock', () => {
-  it('estimates a frame arrival from the clock rate', () => {
-    const c = new FrameClock();
-    expect(c.lagMs(0, 1000)).toBeNull();
-    c.frame(90_000, 5000);
-    expect(c.receivedAt(90_000)).toBe(5000);
-    expect(c.receivedAt(90_000 + 9000)).toBe(5100);
-    // A result for the frame 100 ms before the presented one, arriving at 5030.
-    expect(c.lagMs(81_000, 5030)).toBe(130);
-  });
-  it('works across the 32-bit wrap-around', () => {
-    const c = new FrameClock();
-    c.frame(900, 2000);
-    expect(c.lagMs(U32 - 8100, 2000)).toBeCloseTo(100);
   });
 });
 

@@ -124,41 +124,6 @@ export function playoutTargetMs(
   return Math.round(Math.min(s.ceilingMs, Math.max(s.floorMs, want)));
 }
 
-/**
- * Maps RTP timestamps to the time (performance.now() ms) their frame's last
- * packet arrived, from the presented frames' requestVideoFrameCallback
- * metadata (rtpTimestamp, receiveTime). A result's lag is its arrival time
- * minus its frame's arrival time.
- */
-export class FrameClock {
-  private rtp = 0;
-  private receivedMs = 0;
-  private known = false;
-
-  /** Records a presented frame. */
-  frame(rtp: number, receivedMs: number): void {
-    this.rtp = rtp >>> 0;
-    this.receivedMs = receivedMs;
-    this.known = true;
-  }
-
-  /** When the frame with this RTP timestamp arrived (estimated from the clock rate), null before any frame. */
-  receivedAt(rtp: number): number | null {
-    if (!this.known) return null;
-    return this.receivedMs + rtpDiff(rtp, this.rtp) * MS_PER_TICK;
-  }
-
-  /** A result's lag behind its frame (ms), null before any frame. */
-  lagMs(resultRtp: number, arrivedMs: number): number | null {
-    const at = this.receivedAt(resultRtp);
-    return at === null ? null : arrivedMs - at;
-  }
-
-  reset(): void {
-    this.known = false;
-  }
-}
-
 /** Presented frames and unmatched results remembered by LagMatcher. */
 const LAG_MATCH_KEPT = 64;
 
@@ -167,8 +132,8 @@ const LAG_MATCH_KEPT = 64;
  * own frame (the receiveTime the browser reports when it presents the frame
  * with that RTP timestamp). A result that arrives before its frame is shown
  * (the normal case while video is held) waits for the frame; one whose frame
- * was shown already is matched at once. Unlike FrameClock's estimate this
- * does not depend on the sender's clock keeping pace with the wall clock:
+ * was shown already is matched at once. Unlike an estimate from the RTP
+ * clock rate this does not depend on the sender's clock keeping pace with the wall clock:
  * a stalled sender or a burst of frames would otherwise count as lag, and a
  * larger target would hold more such error (the estimate fed on itself).
  */
