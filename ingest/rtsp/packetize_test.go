@@ -26,7 +26,7 @@ func TestH264PacketizerRoundTrip(t *testing.T) {
 		{nal(7, 12), nal(8, 4), nal(5, 150000)},
 		{nal(1, 900)},
 		{nal(1, maxRTPPayload)},
-		{nal(1, maxRTPPayload + 1)},
+		{nal(1, maxRTPPayload+1)},
 		{nal(6, 20), {}, nal(1, 3*(maxRTPPayload-2)+1)},
 	}
 	seq := p.seq
