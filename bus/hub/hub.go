@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -238,7 +237,7 @@ func (h *Hub) Deliver(name string, au *busv1.AccessUnit) {
 
 func (h *Hub) deliver(c *camera, data []byte) {
 	au := &busv1.AccessUnit{}
-	if err := proto.Unmarshal(data, au); err != nil {
+	if err := bus.UnmarshalAccessUnit(data, au); err != nil {
 		return
 	}
 	h.mu.Lock()
@@ -254,7 +253,7 @@ func (h *Hub) deliverVideo(subject string, data []byte) {
 		return
 	}
 	au := &busv1.AccessUnit{}
-	if err := proto.Unmarshal(data, au); err != nil {
+	if err := bus.UnmarshalAccessUnit(data, au); err != nil {
 		return
 	}
 	now := time.Now()

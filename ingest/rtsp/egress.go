@@ -325,11 +325,7 @@ func (e *egress) open(au, firstAudio *busv1.AccessUnit) error {
 	switch au.Codec {
 	case busv1.Codec_CODEC_H264:
 		f := &format.H264{PayloadTyp: payloadType, SPS: sps, PPS: pps, PacketizationMode: 1}
-		enc, err := f.CreateEncoder()
-		if err != nil {
-			return err
-		}
-		e.forma, e.enc = f, enc
+		e.forma, e.enc = f, newH264Packetizer(payloadType)
 	case busv1.Codec_CODEC_H265:
 		if vps == nil {
 			return errors.New("keyframe without VPS")

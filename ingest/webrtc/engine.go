@@ -10,6 +10,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -187,6 +188,15 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		e.udpAddr = conn.LocalAddr()
 	}
 	se.SetICEUDPMux(e.udpMux)
+	// Sessions on the shared port take their host candidates from the mux,
+	// whose addresses are fixed when it opens: one interface list read here
+	// spares every answer reading the host's interfaces again over netlink.
+	shared, err := stdnet.NewNet()
+	if err != nil {
+		e.closeSockets()
+		return nil, fmt.Errorf("webrtc: network interfaces: %w", err)
+	}
+	se.SetNet(shared)
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.TCPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.TCPAddr)
@@ -224,8 +234,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		e.closeSockets()
 		return nil, err
 	}
-	viewerIR := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(viewerME, viewerIR); err != nil {
+	viewerIR, err := viewerInterceptors(viewerME)
+	if err != nil {
 		e.closeSockets()
 		return nil, err
 	}
@@ -233,6 +243,23 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	e.clientAPI = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(client))
 	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
+}
+
+// viewerInterceptors are what a WHEP viewer's send-only session needs: NACK
+// (retransmit what the viewer lost) and RTCP sender reports (lip sync, RTT).
+// Pion's defaults also add a stats recorder and a transport-wide congestion
+// control sequence number on every packet sent; a passthrough has no encoder
+// whose bitrate those could steer and nothing reads the stats, so they were
+// per-packet work for each viewer for nothing.
+func viewerInterceptors(me *webrtc.MediaEngine) (*interceptor.Registry, error) {
+	ir := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(me, ir); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, err
+	}
+	return ir, nil
 }
 
 // registerH265 adds H.265 (Main and Main 10) for viewers whose browser

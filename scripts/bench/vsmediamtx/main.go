@@ -227,7 +227,12 @@ func cpuTime(pid int) time.Duration {
 }
 
 // rssMiB is the process's resident memory.
-func rssMiB(pid int) float64 {
+func rssMiB(pid int) float64 { return statusMiB(pid, "VmRSS") }
+
+// statusMiB is one memory line of /proc/PID/status (VmRSS, RssAnon:
+// the heaps, stacks and libraries' relocated pages; RssFile: the mapped
+// pages of the binary and shared libraries).
+func statusMiB(pid int, field string) float64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
@@ -235,12 +240,20 @@ func rssMiB(pid int) float64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			return kb / 1024
 		}
 	}
 	return 0
+}
+
+// recordRSS stores the process's RSS and its anonymous and file parts
+// under key.
+func recordRSS(r results, key string, pid int) {
+	r[key] = rssMiB(pid)
+	r[key+"_anon"] = statusMiB(pid, "RssAnon")
+	r[key+"_file"] = statusMiB(pid, "RssFile")
 }
 
 // cpuPercent is the server's CPU over a window, in % of one core.
@@ -333,7 +346,7 @@ func run(o options) error {
 
 func idleRound(s *server, r results) error {
 	time.Sleep(3 * time.Second)
-	r["idle_rss"] = rssMiB(s.pid())
+	recordRSS(r, "idle_rss", s.pid())
 	return nil
 }
 
@@ -354,7 +367,7 @@ func relayRound(s *server, r results, o options) error {
 	}
 	time.Sleep(3 * time.Second)
 	r["relay_cpu"] = cpuPercent(s, o.window) / float64(o.cameras)
-	r["relay_rss"] = rssMiB(s.pid())
+	recordRSS(r, "relay_rss", s.pid())
 	return nil
 }
 
@@ -515,8 +528,12 @@ func whepRound(s *server, r results, o options, n int) error {
 func printTable(w io.Writer, f map[string]results, o options) {
 	rows := []struct{ key, what, unit string }{
 		{"idle_rss", "RSS, no camera", "MiB"},
+		{"idle_rss_anon", "  of which anonymous (RssAnon)", "MiB"},
+		{"idle_rss_file", "  of which mapped files (RssFile)", "MiB"},
 		{"relay_cpu", fmt.Sprintf("RTSP relay CPU per camera (%d cameras, 1 reader each)", o.cameras), "% core"},
 		{"relay_rss", fmt.Sprintf("RTSP relay RSS (%d cameras)", o.cameras), "MiB"},
+		{"relay_rss_anon", "  of which anonymous (RssAnon)", "MiB"},
+		{"relay_rss_file", "  of which mapped files (RssFile)", "MiB"},
 		{"join_p50", fmt.Sprintf("WHEP answer p50 (%d viewers at once)", o.viewers), "ms"},
 		{"join_p99", fmt.Sprintf("WHEP answer p99 (%d viewers at once)", o.viewers), "ms"},
 		{"first_p50", "answer to first complete access unit p50", "ms"},
