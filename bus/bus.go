@@ -102,6 +102,9 @@ type Config struct {
 	// runs without a cluster.
 	Upstream                       string
 	UpstreamUser, UpstreamPassword string
+	// Leaf links this server to other sites: a hub for leaf nodes, or a
+	// leaf node of a hub (docs/cluster.md); the zero value does neither.
+	Leaf LeafConfig
 }
 
 // ClusterConfig joins the embedded server to a NATS cluster: routes between
@@ -120,6 +123,9 @@ type ClusterConfig struct {
 	Routes []string
 	// User and Password authenticate routes in both directions.
 	User, Password string
+	// TLS protects the routes (mutual TLS: a node without a certificate
+	// from the CA is refused).
+	TLS TLSFiles
 	// Replicas is how many copies every stream, bucket and the object store
 	// keep: 1 or 3.
 	Replicas int
@@ -180,8 +186,12 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err := b.applyCluster(opts); err != nil {
 		return err
 	}
+	if err := b.applyLeaf(opts, b.Cluster.Node); err != nil {
+		return err
+	}
+	linked := b.Cluster.Clustered() || b.Leaf.IsLeaf() || b.Leaf.Listen != ""
 	clientAddr := b.ClientAddr
-	if clientAddr == "" && b.Cluster.Clustered() {
+	if clientAddr == "" && linked {
 		// nats-server starts routing only once a client listener is up: a
 		// loopback port that only the internal user can use.
 		clientAddr = "127.0.0.1:0"
@@ -211,7 +221,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}
-	if b.Cluster.Clustered() {
+	if linked {
 		ns.SetLoggerV2(natsLogger{b.Logger.With("nats", b.Cluster.Node)}, false, false, false)
 	}
 	go ns.Start()
@@ -254,6 +264,10 @@ func (b *Bus) Start(ctx context.Context) error {
 		b.Close()
 		return err
 	}
+	if err := b.setupLeafSources(ctx); err != nil {
+		b.Close()
+		return err
+	}
 	if b.ClientAddr != "" {
 		b.Logger.Info("nats client port open", "addr", b.ClientURL())
 	}
@@ -273,8 +287,13 @@ func (b *Bus) eventsRetention() time.Duration {
 // streamSpecs lists the streams of the architecture page.
 func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 	s := b.subjects
+	results := jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld}
+	if b.Leaf.IsLeaf() {
+		// A leaf's results wait here for its hub while the uplink is down.
+		results.MaxAge, results.MaxBytes = leafBuffer, 256<<20
+	}
 	specs := []jetstream.StreamConfig{
-		{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld},
+		results,
 		// Detection events: acknowledged means stored on disk; message ids
 		// (event id + message number) make a retried publish land once.
 		{Name: "EVENTS", Subjects: []string{s.Events("*")}, Storage: jetstream.FileStorage, MaxAge: b.eventsRetention(), Duplicates: 2 * time.Minute},
@@ -435,6 +454,12 @@ func (b *Bus) applyCluster(opts *server.Options) error {
 		// A restarted peer is retried for ever (the default gives up on
 		// implicit routes after a few tries).
 		ConnectRetries: -1}
+	if opts.Cluster.TLSConfig, err = c.TLS.config(); err != nil {
+		return fmt.Errorf("%w: tls: %v", ErrCluster, err)
+	}
+	if opts.Cluster.TLSConfig != nil {
+		opts.Cluster.TLSTimeout = tlsTimeout
+	}
 	for _, r := range c.Routes {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {
