@@ -194,6 +194,10 @@ func TestClusterOverTLS(t *testing.T) {
 	intruder.Cluster.TLS = other.issue(t, "n3")
 	intruder.Cluster.TLS.CA = ca.certFile // it trusts the site, the site does not trust it
 	intruder.Cluster.FormTimeout = 5 * time.Second
+	siteLog := &lockedLog{}
+	for i := range cfgs {
+		cfgs[i].Logger = siteLog.logger()
+	}
 	buses := startCluster(t, cfgs)
 	for _, b := range buses {
 		if b.MetaLeader() == "" || b.Routes() < 1 {
@@ -227,8 +231,37 @@ func TestClusterOverTLS(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(logs.String(), "TLS") && !strings.Contains(logs.String(), "tls") {
-		t.Logf("intruder log:\n%s", logs.String())
+	if !strings.Contains(siteLog.String(), "TLS route handshake error") {
+		t.Fatalf("the site did not log the refused route; intruder log:\n%s", logs.String())
+	}
+}
+
+// TestLeafOverTLS: a leaf with a certificate from the hub's CA connects
+// over TLS; one whose certificate another CA signed is refused.
+func TestLeafOverTLS(t *testing.T) {
+	ca, other := newTestCA(t, "site-ca"), newTestCA(t, "other-ca")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	hubLog := &lockedLog{}
+	hub := start(t, Config{DataDir: t.TempDir(), Logger: hubLog.logger(), Cluster: ClusterConfig{Node: "hub"}, Leaf: LeafConfig{
+		Listen: addr, User: "leaf", Password: "leaf-secret", TLS: ca.issue(t, "hub")}})
+	leafCfg := func(node string, files TLSFiles) Config {
+		return Config{DataDir: t.TempDir(), Cluster: ClusterConfig{Node: node}, Leaf: LeafConfig{
+			Remotes: []string{"tls://" + addr}, User: "leaf", Password: "leaf-secret", TLS: files}}
+	}
+	intruderFiles := other.issue(t, "intruder")
+	intruderFiles.CA = ca.certFile
+	intruder := start(t, leafCfg("intruder", intruderFiles))
+	waitFor(t, 20*time.Second, "the hub logs the refused TLS handshake", func() bool {
+		return strings.Contains(hubLog.String(), "TLS leafnode handshake error") || strings.Contains(hubLog.String(), "handshake error")
+	})
+	if intruder.LeafConnections() != 0 {
+		t.Fatal("a leaf with a certificate from another CA connected")
+	}
+	leaf := start(t, leafCfg("edge1", ca.issue(t, "edge1")))
+	waitFor(t, 20*time.Second, "leaf connected over TLS", func() bool { return leaf.LeafConnections() == 1 })
+	lz, err := hub.ns.Leafz(nil)
+	if err != nil || len(lz.Leafs) != 1 || lz.Leafs[0].Name != "edge1" {
+		t.Fatalf("hub's leaves: %+v %v", lz, err)
 	}
 }
 
