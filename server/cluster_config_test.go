@@ -26,11 +26,12 @@ func TestClusterConfigValidation(t *testing.T) {
 		{"leafnode_remotes[0]", func(c *Config) { c.LeafnodeRemotes = []string{"http://hub:7422"} }},
 		{"leafnode_remotes", func(c *Config) { c.ClusterName, c.LeafnodeRemotes = "c", []string{"nats-leaf://hub:7422"} }},
 		{"leafnode_user", func(c *Config) { c.LeafnodeUser = "edge" }},
-		{"leafnode_tls_cert", func(c *Config) { c.LeafnodeListen, c.LeafnodeTLSKey = ":7422", "k.pem" }},
+		{"leafnode_listen", func(c *Config) { c.LeafnodeListen = ":7422" }},
+		{"leafnode_tls_cert", func(c *Config) { c.LeafnodeTLSKey = "k.pem" }},
 		{"leafnode_tls_cert", func(c *Config) { c.LeafnodeTLSCert, c.LeafnodeTLSKey, c.LeafnodeTLSCA = "a", "b", "c" }},
 		{"leaf_sources", func(c *Config) { c.LeafSources = []string{"edge-1"} }},
-		{"leaf_sources[0]", func(c *Config) { c.LeafnodeListen, c.LeafSources = ":7422", []string{"edge.1"} }},
-		{"leaf_sources[0]", func(c *Config) { c.LeafnodeListen, c.LeafSources = ":7422", []string{c.Node} }},
+		{"leaf_sources[0]", func(c *Config) { c.LeafSources = []string{"edge.1"} }},
+		{"leaf_sources[0]", func(c *Config) { c.LeafSources = []string{c.Node} }},
 	} {
 		c := Defaults()
 		tc.edit(&c)

@@ -665,6 +665,10 @@ func (c *Config) validateLeaf(bad func(string, any, string) error) error {
 	if (c.LeafnodeUser == "") != (c.LeafnodePassword == "") {
 		return bad("leafnode_user", strconv.Quote(c.LeafnodeUser), "leafnode_user and leafnode_password go together")
 	}
+	if c.LeafnodeListen != "" && c.LeafnodeUser == "" {
+		// An open leaf port would let any box publish into the hub's streams.
+		return bad("leafnode_listen", strconv.Quote(c.LeafnodeListen), "a leaf node listener requires leafnode_user and leafnode_password")
+	}
 	if err := tlsTriple(bad, "leafnode_tls", c.LeafnodeTLSCert, c.LeafnodeTLSKey, c.LeafnodeTLSCA); err != nil {
 		return err
 	}
