@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -268,6 +269,12 @@ func (b *Bus) Start(ctx context.Context) error {
 		b.Close()
 		return err
 	}
+	if b.Leaf.IsLeaf() {
+		if err := b.setupHubConsumers(ctx); err != nil {
+			b.Close()
+			return err
+		}
+	}
 	if b.ClientAddr != "" {
 		b.Logger.Info("nats client port open", "addr", b.ClientURL())
 	}
@@ -288,9 +295,13 @@ func (b *Bus) eventsRetention() time.Duration {
 func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 	s := b.subjects
 	results := jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld}
+	metrics := jetstream.StreamConfig{Name: "METRICS", Subjects: []string{s.Metrics("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Hour}
 	if b.Leaf.IsLeaf() {
-		// A leaf's results wait here for its hub while the uplink is down.
-		results.MaxAge, results.MaxBytes = leafBuffer, 256<<20
+		// A leaf's results and metrics wait here for its hub while the
+		// uplink is down, on disk: a restart must neither lose them nor
+		// start the sequences the hub resumes from again at 1.
+		results.MaxAge, results.MaxBytes, results.Storage = leafBuffer, 256<<20, jetstream.FileStorage
+		metrics.MaxAge, metrics.Storage = leafBuffer, jetstream.FileStorage
 	}
 	specs := []jetstream.StreamConfig{
 		results,
@@ -300,7 +311,7 @@ func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 		{Name: "STATUS", Subjects: []string{s.Status("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, MaxMsgsPerSubject: 1000},
 		{Name: "JOBS", Subjects: []string{s.Jobs("*")}, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy},
 		{Name: "PROGRESS", Subjects: []string{s.Progress("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour},
-		{Name: "METRICS", Subjects: []string{s.Metrics("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Hour},
+		metrics,
 		{Name: "ARCHIVE", Subjects: []string{s.Archive("*")}, Storage: jetstream.FileStorage, MaxAge: time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
 	}
 	if b.VideoWindow > 0 {
@@ -321,6 +332,16 @@ func (b *Bus) setup(ctx context.Context) error {
 		cfg.Replicas = replicas
 		if err := b.retry(ctx, func(ctx context.Context) error {
 			_, err := b.js.CreateOrUpdateStream(ctx, cfg)
+			if err != nil && strings.Contains(err.Error(), "storage type") && (cfg.Name == "RESULTS" || cfg.Name == "METRICS") {
+				// A box that becomes a leaf (or stops being one) moves these
+				// short-lived streams between memory and disk: JetStream
+				// cannot change a stream's storage, so it starts afresh.
+				b.Logger.Info("stream storage changed, recreating it", "stream", cfg.Name, "storage", cfg.Storage.String())
+				if err := b.js.DeleteStream(ctx, cfg.Name); err != nil {
+					return err
+				}
+				_, err = b.js.CreateStream(ctx, cfg)
+			}
 			return err
 		}); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)

@@ -71,9 +71,10 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 	hubCfg := Config{DataDir: t.TempDir(), Cluster: ClusterConfig{Node: "hub"}, Leaf: LeafConfig{
 		Listen: fmt.Sprintf("127.0.0.1:%d", ports[0]), User: "leaf", Password: "leaf-secret", Sources: []string{"edge1"}}}
 	hub := start(t, hubCfg)
-	leaf := start(t, Config{DataDir: t.TempDir(), Cluster: ClusterConfig{Node: "edge1"}, Leaf: LeafConfig{
-		Remotes: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", ports[0])}, User: "leaf", Password: "leaf-secret"}})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	leafCfg := Config{DataDir: t.TempDir(), Cluster: ClusterConfig{Node: "edge1"}, Leaf: LeafConfig{
+		Remotes: []string{fmt.Sprintf("nats-leaf://127.0.0.1:%d", ports[0])}, User: "leaf", Password: "leaf-secret"}}
+	leaf := start(t, leafCfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	waitFor(t, 20*time.Second, "leaf connected", func() bool { return leaf.LeafConnections() == 1 && hub.LeafConnections() == 1 })
 
@@ -98,7 +99,7 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 			return err == nil && st.CachedInfo().State.Msgs >= uint64(n)
 		}
 	}
-	waitFor(t, 20*time.Second, "50 messages copied", copied(hubJS, 50))
+	waitFor(t, 60*time.Second, "50 messages copied", copied(hubJS, 50))
 
 	// Hub down: the leaf keeps storing.
 	hub.Close()
@@ -111,20 +112,30 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 	waitFor(t, 90*time.Second, "120 messages copied after the outage", copied(hubJS, 120))
 	t.Logf("hub back after %.1fs down; all 120 copied %.1fs after it returned", back.Sub(down).Seconds(), time.Since(back).Seconds())
 
+	// The edge restarts (a reboot in the field): its streams and the
+	// sequences the hub resumes from go on where they were.
+	leaf.Close()
+	leaf = start(t, leafCfg)
+	publish(120, 150)
+	if _, err := leaf.JetStream().Publish(ctx, leaf.Subjects().Results("cam"), []byte("r")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "150 messages copied after the edge's restart", copied(hubJS, 150))
+
 	seqs := sourcedSeqs(ctx, t, hubJS, LeafStreamName("PROGRESS", "edge1"))
-	for seq := uint64(1); seq <= 120; seq++ {
+	for seq := uint64(1); seq <= 150; seq++ {
 		if seqs[seq] != 1 {
 			t.Fatalf("leaf sequence %d is on the hub %d times", seq, seqs[seq])
 		}
 	}
-	if len(seqs) != 120 {
-		t.Fatalf("hub copy holds %d sequences, want 120", len(seqs))
+	if len(seqs) != 150 {
+		t.Fatalf("hub copy holds %d sequences, want 150", len(seqs))
 	}
 	for _, s := range []struct {
 		b    *Bus
 		name string
 		want uint64
-	}{{hub, "PROGRESS", 0}, {hub, "JOBS", 1}, {leaf, "JOBS", 0}, {leaf, "PROGRESS", 120}} {
+	}{{hub, "PROGRESS", 0}, {hub, "JOBS", 1}, {leaf, "JOBS", 0}, {leaf, "PROGRESS", 150}, {leaf, "RESULTS", 1}} {
 		st, err := s.b.JetStream().Stream(ctx, s.name)
 		if err != nil {
 			t.Fatal(err)
