@@ -269,12 +269,6 @@ func (b *Bus) Start(ctx context.Context) error {
 		b.Close()
 		return err
 	}
-	if b.Leaf.IsLeaf() {
-		if err := b.setupHubConsumers(ctx); err != nil {
-			b.Close()
-			return err
-		}
-	}
 	if b.ClientAddr != "" {
 		b.Logger.Info("nats client port open", "addr", b.ClientURL())
 	}

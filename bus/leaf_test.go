@@ -99,7 +99,7 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 			return err == nil && st.CachedInfo().State.Msgs >= uint64(n)
 		}
 	}
-	waitFor(t, 60*time.Second, "50 messages copied", copied(hubJS, 50))
+	waitFor(t, 60*time.Second, "50 messages copied", copied(hubJS, 50), func() string { return copyState(ctx, hubJS, leaf.JetStream()) })
 
 	// Hub down: the leaf keeps storing.
 	hub.Close()
@@ -109,7 +109,9 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 	hub = start(t, hubCfg)
 	back := time.Now()
 	hubJS = hub.JetStream()
-	waitFor(t, 90*time.Second, "120 messages copied after the outage", copied(hubJS, 120))
+	waitFor(t, 90*time.Second, "120 messages copied after the outage", copied(hubJS, 120), func() string {
+		return copyState(ctx, hubJS, leaf.JetStream())
+	})
 	t.Logf("hub back after %.1fs down; all 120 copied %.1fs after it returned", back.Sub(down).Seconds(), time.Since(back).Seconds())
 
 	// The edge restarts (a reboot in the field): its streams and the
@@ -120,7 +122,7 @@ func TestLeafBuffersWhileHubIsDown(t *testing.T) {
 	if _, err := leaf.JetStream().Publish(ctx, leaf.Subjects().Results("cam"), []byte("r")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "150 messages copied after the edge's restart", copied(hubJS, 150))
+	waitFor(t, 90*time.Second, "150 messages copied after the edge's restart", copied(hubJS, 150), func() string { return copyState(ctx, hubJS, leaf.JetStream()) })
 
 	seqs := sourcedSeqs(ctx, t, hubJS, LeafStreamName("PROGRESS", "edge1"))
 	for seq := uint64(1); seq <= 150; seq++ {
@@ -342,11 +344,32 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 	}
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
+// copyState describes a hub's PROGRESS copy and the edge consumer it reads
+// through, for a failure message.
+func copyState(ctx context.Context, hubJS, leafJS jetstream.JetStream) string {
+	var out []string
+	if st, err := hubJS.Stream(ctx, LeafStreamName("PROGRESS", "edge1")); err == nil {
+		i := st.CachedInfo()
+		out = append(out, fmt.Sprintf("hub copy: %d msgs, last %d", i.State.Msgs, i.State.LastSeq))
+		for _, src := range i.Sources {
+			out = append(out, fmt.Sprintf("source %s lag %d active %s error %v", src.Name, src.Lag, src.Active, src.Error))
+		}
+	}
+	if st, err := leafJS.Stream(ctx, "PROGRESS"); err == nil {
+		i := st.CachedInfo()
+		out = append(out, fmt.Sprintf("edge PROGRESS: %d msgs, last %d, %d consumers", i.State.Msgs, i.State.LastSeq, i.State.Consumers))
+	}
+	return strings.Join(out, "; ")
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, ok func() bool, state ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !ok() {
 		if time.Now().After(deadline) {
+			for _, f := range state {
+				what += " (" + f() + ")"
+			}
 			t.Fatalf("%s: not within %s", what, within)
 		}
 		time.Sleep(50 * time.Millisecond)
