@@ -164,6 +164,16 @@ func (b *Bus) applyLeaf(opts *server.Options, node string) error {
 // flowing and nothing copied (docs/cluster.md).
 func (b *Bus) setupLeafSources(ctx context.Context) error {
 	replicas := max(b.Cluster.Replicas, 1)
+	var fresh []string
+	for _, leaf := range b.Leaf.Sources {
+		if _, err := b.js.Stream(ctx, LeafStreamName(AggregatedStreams[0], leaf)); errors.Is(err, jetstream.ErrStreamNotFound) {
+			fresh = append(fresh, leaf)
+		}
+	}
+	// A new source asks its leaf at once, and a request sent while the leaf
+	// is not connected waits 30 s before the next one: give leaves that are
+	// already running the moment they take to dial (5 s in all).
+	b.waitLeaves(ctx, fresh, 5*time.Second)
 	for _, leaf := range b.Leaf.Sources {
 		for _, name := range AggregatedStreams {
 			maxAge := 24 * time.Hour
@@ -192,6 +202,28 @@ func (b *Bus) setupLeafSources(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitLeaves waits until the named leaves are connected, at most within.
+func (b *Bus) waitLeaves(ctx context.Context, leaves []string, within time.Duration) {
+	deadline := time.Now().Add(within)
+	for len(leaves) > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		connected := map[string]bool{}
+		if lz, err := b.ns.Leafz(nil); err == nil {
+			for _, l := range lz.Leafs {
+				connected[l.Name] = true
+			}
+		}
+		waiting := leaves[:0:0]
+		for _, l := range leaves {
+			if !connected[l] {
+				waiting = append(waiting, l)
+			}
+		}
+		if leaves = waiting; len(leaves) > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // LeafConnections counts the leaf node connections up now: a leaf's

@@ -185,6 +185,13 @@ func TestLeafConfigErrors(t *testing.T) {
 			t.Errorf("%+v: %v", c, err)
 		}
 	}
+	// A worker (no store) cannot be a leaf: it would have neither jobs nor
+	// JetStream across the link.
+	worker := &Bus{Config: Config{DataDir: t.TempDir(), NoStore: true, Cluster: ClusterConfig{Node: "w"}, Leaf: LeafConfig{Remotes: []string{"nats-leaf://127.0.0.1:7422"}}}}
+	if err := worker.Start(context.Background()); !errors.Is(err, ErrLeaf) {
+		worker.Close()
+		t.Errorf("worker as a leaf: %v", err)
+	}
 }
 
 // TestClusterOverTLS: two nodes whose certificates come from the cluster's

@@ -39,10 +39,12 @@ func TestLeafNodeSurvivesUplinkLoss(t *testing.T) {
 		"IFC_LEAFNODE_LISTEN=" + leafPort, "IFC_LEAF_SOURCES=edge1"}, common...)}
 	leaf := &clusterNode{name: "edge1", data: t.TempDir(), env: append([]string{"IFC_NODE=edge1",
 		"IFC_LEAFNODE_REMOTES=nats-leaf://" + leafPort}, common...)}
-	hub.start(t, false)
+	// The edge first, as in the field (it works without its hub); the hub
+	// then finds it connected when it creates its copies.
 	leaf.start(t, true)
-	hub.ready(t, 2*time.Minute)
 	leaf.ready(t, 2*time.Minute)
+	hub.start(t, false)
+	hub.ready(t, 2*time.Minute)
 	started := time.Now()
 	hubJS, leafJS := toolJetStream(t, hub), toolJetStream(t, leaf)
 
