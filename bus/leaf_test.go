@@ -404,3 +404,44 @@ func (l *lockedLog) String() string {
 }
 
 func (l *lockedLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// TestLeafUpgradesDataDir: a box's existing data directory becomes a leaf's
+// (RESULTS and METRICS move to disk) and back, keeping its other streams.
+func TestLeafUpgradesDataDir(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	plain := start(t, Config{DataDir: dir})
+	if _, err := plain.JetStream().Publish(ctx, plain.Subjects().Progress("x"), []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	plain.Close()
+	storage := func(b *Bus, name string) jetstream.StorageType {
+		st, err := b.JetStream().Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Config.Storage
+	}
+	hubAddr := fmt.Sprintf("nats-leaf://127.0.0.1:%d", freePorts(t, 1)[0]) // no hub: the leaf works alone
+	leaf := start(t, Config{DataDir: dir, Cluster: ClusterConfig{Node: "edge1"}, Leaf: LeafConfig{Remotes: []string{hubAddr}}})
+	if storage(leaf, "RESULTS") != jetstream.FileStorage || storage(leaf, "METRICS") != jetstream.FileStorage {
+		t.Fatal("a leaf's RESULTS and METRICS are not on disk")
+	}
+	if n := streamMsgsOf(t, leaf, "PROGRESS"); n != 1 {
+		t.Fatalf("PROGRESS after becoming a leaf: %d messages", n)
+	}
+	leaf.Close()
+	again := start(t, Config{DataDir: dir})
+	if storage(again, "RESULTS") != jetstream.MemoryStorage {
+		t.Fatal("RESULTS stayed on disk after the box stopped being a leaf")
+	}
+}
+
+func streamMsgsOf(t *testing.T, b *Bus, name string) uint64 {
+	t.Helper()
+	st, err := b.JetStream().Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CachedInfo().State.Msgs
+}
