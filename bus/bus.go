@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +103,9 @@ type Config struct {
 	// runs without a cluster.
 	Upstream                       string
 	UpstreamUser, UpstreamPassword string
+	// Leaf links this server to other sites: a hub for leaf nodes, or a
+	// leaf node of a hub (docs/cluster.md); the zero value does neither.
+	Leaf LeafConfig
 }
 
 // ClusterConfig joins the embedded server to a NATS cluster: routes between
@@ -120,6 +124,9 @@ type ClusterConfig struct {
 	Routes []string
 	// User and Password authenticate routes in both directions.
 	User, Password string
+	// TLS protects the routes (mutual TLS: a node without a certificate
+	// from the CA is refused).
+	TLS TLSFiles
 	// Replicas is how many copies every stream, bucket and the object store
 	// keep: 1 or 3.
 	Replicas int
@@ -180,8 +187,12 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err := b.applyCluster(opts); err != nil {
 		return err
 	}
+	if err := b.applyLeaf(opts, b.Cluster.Node); err != nil {
+		return err
+	}
+	linked := b.Cluster.Clustered() || b.Leaf.IsLeaf() || b.Leaf.Listen != ""
 	clientAddr := b.ClientAddr
-	if clientAddr == "" && b.Cluster.Clustered() {
+	if clientAddr == "" && linked {
 		// nats-server starts routing only once a client listener is up: a
 		// loopback port that only the internal user can use.
 		clientAddr = "127.0.0.1:0"
@@ -211,7 +222,7 @@ func (b *Bus) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("nats server: %w", err)
 	}
-	if b.Cluster.Clustered() {
+	if linked {
 		ns.SetLoggerV2(natsLogger{b.Logger.With("nats", b.Cluster.Node)}, false, false, false)
 	}
 	go ns.Start()
@@ -254,6 +265,10 @@ func (b *Bus) Start(ctx context.Context) error {
 		b.Close()
 		return err
 	}
+	if err := b.setupLeafSources(ctx); err != nil {
+		b.Close()
+		return err
+	}
 	if b.ClientAddr != "" {
 		b.Logger.Info("nats client port open", "addr", b.ClientURL())
 	}
@@ -273,15 +288,24 @@ func (b *Bus) eventsRetention() time.Duration {
 // streamSpecs lists the streams of the architecture page.
 func (b *Bus) streamSpecs() []jetstream.StreamConfig {
 	s := b.subjects
+	results := jetstream.StreamConfig{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld}
+	metrics := jetstream.StreamConfig{Name: "METRICS", Subjects: []string{s.Metrics("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Hour}
+	if b.Leaf.IsLeaf() {
+		// A leaf's results and metrics wait here for its hub while the
+		// uplink is down, on disk: a restart must neither lose them nor
+		// start the sequences the hub resumes from again at 1.
+		results.MaxAge, results.MaxBytes, results.Storage = leafBuffer, 256<<20, jetstream.FileStorage
+		metrics.MaxAge, metrics.Storage = leafBuffer, jetstream.FileStorage
+	}
 	specs := []jetstream.StreamConfig{
-		{Name: "RESULTS", Subjects: []string{s.Results("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Minute, Discard: jetstream.DiscardOld},
+		results,
 		// Detection events: acknowledged means stored on disk; message ids
 		// (event id + message number) make a retried publish land once.
 		{Name: "EVENTS", Subjects: []string{s.Events("*")}, Storage: jetstream.FileStorage, MaxAge: b.eventsRetention(), Duplicates: 2 * time.Minute},
 		{Name: "STATUS", Subjects: []string{s.Status("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour, MaxMsgsPerSubject: 1000},
 		{Name: "JOBS", Subjects: []string{s.Jobs("*")}, Storage: jetstream.FileStorage, Retention: jetstream.WorkQueuePolicy},
 		{Name: "PROGRESS", Subjects: []string{s.Progress("*")}, Storage: jetstream.FileStorage, MaxAge: 24 * time.Hour},
-		{Name: "METRICS", Subjects: []string{s.Metrics("*")}, Storage: jetstream.MemoryStorage, MaxAge: time.Hour},
+		metrics,
 		{Name: "ARCHIVE", Subjects: []string{s.Archive("*")}, Storage: jetstream.FileStorage, MaxAge: time.Hour, MaxBytes: 1 << 30, Discard: jetstream.DiscardOld},
 	}
 	if b.VideoWindow > 0 {
@@ -302,6 +326,16 @@ func (b *Bus) setup(ctx context.Context) error {
 		cfg.Replicas = replicas
 		if err := b.retry(ctx, func(ctx context.Context) error {
 			_, err := b.js.CreateOrUpdateStream(ctx, cfg)
+			if err != nil && strings.Contains(err.Error(), "storage type") && (cfg.Name == "RESULTS" || cfg.Name == "METRICS") {
+				// A box that becomes a leaf (or stops being one) moves these
+				// short-lived streams between memory and disk: JetStream
+				// cannot change a stream's storage, so it starts afresh.
+				b.Logger.Info("stream storage changed, recreating it", "stream", cfg.Name, "storage", cfg.Storage.String())
+				if err := b.js.DeleteStream(ctx, cfg.Name); err != nil {
+					return err
+				}
+				_, err = b.js.CreateStream(ctx, cfg)
+			}
 			return err
 		}); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
@@ -435,6 +469,12 @@ func (b *Bus) applyCluster(opts *server.Options) error {
 		// A restarted peer is retried for ever (the default gives up on
 		// implicit routes after a few tries).
 		ConnectRetries: -1}
+	if opts.Cluster.TLSConfig, err = c.TLS.config(); err != nil {
+		return fmt.Errorf("%w: tls: %v", ErrCluster, err)
+	}
+	if opts.Cluster.TLSConfig != nil {
+		opts.Cluster.TLSTimeout = tlsTimeout
+	}
 	for _, r := range c.Routes {
 		u, err := url.Parse(r)
 		if err != nil || u.Host == "" {

@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/imageflowcanvas/imageflow/bus"
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/redact"
 	"github.com/imageflowcanvas/imageflow/server/rest"
@@ -184,6 +185,30 @@ type Config struct {
 	// NodeLabels are what this node offers cameras restricted by labels
 	// ("gpu", "site-b"): such a camera runs only on a node with all of them.
 	NodeLabels []string `yaml:"node_labels"`
+	// ClusterTLSCert, ClusterTLSKey and ClusterTLSCA put the routes under
+	// mutual TLS: this node's certificate and key, and the CA every peer's
+	// certificate must come from.
+	ClusterTLSCert string `yaml:"cluster_tls_cert"`
+	ClusterTLSKey  string `yaml:"cluster_tls_key"`
+	ClusterTLSCA   string `yaml:"cluster_tls_ca"`
+	// LeafnodeListen opens a hub's leaf node listener (docs/cluster.md).
+	LeafnodeListen string `yaml:"leafnode_listen"`
+	// LeafnodeRemotes are the hub's leaf node URLs: this box becomes a
+	// leaf node of that hub, with its own JetStream domain (its node name).
+	LeafnodeRemotes []string `yaml:"leafnode_remotes"`
+	// LeafnodeUser and LeafnodePassword: required from leaves by a hub,
+	// presented to the hub by a leaf.
+	LeafnodeUser     string `yaml:"leafnode_user"`
+	LeafnodePassword string `yaml:"leafnode_password"`
+	// LeafnodeTLSCert, LeafnodeTLSKey and LeafnodeTLSCA put leaf node links
+	// under mutual TLS, as the cluster_tls_* keys do for routes.
+	LeafnodeTLSCert string `yaml:"leafnode_tls_cert"`
+	LeafnodeTLSKey  string `yaml:"leafnode_tls_key"`
+	LeafnodeTLSCA   string `yaml:"leafnode_tls_ca"`
+	// LeafSources names the leaves (their node names) whose progress,
+	// results, metrics, events, status and archive a hub copies into
+	// streams of its own (<STREAM>_<leaf>).
+	LeafSources []string `yaml:"leaf_sources"`
 	// Replicas is how many copies (1 or 3) streams, buckets and the object
 	// store keep in a cluster.
 	Replicas int `yaml:"replicas"`
@@ -608,9 +633,71 @@ func (c *Config) Validate() error {
 	return c.validateSourcePolicy()
 }
 
+// tlsTriple checks that a certificate, its key and a CA come all three or
+// not at all.
+func tlsTriple(bad func(string, any, string) error, prefix, cert, key, ca string) error {
+	set := 0
+	for _, f := range []string{cert, key, ca} {
+		if f != "" {
+			set++
+		}
+	}
+	if set != 0 && set != 3 {
+		return bad(prefix+"_cert", strconv.Quote(cert), prefix+"_cert, "+prefix+"_key and "+prefix+"_ca go together")
+	}
+	return nil
+}
+
+// validateLeaf checks the leafnode_* fields and leaf_sources (part of Validate).
+func (c *Config) validateLeaf(bad func(string, any, string) error) error {
+	if err := checkAddr(c.LeafnodeListen, true); err != nil {
+		return bad("leafnode_listen", strconv.Quote(c.LeafnodeListen), err.Error())
+	}
+	for i, r := range c.LeafnodeRemotes {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || (u.Scheme != "nats-leaf" && u.Scheme != "nats" && u.Scheme != "tls") {
+			return bad(fmt.Sprintf("leafnode_remotes[%d]", i), strconv.Quote(redact.URL(r)), "want nats-leaf://host:port or tls://host:port")
+		}
+	}
+	if len(c.LeafnodeRemotes) > 0 && c.ClusterName != "" {
+		return bad("leafnode_remotes", c.LeafnodeRemotes, "a leaf node is one box: not together with cluster_name")
+	}
+	if (c.LeafnodeUser == "") != (c.LeafnodePassword == "") {
+		return bad("leafnode_user", strconv.Quote(c.LeafnodeUser), "leafnode_user and leafnode_password go together")
+	}
+	if c.LeafnodeListen != "" && c.LeafnodeUser == "" {
+		// An open leaf port would let any box publish into the hub's streams.
+		return bad("leafnode_listen", strconv.Quote(c.LeafnodeListen), "a leaf node listener requires leafnode_user and leafnode_password")
+	}
+	if err := tlsTriple(bad, "leafnode_tls", c.LeafnodeTLSCert, c.LeafnodeTLSKey, c.LeafnodeTLSCA); err != nil {
+		return err
+	}
+	if c.LeafnodeTLSCert != "" && c.LeafnodeListen == "" && len(c.LeafnodeRemotes) == 0 {
+		return bad("leafnode_tls_cert", strconv.Quote(c.LeafnodeTLSCert), "needs leafnode_listen or leafnode_remotes")
+	}
+	for i, s := range c.LeafSources {
+		if err := bus.ValidateToken(s); err != nil || s == c.Node {
+			return bad(fmt.Sprintf("leaf_sources[%d]", i), strconv.Quote(s), "want a leaf's node name (letters, digits, '-', '_'), not this node's")
+		}
+	}
+	if len(c.LeafSources) > 0 && c.LeafnodeListen == "" {
+		return bad("leaf_sources", c.LeafSources, "needs leafnode_listen (leaves connect to the hub)")
+	}
+	return nil
+}
+
 // validateCluster checks the cluster_* fields and replicas (part of Validate).
 func (c *Config) validateCluster(bad func(string, any, string) error) error {
+	if err := c.validateLeaf(bad); err != nil {
+		return err
+	}
+	if err := tlsTriple(bad, "cluster_tls", c.ClusterTLSCert, c.ClusterTLSKey, c.ClusterTLSCA); err != nil {
+		return err
+	}
 	if c.ClusterName == "" {
+		if c.ClusterTLSCert != "" {
+			return bad("cluster_tls_cert", strconv.Quote(c.ClusterTLSCert), "needs cluster_name")
+		}
 		if c.Replicas > 1 {
 			return bad("replicas", c.Replicas, "more than 1 needs cluster_name")
 		}

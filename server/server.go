@@ -154,7 +154,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		Logger:          s.Logger.With("component", "bus"),
 		Cluster: bus.ClusterConfig{Name: s.Config.ClusterName, Node: s.Config.Node, Listen: s.Config.ClusterListen,
 			Routes: s.Config.ClusterRoutes, User: s.Config.ClusterUser, Password: s.Config.ClusterPassword,
-			Replicas: s.Config.Replicas},
+			Replicas: s.Config.Replicas,
+			TLS:      bus.TLSFiles{Cert: s.Config.ClusterTLSCert, Key: s.Config.ClusterTLSKey, CA: s.Config.ClusterTLSCA}},
+		Leaf: bus.LeafConfig{Listen: s.Config.LeafnodeListen, Remotes: s.Config.LeafnodeRemotes,
+			User: s.Config.LeafnodeUser, Password: s.Config.LeafnodePassword, Sources: s.Config.LeafSources,
+			TLS: bus.TLSFiles{Cert: s.Config.LeafnodeTLSCert, Key: s.Config.LeafnodeTLSKey, CA: s.Config.LeafnodeTLSCA}},
 	}}
 	if s.Worker {
 		s.bus.NoStore = true
