@@ -11,6 +11,10 @@ type Subjects struct{ Prefix string }
 // Video carries encoded access units of a camera.
 func (s Subjects) Video(cam string) string { return s.Prefix + ".video." + cam }
 
+// GOP is where a node's hub answers with a camera's kept group of pictures
+// (request/reply), so a reader joining on another node starts at once.
+func (s Subjects) GOP(cam string) string { return s.Prefix + ".gop." + cam }
+
 // Audio carries encoded audio frames of a camera.
 func (s Subjects) Audio(cam string) string { return s.Prefix + ".audio." + cam }
 

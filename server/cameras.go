@@ -86,8 +86,12 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 		close(run.liveReady)
 		return
 	}
+	// Ingested here: the hub keeps the camera's GOP for readers on every
+	// node, whether or not this node has readers (bus/hub).
+	release := sv.s.hub.Keep(cam.Id)
 	go func() {
 		run.extras = append(sv.s.startLive(cam), sv.s.startRecording(cam)...)
+		run.extras = append(run.extras, release)
 		close(run.liveReady)
 	}()
 	select {

@@ -1,17 +1,23 @@
 // Package hub fans a camera's access units out from the bus to live readers
-// (WHEP viewers, RTSP readers, decoders, recorders). One bus subscription for
-// every camera's video is shared by all readers; each reader has its own
+// (WHEP viewers, RTSP readers, decoders, recorders). The hub subscribes to a
+// camera's video only while the camera has readers on this node or is
+// ingested here (Keep), so in a cluster a camera's video crosses a route
+// only to nodes where someone reads it; the subscription lingers a few
+// seconds after the last reader so a page reload does not resubscribe. All
+// readers of a camera share that subscription; each reader has its own
 // bounded queue that drops and counts when the reader is slow, so a slow
 // reader never holds up the camera or the other readers. The hub keeps each
-// camera's latest group of pictures (from its last keyframe), so a viewer
-// that joins starts decoding at once instead of waiting up to a GOP for the
-// next keyframe. Audio is subscribed per camera while read; derived streams
-// (transcodes) are fed in-process.
+// subscribed camera's latest group of pictures (from its last keyframe), so
+// a viewer that joins starts decoding at once instead of waiting up to a GOP
+// for the next keyframe; a hub that starts reading a camera asks the hubs
+// already reading it (the ingest node's, at least) for their kept GOP on
+// <prefix>.gop.<camera>. Audio is subscribed per camera while read; derived
+// streams (transcodes) are fed in-process.
 package hub
 
 import (
+	"context"
 	"errors"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,23 +39,44 @@ const MaxGOPBytes = 8 << 20
 // be handed to a joiner; an older one belongs to a camera that stopped.
 const gopFresh = 5 * time.Second
 
+// DefaultLinger is how long a camera's video subscription stays after its
+// last reader left and nothing keeps it.
+const DefaultLinger = 3 * time.Second
+
+const (
+	// gopRequestTimeout bounds the wait for a peer's kept GOP; the readers
+	// meanwhile start at the next live keyframe if one comes first.
+	gopRequestTimeout = 2 * time.Second
+	// gopCatchUp bounds how long a hub answering a GOP request waits for
+	// the video it had queued before the request (see answerGOP).
+	gopCatchUp = 500 * time.Millisecond
+	// gopSlack is the extra queue room of a reader that joined while its
+	// camera's GOP was being fetched from a peer: the GOP is queued on
+	// arrival and its length was unknown when the queue was made.
+	gopSlack = 512
+)
+
 // Hub owns the per-camera state and subscriptions.
 type Hub struct {
 	nc       *nats.Conn
 	subjects bus.Subjects
-	// videoPrefix is the subject of a camera's video without the camera.
-	videoPrefix string
-	videoSub    *nats.Subscription
-	videoErr    error
+	videoErr error
+
+	// Linger, when set before use, replaces DefaultLinger.
+	Linger time.Duration
+
+	// ctx ends with Close and stops GOP requests in flight (wg).
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	mu    sync.Mutex
 	cams  map[string]*camera
 	audio map[string]*camera
 	// derived streams are made in this process (transcodes), not read
 	// from the bus.
-	derived   map[string]*camera
-	closed    bool
-	lastSweep time.Time
+	derived map[string]*camera
+	closed  bool
 
 	// Dropped counts access units dropped for slow readers, all cameras.
 	Dropped atomic.Uint64
@@ -63,9 +90,16 @@ type camera struct {
 	isAudio bool
 	// isVideo marks a camera's bus video (kept while it sends, with its GOP).
 	isVideo bool
-	// sub is the audio subscription; nil for video and derived streams.
-	sub     *nats.Subscription
+	// sub is the camera's audio or video subscription; nil for derived
+	// streams.
+	sub *nats.Subscription
+	// gopSub answers peers' requests for the kept GOP (video only).
+	gopSub  *nats.Subscription
 	readers map[*Reader]struct{}
+	// keeps counts Keep holders (the camera is ingested on this node).
+	keeps int
+	// linger unsubscribes the video after the last reader and keep left.
+	linger *time.Timer
 	// gop is the camera's latest keyframe and the access units after it
 	// (video only), empty until a keyframe arrives or when the GOP outgrew
 	// MaxGOPBytes.
@@ -73,24 +107,28 @@ type camera struct {
 	gopBytes int
 	// last is when the camera's last video access unit arrived.
 	last time.Time
+	// handled counts video messages whose delivery finished; answerGOP
+	// waits on it for the messages queued before a request.
+	handled atomic.Uint64
+	// fetching is set while a peer's GOP is requested; pending holds the
+	// live access units that arrived meanwhile without a keyframe (the
+	// GOP's tail, to merge with the snapshot).
+	fetching     bool
+	pending      []*busv1.AccessUnit
+	pendingBytes int
+	// overlap holds a snapshot whose tail may still arrive live (the
+	// peer answered before this node's copies came in): those are skipped.
+	overlap []*busv1.AccessUnit
 }
 
-// New builds a hub reading every camera's video from nc.
+// New builds a hub reading cameras' video from nc on demand.
 func New(nc *nats.Conn, subjects bus.Subjects) *Hub {
-	h := &Hub{nc: nc, subjects: subjects, videoPrefix: subjects.Video(""),
+	h := &Hub{nc: nc, subjects: subjects,
 		cams: make(map[string]*camera), audio: make(map[string]*camera), derived: make(map[string]*camera)}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if nc == nil {
 		h.videoErr = nats.ErrInvalidConnection
-		return h
 	}
-	sub, err := nc.Subscribe(subjects.Video("*"), func(m *nats.Msg) { h.deliverVideo(m.Subject, m.Data) })
-	if err != nil {
-		h.videoErr = err
-		return h
-	}
-	// Video is bursty (keyframes); never let the client drop on our behalf.
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	h.videoSub = sub
 	return h
 }
 
@@ -105,6 +143,9 @@ type Reader struct {
 	// waitKey drops everything before the first keyframe, so decoders and
 	// viewers always start on a decodable picture.
 	waitKey bool
+	// wantGOP marks a reader that joined at the latest keyframe while its
+	// camera's GOP was being fetched from a peer: it gets it on arrival.
+	wantGOP bool
 	dropped atomic.Uint64
 }
 
@@ -149,12 +190,20 @@ func (h *Hub) subscribeVideo(cam, kind string, depth int, latest bool) (*Reader,
 	if h.videoErr != nil {
 		return nil, h.videoErr
 	}
-	c := h.videoCamera(cam)
+	c, err := h.videoCamera(cam)
+	if err != nil {
+		return nil, err
+	}
 	var gop []*busv1.AccessUnit
 	if latest && time.Since(c.last) < gopFresh {
 		gop = c.gop
 	}
-	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, depth+len(gop)), waitKey: len(gop) == 0}
+	room := depth + len(gop)
+	wantGOP := latest && len(gop) == 0 && c.fetching
+	if wantGOP {
+		room = depth + gopSlack
+	}
+	r := &Reader{hub: h, cam: c, kind: kind, ch: make(chan *busv1.AccessUnit, room), waitKey: len(gop) == 0, wantGOP: wantGOP}
 	for _, au := range gop {
 		r.ch <- au
 	}
@@ -162,14 +211,102 @@ func (h *Hub) subscribeVideo(cam, kind string, depth int, latest bool) (*Reader,
 	return r, nil
 }
 
-// videoCamera returns cam's video state, creating it; h.mu is held.
-func (h *Hub) videoCamera(cam string) *camera {
-	c := h.cams[cam]
-	if c == nil {
-		c = &camera{id: cam, isVideo: true, readers: make(map[*Reader]struct{})}
-		h.cams[cam] = c
+// Keep holds a camera's video subscription and GOP while the camera is
+// ingested on this node, with or without readers here: readers joining on
+// other nodes fetch the GOP from this node's hub. release ends the hold
+// (a second call does nothing).
+func (h *Hub) Keep(cam string) (release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.videoErr != nil {
+		return func() {}
 	}
-	return c
+	c, err := h.videoCamera(cam)
+	if err != nil {
+		return func() {}
+	}
+	c.keeps++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			c.keeps--
+			h.idle(c)
+		})
+	}
+}
+
+// videoCamera returns cam's video state, subscribing to its video and
+// asking peers for its GOP when it is new; h.mu is held.
+func (h *Hub) videoCamera(cam string) (*camera, error) {
+	if c := h.cams[cam]; c != nil {
+		if c.linger != nil {
+			c.linger.Stop()
+			c.linger = nil
+		}
+		return c, nil
+	}
+	c := &camera{id: cam, isVideo: true, readers: make(map[*Reader]struct{})}
+	sub, err := h.nc.Subscribe(h.subjects.Video(cam), func(m *nats.Msg) {
+		h.deliverVideo(c, m.Data)
+		c.handled.Add(1)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Video is bursty (keyframes); never let the client drop on our behalf.
+	_ = sub.SetPendingLimits(-1, 256<<20)
+	c.sub = sub
+	c.fetching = true
+	h.cams[cam] = c
+	h.wg.Add(1)
+	go h.fetchGOP(c)
+	return c, nil
+}
+
+// idle starts the linger of a video camera nobody reads or keeps; h.mu is
+// held.
+func (h *Hub) idle(c *camera) {
+	if len(c.readers) > 0 || c.keeps > 0 || h.closed || h.cams[c.id] != c || c.linger != nil {
+		return
+	}
+	d := h.Linger
+	if d <= 0 {
+		d = DefaultLinger
+	}
+	var t *time.Timer
+	t = time.AfterFunc(d, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if c.linger != t || h.cams[c.id] != c || len(c.readers) > 0 || c.keeps > 0 {
+			return
+		}
+		h.dropVideo(c)
+	})
+	c.linger = t
+}
+
+// dropVideo unsubscribes a camera's video and forgets it; h.mu is held.
+func (h *Hub) dropVideo(c *camera) {
+	if c.linger != nil {
+		c.linger.Stop()
+		c.linger = nil
+	}
+	_ = c.sub.Unsubscribe()
+	if c.gopSub != nil {
+		_ = c.gopSub.Unsubscribe()
+	}
+	c.dropGOP()
+	c.pending, c.overlap = nil, nil
+	delete(h.cams, c.id)
+}
+
+// Subscribed reports whether the hub holds cam's video subscription.
+func (h *Hub) Subscribed(cam string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cams[cam] != nil
 }
 
 // SubscribeAudio attaches a reader to a camera's audio frames (every one
@@ -247,11 +384,7 @@ func (h *Hub) deliver(c *camera, data []byte) {
 
 // deliverVideo takes a camera's video access unit from the bus: it keeps
 // the GOP and hands the access unit to the camera's readers.
-func (h *Hub) deliverVideo(subject string, data []byte) {
-	cam, ok := strings.CutPrefix(subject, h.videoPrefix)
-	if !ok {
-		return
-	}
+func (h *Hub) deliverVideo(c *camera, data []byte) {
 	au := &busv1.AccessUnit{}
 	if err := bus.UnmarshalAccessUnit(data, au); err != nil {
 		return
@@ -259,12 +392,34 @@ func (h *Hub) deliverVideo(subject string, data []byte) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
+	if h.closed || h.cams[c.id] != c {
 		return
 	}
-	h.sweep(now)
-	c := h.videoCamera(cam)
 	c.last = now
+	if len(c.overlap) > 0 {
+		if containsAU(c.overlap, au) {
+			// Readers that took the snapshot had it; one still waiting for a
+			// keyframe may start on it.
+			if au.Keyframe {
+				for r := range c.readers {
+					if r.waitKey {
+						r.waitKey = false
+						h.queue(c, r, au)
+					}
+				}
+			}
+			return
+		}
+		c.overlap = nil
+	}
+	if c.fetching && len(c.gop) == 0 && !au.Keyframe {
+		c.pending = append(c.pending, au)
+		c.pendingBytes += auBytes(au)
+		if c.pendingBytes > MaxGOPBytes {
+			clear(c.pending)
+			c.pending, c.pendingBytes = nil, 0
+		}
+	}
 	c.keep(au)
 	h.fanOut(c, au)
 }
@@ -278,17 +433,22 @@ func (h *Hub) fanOut(c *camera, au *busv1.AccessUnit) {
 			}
 			r.waitKey = false
 		}
-		select {
-		case r.ch <- au:
-		default:
-			// Latest wins for a slow reader: it resumes at the next keyframe so
-			// its decoder never sees a broken reference chain.
-			r.dropped.Add(1)
-			h.Dropped.Add(1)
-			r.waitKey = !c.isAudio
-			if h.OnDrop != nil {
-				h.OnDrop(c.id, r.kind)
-			}
+		h.queue(c, r, au)
+	}
+}
+
+// queue hands au to r or drops it when r's queue is full; h.mu is held.
+func (h *Hub) queue(c *camera, r *Reader, au *busv1.AccessUnit) {
+	select {
+	case r.ch <- au:
+	default:
+		// Latest wins for a slow reader: it resumes at the next keyframe so
+		// its decoder never sees a broken reference chain.
+		r.dropped.Add(1)
+		h.Dropped.Add(1)
+		r.waitKey = !c.isAudio
+		if h.OnDrop != nil {
+			h.OnDrop(c.id, r.kind)
 		}
 	}
 }
@@ -300,10 +460,7 @@ func (c *camera) keep(au *busv1.AccessUnit) {
 	} else if len(c.gop) == 0 {
 		return
 	}
-	n := len(au.Data)
-	for _, x := range au.Nalus {
-		n += len(x)
-	}
+	n := auBytes(au)
 	if c.gopBytes+n > MaxGOPBytes {
 		c.dropGOP()
 		return
@@ -319,20 +476,6 @@ func (c *camera) dropGOP() {
 	c.gopBytes = 0
 }
 
-// sweep forgets, every few seconds, cameras that stopped sending video and
-// have no readers, so their GOPs are not kept forever; h.mu is held.
-func (h *Hub) sweep(now time.Time) {
-	if now.Sub(h.lastSweep) < gopFresh {
-		return
-	}
-	h.lastSweep = now
-	for id, c := range h.cams {
-		if len(c.readers) == 0 && now.Sub(c.last) > gopFresh {
-			delete(h.cams, id)
-		}
-	}
-}
-
 func (h *Hub) remove(r *Reader) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -345,7 +488,7 @@ func (h *Hub) remove(r *Reader) {
 	if len(c.readers) == 0 {
 		switch {
 		case c.isVideo:
-			// Kept with its GOP while the camera sends (sweep).
+			h.idle(c)
 		case c.isAudio:
 			_ = c.sub.Unsubscribe()
 			delete(h.audio, c.id)
@@ -368,18 +511,22 @@ func (h *Hub) Readers(cam string) int {
 // Close detaches every reader and unsubscribes.
 func (h *Hub) Close() {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return
 	}
 	h.closed = true
-	if h.videoSub != nil {
-		_ = h.videoSub.Unsubscribe()
-	}
+	h.cancel()
 	for _, cams := range []map[string]*camera{h.cams, h.audio, h.derived} {
 		for id, c := range cams {
+			if c.linger != nil {
+				c.linger.Stop()
+			}
 			if c.sub != nil {
 				_ = c.sub.Unsubscribe()
+			}
+			if c.gopSub != nil {
+				_ = c.gopSub.Unsubscribe()
 			}
 			for r := range c.readers {
 				r.closed.Store(true)
@@ -388,4 +535,15 @@ func (h *Hub) Close() {
 			delete(cams, id)
 		}
 	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// auBytes is the payload size of an access unit.
+func auBytes(au *busv1.AccessUnit) int {
+	n := len(au.Data)
+	for _, x := range au.Nalus {
+		n += len(x)
+	}
+	return n
 }

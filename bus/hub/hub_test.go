@@ -199,6 +199,7 @@ func TestDerivedStream(t *testing.T) {
 // what followed at once; a plain Subscribe still waits for the next keyframe.
 func TestSubscribeLatestStartsOnKeptGOP(t *testing.T) {
 	h, b := newHub(t)
+	defer h.Keep("cam")() // ingested here: kept without readers
 	_ = b.Conn().Flush()
 	publish(t, b, 1, true)
 	publish(t, b, 2, false)
@@ -259,6 +260,7 @@ func TestSubscribeLatestStartsOnKeptGOP(t *testing.T) {
 // A GOP larger than MaxGOPBytes is not kept: a joiner waits for a keyframe.
 func TestOversizedGOPNotKept(t *testing.T) {
 	h, b := newHub(t)
+	defer h.Keep("cam")()
 	_ = b.Conn().Flush()
 	big := make([]byte, MaxGOPBytes/2+1)
 	for i, key := range []bool{true, false, false} {

@@ -123,6 +123,7 @@ func (f *fakeCameras) LookupCamera(id string) (CameraInfo, error) {
 // fakePublishers lets one publisher hold a camera, with a BusSink each.
 type fakePublishers struct {
 	b     *bus.Bus
+	hub   *hub.Hub
 	mu    sync.Mutex
 	held  map[string]bool
 	sinks map[string]*ingest.BusSink
@@ -140,7 +141,10 @@ func (p *fakePublishers) get(id string) (ingest.Sink, func(), error) {
 		s = ingest.NewBusSink(p.b.Conn(), p.b.Subjects(), id, nil)
 		p.sinks[id] = s
 	}
+	// Ingested here while held, as the server's camera supervisor does.
+	release := p.hub.Keep(id)
 	return s, func() {
+		release()
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		delete(p.held, id)
@@ -172,7 +176,7 @@ func newEnv(t testing.TB, cams map[string]CameraInfo, opts ...func(*Server)) *en
 		b:    b,
 		hub:  h,
 		cams: &fakeCameras{m: cams},
-		pubs: &fakePublishers{b: b, held: map[string]bool{}, sinks: map[string]*ingest.BusSink{}},
+		pubs: &fakePublishers{b: b, hub: h, held: map[string]bool{}, sinks: map[string]*ingest.BusSink{}},
 	}
 	e.srv = &Server{
 		Address:    "127.0.0.1:0",

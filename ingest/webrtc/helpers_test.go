@@ -304,9 +304,12 @@ func statusOf(err error) int {
 func (e *env) feed(ctx context.Context, cam string, aus [][][]byte, wg *sync.WaitGroup) {
 	sink := ingest.NewBusSink(e.bus.Conn(), e.bus.Subjects(), cam, nil)
 	sink.SetTrack(busv1.Codec_CODEC_H264, 320, 240)
+	// Ingested here, as the server's camera supervisor does.
+	release := e.hub.Keep(cam)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer release()
 		tick := time.NewTicker(time.Second / 30)
 		defer tick.Stop()
 		ts := uint32(4_000_000_123)
