@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/imageflowcanvas/imageflow/bus/hub"
 )
 
 var frameRe = regexp.MustCompile(`frame=\s*(\d+)`)
@@ -185,6 +187,9 @@ func measureRelay(o options, nodes []*node, ids []string, at int, name string) r
 	}
 	if at >= 0 {
 		readers.Wait()
+		// The readers' node keeps its subscription to the cameras' video for
+		// a linger after they left (bus/hub): the next window starts after it.
+		time.Sleep(hub.DefaultLinger + time.Second)
 		close(results)
 		for res := range results {
 			r.frames += res.frames
