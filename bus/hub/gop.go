@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imageflowcanvas/imageflow/bus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -157,7 +158,7 @@ func decodeGOP(b []byte) ([]*busv1.AccessUnit, error) {
 			return nil, errBadGOP
 		}
 		au := &busv1.AccessUnit{}
-		if err := proto.Unmarshal(b[k:k+int(n)], au); err != nil {
+		if err := bus.UnmarshalAccessUnit(b[k:k+int(n)], au); err != nil {
 			return nil, errBadGOP
 		}
 		gop = append(gop, au)
