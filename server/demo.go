@@ -35,7 +35,11 @@ func (s *Server) ensureDemo(ctx context.Context) error {
 		return err
 	}
 	steps := []*busv1.Step{
-		{Id: "motion", Processor: "motion", Params: mustStruct(map[string]any{"min_area": 300})},
+		// The background model works at half the frame's width (a third of
+		// the full-size cost, as many people found: processors/builtin
+		// TestMotionWorkWidthFindsThePeople); its kernel counts in those
+		// pixels.
+		{Id: "motion", Processor: "motion", Params: mustStruct(map[string]any{"min_area": 300, "work_width": 320, "kernel_size": 3})},
 		// HOG only inside the motion regions (a fraction of the frame's
 		// cost). vtest.avi's people are 50-110 px tall in the 640x480
 		// frames, smaller than HOG's window needs: each region is scaled

@@ -3,6 +3,7 @@ package builtin
 import (
 	"context"
 	"image"
+	"math"
 
 	"gocv.io/x/gocv"
 
@@ -21,6 +22,7 @@ func MotionSpec() processors.Spec {
 			{Name: "var_threshold", Type: processors.ParamFloat, Description: "MOG2 squared Mahalanobis distance above which a pixel is foreground; larger is less sensitive.", Default: 16.0, Min: processors.Range(1), Max: processors.Range(1000)},
 			{Name: "kernel_size", Type: processors.ParamInt, Description: "Size of the elliptic kernel that opens (removes speckles) and dilates (joins parts of one mover) the mask.", Default: int64(5), Min: processors.Range(1), Max: processors.Range(51)},
 			{Name: "dilate_iterations", Type: processors.ParamInt, Description: "How many times the mask is dilated after opening.", Default: int64(2), Min: processors.Range(0), Max: processors.Range(20)},
+			{Name: "work_width", Type: processors.ParamInt, Description: "Width the background model works at: a wider frame is shrunk to it first and the regions are scaled back to the frame (halving the width quarters the cost; kernel_size then counts in the shrunk pixels). 0 works at the frame's size.", Default: int64(0), Min: processors.Range(0), Max: processors.Range(1 << 14)},
 			{Name: "max_regions", Type: processors.ParamInt, Description: "At most this many regions are reported, largest first.", Default: int64(50), Min: processors.Range(1), Max: processors.Range(1000)},
 		},
 		Outputs: []string{"detections", "values"},
@@ -33,12 +35,15 @@ type Motion struct {
 	minArea    float64
 	iterations int
 	maxRegions int
+	workWidth  int
 	mog        gocv.BackgroundSubtractorMOG2
 	kernel     gocv.Mat
 	mask, tmp  gocv.Mat
-	seeded     bool
-	closed     bool
-	regions    []region
+	// small is the frame shrunk to workWidth (reused every frame).
+	small   gocv.Mat
+	seeded  bool
+	closed  bool
+	regions []region
 }
 
 type region struct {
@@ -53,11 +58,13 @@ func NewMotion(p processors.Params) (processors.Processor, error) {
 		minArea:    float64(p.Int("min_area")),
 		iterations: p.Int("dilate_iterations"),
 		maxRegions: p.Int("max_regions"),
+		workWidth:  p.Int("work_width"),
 		// Shadows off: a shadow is not a mover and would only enlarge boxes.
 		mog:    gocv.NewBackgroundSubtractorMOG2WithParams(p.Int("history"), p.Float("var_threshold"), false),
 		kernel: gocv.GetStructuringElement(gocv.MorphEllipse, image.Pt(k, k)),
 		mask:   gocv.NewMat(),
 		tmp:    gocv.NewMat(),
+		small:  gocv.NewMat(),
 	}, nil
 }
 
@@ -68,7 +75,14 @@ func (m *Motion) Process(_ context.Context, in *processors.Input, out *processor
 	if err := checkBGR(in.Image); err != nil {
 		return err
 	}
-	m.mog.Apply(in.Image, &m.mask)
+	src, scale := in.Image, 1.0
+	if w := in.Image.Cols(); m.workWidth > 0 && w > m.workWidth {
+		scale = float64(w) / float64(m.workWidth)
+		h := max(1, int(math.Round(float64(in.Image.Rows())/scale)))
+		gocv.Resize(in.Image, &m.small, image.Pt(m.workWidth, h), 0, 0, gocv.InterpolationArea)
+		src = m.small
+	}
+	m.mog.Apply(src, &m.mask)
 	if !m.seeded {
 		m.seeded = true
 		setValue(out, "motion", "false")
@@ -87,7 +101,7 @@ func (m *Motion) Process(_ context.Context, in *processors.Input, out *processor
 		r := gocv.BoundingRect(c)
 		// The box area, not the contour area: a walking person's mask is
 		// ragged and its contour area undercounts what the box covers.
-		if a := float64(r.Dx() * r.Dy()); a >= m.minArea {
+		if a := float64(r.Dx()*r.Dy()) * scale * scale; a >= m.minArea {
 			m.regions = append(m.regions, region{r: r, area: a})
 		}
 	}
@@ -96,10 +110,14 @@ func (m *Motion) Process(_ context.Context, in *processors.Input, out *processor
 	if len(m.regions) > m.maxRegions {
 		m.regions = m.regions[:m.maxRegions]
 	}
+	cols, rows := float64(in.Image.Cols()), float64(in.Image.Rows())
 	for _, g := range m.regions {
+		// Scaled back to the frame; rounding the shrunk height may reach a
+		// pixel past its edge.
+		x, y := float64(g.r.Min.X)*scale, float64(g.r.Min.Y)*scale
+		w, h := math.Min(float64(g.r.Dx())*scale, cols-x), math.Min(float64(g.r.Dy())*scale, rows-y)
 		out.Detections = append(out.Detections, &busv1.Detection{
-			X: float32(g.r.Min.X), Y: float32(g.r.Min.Y), W: float32(g.r.Dx()), H: float32(g.r.Dy()),
-			Label: "motion", Score: 1,
+			X: float32(x), Y: float32(y), W: float32(w), H: float32(h), Label: "motion", Score: 1,
 		})
 	}
 	if len(m.regions) > 0 {
@@ -126,6 +144,6 @@ func (m *Motion) Close() error {
 		m.closed = true
 		m.mog.Close()
 	}
-	closeMats(&m.kernel, &m.mask, &m.tmp)
+	closeMats(&m.kernel, &m.mask, &m.tmp, &m.small)
 	return nil
 }

@@ -418,3 +418,61 @@ func TestMotionSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestMotionWorkWidthFindsThePeople: the background model working at half
+// the frame's width (a quarter of its pixels) gives regions in which the
+// demo's people detector finds vtest.avi's walking people as it does in
+// full-size regions, and the regions lie inside the frame.
+func TestMotionWorkWidthFindsThePeople(t *testing.T) {
+	size := image.Pt(640, 480)
+	frames, full := motionFrames(t, 240, size)
+	// kernel_size counts in the shrunk pixels: 3 there is about the default
+	// 5 at full size.
+	half := newRunner(t, build(t, MotionSpec(), map[string]any{"min_area": 300, "work_width": 320, "kernel_size": 3}))
+	again := newRunner(t, build(t, MotionSpec(), map[string]any{"min_area": 300}))
+	detFull := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
+	detHalf := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
+	var nFull, nHalf, same, framesFull, framesBoth int
+	var tHalf, tFull time.Duration
+	for i := range frames {
+		t0 := time.Now()
+		again.run(t, frames[i])
+		tFull += time.Since(t0)
+		t0 = time.Now()
+		var regions []*busv1.Detection
+		for _, d := range half.run(t, frames[i]).Detections {
+			regions = append(regions, proto.Clone(d).(*busv1.Detection))
+			r := image.Rect(int(d.X), int(d.Y), int(d.X+d.W), int(d.Y+d.H))
+			if !r.In(image.Rect(0, 0, size.X, size.Y)) || d.W <= 0 || d.H <= 0 {
+				t.Fatalf("region %v outside the %v frame", d, size)
+			}
+		}
+		tHalf += time.Since(t0)
+		if i < 5 || i%3 != 2 {
+			continue
+		}
+		detFull.in.Detections, detHalf.in.Detections = full[i], regions
+		a := rectsOf(detFull.run(t, frames[i]))
+		b := rectsOf(detHalf.run(t, frames[i]))
+		nFull, nHalf = nFull+len(a), nHalf+len(b)
+		if len(a) > 0 {
+			framesFull++
+			if len(b) > 0 {
+				framesBoth++
+			}
+		}
+		for _, r := range a {
+			if matchesBox(r, b) {
+				same++
+			}
+		}
+	}
+	t.Logf("motion at 640 px (%v a frame): %d people; at 320 px (%v a frame): %d people, %d of the first's; frames with people %d, of them %d in both",
+		tFull/time.Duration(len(frames)), nFull, tHalf/time.Duration(len(frames)), nHalf, same, framesFull, framesBoth)
+	if nFull < 50 {
+		t.Fatalf("the reference found only %d people: the comparison means nothing", nFull)
+	}
+	if float64(nHalf) < 0.85*float64(nFull) || float64(same) < 0.7*float64(nFull) || float64(framesBoth) < 0.95*float64(framesFull) {
+		t.Fatalf("half-width motion: %d people (%d of the %d found at full width) in %d of %d frames", nHalf, same, nFull, framesBoth, framesFull)
+	}
+}

@@ -115,7 +115,7 @@ func TestGlassToGlass(t *testing.T) {
 	base := "http://" + srv.Addrs().HTTP
 	// The demo's pipeline: motion regions, HOG people detection inside them.
 	post(t, base+"/api/v1/pipelines", map[string]any{"id": "people", "steps": []any{
-		map[string]any{"id": "motion", "processor": "motion", "params": map[string]any{"min_area": 300}},
+		map[string]any{"id": "motion", "processor": "motion", "params": map[string]any{"min_area": 300, "work_width": 320, "kernel_size": 3}},
 		map[string]any{"id": "people", "processor": "detect", "inputs": []any{"motion"}, "params": map[string]any{
 			"backend": "hog", "gate": "only_if_motion", "regions": "motion", "region_sizing": "motion_height",
 			"tight_boxes": true, "keep_input_detections": false, "win_stride": 8, "scale": 1.15, "padding": 0}},

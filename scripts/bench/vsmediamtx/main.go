@@ -607,8 +607,8 @@ func metric(s *server, name string, labels ...string) float64 {
 func detectRound(s *server, o options) error {
 	pipelines := map[string]string{
 		"convert": `{"id":"convert","steps":[{"id":"tiny","processor":"resize","params":{"width":16}}]}`,
-		"motion":  `{"id":"motion","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}}]}`,
-		"people": `{"id":"people","steps":[{"id":"motion","processor":"motion","params":{"min_area":300}},
+		"motion":  `{"id":"motion","steps":[{"id":"motion","processor":"motion","params":{"min_area":300,"work_width":320,"kernel_size":3}}]}`,
+		"people": `{"id":"people","steps":[{"id":"motion","processor":"motion","params":{"min_area":300,"work_width":320,"kernel_size":3}},
 			{"id":"people","processor":"detect","inputs":["motion"],"params":{"backend":"hog","gate":"only_if_motion","regions":"motion",
 			"region_sizing":"motion_height","tight_boxes":true,"keep_input_detections":false,"win_stride":8,"scale":1.15,"padding":0}}]}`,
 	}
