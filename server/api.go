@@ -522,7 +522,11 @@ func (s *Server) updatePipeline(c *fiber.Ctx) error {
 	if err := s.pipelines.update(c.UserContext(), id, p, rev); err != nil {
 		return writeError(c, err)
 	}
-	s.super.pipelineChanged(id)
+	if s.placement == nil {
+		// In a cluster every node's pipelines watch restarts the cameras
+		// it ingests, this one's included (placement.watchPipelines).
+		s.super.pipelineChanged(id)
+	}
 	return writePipeline(c, fiber.StatusOK, p)
 }
 

@@ -153,17 +153,23 @@ func (sv *supervisor) remove(id string) {
 
 // pipelineChanged restarts the cameras using a pipeline that was replaced.
 func (sv *supervisor) pipelineChanged(pipeline string) {
+	for _, cam := range sv.camerasUsing(pipeline) {
+		sv.apply(cam)
+	}
+}
+
+// camerasUsing lists the configurations of the cameras run here (enabled
+// or not) whose pipeline is the given one.
+func (sv *supervisor) camerasUsing(pipeline string) []*busv1.Camera {
 	sv.mu.Lock()
+	defer sv.mu.Unlock()
 	var cams []*busv1.Camera
 	for _, run := range sv.cams {
 		if run.cam.Pipeline == pipeline {
 			cams = append(cams, run.cam)
 		}
 	}
-	sv.mu.Unlock()
-	for _, cam := range cams {
-		sv.apply(cam)
-	}
+	return cams
 }
 
 func (sv *supervisor) stopAll() {

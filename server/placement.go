@@ -186,7 +186,11 @@ func (p *placement) start() {
 	// A node starting up waits one rebalancing period before it hands
 	// cameras away: the heartbeats it compares with must settle first.
 	p.lastRebalance = time.Now()
-	p.done.Add(4)
+	p.done.Add(5)
+	go func() {
+		defer p.done.Done()
+		p.watchPipelines(ctx)
+	}()
 	go func() {
 		defer p.done.Done()
 		t := time.NewTicker(placementTick)
@@ -928,6 +932,69 @@ func (s *Server) localNode(cameras int, cpu float64) nodeInfo {
 	}
 	return nodeInfo{Node: s.Config.Node, Cameras: cameras, Sessions: sessions, CPU: cpu,
 		UpdatedAt: time.Now().UTC(), Leader: s.bus.MetaLeader() == s.bus.ServerName(), Labels: s.Config.NodeLabels}
+}
+
+// pipelineRewatch is how long the pipelines watch waits before it is set
+// up again after it failed or ended (a bucket electing its Raft leader).
+const pipelineRewatch = time.Second
+
+// watchPipelines restarts the cameras this node ingests whose pipeline was
+// written through any node's API: the camera's own changes reach its owner
+// through the reader (their UpdatedUnixNano), a pipeline's would not.
+// The watch is an ordered consumer that resumes after the last update it
+// delivered, so an update made while a route or leader was down still
+// arrives.
+func (p *placement) watchPipelines(ctx context.Context) {
+	kv := p.s.bus.KV(bus.BucketPipelines)
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+		if err == nil {
+			p.followPipelines(ctx, w)
+			_ = w.Stop()
+		} else {
+			p.s.Logger.Debug("pipelines watch", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pipelineRewatch):
+		}
+	}
+}
+
+// followPipelines hands each pipeline written to pipelineChanged until
+// ctx ends or the watch does.
+func (p *placement) followPipelines(ctx context.Context, w jetstream.KeyWatcher) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e != nil {
+				p.pipelineChanged(e.Key())
+			}
+		}
+	}
+}
+
+// pipelineChanged restarts, through the starter, the cameras held here
+// that run the pipeline: a stop or newer start wished meanwhile wins.
+func (p *placement) pipelineChanged(pipeline string) {
+	running := p.s.super.camerasUsing(pipeline)
+	p.mu.Lock()
+	var restart []*busv1.Camera
+	for _, cam := range running {
+		if p.owned[cam.Id] != nil {
+			restart = append(restart, cam)
+		}
+	}
+	p.mu.Unlock()
+	for _, cam := range restart {
+		p.s.Logger.Info("pipeline changed, restarting camera", "camera", cam.Id, "pipeline", pipeline)
+		p.starter.start(cam)
+	}
 }
 
 // cameraChanged starts, restarts or stops a camera after its configuration
