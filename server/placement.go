@@ -132,7 +132,8 @@ type ownedLease struct {
 // may be electing for seconds), the tick claims and releases leases from
 // the last lists read, the renewal loop keeps the held leases alive (a
 // camera's start must not let a fresh lease lapse), and the starter starts
-// and stops the cameras' ingest.
+// and stops the cameras' ingest. A fifth goroutine watches the pipelines
+// bucket and restarts the held cameras whose pipeline changed.
 type placement struct {
 	s      *Server
 	node   string
