@@ -115,6 +115,18 @@ func TestClusterChangesReachTheOwner(t *testing.T) {
 		return results.since(changed, func(r *busv1.Result) bool { _, ok := r.Values["motion"]; return ok && r.Node == owner.name })
 	})
 	fmt.Printf("cluster change: pipeline changed through %s ran on owner %s after %.2fs\n", other.name, owner.name, time.Since(changed).Seconds())
+	// Only the owner restarts the camera, once: the node that took the
+	// request restarts nothing by itself.
+	time.Sleep(time.Second)
+	for _, nd := range nodes {
+		want := 0
+		if nd == owner {
+			want = 1
+		}
+		if got := strings.Count(nd.logs.String(), "pipeline changed, restarting camera"); got != want {
+			t.Errorf("%s restarted the camera for the pipeline change %d times, want %d", nd.name, got, want)
+		}
+	}
 
 	// The camera moves to another pipeline through the same node.
 	changed = time.Now()
