@@ -211,7 +211,21 @@ func TestAACCameraHeardOverWHEP(t *testing.T) {
 	var stats map[string]json.RawMessage
 	var audio, video inboundStats
 	var offsets []float64
-	deadline := time.Now().Add(45 * time.Second)
+	// Chromium's lip sync moves the playout delays a little each second
+	// from where the jitter buffers started (the audio one deeper: the
+	// source sends audio in bursts); judge the mean of the last readings,
+	// after at least ten seconds of playback, and give a loaded machine's
+	// browser until the deadline to converge.
+	lastMean := func() (float64, []float64) {
+		last := offsets[len(offsets)-5:]
+		var mean float64
+		for _, o := range last {
+			mean += o / float64(len(last))
+		}
+		return mean, last
+	}
+	const maxOffsetMs = 100
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		raw, err := chromedp.Run(play, chromedp.Evaluate[string](inboundStatsJS, chromedp.EvalAwaitPromise))
 		if err != nil {
@@ -225,10 +239,17 @@ func TestAACCameraHeardOverWHEP(t *testing.T) {
 		if audio.EstimatedPlayoutTimestamp > 0 && video.EstimatedPlayoutTimestamp > 0 && video.FramesDecoded > 25 {
 			offsets = append(offsets, audio.EstimatedPlayoutTimestamp-video.EstimatedPlayoutTimestamp)
 		}
-		if audio.PacketsReceived > 150 && audio.TotalAudioEnergy > 0 && video.FramesDecoded > 50 && len(offsets) >= 40 {
-			break
+		playing := audio.PacketsReceived > 150 && audio.TotalAudioEnergy > 0 && video.FramesDecoded > 50 && len(offsets) >= 40
+		if playing {
+			if mean, _ := lastMean(); mean >= -maxOffsetMs && mean <= maxOffsetMs {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
+			if playing {
+				mean, last := lastMean()
+				t.Fatalf("A/V offset %.0f ms after %d readings (last readings %v)", mean, len(offsets), last)
+			}
 			st, _ := chromedp.Run(play, chromedp.Evaluate[string](`JSON.stringify(window.view)`))
 			t.Fatalf("WHEP viewer: audio %+v video %+v offsets %v page %s", audio, video, offsets, st)
 		}
@@ -237,21 +258,10 @@ func TestAACCameraHeardOverWHEP(t *testing.T) {
 	if _, ok := stats["codec:audio/opus"]; !ok {
 		t.Fatalf("viewer's audio codec is not Opus: %v", keys(stats))
 	}
-	// Chromium's lip sync moves the playout delays a little each second
-	// from where the jitter buffers started (the audio one deeper: the
-	// source sends audio in bursts); judge the mean of the last readings,
-	// after ten seconds of playback.
-	last := offsets[len(offsets)-5:]
-	var mean float64
-	for _, o := range last {
-		mean += o / float64(len(last))
-	}
+	mean, _ := lastMean()
 	t.Logf("WHEP viewer: audio packets %d, samples %d, energy %.4g; video frames %d; jitter buffers: audio %.0f ms, video %.0f ms",
 		audio.PacketsReceived, audio.TotalSamplesReceived, audio.TotalAudioEnergy, video.FramesDecoded, audio.bufferMs(), video.bufferMs())
 	t.Logf("A/V playout offsets (audio minus video, ms): %v; final mean %.0f ms", offsets, mean)
-	if mean < -100 || mean > 100 {
-		t.Fatalf("A/V offset %.0f ms (last readings %v)", mean, last)
-	}
 	if n := metricValue(t, ts, `imageflow_webrtc_transcodes{kind="audio_opus"}`); n != 1 {
 		t.Fatalf("audio transcodes running with one listener: %v", n)
 	}
