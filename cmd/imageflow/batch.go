@@ -100,21 +100,62 @@ type apiError struct {
 	} `json:"error"`
 }
 
+// maxRateWaits bounds how often a request without a body is sent again
+// after the server's rate limit refused it (429).
+const maxRateWaits = 20
+
 func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return nil, err
+	for waits := 0; ; waits++ {
+		req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+		if err != nil {
+			return nil, err
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		// Downloading a large batch's results goes past the server's
+		// per-client request rate: wait as told and ask again. A request
+		// with a body (an upload) cannot be sent twice from its reader.
+		if resp.StatusCode == http.StatusTooManyRequests && body == nil && waits < maxRateWaits {
+			resp.Body.Close()
+			if err := sleepCtx(ctx, retryAfterDelay(resp.Header.Get("Retry-After"), waits)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		return c.checked(resp, method, path)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+}
+
+// retryAfterDelay is the server's Retry-After in seconds, or a backoff
+// growing from 100 ms to 2 s when it sent none.
+func retryAfterDelay(header string, waits int) time.Duration {
+	if n, err := strconv.Atoi(strings.TrimSpace(header)); err == nil && n >= 0 && n <= 60 {
+		return max(time.Duration(n)*time.Second, 50*time.Millisecond)
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	return min(100*time.Millisecond<<min(waits, 5), 2*time.Second)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
+}
+
+// checked turns an error response into an error carrying the server's message.
+func (c *apiClient) checked(resp *http.Response, method, path string) (*http.Response, error) {
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

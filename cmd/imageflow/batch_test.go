@@ -336,3 +336,52 @@ func TestBatchBinaryKill9(t *testing.T) {
 		t.Fatalf("zip: %d entries, %d distinct, want %d", len(zr.File), len(seen), 2*n+1)
 	}
 }
+
+// TestClientWaitsOutRateLimit: a GET refused with 429 is asked again after
+// the server's Retry-After (as server/auth.go sends it), an upload is not
+// sent twice, and a client that is always refused gives up with the error.
+func TestClientWaitsOutRateLimit(t *testing.T) {
+	var mu sync.Mutex
+	refuse := map[string]int{"/api/v1/x": 2, "/api/v1/never": 1 << 30, "/api/v1/upload": 1}
+	calls := map[string]int{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls[r.URL.Path]++
+		n := calls[r.URL.Path]
+		mu.Unlock()
+		if n <= refuse[r.URL.Path] {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusTooManyRequests)
+			_, _ = w.Write([]byte(`{"error":{"status":429,"code":"too_many_requests","message":"too many requests: over 100 requests per second"}}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c, err := newAPIClient("http://"+ln.Addr().String(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var v map[string]bool
+	if err := c.getJSON(ctx, "/api/v1/x", &v); err != nil || !v["ok"] {
+		t.Fatalf("GET after two 429s: %v %v", v, err)
+	}
+	if err := c.getJSON(ctx, "/api/v1/never", &v); err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("GET always refused: %v, want the 429 error", err)
+	}
+	if _, err := c.do(ctx, http.MethodPost, "/api/v1/upload", strings.NewReader("body"), "text/plain"); err == nil {
+		t.Fatal("an upload refused with 429 was sent again")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if calls["/api/v1/x"] != 3 || calls["/api/v1/never"] != maxRateWaits+1 || calls["/api/v1/upload"] != 1 {
+		t.Fatalf("calls %v", calls)
+	}
+}
