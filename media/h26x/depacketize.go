@@ -55,8 +55,15 @@ type Depacketizer struct {
 	// ArrivalTime records when each unit's first packet arrived; it costs a
 	// clock read per unit.
 	ArrivalTime bool
+	// ReuseBuffers joins the fragmented NAL units of an H264 track into a
+	// buffer reused from one access unit to the next instead of a new
+	// allocation per unit: the NAL units of a returned unit are then valid
+	// only until the next Push. Ignored with CopyPayload and for H265.
+	ReuseBuffers bool
 
-	dec    rtpDecoder
+	dec rtpDecoder
+	// fua joins FU-A fragments (ReuseBuffers); nil otherwise.
+	fua    *fuaJoiner
 	params paramSets
 	// frag is the copy of the payloads of the fragmented NAL unit under
 	// assembly (CopyPayload); the decoder joins them into a new unit.
@@ -82,6 +89,9 @@ func (d *Depacketizer) Init() error {
 			return err
 		}
 		d.dec = dec
+		if d.ReuseBuffers && !d.CopyPayload {
+			d.fua = &fuaJoiner{start: -1}
+		}
 	case H265:
 		dec := &rtph265.Decoder{MaxDONDiff: d.MaxDONDiff}
 		if err := dec.Init(); err != nil {
@@ -125,7 +135,19 @@ func (d *Depacketizer) Push(pkt *rtp.Packet) (au AccessUnit, ok bool, err error)
 		d.pkt.Payload = d.copyPayload(pkt.Payload)
 		pkt = &d.pkt
 	}
-	nalus, err := d.dec.Decode(pkt)
+	var nalus [][]byte
+	decPkt := pkt
+	if d.fua != nil {
+		if !d.pending {
+			// Nothing under assembly, and the caller is done with the
+			// previous unit: the joined units may be overwritten.
+			d.fua.reset()
+		}
+		decPkt, err = d.fua.push(pkt)
+	}
+	if err == nil {
+		nalus, err = d.dec.Decode(decPkt)
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, rtph264.ErrMorePacketsNeeded), errors.Is(err, rtph265.ErrMorePacketsNeeded):

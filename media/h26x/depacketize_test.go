@@ -77,7 +77,7 @@ var depacketizeCases = []struct {
 }
 
 // runBoth feeds data to an H264 and an H265 depacketizer, each with and
-// without payload copies.
+// without payload copies, and checks that reused buffers change nothing.
 func runBoth(t *testing.T, data []byte) {
 	for _, c := range []Codec{H264, H265} {
 		for _, cp := range []bool{false, true} {
@@ -86,6 +86,84 @@ func runBoth(t *testing.T, data []byte) {
 			checkAUs(t, c, pushAll(d, h26xtest.Packets(data)))
 		}
 	}
+	compareReuse(t, h26xtest.Packets(data))
+}
+
+// compareReuse feeds pkts to a depacketizer with ReuseBuffers and to one
+// without, and fails on the first Push whose outcome differs: the unit
+// (compared before the next Push, as long as it is valid), ok and the error.
+func compareReuse(t *testing.T, pkts []*rtp.Packet) int {
+	t.Helper()
+	ref := newDepacketizer(t, H264)
+	reuse := newDepacketizer(t, H264)
+	reuse.ReuseBuffers = true
+	if err := reuse.Init(); err != nil {
+		t.Fatal(err)
+	}
+	units := 0
+	for i, p := range pkts {
+		want, wok, werr := ref.Push(p)
+		got, gok, gerr := reuse.Push(p)
+		if wok != gok || (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+			t.Fatalf("packet %d: ok=%v err=%v, want ok=%v err=%v", i, gok, gerr, wok, werr)
+		}
+		if !wok {
+			continue
+		}
+		units++
+		if got.Keyframe != want.Keyframe || got.RTPTimestamp != want.RTPTimestamp || got.SPSChanged != want.SPSChanged ||
+			len(got.NALUs) != len(want.NALUs) {
+			t.Fatalf("packet %d: unit %+v, want %+v", i, got, want)
+		}
+		for j := range want.NALUs {
+			if !bytes.Equal(got.NALUs[j], want.NALUs[j]) {
+				t.Fatalf("packet %d: NAL unit %d differs", i, j)
+			}
+		}
+	}
+	return units
+}
+
+// ReuseBuffers gives the same units and errors as fresh buffers: with
+// marker bits, without them (units close on the next timestamp, so the
+// joined units of two pictures are alive at once), across lost fragments
+// and when joining mid-unit.
+func TestDepacketizeReuseBuffers(t *testing.T) {
+	aus := h26xtest.AccessUnits(t, h26xtest.Small)
+	pkts := h26xtest.Packets(h26xtest.EncodeAUs(t, aus))
+	if n := compareReuse(t, pkts); n != len(aus) {
+		t.Fatalf("%d access units out of %d", n, len(aus))
+	}
+	noMarker := make([]*rtp.Packet, len(pkts))
+	for i, p := range pkts {
+		q := *p
+		q.Marker = false
+		noMarker[i] = &q
+	}
+	if n := compareReuse(t, noMarker); n != len(aus)-1 {
+		t.Fatalf("without markers: %d access units out of %d", n, len(aus)-1)
+	}
+	var lossy []*rtp.Packet
+	for i, p := range pkts {
+		if i%37 != 5 {
+			lossy = append(lossy, p)
+		}
+	}
+	if n := compareReuse(t, lossy); n == 0 {
+		t.Fatalf("lossy stream: %d access units out of %d", n, len(aus))
+	}
+	// Joining inside a fragmented unit, and the same clip several times
+	// over so the arena wraps around and gets replaced.
+	var long []*rtp.Packet
+	for k := range 5 {
+		for _, p := range pkts[3:] {
+			q := *p
+			q.SequenceNumber += uint16(k * len(pkts))
+			q.Timestamp += uint32(k) * 90000 * 3
+			long = append(long, &q)
+		}
+	}
+	compareReuse(t, long)
 }
 
 func TestDepacketizeCases(t *testing.T) {
@@ -201,14 +279,12 @@ func FuzzDepacketize(f *testing.F) {
 // bytes), one op per packet.
 func BenchmarkDepacketize(b *testing.B) {
 	pkts := h26xtest.Packets(h26xtest.EncodeAUs(b, h26xtest.AccessUnits(b, h26xtest.Small)))
-	for _, cp := range []bool{false, true} {
-		name := "alias"
-		if cp {
-			name = "copy"
-		}
-		b.Run(name, func(b *testing.B) {
-			d := newDepacketizer(b, H264)
-			d.CopyPayload = cp
+	for _, mode := range []string{"alias", "copy", "reuse"} {
+		b.Run(mode, func(b *testing.B) {
+			d := &Depacketizer{Codec: H264, PacketizationMode: 1, CopyPayload: mode == "copy", ReuseBuffers: mode == "reuse"}
+			if err := d.Init(); err != nil {
+				b.Fatal(err)
+			}
 			var bytes int64
 			for _, p := range pkts {
 				bytes += int64(len(p.Payload))
