@@ -26,6 +26,8 @@ var ErrUnsupportedSource = errors.New("unsupported source")
 type Sink interface {
 	// WriteAccessUnit puts one access unit on the bus. The sink fills camera,
 	// sequence and ingest time when they are zero. It never blocks on readers.
+	// au and its bytes are the caller's again when it returns (a source may
+	// reuse them for the next unit): a sink that keeps them copies them.
 	WriteAccessUnit(au *busv1.AccessUnit) error
 	// SetState reports a connection state change; err is nil unless the
 	// source failed.

@@ -14,9 +14,10 @@ import (
 // BusSink publishes a camera's access units on the bus and keeps its live
 // status (state, codec, size, fps, bitrate, last error).
 type BusSink struct {
-	nc       *nats.Conn
-	subjects bus.Subjects
-	camera   string
+	nc     *nats.Conn
+	camera string
+	// The camera's subjects, built once rather than per access unit.
+	videoSubject, audioSubject string
 	// onChange is called (outside the lock) with a copy of the status after
 	// every state change, to publish events and update metrics.
 	onChange func(*busv1.CameraStatus)
@@ -36,7 +37,8 @@ const rateWindow = 2 * time.Second
 
 // NewBusSink builds the sink of one camera.
 func NewBusSink(nc *nats.Conn, subjects bus.Subjects, camera string, onChange func(*busv1.CameraStatus)) *BusSink {
-	s := &BusSink{nc: nc, subjects: subjects, camera: camera, onChange: onChange}
+	s := &BusSink{nc: nc, camera: camera, onChange: onChange,
+		videoSubject: subjects.Video(camera), audioSubject: subjects.Audio(camera)}
 	s.status.State = StateOffline
 	s.status.SinceUnixNano = time.Now().UnixNano()
 	return s
@@ -85,9 +87,9 @@ func (s *BusSink) WriteAccessUnit(au *busv1.AccessUnit) error {
 	if changed != nil && s.onChange != nil {
 		s.onChange(changed)
 	}
-	subject := s.subjects.Video(s.camera)
+	subject := s.videoSubject
 	if !isVideo {
-		subject = s.subjects.Audio(s.camera)
+		subject = s.audioSubject
 	}
 	return bus.Publish(s.nc, subject, au)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/pion/rtp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media/h26x"
@@ -34,6 +35,9 @@ type videoTrack struct {
 	clock int64
 	dep   h26x.Depacketizer
 	clk   ingest.RTPClock
+	// au is the message of every access unit: the sink is done with it
+	// when WriteAccessUnit returns.
+	au busv1.AccessUnit
 
 	aus       atomic.Uint64
 	decodeErr atomic.Uint64
@@ -48,7 +52,10 @@ func newVideoTrack(forma format.Format, sink ingest.Sink, log *slog.Logger) (*vi
 	switch f := forma.(type) {
 	case *format.H264:
 		t.codec = busv1.Codec_CODEC_H264
-		t.dep = h26x.Depacketizer{Codec: h26x.H264, PacketizationMode: f.PacketizationMode, ArrivalTime: true}
+		// The sink is done with an access unit when WriteAccessUnit
+		// returns (the bus copies it), so fragmented NAL units are joined
+		// into one reused buffer.
+		t.dep = h26x.Depacketizer{Codec: h26x.H264, PacketizationMode: f.PacketizationMode, ArrivalTime: true, ReuseBuffers: true}
 		sps, pps = f.SafeParams()
 	case *format.H265:
 		t.codec = busv1.Codec_CODEC_H265
@@ -117,15 +124,15 @@ func (t *videoTrack) accessUnit(unit h26x.AccessUnit) *busv1.AccessUnit {
 	if unit.SPSChanged {
 		t.sink.SetTrack(t.codec, w, h)
 	}
-	au := &busv1.AccessUnit{
-		Codec:          t.codec,
-		Pts:            t.clk.PTS(unit.RTPTimestamp),
-		RtpTimestamp:   unit.RTPTimestamp,
-		ClockRate:      uint32(t.clock),
-		Keyframe:       unit.Keyframe,
-		Nalus:          unit.NALUs,
-		IngestUnixNano: unit.ArrivalUnixNano,
-	}
+	au := &t.au
+	proto.Reset(au)
+	au.Codec = t.codec
+	au.Pts = t.clk.PTS(unit.RTPTimestamp)
+	au.RtpTimestamp = unit.RTPTimestamp
+	au.ClockRate = uint32(t.clock)
+	au.Keyframe = unit.Keyframe
+	au.Nalus = unit.NALUs
+	au.IngestUnixNano = unit.ArrivalUnixNano
 	if unit.Keyframe && w > 0 {
 		au.Width, au.Height = uint32(w), uint32(h)
 	}
