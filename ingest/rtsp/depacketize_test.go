@@ -1,6 +1,7 @@
 package rtsp
 
 import (
+	"runtime"
 	"testing"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
@@ -115,6 +116,8 @@ func BenchmarkPublishH264(b *testing.B) {
 	// One packet variable for the whole loop: a copy per op would count
 	// as the track's garbage.
 	var p rtp.Packet
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		k := i % len(pkts)
@@ -123,7 +126,13 @@ func BenchmarkPublishH264(b *testing.B) {
 		vt.writePacket(&p)
 	}
 	b.StopTimer()
+	runtime.ReadMemStats(&after)
 	frames, _ := sink.Totals()
+	if frames > 0 {
+		// Per access unit, including the embedded NATS server's share.
+		b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(frames), "allocs/AU")
+		b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(frames), "B/AU")
+	}
 	b.ReportMetric(float64(frames)/b.Elapsed().Seconds(), "AUs/s")
 	if frames > 0 {
 		// allocs/op times pkts/AU is the garbage per access unit.
