@@ -160,6 +160,15 @@ func TestGlassToGlass(t *testing.T) {
 		fmt.Fprintf(&report, "  %-30s frames %4d  p50 %6.1f ms  p95 %6.1f ms  mean %6.1f ms  (unreadable %d)  page: jitterBufferTarget %v ms (held %v ms), result lag p95 %v ms, boxes exact/late/dropped %d/%d/%d\n",
 			c.what, len(r.lat), r.percentile(50), r.percentile(95), r.mean(), r.unreadable,
 			r.page["jitterBufferTarget"], r.page["jitterBufferDelayMs"], r.page["lagP95Ms"], num(r.page["boxesExact"]), num(r.page["boxesLate"]), num(r.page["boxesDropped"]))
+		if after := boxCounts(live[i].tab); after[0]+after[1] > 0 {
+			exact, late, dropped := after[0]-r.boxesBefore[0], after[1]-r.boxesBefore[1], after[2]-r.boxesBefore[2]
+			share := 0.0
+			if exact+late > 0 {
+				share = 100 * exact / (exact + late)
+			}
+			fmt.Fprintf(&report, "  %-30s boxes in the measured window: exact/late/dropped %.0f/%.0f/%.0f, %.1f%% of the drawn ones on their own frame\n",
+				"", exact, late, dropped, share)
+		}
 		if len(r.resultLag) > 0 {
 			fmt.Fprintf(&report, "  %-30s stages: publish -> frame received p50 %6.1f ms; frame received -> its result received p50 %6.1f ms  p95 %6.1f ms (%d results)\n",
 				"", percentile(r.network, 50), percentile(r.resultLag, 50), percentile(r.resultLag, 95), len(r.resultLag))
@@ -194,6 +203,10 @@ type result struct {
 	lat        []float64
 	unreadable int
 	page       map[string]any
+	// boxesBefore are the page's exact/late/dropped box counters when the
+	// measured window began (the first seconds, while the delay settles,
+	// are reported apart).
+	boxesBefore [3]float64
 	// Stages (ms): publish -> the frame's last packet in the browser, and
 	// that -> the frame's result on the data channel (frames presented
 	// with a receiveTime and a result).
@@ -267,15 +280,22 @@ func (lc *liveCase) settle(t *testing.T) {
 	}
 }
 
+// boxCounts reads the page's exact, late and dropped box counters.
+func boxCounts(tab context.Context) [3]float64 {
+	v, _ := chromedp.Run(tab, chromedp.Evaluate[[3]float64](`[window.__ifc.boxesExact || 0, window.__ifc.boxesLate || 0, window.__ifc.boxesDropped || 0]`))
+	return v
+}
+
 // measureAll collects, for d, the latency of every frame each page shows.
 func measureAll(t *testing.T, cases []*liveCase, d time.Duration) []result {
 	t.Helper()
 	out := make([]result, len(cases))
-	for _, lc := range cases {
+	for i, lc := range cases {
 		// Only frames shown from now on count.
 		if _, err := chromedp.Run(lc.tab, chromedp.Evaluate[int](`window.__probe.seen.splice(0).length`)); err != nil {
 			t.Fatal(err)
 		}
+		out[i].boxesBefore = boxCounts(lc.tab)
 	}
 	// The RTP timestamp of every presented frame -> when it arrived (ms since the epoch).
 	received := make([]map[uint32]float64, len(cases))
