@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -13,6 +14,8 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
+
+	"github.com/imageflowcanvas/imageflow/server/blob"
 )
 
 // MaxExport is the longest range one export may span, and MaxExportBytes
@@ -316,17 +319,47 @@ func toPMP4(in []exportSample, scale int64) []*pmp4.Sample {
 	return out
 }
 
+// blobReadTries and blobReadWait bound how long a segment read is retried:
+// in a cluster, the object store's stream may be electing a Raft leader
+// right after a node died (4-9 s) or an ordered consumer may stall, and a
+// read then times out although the blob is there.
+const (
+	blobReadTries   = 4
+	blobReadAttempt = 5 * time.Second
+	blobReadWait    = 500 * time.Millisecond
+)
+
 func (m *Manager) readBlob(ctx context.Context, key string) ([]byte, error) {
+	var err error
+	for try := 0; try < blobReadTries; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("recording %s: %w", key, err)
+			case <-time.After(blobReadWait):
+			}
+			m.Logger.Warn("recording read retried", "key", key, "try", try+1, "error", err)
+		}
+		var b []byte
+		if b, err = m.readBlobOnce(ctx, key); err == nil {
+			return b, nil
+		}
+		if errors.Is(err, blob.ErrNotFound) || errors.Is(err, blob.ErrInvalidKey) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("recording %s: %w", key, err)
+}
+
+func (m *Manager) readBlobOnce(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, blobReadAttempt)
+	defer cancel()
 	rc, _, err := m.Store.Get(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("recording %s: %w", key, err)
+		return nil, err
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("recording %s: %w", key, err)
-	}
-	return b, nil
+	return io.ReadAll(rc)
 }
 
 func (m *Manager) readInit(ctx context.Context, seg *Segment) (*fmp4.Init, error) {
