@@ -136,10 +136,7 @@ func pageState(t *testing.T, tab context.Context) liveState {
 // record are not judged.
 func silentWrongFrames(s liveState) (judged, wrong int) {
 	exactShown := map[uint32]bool{}
-	seen := map[uint32]bool{}
 	for _, d := range s.Draws {
-		first := !seen[d.ResultRTP]
-		seen[d.ResultRTP] = true
 		if d.FrameRTP == d.ResultRTP {
 			exactShown[d.ResultRTP] = true
 			judged++
@@ -149,8 +146,11 @@ func silentWrongFrames(s liveState) (judged, wrong int) {
 			judged++
 			continue
 		}
-		if first && len(exactShown) == 0 {
-			continue // the page's record starts in the middle of a hold
+		if d.ResultRTP == s.Draws[0].ResultRTP && !exactShown[d.ResultRTP] {
+			// The page's record starts in the middle of this result's
+			// hold: its exact draw came before the record (ci5 counted
+			// the second such frame as wrong).
+			continue
 		}
 		judged++
 		if !exactShown[d.ResultRTP] {
@@ -287,4 +287,30 @@ func deref(p *int) int {
 		return -1
 	}
 	return *p
+}
+
+// TestSilentWrongFramesJudge: the judge of TestLivePlayoutDelay skips a hold
+// whose exact draw came before the page's record, however many frames it
+// lasts, and still counts a result drawn unmarked on another frame.
+func TestSilentWrongFramesJudge(t *testing.T) {
+	var s liveState
+	add := func(frame, result uint32, late bool) {
+		s.Draws = append(s.Draws, struct {
+			FrameRTP  uint32 `json:"frameRtp"`
+			ResultRTP uint32 `json:"resultRtp"`
+			Late      bool   `json:"late"`
+		}{frame, result, late})
+	}
+	add(9000, 0, false) // the record starts in 0's hold
+	add(18000, 0, false)
+	add(27000, 27000, false)
+	add(36000, 27000, false) // a hold of an exact draw
+	add(45000, 36000, true)  // late, marked
+	if judged, wrong := silentWrongFrames(s); judged != 3 || wrong != 0 {
+		t.Fatalf("judged %d, wrong %d; want 3, 0", judged, wrong)
+	}
+	add(54000, 50000, false) // never shown on its own frame, unmarked
+	if _, wrong := silentWrongFrames(s); wrong != 1 {
+		t.Fatalf("wrong %d, want 1", wrong)
+	}
 }
