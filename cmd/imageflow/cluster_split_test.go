@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sort"
@@ -24,17 +25,12 @@ func (n *clusterNode) ingestsWithin(d time.Duration) (map[string]bool, bool) {
 		return nil, false
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 1<<16)
-	for {
-		k, err := resp.Body.Read(buf)
-		b.Write(buf[:k])
-		if err != nil {
-			break
-		}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, false
 	}
 	out := map[string]bool{}
-	for _, line := range strings.Split(b.String(), "\n") {
+	for _, line := range strings.Split(string(body), "\n") {
 		if strings.HasPrefix(line, `imageflow_camera_state{camera="`) && strings.Contains(line, `state="online"} 1`) {
 			cam := strings.TrimPrefix(line, `imageflow_camera_state{camera="`)
 			out[cam[:strings.Index(cam, `"`)]] = true

@@ -96,28 +96,7 @@ func (n *clusterNode) cameras(t *testing.T) map[string]string {
 // ingests lists the cameras whose source runs in this process, from its
 // own /metrics: a camera counted on two nodes is owned twice.
 func (n *clusterNode) ingests() map[string]bool {
-	resp, err := http.Get("http://" + n.http + "/metrics")
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	_, _ = fmt.Fprint(&b, "")
-	buf := make([]byte, 1<<16)
-	for {
-		k, err := resp.Body.Read(buf)
-		b.Write(buf[:k])
-		if err != nil {
-			break
-		}
-	}
-	out := map[string]bool{}
-	for _, line := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(line, `imageflow_camera_state{camera="`) && strings.Contains(line, `state="online"} 1`) {
-			cam := strings.TrimPrefix(line, `imageflow_camera_state{camera="`)
-			out[cam[:strings.Index(cam, `"`)]] = true
-		}
-	}
+	out, _ := n.ingestsWithin(30 * time.Second)
 	return out
 }
 
