@@ -316,7 +316,7 @@ func TestDetectRegionsByMotionHeight(t *testing.T) {
 			frames, regions := motionFrames(t, 240, size)
 			old := newRunner(t, build(t, DetectSpec(), demoRegionParams))
 			sized := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
-			var nOld, nSized, framesOld, framesBoth, same int
+			var tally boxTally
 			var tOld, tSized time.Duration
 			for i := 5; i < len(frames); i += 3 {
 				old.in.Detections, sized.in.Detections = regions[i], regions[i]
@@ -325,18 +325,7 @@ func TestDetectRegionsByMotionHeight(t *testing.T) {
 				t1 := time.Now()
 				b := rectsOf(sized.run(t, frames[i]))
 				tOld, tSized = tOld+t1.Sub(t0), tSized+time.Since(t1)
-				nOld, nSized = nOld+len(a), nSized+len(b)
-				if len(a) > 0 {
-					framesOld++
-					if len(b) > 0 {
-						framesBoth++
-					}
-				}
-				for _, r := range a {
-					if matchesBox(r, b) {
-						same++
-					}
-				}
+				tally.add(a, b)
 				for _, r := range b {
 					if !r.In(image.Rect(0, 0, size.X, size.Y)) || r.Empty() {
 						t.Fatalf("box %v outside the %v frame", r, size)
@@ -344,15 +333,41 @@ func TestDetectRegionsByMotionHeight(t *testing.T) {
 				}
 			}
 			t.Logf("min_height 256, scale 1.05: %d people (%v); motion_height, scale 1.15: %d people (%v), %d of the first's; frames with people %d, of them %d with people in both",
-				nOld, tOld, nSized, tSized, same, framesOld, framesBoth)
-			if nOld < 50 {
-				t.Fatalf("the reference found only %d people: the comparison means nothing", nOld)
+				tally.nRef, tOld, tally.nOther, tSized, tally.same, tally.framesRef, tally.framesBoth)
+			if tally.nRef < 50 {
+				t.Fatalf("the reference found only %d people: the comparison means nothing", tally.nRef)
 			}
-			if float64(nSized) < 0.85*float64(nOld) || float64(same) < 0.7*float64(nOld) || float64(framesBoth) < 0.95*float64(framesOld) {
-				t.Fatalf("motion_height found %d people (%d of the %d found before) in %d of %d frames", nSized, same, nOld, framesBoth, framesOld)
+			if !tally.similar() {
+				t.Fatalf("motion_height found %d people (%d of the %d found before) in %d of %d frames", tally.nOther, tally.same, tally.nRef, tally.framesBoth, tally.framesRef)
 			}
 		})
 	}
+}
+
+// boxTally compares, frame by frame, the people a reference detector finds
+// with those another one finds.
+type boxTally struct{ nRef, nOther, same, framesRef, framesBoth int }
+
+func (b *boxTally) add(ref, other []image.Rectangle) {
+	b.nRef, b.nOther = b.nRef+len(ref), b.nOther+len(other)
+	if len(ref) > 0 {
+		b.framesRef++
+		if len(other) > 0 {
+			b.framesBoth++
+		}
+	}
+	for _, r := range ref {
+		if matchesBox(r, other) {
+			b.same++
+		}
+	}
+}
+
+// similar: about as many people (85%), most of the same ones (70%), and
+// people in nearly every frame where the reference finds some (95%).
+func (b boxTally) similar() bool {
+	return float64(b.nOther) >= 0.85*float64(b.nRef) && float64(b.same) >= 0.7*float64(b.nRef) &&
+		float64(b.framesBoth) >= 0.95*float64(b.framesRef)
 }
 
 // motionFrames is liveFrames at another frame size.
@@ -432,7 +447,7 @@ func TestMotionWorkWidthFindsThePeople(t *testing.T) {
 	again := newRunner(t, build(t, MotionSpec(), map[string]any{"min_area": 300}))
 	detFull := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
 	detHalf := newRunner(t, build(t, DetectSpec(), sizedRegionParams))
-	var nFull, nHalf, same, framesFull, framesBoth int
+	var tally boxTally
 	var tHalf, tFull time.Duration
 	for i := range frames {
 		t0 := time.Now()
@@ -454,25 +469,14 @@ func TestMotionWorkWidthFindsThePeople(t *testing.T) {
 		detFull.in.Detections, detHalf.in.Detections = full[i], regions
 		a := rectsOf(detFull.run(t, frames[i]))
 		b := rectsOf(detHalf.run(t, frames[i]))
-		nFull, nHalf = nFull+len(a), nHalf+len(b)
-		if len(a) > 0 {
-			framesFull++
-			if len(b) > 0 {
-				framesBoth++
-			}
-		}
-		for _, r := range a {
-			if matchesBox(r, b) {
-				same++
-			}
-		}
+		tally.add(a, b)
 	}
 	t.Logf("motion at 640 px (%v a frame): %d people; at 320 px (%v a frame): %d people, %d of the first's; frames with people %d, of them %d in both",
-		tFull/time.Duration(len(frames)), nFull, tHalf/time.Duration(len(frames)), nHalf, same, framesFull, framesBoth)
-	if nFull < 50 {
-		t.Fatalf("the reference found only %d people: the comparison means nothing", nFull)
+		tFull/time.Duration(len(frames)), tally.nRef, tHalf/time.Duration(len(frames)), tally.nOther, tally.same, tally.framesRef, tally.framesBoth)
+	if tally.nRef < 50 {
+		t.Fatalf("the reference found only %d people: the comparison means nothing", tally.nRef)
 	}
-	if float64(nHalf) < 0.85*float64(nFull) || float64(same) < 0.7*float64(nFull) || float64(framesBoth) < 0.95*float64(framesFull) {
-		t.Fatalf("half-width motion: %d people (%d of the %d found at full width) in %d of %d frames", nHalf, same, nFull, framesBoth, framesFull)
+	if !tally.similar() {
+		t.Fatalf("half-width motion: %d people (%d of the %d found at full width) in %d of %d frames", tally.nOther, tally.same, tally.nRef, tally.framesBoth, tally.framesRef)
 	}
 }
