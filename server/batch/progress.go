@@ -85,7 +85,9 @@ func (m *Manager) follow(ctx context.Context, id string, send func([]byte) error
 	if err != nil {
 		return err
 	}
+	var seen progressFloor
 	for _, p := range m.snapshot(e) {
+		seen.raise(p)
 		b, _ := progressJSON.Marshal(p)
 		if err := send(b); err != nil {
 			return err
@@ -108,6 +110,7 @@ func (m *Manager) follow(ctx context.Context, id string, send func([]byte) error
 			if err := proto.Unmarshal(msg.Data, p); err != nil {
 				continue
 			}
+			seen.raise(p)
 			b, _ := progressJSON.Marshal(p)
 			if err := send(b); err != nil {
 				return err
@@ -121,7 +124,9 @@ func (m *Manager) follow(ctx context.Context, id string, send func([]byte) error
 				return err
 			}
 			if terminal(e.State) {
-				b, _ := progressJSON.Marshal(m.progressOf(e))
+				final := m.progressOf(e)
+				seen.raise(final)
+				b, _ := progressJSON.Marshal(final)
 				return send(b)
 			}
 			if keepalive != nil {
@@ -130,6 +135,39 @@ func (m *Manager) follow(ctx context.Context, id string, send func([]byte) error
 				}
 			}
 		}
+	}
+}
+
+// progressFloor keeps what one client was told from going back. Workers on
+// several nodes publish a file's start with the counters they read when they
+// took it, so a start can arrive after another worker's later finish; the
+// execution's counters and state only ever grow, so a client is never shown
+// less than it has already seen.
+type progressFloor struct {
+	done, failed uint32
+	percent      float64
+	stateRank    int
+}
+
+// stateRank orders execution states as they can follow one another.
+func stateRank(state string) int {
+	switch state {
+	case StateQueued:
+		return 0
+	case StateRunning:
+		return 1
+	}
+	return 2 // terminal
+}
+
+func (f *progressFloor) raise(p *busv1.Progress) {
+	f.done, p.Done = max(f.done, p.Done), max(f.done, p.Done)
+	f.failed, p.Failed = max(f.failed, p.Failed), max(f.failed, p.Failed)
+	f.percent, p.Percent = max(f.percent, p.Percent), max(f.percent, p.Percent)
+	if r := stateRank(p.State); r >= f.stateRank {
+		f.stateRank = r
+	} else if f.stateRank == 1 {
+		p.State = StateRunning
 	}
 }
 
