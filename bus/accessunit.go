@@ -69,7 +69,7 @@ func decodeAccessUnit(b []byte, au *busv1.AccessUnit) bool {
 			case 8:
 				au.Data = v[:len(v):len(v)]
 			}
-		case typ == protowire.VarintType && num >= 2 && num <= 14 && num != 7 && num != 8:
+		case typ == protowire.VarintType && num >= 2 && num <= 16 && num != 7 && num != 8:
 			v, m := protowire.ConsumeVarint(b)
 			if m < 0 {
 				return false
@@ -98,6 +98,10 @@ func decodeAccessUnit(b []byte, au *busv1.AccessUnit) bool {
 				au.Channels = uint32(v)
 			case 14:
 				au.CompleteUnixNano = int64(v)
+			case 15:
+				au.AudioKnown = v != 0
+			case 16:
+				au.AudioCodec = busv1.Codec(int32(v))
 			}
 		default:
 			return false

@@ -16,7 +16,7 @@ func sampleAccessUnits() []*busv1.AccessUnit {
 		{},
 		{Camera: "cam-1", Codec: busv1.Codec_CODEC_H264, Pts: -5, RtpTimestamp: 4294967295, ClockRate: 90000, Keyframe: true,
 			Nalus: [][]byte{{0x67, 0x42, 0xe0, 0x1f}, {0x68, 0xce}, {}, big}, Sequence: 1 << 60, IngestUnixNano: 1764460800000000000,
-			Width: 1920, Height: 1080, CompleteUnixNano: 1764460800000000001},
+			Width: 1920, Height: 1080, CompleteUnixNano: 1764460800000000001, AudioKnown: true, AudioCodec: busv1.Codec_CODEC_AAC},
 		{Camera: "mic", Codec: busv1.Codec_CODEC_OPUS, Data: []byte{1, 2, 3}, Channels: 2, ClockRate: 48000},
 	}
 }

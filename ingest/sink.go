@@ -31,9 +31,25 @@ type BusSink struct {
 	winBytes  int
 	// Totals for metrics.
 	frames, bytes uint64
+	// What keyframes tell viewers about the camera's audio: its codec and
+	// when a frame of it was last written, and when this session's first
+	// access unit was (a session too young to have heard its audio yet
+	// does not claim to know).
+	audioCodec   busv1.Codec
+	audioAt      time.Time
+	sessionStart time.Time
 }
 
-const rateWindow = 2 * time.Second
+const (
+	rateWindow = 2 * time.Second
+	// audioSettle is how long a session runs before its keyframes say
+	// whether the camera has audio: audio frames come every 20-60 ms, and a
+	// source may start its audio track a little after its video.
+	audioSettle = time.Second
+	// audioGone is how long without an audio frame means the camera's audio
+	// stopped.
+	audioGone = 3 * time.Second
+)
 
 // NewBusSink builds the sink of one camera.
 func NewBusSink(nc *nats.Conn, subjects bus.Subjects, camera string, onChange func(*busv1.CameraStatus)) *BusSink {
@@ -64,6 +80,20 @@ func (s *BusSink) WriteAccessUnit(au *busv1.AccessUnit) error {
 	}
 	au.CompleteUnixNano = now.UnixNano()
 	isVideo := au.Codec < busv1.Codec_CODEC_AAC
+	if s.sessionStart.IsZero() {
+		s.sessionStart = now
+	}
+	if !isVideo {
+		s.audioCodec, s.audioAt = au.Codec, now
+	} else {
+		// Set on every video unit: a source may reuse the message of a
+		// keyframe for the pictures after it.
+		au.AudioKnown = au.Keyframe && now.Sub(s.sessionStart) >= audioSettle
+		au.AudioCodec = busv1.Codec_CODEC_UNSPECIFIED
+		if au.AudioKnown && now.Sub(s.audioAt) < audioGone {
+			au.AudioCodec = s.audioCodec
+		}
+	}
 	var changed *busv1.CameraStatus
 	if isVideo {
 		s.frames++
@@ -107,6 +137,7 @@ func (s *BusSink) SetState(state string, err error) {
 		s.status.SinceUnixNano = time.Now().UnixNano()
 	}
 	if state != StateOnline {
+		s.sessionStart = time.Time{}
 		s.status.Fps, s.status.Bitrate = 0, 0
 		s.winStart, s.winFrames, s.winBytes = time.Time{}, 0, 0
 	}

@@ -100,7 +100,9 @@ type viewer struct {
 // channel in the offer carries src's results as JSON. The codec comes from
 // the camera's latest keyframe, which src keeps, so the answer does not wait
 // for media; only a camera that has sent no keyframe yet is waited for, up
-// to NoVideoTimeout.
+// to NoVideoTimeout. The keyframe also says whether the camera has audio;
+// only when it cannot tell (a session in its first second) does an offer
+// with audio wait, up to AudioProbe, for the camera's first audio frame.
 // client identifies the peer (its IP address) for EngineConfig.Pending.
 // Errors: ErrBadSDP, ErrCodecNotSupported (the offer lacks the camera's
 // codec), ErrNoVideo, ErrPendingLimit, ErrClientPendingLimit, ErrClosed, or
@@ -153,6 +155,12 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", ErrNoVideo
 	case <-ctx.Done():
 		return "", "", ctx.Err()
+	}
+	if audioReader != nil && first.AudioKnown && first.AudioCodec == busv1.Codec_CODEC_UNSPECIFIED {
+		// The ingest says the camera sends no audio: answer now rather than
+		// wait for audio that will not come.
+		audioReader.Close()
+		audioReader = nil
 	}
 	var leaveTranscode func()
 	// H.265 passes through to a browser that offers it; otherwise it, and

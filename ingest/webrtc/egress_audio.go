@@ -21,15 +21,8 @@ type AudioSource interface {
 	SubscribeAudio(cam, kind string, depth int) (*hub.Reader, error)
 }
 
-const (
-	// audioDepth is a viewer's hub queue of audio frames (a few seconds).
-	audioDepth = 128
-	// audioProbe bounds how long, from the viewer's subscription, the
-	// answer waits for the camera's first audio frame once the video is
-	// known; frames come every 20-60 ms, so it only delays viewers of
-	// cameras without sound.
-	audioProbe = 300 * time.Millisecond
-)
+// audioDepth is a viewer's hub queue of audio frames (a few seconds).
+const audioDepth = 128
 
 // viewerAudio is the camera's audio sent to one viewer, passed through
 // with the camera's RTP timestamps so the browser syncs it to the video
@@ -83,7 +76,7 @@ func subscribeAudio(src VideoSource, cam string, info *OfferInfo) *hub.Reader {
 	return r
 }
 
-// probeAudio waits (until since+audioProbe) for the camera's first audio
+// probeAudio waits (until since+EngineConfig.AudioProbe) for the camera's first audio
 // frame and returns the viewer's audio track for it, or nil, closing r,
 // when the camera sends none or nothing the viewer can play. Opus and
 // G.711 pass through; anything else (AAC) joins the camera's shared Opus
@@ -99,7 +92,7 @@ func (e *Engine) probeAudio(ctx context.Context, r *hub.Reader, src VideoSource,
 			first = au
 		}
 	default:
-		wait := time.NewTimer(max(time.Until(since.Add(audioProbe)), 0))
+		wait := time.NewTimer(max(time.Until(since.Add(e.cfg.AudioProbe)), 0))
 		defer wait.Stop()
 		select {
 		case au, ok := <-r.C():

@@ -42,6 +42,11 @@ type EngineConfig struct {
 	// NoVideoTimeout is how long NewViewer waits for the camera's first
 	// access unit; 0 means 5 s.
 	NoVideoTimeout time.Duration
+	// AudioProbe is how long, from a viewer's subscription, an answer to an
+	// offer with audio waits for the camera's first audio frame when the
+	// camera's keyframe cannot tell whether it has audio (its session is in
+	// its first second); default 300 ms.
+	AudioProbe time.Duration
 	// ConnectTimeout ends a viewer that has not connected (ICE and DTLS)
 	// this long after its answer; 0 means DefaultConnectTimeout.
 	ConnectTimeout time.Duration
@@ -93,6 +98,9 @@ type Engine struct {
 func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.AudioProbe <= 0 {
+		cfg.AudioProbe = 300 * time.Millisecond
 	}
 	if cfg.NoVideoTimeout <= 0 {
 		cfg.NoVideoTimeout = 5 * time.Second

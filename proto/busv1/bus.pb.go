@@ -255,8 +255,14 @@ type AccessUnit struct {
 	// arrived) and went onto the bus. Egress measures server-added latency from
 	// here; ingest_unix_nano minus this is the time the sender took to send it.
 	CompleteUnixNano int64 `protobuf:"varint,14,opt,name=complete_unix_nano,json=completeUnixNano,proto3" json:"complete_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Video keyframes from an ingest that has run long enough to know
+	// (audio_known): the camera's audio codec, CODEC_UNSPECIFIED when it sends
+	// no audio. A WHEP answer uses it to skip waiting for audio that will
+	// never come.
+	AudioKnown    bool  `protobuf:"varint,15,opt,name=audio_known,json=audioKnown,proto3" json:"audio_known,omitempty"`
+	AudioCodec    Codec `protobuf:"varint,16,opt,name=audio_codec,json=audioCodec,proto3,enum=ifc.bus.v1.Codec" json:"audio_codec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessUnit) Reset() {
@@ -385,6 +391,20 @@ func (x *AccessUnit) GetCompleteUnixNano() int64 {
 		return x.CompleteUnixNano
 	}
 	return 0
+}
+
+func (x *AccessUnit) GetAudioKnown() bool {
+	if x != nil {
+		return x.AudioKnown
+	}
+	return false
+}
+
+func (x *AccessUnit) GetAudioCodec() Codec {
+	if x != nil {
+		return x.AudioCodec
+	}
+	return Codec_CODEC_UNSPECIFIED
 }
 
 // Frame is a decoded picture sampled for processing.
@@ -1658,7 +1678,7 @@ var File_bus_proto protoreflect.FileDescriptor
 const file_bus_proto_rawDesc = "" +
 	"\n" +
 	"\tbus.proto\x12\n" +
-	"ifc.bus.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa7\x03\n" +
+	"ifc.bus.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xfc\x03\n" +
 	"\n" +
 	"AccessUnit\x12\x16\n" +
 	"\x06camera\x18\x01 \x01(\tR\x06camera\x12'\n" +
@@ -1676,7 +1696,11 @@ const file_bus_proto_rawDesc = "" +
 	"\x05width\x18\v \x01(\rR\x05width\x12\x16\n" +
 	"\x06height\x18\f \x01(\rR\x06height\x12\x1a\n" +
 	"\bchannels\x18\r \x01(\rR\bchannels\x12,\n" +
-	"\x12complete_unix_nano\x18\x0e \x01(\x03R\x10completeUnixNano\"\xa7\x02\n" +
+	"\x12complete_unix_nano\x18\x0e \x01(\x03R\x10completeUnixNano\x12\x1f\n" +
+	"\vaudio_known\x18\x0f \x01(\bR\n" +
+	"audioKnown\x122\n" +
+	"\vaudio_codec\x18\x10 \x01(\x0e2\x11.ifc.bus.v1.CodecR\n" +
+	"audioCodec\"\xa7\x02\n" +
 	"\x05Frame\x12\x16\n" +
 	"\x06camera\x18\x01 \x01(\tR\x06camera\x12\x10\n" +
 	"\x03pts\x18\x02 \x01(\x03R\x03pts\x12#\n" +
@@ -1874,21 +1898,22 @@ var file_bus_proto_goTypes = []any{
 }
 var file_bus_proto_depIdxs = []int32{
 	0,  // 0: ifc.bus.v1.AccessUnit.codec:type_name -> ifc.bus.v1.Codec
-	1,  // 1: ifc.bus.v1.Frame.format:type_name -> ifc.bus.v1.PixelFormat
-	5,  // 2: ifc.bus.v1.Result.detections:type_name -> ifc.bus.v1.Detection
-	17, // 3: ifc.bus.v1.Result.values:type_name -> ifc.bus.v1.Result.ValuesEntry
-	2,  // 4: ifc.bus.v1.Progress.file_state:type_name -> ifc.bus.v1.FileState
-	12, // 5: ifc.bus.v1.CameraEvent.status:type_name -> ifc.bus.v1.CameraStatus
-	18, // 6: ifc.bus.v1.NodeMetrics.values:type_name -> ifc.bus.v1.NodeMetrics.ValuesEntry
-	6,  // 7: ifc.bus.v1.ArchiveFrame.result:type_name -> ifc.bus.v1.Result
-	14, // 8: ifc.bus.v1.Camera.zones:type_name -> ifc.bus.v1.Zone
-	19, // 9: ifc.bus.v1.Step.params:type_name -> google.protobuf.Struct
-	15, // 10: ifc.bus.v1.Pipeline.steps:type_name -> ifc.bus.v1.Step
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 1: ifc.bus.v1.AccessUnit.audio_codec:type_name -> ifc.bus.v1.Codec
+	1,  // 2: ifc.bus.v1.Frame.format:type_name -> ifc.bus.v1.PixelFormat
+	5,  // 3: ifc.bus.v1.Result.detections:type_name -> ifc.bus.v1.Detection
+	17, // 4: ifc.bus.v1.Result.values:type_name -> ifc.bus.v1.Result.ValuesEntry
+	2,  // 5: ifc.bus.v1.Progress.file_state:type_name -> ifc.bus.v1.FileState
+	12, // 6: ifc.bus.v1.CameraEvent.status:type_name -> ifc.bus.v1.CameraStatus
+	18, // 7: ifc.bus.v1.NodeMetrics.values:type_name -> ifc.bus.v1.NodeMetrics.ValuesEntry
+	6,  // 8: ifc.bus.v1.ArchiveFrame.result:type_name -> ifc.bus.v1.Result
+	14, // 9: ifc.bus.v1.Camera.zones:type_name -> ifc.bus.v1.Zone
+	19, // 10: ifc.bus.v1.Step.params:type_name -> google.protobuf.Struct
+	15, // 11: ifc.bus.v1.Pipeline.steps:type_name -> ifc.bus.v1.Step
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_bus_proto_init() }

@@ -1,0 +1,107 @@
+package ingest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/imageflowcanvas/imageflow/bus"
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+func startNATS(t *testing.T) *nats.Conn {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// TestSinkTellsViewersAboutAudio: a session's keyframes say whether the
+// camera sends audio once the session has run long enough to know, so a
+// WHEP answer for a silent camera need not wait for audio.
+func TestSinkTellsViewersAboutAudio(t *testing.T) {
+	nc := startNATS(t)
+	subjects := bus.Subjects{Prefix: "ifc"}
+	keyframes := func(cam string) func() *busv1.AccessUnit {
+		sub, err := nc.SubscribeSync(subjects.Video(cam))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() *busv1.AccessUnit {
+			m, err := sub.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var au busv1.AccessUnit
+			if err := bus.UnmarshalAccessUnit(m.Data, &au); err != nil {
+				t.Fatal(err)
+			}
+			return &au
+		}
+	}
+	key := &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, Keyframe: true, Nalus: [][]byte{{0x65, 1}}}
+	write := func(s *BusSink, au *busv1.AccessUnit) {
+		au.Camera, au.Sequence, au.IngestUnixNano = "", 0, 0
+		if err := s.WriteAccessUnit(au); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	silent, loud := NewBusSink(nc, subjects, "silent", nil), NewBusSink(nc, subjects, "loud", nil)
+	nextSilent, nextLoud := keyframes("silent"), keyframes("loud")
+	nc.Flush()
+	write(silent, key)
+	if au := nextSilent(); au.AudioKnown {
+		t.Fatalf("a session's first keyframe claims to know its audio: %v", au)
+	}
+	write(loud, &busv1.AccessUnit{Codec: busv1.Codec_CODEC_OPUS, Data: []byte{1}})
+	write(loud, key)
+	if au := nextLoud(); au.AudioKnown {
+		t.Fatalf("a session's first keyframe claims to know its audio: %v", au)
+	}
+	time.Sleep(audioSettle + 100*time.Millisecond)
+	write(silent, key)
+	if au := nextSilent(); !au.AudioKnown || au.AudioCodec != busv1.Codec_CODEC_UNSPECIFIED {
+		t.Fatalf("silent camera's keyframe: known %v codec %v", au.AudioKnown, au.AudioCodec)
+	}
+	write(loud, &busv1.AccessUnit{Codec: busv1.Codec_CODEC_OPUS, Data: []byte{1}})
+	write(loud, key)
+	if au := nextLoud(); !au.AudioKnown || au.AudioCodec != busv1.Codec_CODEC_OPUS {
+		t.Fatalf("camera with audio's keyframe: known %v codec %v", au.AudioKnown, au.AudioCodec)
+	}
+	// A picture after the keyframe, written from the same reused message,
+	// does not carry the keyframe's claim.
+	key.Keyframe = false
+	write(loud, key)
+	if au := nextLoud(); au.AudioKnown {
+		t.Fatalf("a non-keyframe claims to know the audio: %v", au)
+	}
+	key.Keyframe = true
+
+	// The camera's audio stops: after audioGone its keyframes say so.
+	time.Sleep(audioGone)
+	write(loud, key)
+	if au := nextLoud(); !au.AudioKnown || au.AudioCodec != busv1.Codec_CODEC_UNSPECIFIED {
+		t.Fatalf("after the audio stopped: known %v codec %v", au.AudioKnown, au.AudioCodec)
+	}
+	// A reconnect starts a new session that does not know yet.
+	loud.SetState(StateConnecting, nil)
+	write(loud, key)
+	if au := nextLoud(); au.AudioKnown {
+		t.Fatalf("a new session's first keyframe claims to know its audio: %v", au)
+	}
+}
