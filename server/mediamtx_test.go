@@ -42,6 +42,10 @@ func TestMediaMTXInterop(t *testing.T) {
 
 	for _, p := range profiles {
 		t.Run(p.name, func(t *testing.T) {
+			// Phases are logged with the wall clock, to line them up with
+			// mediamtx's log when the test fails.
+			phase := func(what string) { t.Logf("%s %s", time.Now().Format("15:04:05.000"), what) }
+			phase("start")
 			w, h := 0, 0
 			fmt.Sscanf(p.size, "%dx%d", &w, &h)
 			// Our WHEP source pulls from mediamtx.
@@ -50,6 +54,7 @@ func TestMediaMTXInterop(t *testing.T) {
 				t.Fatalf("camera: %d %s", st, body)
 			}
 			cam := waitCameraOnline(t, ours, p.name)
+			phase("camera online")
 			if cam.Codec != "h264" || int(cam.Width) != w || int(cam.Height) != h {
 				t.Fatalf("camera pulled from mediamtx: %+v", cam)
 			}
@@ -71,13 +76,16 @@ func TestMediaMTXInterop(t *testing.T) {
 			for _, via := range []string{"rtsp", "whep"} {
 				url := "rtsp://" + mtx.RTSP + "/" + p.name + "_" + via
 				want := fmt.Sprintf("h264,%d,%d", w, h)
+				phase("probing " + url)
 				deadline := time.Now().Add(45 * time.Second)
 				for out := probe(url); out != want; out = probe(url) {
 					if time.Now().After(deadline) {
-						t.Fatalf("ffprobe %s: got %q, want %q", url, out, want)
+						_, body, _ := ours.do("GET", "/api/v1/cameras/"+p.name, "", nil)
+						t.Fatalf("ffprobe %s: got %q, want %q; our camera: %s", url, out, want, body)
 					}
 					time.Sleep(time.Second)
 				}
+				phase("read " + url)
 			}
 		})
 	}
