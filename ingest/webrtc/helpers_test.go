@@ -206,7 +206,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 
 // env is a running bus, hub, engine and WHEP HTTP endpoint.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	bus    *bus.Bus
 	hub    *hub.Hub
 	engine *Engine
@@ -218,7 +218,7 @@ type env struct {
 	res int             // results published
 }
 
-func newEnv(t *testing.T, cfg EngineConfig) *env {
+func newEnv(t testing.TB, cfg EngineConfig) *env {
 	t.Helper()
 	ctx := context.Background()
 	b := &bus.Bus{Config: bus.Config{DataDir: t.TempDir()}}
