@@ -72,7 +72,7 @@ func FuzzOffer(f *testing.F) {
 	}
 	f.Cleanup(pub.Close)
 	f.Fuzz(func(t *testing.T, offer string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if _, id, err := e.engine.NewViewer(ctx, "cam1", "127.0.0.1", offer, e.hub, e.rs); err == nil {
 			_ = e.engine.CloseSession(id)
