@@ -108,10 +108,12 @@ type viewer struct {
 // codec), ErrNoVideo, ErrPendingLimit, ErrClientPendingLimit, ErrClosed, or
 // ctx's error.
 func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, src VideoSource, results ResultSource) (answerSDP, sessionID string, err error) {
+	steps := newAnswerSteps(e.log)
 	info, err := InspectOffer(offerSDP)
 	if err != nil {
 		return "", "", err
 	}
+	steps.mark("inspect")
 	if !info.HasVideo {
 		return "", "", fmt.Errorf("%w: the offer has no video section", ErrCodecNotSupported)
 	}
@@ -129,6 +131,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	}
 	subscribed := time.Now()
 	audioReader := subscribeAudio(src, cam, info)
+	steps.mark("subscribe")
 	var audio *viewerAudio
 	ok := false
 	defer func() {
@@ -162,6 +165,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		audioReader.Close()
 		audioReader = nil
 	}
+	steps.mark("first_au")
 	var leaveTranscode func()
 	// H.265 passes through to a browser that offers it; otherwise it, and
 	// MJPEG, is transcoded.
@@ -188,6 +192,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 
 	audio = e.probeAudio(ctx, audioReader, src, info, subscribed, cam)
 	audioReader = nil
+	steps.mark("audio")
 
 	v := &viewer{
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,
@@ -200,6 +205,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
 	v.pc = pc
+	steps.mark("peer_connection")
 	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtpFor(first)}, "video", "imageflow-"+cam)
 	if err != nil {
 		_ = pc.Close()
@@ -246,9 +252,10 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 			return "", "", err
 		}
 	}
+	steps.mark("tracks")
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
-	ans, err := answer(ctx, pc, offerSDP, func() error {
+	ans, err := answer(ctx, pc, offerSDP, steps, func() error {
 		for _, tr := range pc.GetTransceivers() {
 			if tr.Sender() == sender {
 				if tr.Mid() == "" {
@@ -304,6 +311,8 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 			e.sendAudio(v)
 		}()
 	}
+	steps.mark("start")
+	steps.log(e.log, "whep answer steps", "camera", cam, "session", v.id)
 	e.log.Info("whep viewer started", "camera", cam, "session", v.id, "codec", mime, "audio", audioCodec)
 	return ans, v.id, nil
 }

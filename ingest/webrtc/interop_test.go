@@ -85,7 +85,7 @@ func (s *strictWHEPServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ans, err := answer(r.Context(), pc, string(offer), nil)
+	ans, err := answer(r.Context(), pc, string(offer), nil, nil)
 	if err != nil {
 		// mediamtx's words for pion's ErrSenderWithNoCodecs.
 		_ = pc.Close()

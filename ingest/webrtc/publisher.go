@@ -116,7 +116,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, client, offerSDP string, sin
 			p.endAsync(s, st.String())
 		}
 	})
-	ans, err := answer(ctx, pc, offerSDP, func() error { preferVideoCodecs(pc); return nil })
+	ans, err := answer(ctx, pc, offerSDP, nil, func() error { preferVideoCodecs(pc); return nil })
 	if err != nil {
 		_ = pc.Close()
 		connecting()

@@ -241,10 +241,11 @@ func pickVideoCodec(info *OfferInfo) (busv1.Codec, error) {
 // egress alike) and waits for ICE gathering (instant with a UDP mux), so
 // non-trickle clients get every candidate in the answer. beforeAnswer runs
 // once the offer is applied, to choose codecs; its error is returned.
-func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, beforeAnswer func() error) (string, error) {
+func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, steps *answerSteps, beforeAnswer func() error) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", errors.Join(ErrBadSDP, err)
 	}
+	steps.mark("set_remote")
 	if beforeAnswer != nil {
 		if err := beforeAnswer(); err != nil {
 			return "", err
@@ -254,16 +255,21 @@ func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, before
 	if err != nil {
 		return "", errors.Join(ErrCodecNotSupported, err)
 	}
+	steps.mark("create_answer")
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(ans); err != nil {
 		return "", err
 	}
+	steps.mark("set_local")
 	select {
 	case <-gathered:
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
-	return pc.LocalDescription().SDP, nil
+	steps.mark("gather")
+	local := pc.LocalDescription().SDP
+	steps.mark("local_sdp")
+	return local, nil
 }
 
 // remoteUfrag is the ICE username fragment of the remote description.

@@ -10,6 +10,9 @@
 # of one run are the figures to compare. Figures only: nothing fails on time.
 #
 # Usage: scripts/bench/vs-mediamtx.sh [-cameras 10] [-viewers 50] [-window 10s] [-skip-detect]
+#        scripts/bench/vs-mediamtx.sh -only-join 3 [-steps] runs only the join of -viewers
+#        viewers, 3 rounds per server alternating; -steps prints where imageflow's answers
+#        spent their time (its debug log).
 #        MEDIAMTX=/path/to/mediamtx uses that binary instead of building one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -45,6 +45,12 @@ type options struct {
 	viewers       int
 	skipDetect    bool
 	onlyDetect    bool
+	// onlyJoin, when > 0, runs only the join of o.viewers, that many
+	// rounds of each server alternating.
+	onlyJoin int
+	// steps runs imageflow at debug level and prints where its answers'
+	// time went, step by step.
+	steps bool
 }
 
 // serveEnv is added to imageflow's environment (-env KEY=VALUE, repeated).
@@ -66,6 +72,8 @@ func main() {
 	flag.DurationVar(&o.window, "window", 10*time.Second, "measured window of each CPU figure")
 	flag.BoolVar(&o.skipDetect, "skip-detect", false, "leave out the detection path")
 	flag.BoolVar(&o.onlyDetect, "only-detect", false, "run the detection path only")
+	flag.IntVar(&o.onlyJoin, "only-join", 0, "run only the join of -viewers viewers, this many rounds per server, alternating")
+	flag.BoolVar(&o.steps, "steps", false, "with -only-join: imageflow logs at debug level and each answer step's p50/p99 is printed")
 	flag.Var(&extraEnv, "env", "KEY=VALUE added to imageflow's environment (repeatable)")
 	flag.Parse()
 	if o.mediamtx == "" || o.relayClip == "" || o.detectClip == "" {
@@ -158,10 +166,10 @@ func start(name string, cmd *exec.Cmd, dir string) *server {
 	return s
 }
 
-func startImageflow(bin, dir string) (*server, error) {
+func startImageflow(bin, dir, logLevel string) (*server, error) {
 	data := filepath.Join(dir, "data")
 	cmd := exec.Command(bin, "serve", "--data", data, "--http", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--rtsp-udp", "",
-		"--grpc", "", "--webrtc-udp", freeAddr("udp"), "--demo=false", "--log-level", "warn")
+		"--grpc", "", "--webrtc-udp", freeAddr("udp"), "--demo=false", "--log-level", logLevel)
 	cmd.Env = append(os.Environ(), "IFC_WEBRTC_MAX_PENDING=1000", "IFC_WEBRTC_MAX_PENDING_PER_CLIENT=1000", "IFC_RATE_LIMIT=0")
 	cmd.Env = append(cmd.Env, extraEnv...)
 	s := start("imageflow", cmd, dir)
@@ -291,6 +299,9 @@ func waitAll(cmds []*exec.Cmd) {
 type results map[string]float64
 
 func run(o options) error {
+	if o.onlyJoin > 0 {
+		return joinRounds(o)
+	}
 	figures := map[string]results{"imageflow": {}, "mediamtx": {}}
 	rounds := []func(*server, results) error{
 		func(s *server, r results) error { return idleRound(s, r) },
@@ -309,7 +320,7 @@ func run(o options) error {
 			}
 			var s *server
 			if name == "imageflow" {
-				s, err = startImageflow(o.bin, dir)
+				s, err = startImageflow(o.bin, dir, "warn")
 			} else {
 				s, err = startMediaMTX(o.mediamtx, dir)
 			}
@@ -336,7 +347,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	s, err := startImageflow(o.bin, dir)
+	s, err := startImageflow(o.bin, dir, "warn")
 	if err != nil {
 		return err
 	}
@@ -458,8 +469,10 @@ func whepRound(s *server, r results, o options, n int) error {
 	}
 	cmds = append(cmds, publisher(ctx, s, "live", o.relayClip))
 	time.Sleep(4 * time.Second)
-	baseCPU := cpuPercent(s, o.window)
-	baseRSS := rssMiB(s.pid())
+	var baseCPU, baseRSS float64
+	if o.onlyJoin == 0 {
+		baseCPU, baseRSS = cpuPercent(s, o.window), rssMiB(s.pid())
+	}
 
 	api := clientAPI()
 	viewers := make([]*viewer, n)
@@ -515,6 +528,9 @@ func whepRound(s *server, r results, o options, n int) error {
 	if n == o.viewers {
 		r["join_p50"], r["join_p99"] = ms(percentile(answers, 0.5)), ms(percentile(answers, 0.99))
 		r["first_p50"], r["first_p99"] = ms(percentile(firsts, 0.5)), ms(percentile(firsts, 0.99))
+	}
+	if o.onlyJoin > 0 {
+		return nil
 	}
 	time.Sleep(2 * time.Second)
 	cpu, rss := cpuPercent(s, o.window), rssMiB(s.pid())
@@ -700,4 +716,107 @@ func ffmpegDecodeCPU(clip string) float64 {
 		return 0
 	}
 	return 100 * (ut + st) / dur
+}
+
+// joinRounds runs only the join of o.viewers viewers, o.onlyJoin rounds of
+// each server alternating (imageflow first), each on a fresh server, and
+// prints every round's answer and first-access-unit percentiles, their
+// medians over the rounds, and with o.steps where imageflow's answers spent
+// their time.
+func joinRounds(o options) error {
+	type round struct{ join50, join99, first50, first99 float64 }
+	all := map[string][]round{}
+	steps := map[string][]float64{}
+	var order []string
+	for i := range o.onlyJoin {
+		for _, name := range []string{"imageflow", "mediamtx"} {
+			dir, err := os.MkdirTemp("", "vsmediamtx-")
+			if err != nil {
+				return err
+			}
+			var s *server
+			if name == "imageflow" {
+				level := "warn"
+				if o.steps {
+					level = "debug"
+				}
+				s, err = startImageflow(o.bin, dir, level)
+			} else {
+				s, err = startMediaMTX(o.mediamtx, dir)
+			}
+			if err != nil {
+				os.RemoveAll(dir)
+				return err
+			}
+			r := results{}
+			err = whepRound(s, r, o, o.viewers)
+			s.close()
+			if name == "imageflow" && o.steps {
+				order = answerSteps(s.log.String(), steps, order)
+			}
+			os.RemoveAll(dir)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			all[name] = append(all[name], round{r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"]})
+			fmt.Printf("round %d %-9s answer p50 %6.0f ms p99 %6.0f ms; answer to first access unit p50 %6.0f ms p99 %6.0f ms\n",
+				i+1, name, r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"])
+		}
+	}
+	median := func(rs []round, f func(round) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	fmt.Printf("\nmedian of %d rounds, %d viewers at once  %12s %12s %8s\n", o.onlyJoin, o.viewers, "imageflow", "mediamtx", "ratio")
+	for _, f := range []struct {
+		what string
+		get  func(round) float64
+	}{
+		{"WHEP answer p50", func(r round) float64 { return r.join50 }},
+		{"WHEP answer p99", func(r round) float64 { return r.join99 }},
+		{"answer to first access unit p50", func(r round) float64 { return r.first50 }},
+		{"answer to first access unit p99", func(r round) float64 { return r.first99 }},
+	} {
+		a, b := median(all["imageflow"], f.get), median(all["mediamtx"], f.get)
+		fmt.Printf("%-40s %9.0f ms %9.0f ms %7.2f×\n", f.what, a, b, a/b)
+	}
+	if o.steps {
+		fmt.Printf("\nimageflow's answers step by step (%d answers, ms)    p50      p99\n", len(steps["total"]))
+		for _, name := range order {
+			d := steps[name]
+			slices.Sort(d)
+			fmt.Printf("  %-48s %7.1f  %7.1f\n", name, d[len(d)/2], d[int(0.99*float64(len(d)-1))])
+		}
+	}
+	return nil
+}
+
+// answerSteps adds the step durations of imageflow's "whep answer steps"
+// debug lines in log to steps, keeping the steps' first-seen order.
+func answerSteps(log string, steps map[string][]float64, order []string) []string {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="whep answer steps"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			k, v, ok := strings.Cut(f, "=")
+			name, isStep := strings.CutSuffix(k, "_ms")
+			if !ok || !isStep {
+				continue
+			}
+			d, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				continue
+			}
+			if _, seen := steps[name]; !seen {
+				order = append(order, name)
+			}
+			steps[name] = append(steps[name], d)
+		}
+	}
+	return order
 }
