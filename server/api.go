@@ -405,6 +405,7 @@ func (s *Server) deleteCamera(c *fiber.Ctx) error {
 	if err := s.cameras.delete(c.UserContext(), id); err != nil {
 		return writeError(c, err)
 	}
+	s.camIndex.forget(id)
 	if s.placement != nil {
 		s.placement.changed()
 	} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"strconv"
@@ -129,14 +130,26 @@ func (s *Server) whepOffer(c *fiber.Ctx) error {
 	if err != nil {
 		return writeError(c, err)
 	}
-	if _, _, err := s.cameras.get(c.UserContext(), id); err != nil {
-		return writeError(c, err)
+	handlerStart := time.Now()
+	if !s.camIndex.has(id) {
+		if _, _, err := s.cameras.get(c.UserContext(), id); err != nil {
+			return writeError(c, err)
+		}
 	}
+	lookedUp := time.Now()
 	ctx, cancel := s.mediaContext(c)
 	defer cancel()
 	answer, session, err := s.webrtc.NewViewer(ctx, id, c.IP(), offer, s.hub, iwebrtc.BusResults{Conn: s.bus.Conn(), Subjects: s.bus.Subjects()})
 	if err != nil {
 		return s.writeMediaError(c, err)
+	}
+	if s.Logger.Enabled(ctx, slog.LevelDebug) {
+		// Where a join's time goes outside the engine (scripts/bench/vs-mediamtx.sh -steps).
+		msSince := func(a, b time.Time) float64 { return float64(b.Sub(a).Microseconds()) / 1000 }
+		s.Logger.Debug("whep offer", "camera", id, "session", session,
+			"conn_to_handler_ms", msSince(c.Context().ConnTime(), handlerStart),
+			"camera_lookup_ms", msSince(handlerStart, lookedUp), "new_viewer_ms", msSince(lookedUp, time.Now()),
+			"start_unix_us", handlerStart.UnixMicro(), "end_unix_us", time.Now().UnixMicro())
 	}
 	c.Location("/api/v1/cameras/" + id + "/whep/" + session)
 	c.Set(fiber.HeaderContentType, "application/sdp")

@@ -50,9 +50,11 @@ type Server struct {
 	// no store, cameras or API (worker.go).
 	Worker bool
 
-	bus       *bus.Bus
-	hub       *hub.Hub
-	cameras   *kvStore[*busv1.Camera]
+	bus     *bus.Bus
+	hub     *hub.Hub
+	cameras *kvStore[*busv1.Camera]
+	// camIndex knows the cameras without a bucket read (WHEP joins).
+	camIndex  cameraIndex
 	pipelines *kvStore[*busv1.Pipeline]
 	// remotes are the registered remote processors' Info, by address.
 	remotes   *kvStore[*pb.InfoResponse]
@@ -176,6 +178,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.hub = hub.New(s.bus.Conn(), s.bus.Subjects())
 	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.camIndex.run(s.ctx, s.cameras.kv)
+	}()
 	s.pipelines = newPipelineStore(s.bus.KV(bus.BucketPipelines))
 	s.remotes = newRemoteStore(s.bus.KV(bus.BucketProcessors))
 	if err := s.initSourcePolicy(); err != nil {

@@ -200,7 +200,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	}
 	pcConf := e.Configuration()
 	pcConf.Certificates = e.certs.get()
-	pc, err := e.viewerAPI.NewPeerConnection(pcConf)
+	pc, err := e.viewerAPIs[first.Codec].NewPeerConnection(pcConf)
 	if err != nil {
 		return "", "", fmt.Errorf("webrtc: new peer connection: %w", err)
 	}
@@ -255,7 +255,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	steps.mark("tracks")
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
-	ans, err := answer(ctx, pc, offerSDP, steps, func() error {
+	ans, err := answer(ctx, pc, info.videoOnlyCodec(first.Codec, offerSDP), steps, func() error {
 		for _, tr := range pc.GetTransceivers() {
 			if tr.Sender() == sender {
 				if tr.Mid() == "" {

@@ -96,7 +96,7 @@ func newPionViewerWith(t *testing.T, e *env, api *webrtc.API, codecs ...string) 
 	return v, localOffer(t, pc)
 }
 
-func startFeed(t *testing.T, e *env, cam string) {
+func startFeed(t testing.TB, e *env, cam string) {
 	aus := makeClip(t, 2)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -5,13 +5,18 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/webrtc/v4"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
 // ICEServer is a STUN or TURN server handed to every peer connection.
@@ -74,14 +79,17 @@ type Engine struct {
 	cfg       EngineConfig
 	api       *webrtc.API
 	clientAPI *webrtc.API
-	// viewerAPI is api plus H.265, which only viewers are offered: nothing
-	// on the ingest side depacketizes it.
-	viewerAPI *webrtc.API
-	udpMux    ice.UDPMux
-	udpAddr   net.Addr
-	tcpMux    ice.TCPMux
-	tcpLn     net.Listener
-	log       *slog.Logger
+	// viewerAPIs are the APIs of viewers, one per video codec a camera
+	// passes through with only that codec's video (H.265 too, which only
+	// viewers are offered: nothing on the ingest side depacketizes it):
+	// pion compares every codec of an offer with every registered one, and
+	// copies the registered ones for each peer connection.
+	viewerAPIs map[busv1.Codec]*webrtc.API
+	udpMux     ice.UDPMux
+	udpAddr    net.Addr
+	tcpMux     ice.TCPMux
+	tcpLn      net.Listener
+	log        *slog.Logger
 
 	viewers registry[*viewer]
 	// drops is guarded by the viewers' lock.
@@ -132,8 +140,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	e.opus = &opusFeeds{log: e.log.Info, feeds: make(map[string]*opusFeed)}
 	e.video = &videoFeeds{log: e.log.Info, width: cfg.TranscodeWidth, bitrate: cfg.TranscodeBitrate, feeds: make(map[string]*videoFeed)}
 
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
+	defaultLoggers := logging.NewDefaultLoggerFactory()
+	defaultLoggers.DefaultLogLevel = logging.LogLevelError
+	lf := &scopeLoggers{factory: defaultLoggers}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 
 	host, portStr, err := net.SplitHostPort(cfg.UDPAddr)
@@ -233,41 +242,73 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	viewerME := &webrtc.MediaEngine{}
-	if err := registerCodecs(viewerME); err != nil {
-		e.closeSockets()
-		return nil, err
+	e.viewerAPIs = make(map[busv1.Codec]*webrtc.API)
+	for _, codec := range []busv1.Codec{busv1.Codec_CODEC_H264, busv1.Codec_CODEC_VP8, busv1.Codec_CODEC_VP9, busv1.Codec_CODEC_H265} {
+		me := &webrtc.MediaEngine{}
+		var err error
+		if codec == busv1.Codec_CODEC_H265 {
+			err = registerH265(me)
+		} else {
+			err = registerVideoCodecs(me, codec)
+		}
+		if err == nil {
+			err = registerAudioCodecs(me)
+		}
+		var ir *interceptor.Registry
+		if err == nil {
+			ir, err = viewerInterceptors(me, lf)
+		}
+		if err != nil {
+			e.closeSockets()
+			return nil, err
+		}
+		e.viewerAPIs[codec] = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	}
-	if err := registerH265(viewerME); err != nil {
-		e.closeSockets()
-		return nil, err
-	}
-	viewerIR, err := viewerInterceptors(viewerME)
-	if err != nil {
-		e.closeSockets()
-		return nil, err
-	}
-	e.viewerAPI = webrtc.NewAPI(webrtc.WithMediaEngine(viewerME), webrtc.WithInterceptorRegistry(viewerIR), webrtc.WithSettingEngine(se))
 	e.clientAPI = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(client))
 	e.log.Info("webrtc ready", "udp", e.udpAddr, "tcp", e.TCPAddr(), "ice_servers", len(cfg.ICEServers))
 	return e, nil
 }
 
-// viewerInterceptors are what a WHEP viewer's send-only session needs: NACK
-// (retransmit what the viewer lost) and RTCP sender reports (lip sync, RTT).
-// Pion's defaults also add a stats recorder and a transport-wide congestion
-// control sequence number on every packet sent; a passthrough has no encoder
-// whose bitrate those could steer and nothing reads the stats, so they were
-// per-packet work for each viewer for nothing.
-func viewerInterceptors(me *webrtc.MediaEngine) (*interceptor.Registry, error) {
+// viewerInterceptors are what a WHEP viewer's send-only session needs: the
+// NACK responder (retransmit what the viewer lost) and RTCP sender reports
+// (lip sync, RTT). Pion's defaults also add a stats recorder and a
+// transport-wide congestion control sequence number on every packet sent; a
+// passthrough has no encoder whose bitrate those could steer and nothing
+// reads the stats, so they were per-packet work for each viewer for nothing.
+// NACK generation and receiver reports are for streams received, which a
+// viewer does not send, and each made loggers for every peer connection.
+func viewerInterceptors(me *webrtc.MediaEngine, lf logging.LoggerFactory) (*interceptor.Registry, error) {
+	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf))
+	if err != nil {
+		return nil, err
+	}
+	reports, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(lf))
+	if err != nil {
+		return nil, err
+	}
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack"}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: "nack", Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
 	ir := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(me, ir); err != nil {
-		return nil, err
-	}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-		return nil, err
-	}
+	ir.Add(responder)
+	ir.Add(reports)
 	return ir, nil
+}
+
+// scopeLoggers makes one pion logger per scope ("ice", "dtls"...) and
+// hands it to every peer connection: pion's default factory builds a new
+// one, with a log.Logger per level, for each scope of each connection.
+type scopeLoggers struct {
+	factory logging.LoggerFactory
+	byScope sync.Map // scope → logging.LeveledLogger
+}
+
+// NewLogger implements logging.LoggerFactory.
+func (s *scopeLoggers) NewLogger(scope string) logging.LeveledLogger {
+	if l, ok := s.byScope.Load(scope); ok {
+		return l.(logging.LeveledLogger)
+	}
+	l, _ := s.byScope.LoadOrStore(scope, s.factory.NewLogger(scope))
+	return l.(logging.LeveledLogger)
 }
 
 // registerH265 adds H.265 (Main and Main 10) for viewers whose browser
@@ -297,6 +338,15 @@ func registerH265(me *webrtc.MediaEngine) error {
 // when its stream has no audio (mediamtx) refuses an offer whose audio
 // section lacks it, since its audio sender would have no codec.
 func registerCodecs(me *webrtc.MediaEngine) error {
+	if err := registerVideoCodecs(me, busv1.Codec_CODEC_UNSPECIFIED); err != nil {
+		return err
+	}
+	return registerAudioCodecs(me)
+}
+
+// registerVideoCodecs registers registerCodecs' video codecs, only those of
+// codec unless it is CODEC_UNSPECIFIED.
+func registerVideoCodecs(me *webrtc.MediaEngine, codec busv1.Codec) error {
 	fb := []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
 	video := []struct {
 		mime string
@@ -313,6 +363,9 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 		{webrtc.MimeTypeAV1, "", 45},
 	}
 	for _, v := range video {
+		if codec != busv1.Codec_CODEC_UNSPECIFIED && CodecOfMime(v.mime) != codec {
+			continue
+		}
 		c := webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: v.mime, ClockRate: 90000, SDPFmtpLine: v.fmtp, RTCPFeedback: fb},
 			PayloadType:        v.pt,
@@ -321,6 +374,11 @@ func registerCodecs(me *webrtc.MediaEngine) error {
 			return fmt.Errorf("webrtc: register %s: %w", v.mime, err)
 		}
 	}
+	return nil
+}
+
+// registerAudioCodecs registers registerCodecs' audio codecs.
+func registerAudioCodecs(me *webrtc.MediaEngine) error {
 	audio := []webrtc.RTPCodecParameters{
 		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
 		// RFC 3551 §6: static payload types 0 and 8, 8 kHz mono.

@@ -53,6 +53,9 @@ type OfferInfo struct {
 	HasVideo, HasAudio, HasData bool
 	// OpusAudio is true when an audio section offers Opus.
 	OpusAudio bool
+
+	// parsed is the offer as InspectOffer parsed it, for videoOnlyCodec.
+	parsed *sdp.SessionDescription
 }
 
 // Has reports whether the offer's video sections offer codec c.
@@ -81,7 +84,7 @@ func InspectOffer(offer string) (*OfferInfo, error) {
 	if len(sd.MediaDescriptions) == 0 {
 		return nil, fmt.Errorf("%w: no media section", ErrBadSDP)
 	}
-	info := &OfferInfo{}
+	info := &OfferInfo{parsed: &sd}
 	for _, md := range sd.MediaDescriptions {
 		switch md.MediaName.Media {
 		case "video":
@@ -103,6 +106,65 @@ func InspectOffer(offer string) (*OfferInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// videoOnlyCodec is the offer with its video sections cut down to codec's
+// payload types (H264 with packetization-mode=1 only), the codec the viewer
+// will be sent. Pion matches every offered codec against every local one,
+// parsing both fmtp lines each time, twice over: with a browser's 20 to 30
+// video payload types that was two thirds of a WHEP answer's CPU, and each
+// answer's CPU is what the others wait for when many viewers join at once.
+// RTX, FEC and RED go too: viewers are not sent them. A section without the
+// codec, and the audio and data sections, are left as they are. It may be
+// called once, after InspectOffer; offer is returned when nothing is cut.
+func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, offer string) string {
+	sd := o.parsed
+	o.parsed = nil
+	if sd == nil {
+		return offer
+	}
+	cut := false
+	for _, md := range sd.MediaDescriptions {
+		if md.MediaName.Media != "video" {
+			continue
+		}
+		keep := map[string]bool{}
+		for _, c := range mediaCodecs(md) {
+			if videoCodecOf(c) == codec {
+				keep[c.pt] = true
+			}
+		}
+		if len(keep) == 0 || len(keep) == len(md.MediaName.Formats) {
+			continue
+		}
+		cut = true
+		formats := md.MediaName.Formats[:0]
+		for _, pt := range md.MediaName.Formats {
+			if keep[pt] {
+				formats = append(formats, pt)
+			}
+		}
+		md.MediaName.Formats = formats
+		attrs := md.Attributes[:0]
+		for _, a := range md.Attributes {
+			switch a.Key {
+			case "rtpmap", "fmtp", "rtcp-fb":
+				if pt, _, _ := strings.Cut(a.Value, " "); pt != "*" && !keep[pt] {
+					continue
+				}
+			}
+			attrs = append(attrs, a)
+		}
+		md.Attributes = attrs
+	}
+	if !cut {
+		return offer
+	}
+	b, err := sd.Marshal()
+	if err != nil {
+		return offer
+	}
+	return string(b)
 }
 
 type sdpCodec struct {

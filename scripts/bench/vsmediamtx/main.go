@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,9 @@ type options struct {
 	// steps runs imageflow at debug level and prints where its answers'
 	// time went, step by step.
 	steps bool
+	// perf, with onlyJoin, records imageflow's CPU with perf(1) during the
+	// first round's join into this file.
+	perf string
 }
 
 // serveEnv is added to imageflow's environment (-env KEY=VALUE, repeated).
@@ -73,6 +77,7 @@ func main() {
 	flag.BoolVar(&o.skipDetect, "skip-detect", false, "leave out the detection path")
 	flag.BoolVar(&o.onlyDetect, "only-detect", false, "run the detection path only")
 	flag.IntVar(&o.onlyJoin, "only-join", 0, "run only the join of -viewers viewers, this many rounds per server, alternating")
+	flag.StringVar(&o.perf, "perf", "", "with -only-join: perf record -g imageflow during the first round's join into this file")
 	flag.BoolVar(&o.steps, "steps", false, "with -only-join: imageflow logs at debug level and each answer step's p50/p99 is printed")
 	flag.Var(&extraEnv, "env", "KEY=VALUE added to imageflow's environment (repeatable)")
 	flag.Parse()
@@ -387,7 +392,9 @@ type viewer struct {
 	pc       *webrtc.PeerConnection
 	offer    string
 	answered time.Time
-	firstAU  atomic.Int64
+	// connected, wrote and firstByte trace the POST (httptrace).
+	connected, wrote, firstByte time.Time
+	firstAU                     atomic.Int64
 	session  string
 }
 
@@ -438,7 +445,20 @@ func newViewer(api *webrtc.API) (*viewer, error) {
 }
 
 func (v *viewer) join(url string) error {
-	res, err := http.Post(url, "application/sdp", strings.NewReader(v.offer))
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(v.offer))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	// When the connection was up, the offer sent and the answer's first
+	// byte came: how much of an answer's time is the client's and the
+	// connection's.
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn:              func(httptrace.GotConnInfo) { v.connected = time.Now() },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { v.wrote = time.Now() },
+		GotFirstResponseByte: func() { v.firstByte = time.Now() },
+	}))
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -484,8 +504,17 @@ func whepRound(s *server, r results, o options, n int) error {
 		defer v.pc.Close()
 		viewers[i] = v
 	}
+	if o.perf != "" && s.name == "imageflow" {
+		// From just before the join until the first access units are in.
+		rec := exec.Command("perf", "record", "-g", "-F", "999", "-o", o.perf, "-p", strconv.Itoa(s.pid()))
+		if err := rec.Start(); err == nil {
+			defer func() { _ = rec.Process.Signal(os.Interrupt); _ = rec.Wait() }()
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
 	// All at once, mid-GOP.
 	start := time.Now()
+	r["join_start_unix_us"] = float64(start.UnixMicro())
 	errs := make(chan error, len(viewers))
 	var wg sync.WaitGroup
 	for _, v := range viewers {
@@ -525,6 +554,20 @@ func whepRound(s *server, r results, o options, n int) error {
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	if n == o.viewers && o.steps {
+		var conn, wrote, byte1 []time.Duration
+		for _, v := range viewers {
+			conn = append(conn, v.connected.Sub(start))
+			wrote = append(wrote, v.wrote.Sub(v.connected))
+			byte1 = append(byte1, v.firstByte.Sub(v.wrote))
+		}
+		for _, c := range []struct {
+			name string
+			d    []time.Duration
+		}{{"client_connected", conn}, {"client_offer_written", wrote}, {"client_answer_first_byte", byte1}} {
+			r[c.name+"_p50"], r[c.name+"_p99"] = ms(percentile(c.d, 0.5)), ms(percentile(c.d, 0.99))
+		}
+	}
 	if n == o.viewers {
 		r["join_p50"], r["join_p99"] = ms(percentile(answers, 0.5)), ms(percentile(answers, 0.99))
 		r["first_p50"], r["first_p99"] = ms(percentile(firsts, 0.5)), ms(percentile(firsts, 0.99))
@@ -749,10 +792,14 @@ func joinRounds(o options) error {
 				return err
 			}
 			r := results{}
-			err = whepRound(s, r, o, o.viewers)
+			ro := o
+			if i > 0 {
+				ro.perf = ""
+			}
+			err = whepRound(s, r, ro, o.viewers)
 			s.close()
 			if name == "imageflow" && o.steps {
-				order = answerSteps(s.log.String(), steps, order)
+				order = answerSteps(s.log.String(), int64(r["join_start_unix_us"]), steps, order)
 			}
 			os.RemoveAll(dir)
 			if err != nil {
@@ -761,6 +808,11 @@ func joinRounds(o options) error {
 			all[name] = append(all[name], round{r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"]})
 			fmt.Printf("round %d %-9s answer p50 %6.0f ms p99 %6.0f ms; answer to first access unit p50 %6.0f ms p99 %6.0f ms\n",
 				i+1, name, r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"])
+			if o.steps {
+				fmt.Printf("          client: connected p50/p99 %.0f/%.0f ms after the start, offer written %.0f/%.0f ms later, answer's first byte %.0f/%.0f ms after that\n",
+					r["client_connected_p50"], r["client_connected_p99"], r["client_offer_written_p50"], r["client_offer_written_p99"],
+					r["client_answer_first_byte_p50"], r["client_answer_first_byte_p99"])
+			}
 		}
 	}
 	median := func(rs []round, f func(round) float64) float64 {
@@ -785,7 +837,7 @@ func joinRounds(o options) error {
 		fmt.Printf("%-40s %9.0f ms %9.0f ms %7.2f×\n", f.what, a, b, a/b)
 	}
 	if o.steps {
-		fmt.Printf("\nimageflow's answers step by step (%d answers, ms)    p50      p99\n", len(steps["total"]))
+		fmt.Printf("\nimageflow's answers step by step (%d answers, ms; handler: the HTTP handler around the engine's steps)    p50      p99\n", len(steps["total"]))
 		for _, name := range order {
 			d := steps[name]
 			slices.Sort(d)
@@ -796,14 +848,26 @@ func joinRounds(o options) error {
 }
 
 // answerSteps adds the step durations of imageflow's "whep answer steps"
-// debug lines in log to steps, keeping the steps' first-seen order.
-func answerSteps(log string, steps map[string][]float64, order []string) []string {
+// and "whep offer" debug lines in log to steps, keeping the steps'
+// first-seen order; joinStart is when the join began, in Unix µs.
+func answerSteps(log string, joinStart int64, steps map[string][]float64, order []string) []string {
 	for _, line := range strings.Split(log, "\n") {
-		if !strings.Contains(line, `msg="whep answer steps"`) {
+		prefix := ""
+		switch {
+		case strings.Contains(line, `msg="whep answer steps"`):
+		case strings.Contains(line, `msg="whep offer"`):
+			prefix = "handler: "
+		default:
 			continue
 		}
 		for _, f := range strings.Fields(line) {
 			k, v, ok := strings.Cut(f, "=")
+			if at, isTime := strings.CutSuffix(k, "_unix_us"); ok && isTime && joinStart != 0 {
+				// When the handler started and ended, since the join.
+				if us, err := strconv.ParseInt(v, 10, 64); err == nil {
+					k, v = at+"_since_join_ms", strconv.FormatFloat(float64(us-joinStart)/1000, 'f', 3, 64)
+				}
+			}
 			name, isStep := strings.CutSuffix(k, "_ms")
 			if !ok || !isStep {
 				continue
@@ -812,6 +876,7 @@ func answerSteps(log string, steps map[string][]float64, order []string) []strin
 			if err != nil {
 				continue
 			}
+			name = prefix + name
 			if _, seen := steps[name]; !seen {
 				order = append(order, name)
 			}
