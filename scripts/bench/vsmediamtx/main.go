@@ -513,6 +513,8 @@ func whepRound(s *server, r results, o options, n int) error {
 		}
 	}
 	// All at once, mid-GOP.
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	cpu0, wait0 := schedStat(s.pid())
 	start := time.Now()
 	r["join_start_unix_us"] = float64(start.UnixMicro())
 	errs := make(chan error, len(viewers))
@@ -527,6 +529,10 @@ func whepRound(s *server, r results, o options, n int) error {
 		}()
 	}
 	wg.Wait()
+	answeredAll := time.Since(start)
+	cpu1, wait1 := schedStat(s.pid())
+	r["join_server_cpu_ms"], r["join_server_wait_ms"] = ms(cpu1-cpu0), ms(wait1-wait0)
+	r["join_wall_ms"] = ms(answeredAll)
 	close(errs)
 	for err := range errs {
 		return err
@@ -553,7 +559,6 @@ func whepRound(s *server, r results, o options, n int) error {
 			firsts = append(firsts, 20*time.Second)
 		}
 	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	if n == o.viewers && o.steps {
 		var conn, wrote, byte1 []time.Duration
 		for _, v := range viewers {
@@ -809,6 +814,8 @@ func joinRounds(o options) error {
 			fmt.Printf("round %d %-9s answer p50 %6.0f ms p99 %6.0f ms; answer to first access unit p50 %6.0f ms p99 %6.0f ms\n",
 				i+1, name, r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"])
 			if o.steps {
+				fmt.Printf("          server, from the start until the last answer (%.0f ms): %.0f ms on CPU, %.0f ms runnable but waiting for a CPU (all threads)\n",
+					r["join_wall_ms"], r["join_server_cpu_ms"], r["join_server_wait_ms"])
 				fmt.Printf("          client: connected p50/p99 %.0f/%.0f ms after the start, offer written %.0f/%.0f ms later, answer's first byte %.0f/%.0f ms after that\n",
 					r["client_connected_p50"], r["client_connected_p99"], r["client_offer_written_p50"], r["client_offer_written_p99"],
 					r["client_answer_first_byte_p50"], r["client_answer_first_byte_p99"])
@@ -884,4 +891,25 @@ func answerSteps(log string, joinStart int64, steps map[string][]float64, order 
 		}
 	}
 	return order
+}
+
+// schedStat sums the CPU time and the run-queue wait (runnable, waiting for
+// a CPU) of all of a process's threads (/proc/PID/task/*/schedstat).
+func schedStat(pid int) (cpu, wait time.Duration) {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			continue
+		}
+		c, _ := strconv.ParseInt(f[0], 10, 64)
+		w, _ := strconv.ParseInt(f[1], 10, 64)
+		cpu += time.Duration(c)
+		wait += time.Duration(w)
+	}
+	return cpu, wait
 }
