@@ -395,7 +395,7 @@ type viewer struct {
 	// connected, wrote and firstByte trace the POST (httptrace).
 	connected, wrote, firstByte time.Time
 	firstAU                     atomic.Int64
-	session  string
+	session                     string
 }
 
 func clientAPI() *webrtc.API {
