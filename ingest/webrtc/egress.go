@@ -166,7 +166,6 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 		audioReader = nil
 	}
 	steps.mark("first_au")
-	defer e.answering.enter()()
 	var leaveTranscode func()
 	// H.265 passes through to a browser that offers it; otherwise it, and
 	// MJPEG, is transcoded.
@@ -397,14 +396,6 @@ const maxCatchUp = 600
 // through in 250 ms.
 const catchUpSpeed = 4
 
-// maxYieldToAnswers bounds how long a viewer that connected waits, before
-// its kept GOP goes out, for the WHEP answers being made meanwhile. Sending
-// the GOP (SRTP and a syscall per packet) was most of the server's CPU
-// while many viewers joined at once, and each answer waited for it; the
-// answers take little CPU, so the wait is short, and the first frame still
-// comes well within the 300 ms aimed at after its answer.
-const maxYieldToAnswers = 100 * time.Millisecond
-
 // maxCatchUpStep bounds one wait, should the GOP's timestamps jump.
 const maxCatchUpStep = 100 * time.Millisecond
 
@@ -461,16 +452,6 @@ func (e *Engine) send(v *viewer) {
 	}
 	p := packetizer{codec: v.codec, track: v.track}
 	t.Stop()
-	// Let the answers being made go first.
-	if idle := e.answering.idle(); idle != nil {
-		t.Reset(maxYieldToAnswers)
-		select {
-		case <-idle:
-		case <-t.C:
-		case <-v.done:
-			return
-		}
-	}
 	caughtUp := time.Now()
 	for i, au := range gop {
 		if i > 0 {

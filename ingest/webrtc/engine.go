@@ -100,8 +100,6 @@ type Engine struct {
 	video *videoFeeds
 	// certs is the DTLS certificate viewers share.
 	certs certCache
-	// answering counts the WHEP answers being made.
-	answering inFlight
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.

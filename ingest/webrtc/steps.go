@@ -3,7 +3,6 @@ package webrtc
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -48,38 +47,3 @@ func (s *answerSteps) log(log *slog.Logger, msg string, args ...any) {
 
 // stepMS is d in milliseconds with microsecond precision.
 func stepMS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// inFlight counts operations in progress and tells when none is.
-type inFlight struct {
-	mu   sync.Mutex
-	n    int
-	none chan struct{} // closed when n falls to 0
-}
-
-// enter counts one operation in; the returned func counts it out.
-func (f *inFlight) enter() (leave func()) {
-	f.mu.Lock()
-	if f.n == 0 {
-		f.none = make(chan struct{})
-	}
-	f.n++
-	f.mu.Unlock()
-	return func() {
-		f.mu.Lock()
-		f.n--
-		if f.n == 0 {
-			close(f.none)
-		}
-		f.mu.Unlock()
-	}
-}
-
-// idle is closed once no operation is in progress; nil when none is now.
-func (f *inFlight) idle() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		return nil
-	}
-	return f.none
-}
