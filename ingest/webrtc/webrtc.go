@@ -120,7 +120,7 @@ func InspectOffer(offer string) (*OfferInfo, error) {
 func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, offer string) string {
 	sd := o.parsed
 	o.parsed = nil
-	if sd == nil {
+	if sd == nil || codec == busv1.Codec_CODEC_UNSPECIFIED {
 		return offer
 	}
 	cut := false

@@ -1,0 +1,97 @@
+package webrtc
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
+)
+
+// The offer pion reads is cut to the camera's codec in its video sections
+// (H264 with packetization-mode=1 only, no RTX, FEC or RED), the audio
+// section and everything else kept; an offer without the codec, or with
+// nothing else, comes back as it was.
+func TestVideoOnlyCodec(t *testing.T) {
+	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer := localOffer(t, pc)
+	parse := func(s string) *sdp.SessionDescription {
+		t.Helper()
+		var sd sdp.SessionDescription
+		if err := sd.UnmarshalString(s); err != nil {
+			t.Fatalf("%v\n%s", err, s)
+		}
+		return &sd
+	}
+	orig := parse(offer)
+
+	info, err := InspectOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := parse(info.videoOnlyCodec(busv1.Codec_CODEC_H264, offer))
+	if len(cut.MediaDescriptions) != len(orig.MediaDescriptions) {
+		t.Fatalf("%d media sections, want %d", len(cut.MediaDescriptions), len(orig.MediaDescriptions))
+	}
+	for i, md := range cut.MediaDescriptions {
+		codecs := mediaCodecs(md)
+		if md.MediaName.Media != "video" {
+			if !reflect.DeepEqual(md, orig.MediaDescriptions[i]) {
+				t.Fatalf("%s section changed:\n%+v\nwant\n%+v", md.MediaName.Media, md, orig.MediaDescriptions[i])
+			}
+			continue
+		}
+		if len(codecs) == 0 || len(codecs) != len(md.MediaName.Formats) {
+			t.Fatalf("video section: %d codecs for payload types %v", len(codecs), md.MediaName.Formats)
+		}
+		for _, c := range codecs {
+			if videoCodecOf(c) != busv1.Codec_CODEC_H264 {
+				t.Fatalf("video section keeps %s %s (%s)", c.pt, c.name, c.fmtp)
+			}
+		}
+		for _, a := range md.Attributes {
+			if pt, _, _ := strings.Cut(a.Value, " "); (a.Key == "rtcp-fb" || a.Key == "fmtp") && pt != "*" && !strings.Contains(" "+strings.Join(md.MediaName.Formats, " ")+" ", " "+pt+" ") {
+				t.Fatalf("video section keeps a=%s:%s of a payload type it dropped", a.Key, a.Value)
+			}
+		}
+		// Everything but the codecs' lines is kept (ICE, DTLS, mid...).
+		other := func(md *sdp.MediaDescription) (out []sdp.Attribute) {
+			for _, a := range md.Attributes {
+				if a.Key != "rtpmap" && a.Key != "fmtp" && a.Key != "rtcp-fb" {
+					out = append(out, a)
+				}
+			}
+			return out
+		}
+		if got, want := other(md), other(orig.MediaDescriptions[i]); !reflect.DeepEqual(got, want) {
+			t.Fatalf("video section's other attributes changed:\n%v\nwant\n%v", got, want)
+		}
+	}
+	if n := len(mediaCodecs(orig.MediaDescriptions[0])); n <= len(mediaCodecs(cut.MediaDescriptions[0])) {
+		t.Fatalf("nothing cut from %d video codecs", n)
+	}
+
+	// No codec named, or an offer already down to the codec: left alone.
+	info, _ = InspectOffer(offer)
+	if got := info.videoOnlyCodec(busv1.Codec_CODEC_UNSPECIFIED, offer); got != offer {
+		t.Fatal("an offer was changed with no codec named")
+	}
+	info, _ = InspectOffer(offer)
+	once := info.videoOnlyCodec(busv1.Codec_CODEC_H264, offer)
+	info, _ = InspectOffer(once)
+	if got := info.videoOnlyCodec(busv1.Codec_CODEC_H264, once); got != once {
+		t.Fatalf("an offer already cut to the codec was changed:\n%s\n----\n%s", once, got)
+	}
+}
