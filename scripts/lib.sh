@@ -35,7 +35,7 @@ PRODUCT_APT=(pkg-config gcc g++ libopencv-dev opencv-data opencv-doc
 # struct.proto is in libprotobuf-dev), git (the generated-code check) and curl
 # (benchmarks). scripts/checkdeps fails when something the tests or scripts
 # use is missing from these lists.
-TEST_APT=(chromium prometheus kcat protobuf-compiler libprotobuf-dev git curl protobuf-compiler-grpc python3 python3-grpcio python3-protobuf python3-opencv python3-numpy mosquitto-clients)
+TEST_APT=(chromium prometheus kcat protobuf-compiler libprotobuf-dev git curl protobuf-compiler-grpc python3 python3-grpcio python3-protobuf python3-opencv python3-numpy mosquitto-clients linux-perf)
 
 MINIO_MODULE="github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
 
