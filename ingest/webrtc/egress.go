@@ -201,9 +201,9 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	pcConf := e.Configuration()
 	pcConf.Certificates = e.certs.get()
 	// Gather from the start, beside applying the offer and making the
-	// answer, rather than after them: the gathering's hops between pion's
-	// goroutines were most of an answer's wall time when many viewers
-	// joined at once.
+	// answer, rather than after them: waiting for the gathering's hops
+	// between pion's goroutines was most of the engine's part of an answer
+	// when many viewers joined at once.
 	pcConf.ICECandidatePoolSize = 1
 	pc, err := e.viewerAPIs[first.Codec].NewPeerConnection(pcConf)
 	if err != nil {

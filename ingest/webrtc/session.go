@@ -238,9 +238,10 @@ func pickVideoCodec(info *OfferInfo) (busv1.Codec, error) {
 }
 
 // answer runs the answerer side of an offer/answer exchange (WHIP and WHEP
-// egress alike) and waits for ICE gathering (instant with a UDP mux), so
-// non-trickle clients get every candidate in the answer. beforeAnswer runs
-// once the offer is applied, to choose codecs; its error is returned.
+// egress alike) and waits for ICE gathering (started with the peer
+// connection when it has a candidate pool), so non-trickle clients get every
+// candidate in the answer. beforeAnswer runs once the offer is applied, to
+// choose codecs; its error is returned. steps, when not nil, times each step.
 func answer(ctx context.Context, pc *webrtc.PeerConnection, offer string, steps *answerSteps, beforeAnswer func() error) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", errors.Join(ErrBadSDP, err)
