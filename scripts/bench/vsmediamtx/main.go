@@ -131,7 +131,7 @@ func (s *server) close() {
 }
 
 func (s *server) whepURL(cam string) string {
-	if s.name == "imageflow" {
+	if s.name != "mediamtx" {
 		return "http://" + s.http + "/api/v1/cameras/" + cam + "/whep"
 	}
 	return "http://" + s.http + "/" + cam + "/whep"
@@ -140,7 +140,7 @@ func (s *server) whepURL(cam string) string {
 // addCamera makes cam publishable (imageflow needs the camera to exist,
 // optionally with a pipeline; mediamtx accepts any path).
 func (s *server) addCamera(cam, pipeline string) error {
-	if s.name != "imageflow" {
+	if s.name == "mediamtx" {
 		return nil
 	}
 	body := fmt.Sprintf(`{"id":%q,"source":"publish","pipeline":%q}`, cam, pipeline)
