@@ -349,7 +349,7 @@ func relayRounds(o options) error {
 		names = append(names, "baseline")
 	}
 	names = append(names, "mediamtx")
-	cpu := map[string][]float64{}
+	cpu, rss := map[string][]float64{}, map[string][]float64{}
 	var ratios, baseRatios []float64
 	for i := range o.relayRounds {
 		r := map[string]results{}
@@ -367,6 +367,7 @@ func relayRounds(o options) error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			cpu[name] = append(cpu[name], r[name]["relay_cpu"])
+			rss[name] = append(rss[name], r[name]["relay_rss"])
 		}
 		m := r["mediamtx"]["relay_cpu"]
 		line := fmt.Sprintf("relay round %d, CPU per camera: imageflow %.2f %%, mediamtx %.2f %%, ratio %.2f×",
@@ -376,6 +377,10 @@ func relayRounds(o options) error {
 			b := r["baseline"]["relay_cpu"]
 			line += fmt.Sprintf("; baseline %.2f %%, ratio %.2f×", b, b/m)
 			baseRatios = append(baseRatios, b/m)
+		}
+		line += fmt.Sprintf("; RSS imageflow %.0f MB, mediamtx %.0f MB", r["imageflow"]["relay_rss"], r["mediamtx"]["relay_rss"])
+		if o.baseline != "" {
+			line += fmt.Sprintf(", baseline %.0f MB", r["baseline"]["relay_rss"])
 		}
 		fmt.Println(line)
 	}
@@ -388,6 +393,10 @@ func relayRounds(o options) error {
 		o.relayRounds, o.cameras, med(cpu["imageflow"]), med(cpu["mediamtx"]), med(ratios))
 	if o.baseline != "" {
 		fmt.Printf("; baseline %.2f %%, ratio %.2f×", med(cpu["baseline"]), med(baseRatios))
+	}
+	fmt.Printf("; RSS imageflow %.0f MB, mediamtx %.0f MB", med(rss["imageflow"]), med(rss["mediamtx"]))
+	if o.baseline != "" {
+		fmt.Printf(", baseline %.0f MB", med(rss["baseline"]))
 	}
 	fmt.Println()
 	return nil
