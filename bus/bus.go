@@ -589,6 +589,21 @@ func splitHostPort(addr string) (string, int, error) {
 // Conn is the shared in-process connection.
 func (b *Bus) Conn() *nats.Conn { return b.nc }
 
+// Interest reports whether a message published on subject now would reach
+// any subscriber: a client of this server (in-process or not), a peer
+// across a route, a JetStream stream. It is true when this node cannot tell
+// (connected to an upstream server instead of embedding one). An ingest
+// that feeds its camera's video to this process's hub directly publishes
+// it on the bus only for such interest (hub.KeepLocal): the NATS round
+// trip of every access unit was a third of a relay's CPU.
+func (b *Bus) Interest(subject string) bool {
+	if b.ns == nil {
+		return true
+	}
+	acc := b.ns.GlobalAccount()
+	return acc == nil || acc.SubscriptionInterest(subject)
+}
+
 // JetStream is the shared JetStream context.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 

@@ -135,3 +135,31 @@ func FuzzValidateToken(f *testing.F) {
 		}
 	})
 }
+
+// Interest sees the subscribers of a subject: a client's subscription and
+// a JetStream stream's (the VIDEO window).
+func TestInterest(t *testing.T) {
+	b := start(t, Config{DataDir: t.TempDir()})
+	subject := b.Subjects().Video("cam")
+	if b.Interest(subject) {
+		t.Fatal("interest in a subject nobody subscribed to")
+	}
+	sub, err := b.Conn().SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = b.Conn().Flush()
+	if !b.Interest(subject) {
+		t.Fatal("no interest with a subscriber")
+	}
+	_ = sub.Unsubscribe()
+	_ = b.Conn().Flush()
+	if b.Interest(subject) {
+		t.Fatal("interest after the subscriber left")
+	}
+
+	w := start(t, Config{DataDir: t.TempDir(), VideoWindow: 5 * time.Second})
+	if !w.Interest(w.Subjects().Video("cam")) {
+		t.Fatal("the VIDEO window's stream is not counted as interest")
+	}
+}

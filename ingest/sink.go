@@ -21,6 +21,10 @@ type BusSink struct {
 	// onChange is called (outside the lock) with a copy of the status after
 	// every state change, to publish events and update metrics.
 	onChange func(*busv1.CameraStatus)
+	// feed and interest (FeedLocal) hand video to this process's hub
+	// and tell whether the bus has other takers; guarded by mu.
+	feed     func(data []byte) bool
+	interest func(subject string) bool
 
 	mu     sync.Mutex
 	status busv1.CameraStatus
@@ -113,15 +117,38 @@ func (s *BusSink) WriteAccessUnit(au *busv1.AccessUnit) error {
 			changed = proto.Clone(&s.status).(*busv1.CameraStatus)
 		}
 	}
+	feed, interest := s.feed, s.interest
 	s.mu.Unlock()
 	if changed != nil && s.onChange != nil {
 		s.onChange(changed)
 	}
-	subject := s.videoSubject
 	if !isVideo {
-		subject = s.audioSubject
+		return bus.Publish(s.nc, s.audioSubject, au)
 	}
-	return bus.Publish(s.nc, subject, au)
+	if feed == nil {
+		return bus.Publish(s.nc, s.videoSubject, au)
+	}
+	// The hub keeps the buffer (the access unit aliases it): a new one per
+	// access unit, as the bus subscription's message was.
+	data, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, size+128), au)
+	if err != nil {
+		return err
+	}
+	// Fed before published: see hub.KeepLocal.
+	if feed(data) && !interest(s.videoSubject) {
+		return nil
+	}
+	return s.nc.Publish(s.videoSubject, data)
+}
+
+// FeedLocal hands the camera's video to this process's hub through feed
+// (hub.KeepLocal) and publishes it on the bus only while interest (bus.Bus.
+// Interest) reports a subscriber; once feed reports false (released) every
+// access unit is published again. Call it before the first access unit.
+func (s *BusSink) FeedLocal(feed func(data []byte) bool, interest func(subject string) bool) {
+	s.mu.Lock()
+	s.feed, s.interest = feed, interest
+	s.mu.Unlock()
 }
 
 // SetState implements Sink.

@@ -87,8 +87,10 @@ func (sv *supervisor) apply(cam *busv1.Camera) {
 		return
 	}
 	// Ingested here: the hub keeps the camera's GOP for readers on every
-	// node, whether or not this node has readers (bus/hub).
-	release := sv.s.hub.Keep(cam.Id)
+	// node, whether or not this node has readers (bus/hub), fed by the sink
+	// itself; the video crosses the bus only when someone else reads it.
+	feed, release := sv.s.hub.KeepLocal(cam.Id)
+	run.sink.FeedLocal(feed, sv.s.bus.Interest)
 	go func() {
 		run.extras = append(sv.s.startLive(cam), sv.s.startRecording(cam)...)
 		run.extras = append(run.extras, release)

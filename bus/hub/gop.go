@@ -106,9 +106,17 @@ func (h *Hub) answerGOP(c *camera, m *nats.Msg) {
 	// the top of this file). Pending counts a message until its callback
 	// returned, handled after: reading Pending first can only count one
 	// message twice, which costs a wait for the next access unit.
-	queued, _, err := c.sub.Pending()
-	if err != nil {
-		return
+	h.mu.Lock()
+	sub := c.sub
+	h.mu.Unlock()
+	queued := 0
+	if sub != nil {
+		// Fed locally (no subscription), an access unit is in the GOP
+		// before it is published: nothing to wait for.
+		var err error
+		if queued, _, err = sub.Pending(); err != nil {
+			return
+		}
 	}
 	target := c.handled.Load() + uint64(queued)
 	deadline := time.Now().Add(gopCatchUp)

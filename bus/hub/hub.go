@@ -91,8 +91,12 @@ type camera struct {
 	// isVideo marks a camera's bus video (kept while it sends, with its GOP).
 	isVideo bool
 	// sub is the camera's audio or video subscription; nil for derived
-	// streams.
+	// streams and for video fed in-process (local).
 	sub *nats.Subscription
+	// local counts KeepLocal holders: the camera is ingested in this
+	// process and its video comes straight from the ingest, not from a bus
+	// subscription.
+	local int
 	// gopSub answers peers' requests for the kept GOP (video only).
 	gopSub  *nats.Subscription
 	readers map[*Reader]struct{}
@@ -248,21 +252,85 @@ func (h *Hub) videoCamera(cam string) (*camera, error) {
 		return c, nil
 	}
 	c := &camera{id: cam, isVideo: true, readers: make(map[*Reader]struct{})}
-	sub, err := h.nc.Subscribe(h.subjects.Video(cam), func(m *nats.Msg) {
-		h.deliverVideo(c, m.Data)
-		c.handled.Add(1)
-	})
-	if err != nil {
+	if err := h.subscribeBusVideo(c); err != nil {
 		return nil, err
 	}
-	// Video is bursty (keyframes); never let the client drop on our behalf.
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	c.sub = sub
 	c.fetching = true
 	h.cams[cam] = c
 	h.wg.Add(1)
 	go h.fetchGOP(c)
 	return c, nil
+}
+
+// subscribeBusVideo subscribes c to its video on the bus; h.mu is held.
+func (h *Hub) subscribeBusVideo(c *camera) error {
+	sub, err := h.nc.Subscribe(h.subjects.Video(c.id), func(m *nats.Msg) {
+		h.deliverVideo(c, m.Data, nil)
+		c.handled.Add(1)
+	})
+	if err != nil {
+		return err
+	}
+	// Video is bursty (keyframes); never let the client drop on our behalf.
+	_ = sub.SetPendingLimits(-1, 256<<20)
+	c.sub = sub
+	return nil
+}
+
+// KeepLocal is Keep for a camera ingested in this process, whose video the
+// ingest hands to the hub itself: feed takes one access unit marshalled
+// (busv1.AccessUnit) into a buffer the hub then owns, and reports false
+// after release (the caller then publishes on the bus as before). While
+// fed, the hub holds no bus subscription for the camera's video, so the
+// video crosses the bus only for someone else (peers, JetStream, other
+// clients: see bus.Bus.Interest): the round trip through the NATS server
+// and client cost a third of a relay's CPU. The ingest feeds an access
+// unit before publishing it, so a GOP snapshot a peer asks for (sent after
+// its interest) holds every access unit the peer does not get live.
+func (h *Hub) KeepLocal(cam string) (feed func(data []byte) bool, release func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	off := func([]byte) bool { return false }
+	if h.closed || h.videoErr != nil {
+		return off, func() {}
+	}
+	c, err := h.videoCamera(cam)
+	if err != nil {
+		return off, func() {}
+	}
+	c.keeps++
+	c.local++
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+		c.sub = nil
+	}
+	// released is set under h.mu: deliverVideo checks it under h.mu, so
+	// nothing fed after release reaches the readers twice.
+	released := new(atomic.Bool)
+	var once sync.Once
+	feed = func(data []byte) bool {
+		if released.Load() {
+			return false
+		}
+		h.deliverVideo(c, data, released)
+		c.handled.Add(1)
+		return true
+	}
+	return feed, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			released.Store(true)
+			c.keeps--
+			c.local--
+			if c.local == 0 && c.sub == nil && !h.closed && h.cams[c.id] == c {
+				// Readers stay: their video now comes over the bus (from
+				// wherever the camera is ingested next).
+				_ = h.subscribeBusVideo(c)
+			}
+			h.idle(c)
+		})
+	}
 }
 
 // idle starts the linger of a video camera nobody reads or keeps; h.mu is
@@ -293,7 +361,9 @@ func (h *Hub) dropVideo(c *camera) {
 		c.linger.Stop()
 		c.linger = nil
 	}
-	_ = c.sub.Unsubscribe()
+	if c.sub != nil {
+		_ = c.sub.Unsubscribe()
+	}
 	if c.gopSub != nil {
 		_ = c.gopSub.Unsubscribe()
 	}
@@ -382,9 +452,10 @@ func (h *Hub) deliver(c *camera, data []byte) {
 	h.fanOut(c, au)
 }
 
-// deliverVideo takes a camera's video access unit from the bus: it keeps
-// the GOP and hands the access unit to the camera's readers.
-func (h *Hub) deliverVideo(c *camera, data []byte) {
+// deliverVideo takes a camera's video access unit from the bus, or from a
+// local feed until released is set: it keeps the GOP and hands the access
+// unit to the camera's readers.
+func (h *Hub) deliverVideo(c *camera, data []byte, released *atomic.Bool) {
 	au := &busv1.AccessUnit{}
 	if err := bus.UnmarshalAccessUnit(data, au); err != nil {
 		return
@@ -392,7 +463,7 @@ func (h *Hub) deliverVideo(c *camera, data []byte) {
 	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.cams[c.id] != c {
+	if h.closed || h.cams[c.id] != c || released != nil && released.Load() {
 		return
 	}
 	c.last = now

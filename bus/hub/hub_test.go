@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/imageflowcanvas/imageflow/bus"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -295,4 +296,68 @@ func TestOversizedGOPNotKept(t *testing.T) {
 		t.Fatalf("got %d from an oversized GOP", au.Sequence)
 	default:
 	}
+}
+
+// marshalAU is an access unit as the ingest feeds it (KeepLocal).
+func marshalAU(t *testing.T, seq uint64, key bool) []byte {
+	t.Helper()
+	au := &busv1.AccessUnit{Camera: "cam", Codec: busv1.Codec_CODEC_H264, Keyframe: key, Sequence: seq, Nalus: [][]byte{{0x65, 1, 2, 3}}}
+	data, err := proto.Marshal(au)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// A camera fed in-process reaches its readers with no bus subscription
+// (the bus sees no interest in its video, so the ingest need not publish);
+// after release its readers get the camera from the bus again.
+func TestKeepLocalFeedsWithoutBusSubscription(t *testing.T) {
+	h, b := newHub(t)
+	subject := b.Subjects().Video("cam")
+	feed, release := h.KeepLocal("cam")
+	r, err := h.Subscribe("cam", "test", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_ = b.Conn().Flush()
+	if b.Interest(subject) {
+		t.Fatal("the hub subscribed to a camera fed in-process")
+	}
+	next := func(want uint64) {
+		t.Helper()
+		select {
+		case au := <-r.C():
+			if au.Sequence != want {
+				t.Fatalf("got sequence %d, want %d", au.Sequence, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no access unit %d", want)
+		}
+	}
+	if !feed(marshalAU(t, 1, true)) {
+		t.Fatal("feed refused before release")
+	}
+	next(1)
+	// Published on the bus while fed: not the hub's to deliver.
+	publish(t, b, 2, false)
+	_ = b.Conn().Flush()
+	time.Sleep(100 * time.Millisecond)
+	feed(marshalAU(t, 3, false))
+	next(3)
+	if h.Readers("cam") != 1 || !h.Subscribed("cam") {
+		t.Fatal("camera state lost")
+	}
+
+	release()
+	if feed(marshalAU(t, 4, false)) {
+		t.Fatal("feed accepted after release")
+	}
+	_ = b.Conn().Flush()
+	if !b.Interest(subject) {
+		t.Fatal("no bus subscription for the remaining reader after release")
+	}
+	publish(t, b, 5, false)
+	next(5)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/imageflowcanvas/imageflow/bus"
+	"github.com/imageflowcanvas/imageflow/ingest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -309,5 +310,105 @@ func TestGOPWithoutPeerAndEncoding(t *testing.T) {
 		if _, err := decodeGOP(bad); err == nil {
 			t.Fatalf("decoded %x", bad)
 		}
+	}
+}
+
+// startLocalFeeder is startFeeder for a camera ingested next to node 1's
+// hub, as serve runs one: an ingest.BusSink feeding the hub (KeepLocal)
+// and publishing on node 1 only while someone else subscribes.
+func startLocalFeeder(t *testing.T, cl *cluster, cam string, gop int, every time.Duration) (*feeder, func()) {
+	feed, release := cl.hubs[0].KeepLocal(cam)
+	sink := ingest.NewBusSink(cl.conns[0], bus.Subjects{Prefix: "ifc"}, cam, nil)
+	sink.FeedLocal(feed, cl.servers[0].GlobalAccount().SubscriptionInterest)
+	f := &feeder{stop: make(chan struct{})}
+	payload := make([]byte, 10_000)
+	au := &busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, Nalus: [][]byte{payload}}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-tick.C:
+			}
+			f.mu.Lock()
+			f.seq++
+			seq := f.seq
+			f.mu.Unlock()
+			// One message reused, as the ingest does.
+			au.Sequence, au.Keyframe, au.IngestUnixNano = seq, seq%uint64(gop) == 1, 0
+			if err := sink.WriteAccessUnit(au); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(f.close)
+	return f, release
+}
+
+// A camera fed in-process to node 1's hub is not published while no one
+// else reads it; a reader joining on node 2 gets node 1's kept GOP and then
+// the live video, which node 1 now publishes, with no access unit missing
+// or repeated (the ingest feeds the hub before it publishes).
+func TestRemoteReaderOfLocallyFedCamera(t *testing.T) {
+	cl := startCluster(t)
+	const cam = "cam"
+	subject := "ifc.video." + cam
+	f, release := startLocalFeeder(t, cl, cam, 150, 20*time.Millisecond)
+	defer release()
+	local, err := cl.hubs[0].Subscribe(cam, "test", 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+
+	waitUntil(t, 5*time.Second, "ten access units", func() bool { return f.published() >= 10 })
+	v0, _ := cl.servers[0].Varz(nil)
+	time.Sleep(500 * time.Millisecond)
+	v1, _ := cl.servers[0].Varz(nil)
+	if in := v1.InBytes - v0.InBytes; in > 10_000 {
+		t.Fatalf("node 1 took %d bytes from clients with no one but its own hub reading", in)
+	}
+
+	r, err := cl.hubs[1].SubscribeLatest(cam, "test", 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []*busv1.AccessUnit
+	deadline := time.After(10 * time.Second)
+	for len(got) < 100 {
+		select {
+		case au := <-r.C():
+			got = append(got, au)
+		case <-deadline:
+			t.Fatalf("node 2's reader got %d access units", len(got))
+		}
+	}
+	if !got[0].Keyframe || got[0].Sequence != 1 {
+		t.Fatalf("started on sequence %d (keyframe %v), want the kept keyframe 1", got[0].Sequence, got[0].Keyframe)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Sequence != got[i-1].Sequence+1 {
+			t.Fatalf("node 2: sequence %d after %d", got[i].Sequence, got[i-1].Sequence)
+		}
+	}
+	if interest, _ := cl.routeInterest(t, subject); !interest {
+		t.Fatal("no route interest with a reader on node 2")
+	}
+	// Node 1's own reader had every access unit once, in order.
+	want := uint64(1)
+	for len(local.C()) > 0 {
+		au := <-local.C()
+		if au.Sequence != want {
+			t.Fatalf("node 1: sequence %d, want %d", au.Sequence, want)
+		}
+		want++
+	}
+	if want < 100 {
+		t.Fatalf("node 1's reader got %d access units", want-1)
 	}
 }

@@ -1,6 +1,7 @@
 package rtsp
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,11 +16,35 @@ const batchMaxPending = 4 << 20
 // batchReadSize is the most one read(2) takes from a connection.
 const batchReadSize = 64 << 10
 
+// Reasons writeMedia refuses an access unit; the reader resumes at a
+// keyframe.
+var (
+	// errMediaHeld: the session is not playing yet (its PLAY response has
+	// not been queued) or has ended.
+	errMediaHeld = errors.New("rtsp: media not flowing on this connection")
+	// errBatchFull: the reader is batchMaxPending behind.
+	errBatchFull = errors.New("rtsp: reader write buffer full")
+)
+
+// States of the media written by the egress straight onto a connection
+// (writeMedia).
+const (
+	// mediaOff refuses media: no session plays on the connection.
+	mediaOff = iota
+	// mediaArmed refuses media until gortsplib's next write, the PLAY
+	// response, which turns it on: media never precedes that response.
+	mediaArmed
+	// mediaOn takes media.
+	mediaOn
+)
+
 // batchListener hands out batchConns.
 type batchListener struct {
 	net.Listener
 	// requestTimeout: see batchConn.requestTimeout.
 	requestTimeout time.Duration
+	// writeTimeout: see batchConn.writeTimeout.
+	writeTimeout time.Duration
 }
 
 func (l batchListener) Accept() (net.Conn, error) {
@@ -29,6 +54,7 @@ func (l batchListener) Accept() (net.Conn, error) {
 	}
 	b := newBatchConn(c)
 	b.requestTimeout = l.requestTimeout
+	b.writeTimeout = l.writeTimeout
 	return b, nil
 }
 
@@ -40,6 +66,10 @@ func (l batchListener) Accept() (net.Conn, error) {
 // back to back) leaves in a few syscalls and a lone packet still leaves at
 // once. Write deadlines pass through to the socket the flusher writes on;
 // a write error is returned by the next Write.
+//
+// The egress also writes a playing reader's video here itself (writeMedia:
+// a whole access unit of interleaved frames in one call) instead of through
+// gortsplib's per-packet queue.
 type batchConn struct {
 	net.Conn
 
@@ -63,12 +93,17 @@ type batchConn struct {
 	// requestDeadline (unix ns, 0 when unset) is when the pending request
 	// must be complete; a response clears it.
 	requestDeadline atomic.Int64
+	// writeTimeout, when set, bounds each socket write of the flusher
+	// (media written by writeMedia comes with no deadline of gortsplib's).
+	writeTimeout time.Duration
 
 	mu      sync.Mutex
 	cond    sync.Cond // pending grew (flusher) or shrank (writers), or closed
 	pending []byte
 	err     error
 	closed  bool
+	// media is mediaOff, mediaArmed or mediaOn (writeMedia).
+	media int
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -143,8 +178,50 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	b.pending = append(b.pending, p...)
+	if b.media == mediaArmed {
+		// gortsplib writes nothing between OnPlay and the PLAY response.
+		b.media = mediaOn
+	}
 	b.cond.Broadcast()
 	return len(p), nil
+}
+
+// armMedia lets writeMedia through once gortsplib's next write (the PLAY
+// response being prepared) is queued.
+func (b *batchConn) armMedia() {
+	b.mu.Lock()
+	b.media = mediaArmed
+	b.mu.Unlock()
+}
+
+// stopMedia refuses writeMedia from now on (the session ended).
+func (b *batchConn) stopMedia() {
+	b.mu.Lock()
+	b.media = mediaOff
+	b.mu.Unlock()
+}
+
+// writeMedia queues p, whole interleaved frames, without ever blocking:
+// one camera's pump writes to all its readers, so a slow one must not hold
+// up the others. It fails with errMediaHeld before the PLAY response or
+// after the session, errBatchFull when the reader is batchMaxPending
+// behind, or the connection's write error.
+func (b *batchConn) writeMedia(p []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.err != nil:
+		return b.err
+	case b.closed:
+		return net.ErrClosed
+	case b.media != mediaOn:
+		return errMediaHeld
+	case len(b.pending) > 0 && len(b.pending)+len(p) > batchMaxPending:
+		return errBatchFull
+	}
+	b.pending = append(b.pending, p...)
+	b.cond.Broadcast()
+	return nil
 }
 
 func (b *batchConn) flush() {
@@ -161,6 +238,11 @@ func (b *batchConn) flush() {
 		}
 		// Swap buffers: writers fill the other one during the syscall.
 		out, b.pending = b.pending, out[:0]
+		if b.writeTimeout > 0 && !b.closed {
+			// Under mu: Close's shorter deadline, set under mu too, is
+			// never overwritten.
+			_ = b.Conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+		}
 		b.mu.Unlock()
 		_, err := b.Conn.Write(out)
 		if cap(out) > 1<<20 {
@@ -182,8 +264,8 @@ func (b *batchConn) Close() error {
 		b.mu.Lock()
 		b.closed = true
 		b.cond.Broadcast()
-		b.mu.Unlock()
 		_ = b.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		b.mu.Unlock()
 		<-b.done
 		b.closeErr = b.Conn.Close()
 	})

@@ -11,7 +11,7 @@ import (
 
 // tcpPair returns both ends of a real loopback TCP connection, the server
 // end wrapped like the RTSP server wraps it.
-func tcpPair(t *testing.T) (srv *batchConn, cli net.Conn) {
+func tcpPair(t testing.TB) (srv *batchConn, cli net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -2,12 +2,16 @@ package rtsp
 
 import (
 	"runtime"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/imageflowcanvas/imageflow/bus/hub"
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/media/h26x/h26xtest"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
@@ -138,4 +142,77 @@ func BenchmarkPublishH264(b *testing.B) {
 		// allocs/op times pkts/AU is the garbage per access unit.
 		b.ReportMetric(float64(b.N)/float64(frames), "pkts/AU")
 	}
+}
+
+// BenchmarkRelayH264 is BenchmarkPublishH264 with a hub reader behind the
+// bus, as a relayed camera runs: "bus" is the hub subscribed to the
+// camera's video over the embedded NATS server, "local" the sink feeding
+// the hub in-process (hub.KeepLocal) and publishing nothing, since nobody
+// else listens. One op per packet; cpu-ns/AU is the whole process's CPU
+// time (every goroutine of the NATS hop included) per access unit.
+func BenchmarkRelayH264(b *testing.B) {
+	for _, mode := range []string{"bus", "local"} {
+		b.Run(mode, func(b *testing.B) {
+			pkts := h26xtest.Packets(h26xtest.EncodeAUs(b, smallAUs(b)))
+			bb := startBus(b)
+			h := hub.New(bb.Conn(), bb.Subjects())
+			defer h.Close()
+			sink := ingest.NewBusSink(bb.Conn(), bb.Subjects(), "bench", nil)
+			if mode == "local" {
+				feed, release := h.KeepLocal("bench")
+				defer release()
+				sink.FeedLocal(feed, bb.Interest)
+			}
+			r, err := h.Subscribe("bench", "bench", 1<<16)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			_ = bb.Conn().Flush()
+			var received atomic.Int64
+			go func() {
+				for range r.C() {
+					received.Add(1)
+				}
+			}()
+			vt, err := newVideoTrack(&format.H264{PayloadTyp: 96, PacketizationMode: 1}, sink, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			var p rtp.Packet
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			cpu0 := processCPU()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				k := i % len(pkts)
+				p = *pkts[k]
+				p.Timestamp += uint32(i/len(pkts)) * 90000 * 3
+				vt.writePacket(&p)
+			}
+			frames, _ := sink.Totals()
+			// The reader starts at the first keyframe: wait for what it
+			// will get.
+			deadline := time.Now().Add(10 * time.Second)
+			for received.Load() < int64(frames)-int64(len(pkts)) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			cpu := processCPU() - cpu0
+			runtime.ReadMemStats(&after)
+			if frames > 0 {
+				b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(frames), "allocs/AU")
+				b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(frames), "B/AU")
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(frames), "cpu-ns/AU")
+			}
+		})
+	}
+}
+
+// processCPU is this process's user and system CPU time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

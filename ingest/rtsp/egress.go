@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/pion/rtp"
 
 	"github.com/imageflowcanvas/imageflow/bus/hub"
@@ -80,6 +83,11 @@ type egress struct {
 
 	// Pump-only scratch, reused for every access unit.
 	targets []*egressReader
+	// frames is the access unit as interleaved frames for framesRoute's
+	// channel and SSRC (framesOK: built for the current access unit).
+	frames      []byte
+	framesRoute directRoute
+	framesOK    bool
 }
 
 // egressReader is one reader session of a feed.
@@ -93,6 +101,64 @@ type egressReader struct {
 	// video and audio tell which of the feed's tracks the reader set up
 	// (set by PLAY).
 	video, audio bool
+	// direct, when set (by PLAY), is how the pump writes the reader's
+	// video: onto its connection itself rather than through gortsplib.
+	direct directRoute
+	// closing is set once the pump closed the session after a write
+	// error (pump only).
+	closing bool
+}
+
+// directRoute is a TCP reader's connection with the interleaved channel
+// and SSRC of its video: the pump writes a whole access unit of
+// interleaved frames there in one call. gortsplib's WritePacketRTP costs,
+// per packet and reader, a new 1.5 kB buffer, a closure, a queue hop to the
+// session's writer goroutine, a write deadline and a copy: a third of the
+// relay's garbage and most of its scheduling.
+type directRoute struct {
+	conn    *batchConn
+	channel byte
+	ssrc    uint32
+}
+
+// directVideo is the route of a session's video, or the zero route (write
+// through gortsplib) for UDP, SRTP, a connection not ours, or a video
+// track whose channel and SSRC the SETUP responses do not tell.
+func directVideo(e *egress, ss *gortsplib.ServerSession, c *gortsplib.ServerConn, setups []*base.Response) directRoute {
+	if t := ss.SetuppedTransport(); t == nil || *t != gortsplib.TransportTCP || ss.SetuppedSecure() {
+		return directRoute{}
+	}
+	conn, ok := c.NetConn().(*batchConn)
+	if !ok {
+		return directRoute{}
+	}
+	m, ok := ss.Stats().Medias[e.media]
+	if !ok || len(m.Formats) != 1 {
+		return directRoute{}
+	}
+	var ssrc uint32
+	for _, f := range m.Formats {
+		ssrc = f.LocalSSRC
+	}
+	// Every play session of a stream sends with the stream's SSRC, one per
+	// track: the SETUP response naming it is the video's.
+	found := 0
+	route := directRoute{conn: conn, ssrc: ssrc}
+	for _, res := range setups {
+		var th headers.Transport
+		if res.StatusCode != base.StatusOK || th.Unmarshal(res.Header["Transport"]) != nil ||
+			th.SSRC == nil || *th.SSRC != ssrc || th.InterleavedIDs == nil {
+			continue
+		}
+		if ch := th.InterleavedIDs[0]; ch >= 0 && ch <= 255 {
+			route.channel = byte(ch)
+			found++
+		}
+	}
+	if found != 1 {
+		return directRoute{}
+	}
+	return route
 }
 
 // getEgress returns the live feed of cam or starts one.
@@ -146,12 +212,13 @@ func (s *Server) attach(e *egress, ss *gortsplib.ServerSession) bool {
 	return true
 }
 
-// play lets the feed write to ss.
-func (s *Server) play(e *egress, ss *gortsplib.ServerSession) {
+// play lets the feed write to ss, its video through route when set.
+func (s *Server) play(e *egress, ss *gortsplib.ServerSession, route directRoute) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := e.sessions[ss]; r != nil {
 		r.playing = true
+		r.direct = route
 		for _, m := range ss.SetuppedMedias() {
 			switch {
 			case m == e.media:
@@ -384,12 +451,19 @@ func (e *egress) write(au *busv1.AccessUnit) {
 		p.Timestamp = au.RtpTimestamp
 	}
 	sent := false
+	e.framesOK = false
 	for _, r := range e.targets {
 		if r.waitKey {
 			if !au.Keyframe {
 				continue
 			}
 			r.waitKey = false
+		}
+		if r.direct.conn != nil {
+			if e.writeDirect(r, pkts) {
+				sent = true
+			}
+			continue
 		}
 		for _, p := range pkts {
 			// Queued per session (WriteQueueSize); a full queue drops there,
@@ -406,6 +480,63 @@ func (e *egress) write(au *busv1.AccessUnit) {
 	if sent && e.s.OnLatency != nil && au.CompleteUnixNano != 0 {
 		e.s.OnLatency(e.cam, time.Since(time.Unix(0, au.CompleteUnixNano)))
 	}
+}
+
+// writeDirect queues the access unit's packets on a reader's connection
+// in one call; false when the reader did not get it (it then resumes at
+// the next keyframe).
+func (e *egress) writeDirect(r *egressReader, pkts []*rtp.Packet) bool {
+	if r.closing {
+		return false
+	}
+	route := r.direct
+	route.conn = nil
+	if !e.framesOK || e.framesRoute != route {
+		e.frames = appendInterleaved(e.frames[:0], pkts, route.channel, route.ssrc)
+		e.framesRoute, e.framesOK = route, true
+	}
+	err := r.direct.conn.writeMedia(e.frames)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errMediaHeld):
+		// Not playing yet (the PLAY response is on its way) or ended.
+	case errors.Is(err, errBatchFull):
+		e.s.writeErrs.add(1, "camera", e.cam, "err", err)
+	default:
+		// The connection failed (a reader stuck past the write timeout):
+		// gortsplib may never notice on a connection it does not write to.
+		e.s.writeErrs.add(1, "camera", e.cam, "err", err)
+		r.closing = true
+		r.ss.Close()
+	}
+	r.waitKey = true
+	return false
+}
+
+// appendInterleaved appends packets as RTSP interleaved frames (RFC 2326
+// §10.12: '$', channel, 16-bit length, the RTP packet) sent with ssrc.
+func appendInterleaved(dst []byte, pkts []*rtp.Packet, channel byte, ssrc uint32) []byte {
+	n := len(dst)
+	for _, p := range pkts {
+		n += 4 + p.MarshalSize()
+	}
+	dst = slices.Grow(dst, n-len(dst))
+	for _, p := range pkts {
+		p.SSRC = ssrc
+		size := p.MarshalSize()
+		if size > 0xffff {
+			continue // cannot be framed; the packetizers never make one
+		}
+		at := len(dst)
+		dst = append(dst, '$', channel, byte(size>>8), byte(size))
+		dst = dst[:at+4+size]
+		if _, err := p.MarshalTo(dst[at+4:]); err != nil {
+			// Never with a buffer of MarshalSize; drop the frame whole.
+			dst = dst[:at]
+		}
+	}
+	return dst
 }
 
 // writeAudio sends one audio frame to every playing reader of the audio

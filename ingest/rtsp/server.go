@@ -112,6 +112,9 @@ type Server struct {
 	err     error
 }
 
+// writeTimeout bounds a write to a client (gortsplib's default).
+const writeTimeout = 10 * time.Second
+
 // serverHandler carries the gortsplib callbacks, so they stay out of
 // Server's exported API.
 type serverHandler struct{ *Server }
@@ -123,6 +126,11 @@ type sessionData struct {
 	// conn is the connection that started media, whose request deadline
 	// is off until the session closes.
 	conn atomic.Pointer[batchConn]
+	// setups are a reader's SETUP responses: gortsplib fills in their
+	// Transport headers (interleaved channels, SSRC), which PLAY reads to
+	// write the video itself (directVideo). Touched only by the session's
+	// own requests, which gortsplib handles one at a time.
+	setups []*base.Response
 }
 
 // streaming lifts the request deadline of the connection that plays or
@@ -190,9 +198,10 @@ func (s *Server) Start() error {
 		RTSPAddress: ln.Addr().String(),
 		// Readers' packets leave in batches, not one syscall each.
 		Listen: func(string, string) (net.Listener, error) {
-			return batchListener{Listener: ln, requestTimeout: s.ReadTimeout}, nil
+			return batchListener{Listener: ln, requestTimeout: s.ReadTimeout, writeTimeout: writeTimeout}, nil
 		},
-		ReadTimeout: s.ReadTimeout,
+		ReadTimeout:  s.ReadTimeout,
+		WriteTimeout: writeTimeout,
 		// A 4K keyframe is several hundred packets; the default 256 would
 		// drop part of it for every reader.
 		WriteQueueSize: 2048,
@@ -486,7 +495,9 @@ func (s serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Re
 		return &base.Response{StatusCode: base.StatusOK}, nil, nil
 	}
 	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil && sd.eg != nil {
-		return &base.Response{StatusCode: base.StatusOK}, sd.eg.stream, nil
+		res := &base.Response{StatusCode: base.StatusOK}
+		sd.setups = append(sd.setups, res)
+		return res, sd.eg.stream, nil
 	}
 	res, e, err := s.readerEgress(ctx.Request, ctx.Path)
 	if e == nil {
@@ -495,13 +506,21 @@ func (s serverHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Re
 	if !s.attach(e, ctx.Session) {
 		return &base.Response{StatusCode: base.StatusServiceUnavailable}, nil, errors.New("camera feed closed")
 	}
+	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil {
+		sd.setups = append(sd.setups, res)
+	}
 	return res, e.stream, nil
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
 func (s serverHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	if sd, _ := ctx.Session.UserData().(*sessionData); sd != nil && sd.eg != nil {
-		s.play(sd.eg, ctx.Session)
+		route := directVideo(sd.eg, ctx.Session, ctx.Conn, sd.setups)
+		if route.conn != nil {
+			// Media waits for this request's response.
+			route.conn.armMedia()
+		}
+		s.play(sd.eg, ctx.Session, route)
 		sd.streaming(ctx.Conn)
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
@@ -523,6 +542,7 @@ func (s serverHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionClose
 		s.detach(e, ctx.Session)
 	}
 	if c := sd.conn.Load(); c != nil {
+		c.stopMedia()
 		c.setStreaming(false)
 	}
 }

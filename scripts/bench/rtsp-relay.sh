@@ -15,7 +15,8 @@
 #
 # Flags: [-video-window 0] (serve's default: no JetStream VIDEO stream; 5s
 #        keeps 5 s for replay) [-cameras 10] [-readers 3] [-duration 20s]
-#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f] [-memprofile f]
+#        [-clip file.mp4] [-bitrate 4M] [-probe=false] [-cpuprofile f] [-memprofile f (and f.start at the
+#        window start: go tool pprof -base f.start f is the window)]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tmp="$(mktemp -d)"

@@ -102,8 +102,12 @@ func startInproc(dir string, ids []string, window time.Duration) (*inproc, error
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			s := ingest.NewBusSink(t.b.Conn(), t.b.Subjects(), id, nil)
+			// As serve's camera supervisor: the hub keeps the camera and
+			// is fed by the sink.
+			feed, release := t.h.KeepLocal(id)
+			s.FeedLocal(feed, t.b.Interest)
 			t.sinks[id] = s
-			return timedSink{Sink: s, lat: t.asm}, func() {}, nil
+			return timedSink{Sink: s, lat: t.asm}, release, nil
 		},
 		OnLatency: t.lat.add,
 	}

@@ -226,6 +226,13 @@ func run(o options) error {
 			return err
 		}
 	}
+	if o.memProfile != "" {
+		// The window's allocations are the end profile minus this one
+		// (go tool pprof -sample_index=alloc_space -base f.start f).
+		if err := writeHeapProfile(o.memProfile + ".start"); err != nil {
+			return err
+		}
+	}
 	t.window(true)
 	pr.setOn(true)
 	cpu0, t0 := t.cpu(), time.Now()
@@ -239,14 +246,7 @@ func run(o options) error {
 	}
 	rss, hwm := t.mem()
 	if o.memProfile != "" {
-		f, err := os.Create(o.memProfile)
-		if err != nil {
-			return err
-		}
-		runtime.GC()
-		err = pprof.WriteHeapProfile(f)
-		f.Close()
-		if err != nil {
+		if err := writeHeapProfile(o.memProfile); err != nil {
 			return err
 		}
 	}
@@ -287,6 +287,21 @@ func run(o options) error {
 	fmt.Fprintf(o.out, "readers:        %d frames received of ~%d expected (%.1f%%), %d reader errors\n",
 		frames, expected, 100*float64(frames)/float64(max(expected, 1)), failed)
 	return nil
+}
+
+// writeHeapProfile writes the heap profile (allocations since the start
+// of the process, live heap after a collection) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	err = pprof.WriteHeapProfile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (o options) pidOf(t target) int {

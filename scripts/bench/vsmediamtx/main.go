@@ -55,6 +55,13 @@ type options struct {
 	// perf, with onlyJoin, records imageflow's CPU with perf(1) during the
 	// first round's join into this file.
 	perf string
+	// onlyRelay runs the relay round alone, relayRounds times, each time
+	// imageflow (and baseline) then mediamtx.
+	onlyRelay   bool
+	relayRounds int
+	// baseline is a second imageflow binary (an earlier build) measured in
+	// the same alternation as "baseline".
+	baseline string
 }
 
 // serveEnv is added to imageflow's environment (-env KEY=VALUE, repeated).
@@ -79,6 +86,9 @@ func main() {
 	flag.IntVar(&o.onlyJoin, "only-join", 0, "run only the join of -viewers viewers, this many rounds per server, alternating")
 	flag.StringVar(&o.perf, "perf", "", "with -only-join: perf record -g imageflow during the first round's join into this file")
 	flag.BoolVar(&o.steps, "steps", false, "with -only-join: imageflow logs at debug level and each answer step's p50/p99 is printed")
+	flag.BoolVar(&o.onlyRelay, "only-relay", false, "run the RTSP relay round only (-relay-rounds times)")
+	flag.IntVar(&o.relayRounds, "relay-rounds", 3, "relay rounds with -only-relay, each printing its ratio")
+	flag.StringVar(&o.baseline, "baseline", "", "another imageflow binary (an earlier build) measured in the same relay rounds")
 	flag.Var(&extraEnv, "env", "KEY=VALUE added to imageflow's environment (repeatable)")
 	flag.Parse()
 	if o.mediamtx == "" || o.relayClip == "" || o.detectClip == "" {
@@ -86,7 +96,10 @@ func main() {
 		os.Exit(2)
 	}
 	// The servers run in their own directories.
-	for _, p := range []*string{&o.bin, &o.mediamtx, &o.relayClip, &o.detectClip} {
+	for _, p := range []*string{&o.bin, &o.mediamtx, &o.relayClip, &o.detectClip, &o.baseline} {
+		if *p == "" {
+			continue
+		}
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs
 		}
@@ -118,7 +131,7 @@ func (s *server) close() {
 }
 
 func (s *server) whepURL(cam string) string {
-	if s.name == "imageflow" {
+	if s.name != "mediamtx" {
 		return "http://" + s.http + "/api/v1/cameras/" + cam + "/whep"
 	}
 	return "http://" + s.http + "/" + cam + "/whep"
@@ -127,7 +140,7 @@ func (s *server) whepURL(cam string) string {
 // addCamera makes cam publishable (imageflow needs the camera to exist,
 // optionally with a pipeline; mediamtx accepts any path).
 func (s *server) addCamera(cam, pipeline string) error {
-	if s.name != "imageflow" {
+	if s.name == "mediamtx" {
 		return nil
 	}
 	body := fmt.Sprintf(`{"id":%q,"source":"publish","pipeline":%q}`, cam, pipeline)
@@ -303,9 +316,101 @@ func waitAll(cmds []*exec.Cmd) {
 // results holds one server's figures by name.
 type results map[string]float64
 
+// startServer starts a fresh server of the given name in a new directory;
+// stop ends it and removes the directory.
+func startServer(o options, name string) (s *server, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "vsmediamtx-")
+	if err != nil {
+		return nil, nil, err
+	}
+	switch name {
+	case "imageflow":
+		s, err = startImageflow(o.bin, dir, "warn")
+	case "baseline":
+		s, err = startImageflow(o.baseline, dir, "warn")
+		if s != nil {
+			s.name = "baseline"
+		}
+	default:
+		s, err = startMediaMTX(o.mediamtx, dir)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return s, func() { s.close(); os.RemoveAll(dir) }, nil
+}
+
+// relayRounds alternates the relay round between the servers and prints
+// each round's CPU per camera and ratios, then the medians.
+func relayRounds(o options) error {
+	names := []string{"imageflow"}
+	if o.baseline != "" {
+		names = append(names, "baseline")
+	}
+	names = append(names, "mediamtx")
+	cpu, rss := map[string][]float64{}, map[string][]float64{}
+	var ratios, baseRatios []float64
+	for i := range o.relayRounds {
+		r := map[string]results{}
+		// The order turns every round, so none always runs first.
+		order := append(slices.Clone(names[i%len(names):]), names[:i%len(names)]...)
+		for _, name := range order {
+			s, stop, err := startServer(o, name)
+			if err != nil {
+				return err
+			}
+			r[name] = results{}
+			err = relayRound(s, r[name], o)
+			stop()
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			cpu[name] = append(cpu[name], r[name]["relay_cpu"])
+			rss[name] = append(rss[name], r[name]["relay_rss"])
+		}
+		m := r["mediamtx"]["relay_cpu"]
+		line := fmt.Sprintf("relay round %d, CPU per camera: imageflow %.2f %%, mediamtx %.2f %%, ratio %.2f×",
+			i+1, r["imageflow"]["relay_cpu"], m, r["imageflow"]["relay_cpu"]/m)
+		ratios = append(ratios, r["imageflow"]["relay_cpu"]/m)
+		if o.baseline != "" {
+			b := r["baseline"]["relay_cpu"]
+			line += fmt.Sprintf("; baseline %.2f %%, ratio %.2f×", b, b/m)
+			baseRatios = append(baseRatios, b/m)
+		}
+		line += fmt.Sprintf("; RSS imageflow %.0f MB, mediamtx %.0f MB", r["imageflow"]["relay_rss"], r["mediamtx"]["relay_rss"])
+		if o.baseline != "" {
+			line += fmt.Sprintf(", baseline %.0f MB", r["baseline"]["relay_rss"])
+		}
+		fmt.Println(line)
+	}
+	med := func(v []float64) float64 {
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	fmt.Printf("median of %d relay rounds (%d cameras, 1 reader each), CPU per camera: imageflow %.2f %%, mediamtx %.2f %%, ratio %.2f×",
+		o.relayRounds, o.cameras, med(cpu["imageflow"]), med(cpu["mediamtx"]), med(ratios))
+	if o.baseline != "" {
+		fmt.Printf("; baseline %.2f %%, ratio %.2f×", med(cpu["baseline"]), med(baseRatios))
+	}
+	fmt.Printf("; RSS imageflow %.0f MB, mediamtx %.0f MB", med(rss["imageflow"]), med(rss["mediamtx"]))
+	if o.baseline != "" {
+		fmt.Printf(", baseline %.0f MB", med(rss["baseline"]))
+	}
+	fmt.Println()
+	return nil
+}
+
 func run(o options) error {
 	if o.onlyJoin > 0 {
 		return joinRounds(o)
+	}
+	if o.onlyRelay {
+		if o.relayRounds < 1 {
+			o.relayRounds = 1
+		}
+		return relayRounds(o)
 	}
 	figures := map[string]results{"imageflow": {}, "mediamtx": {}}
 	rounds := []func(*server, results) error{
