@@ -348,9 +348,11 @@ func (b *Bus) setup(ctx context.Context) error {
 		}
 	}
 	b.kv = make(map[string]jetstream.KeyValue)
-	buckets := []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors}
+	// Nodes also on one node: `imageflow worker`s joined through its client
+	// port beat there, so its API lists them.
+	buckets := []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors, BucketNodes}
 	if b.Cluster.Clustered() {
-		buckets = append(buckets, BucketLeases, BucketNodes)
+		buckets = append(buckets, BucketLeases)
 	}
 	for _, name := range buckets {
 		cfg := jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: replicas}

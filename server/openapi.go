@@ -98,8 +98,8 @@ func coreSchemas() map[string]any {
 		"Device": obj(map[string]any{"path": str, "name": str, "driver": str, "bus_info": str,
 			"formats": arr(obj(map[string]any{"fourcc": str, "description": str, "compressed": boo}, "fourcc", "description", "compressed"))},
 			"path", "name", "driver", "bus_info", "formats"),
-		"Node": obj(map[string]any{"node": str, "cameras": integ, "sessions": integ, "cpu": num, "updated_at": rest.Time, "meta_leader": boo, "labels": arr(str)},
-			"node", "cameras", "sessions", "cpu", "updated_at", "meta_leader"),
+		"Node": obj(map[string]any{"node": str, "role": map[string]any{"type": "string", "enum": []string{"serve", "worker"}, "description": "serve: cameras, API and processors; worker: processors only, never a camera"}, "cameras": integ, "sessions": integ, "cpu": num, "updated_at": rest.Time, "meta_leader": boo, "labels": arr(str)},
+			"node", "role", "cameras", "sessions", "cpu", "updated_at", "meta_leader"),
 		"NodeList":   obj(map[string]any{"items": arr(rest.Ref("Node"))}, "items"),
 		"DeviceList": obj(map[string]any{"items": arr(rest.Ref("Device"))}, "items"),
 	}

@@ -75,7 +75,10 @@ type lease struct {
 // nodeInfo is a node's heartbeat in the nodes bucket and a row of
 // GET /api/v1/nodes.
 type nodeInfo struct {
-	Node      string    `json:"node"`
+	Node string `json:"node"`
+	// Role is roleServe or roleWorker; cameras are placed on serving nodes
+	// only.
+	Role      string    `json:"role"`
 	Cameras   int       `json:"cameras"`
 	Sessions  int       `json:"sessions"`
 	CPU       float64   `json:"cpu"`
@@ -83,6 +86,14 @@ type nodeInfo struct {
 	Leader    bool      `json:"meta_leader"`
 	Labels    []string  `json:"labels,omitempty"`
 }
+
+// Roles of nodes in GET /api/v1/nodes.
+const (
+	// roleServe is an `imageflow serve` node: cameras, API, processors.
+	roleServe = "serve"
+	// roleWorker is an `imageflow worker`: processors only, never a camera.
+	roleWorker = "worker"
+)
 
 // heartbeat is a node's record in the nodes bucket: its API row plus what
 // placement alone needs.
@@ -161,8 +172,7 @@ type placement struct {
 	// lastRenewLoop is the renewal loop's last round (its goroutine only).
 	lastRenewLoop time.Time
 	// Reader goroutine only.
-	cpuLast   time.Duration
-	cpuAt     time.Time
+	cpu       cpuMeter
 	lastBeat  time.Time
 	lastPeers time.Time
 	// Tick goroutine only.
@@ -259,7 +269,7 @@ func (p *placement) read(parent context.Context) {
 	}
 	now := time.Now()
 	ctx, cancel = context.WithTimeout(parent, listWait)
-	nodes, err := p.liveNodes(ctx, now)
+	nodes, err := p.liveNodes(ctx, now, false)
 	cancel()
 	if err == nil {
 		p.mu.Lock()
@@ -857,20 +867,30 @@ func (st *starter) next(ctx context.Context) bool {
 	return true
 }
 
-// liveNodes reads the heartbeats younger than nodeStaleAfter.
-func (p *placement) liveNodes(ctx context.Context, now time.Time) (map[string]heartbeat, error) {
+// liveNodes reads the heartbeats younger than nodeStaleAfter; workers' only
+// withWorkers (no camera is placed on a worker).
+func (p *placement) liveNodes(ctx context.Context, now time.Time, withWorkers bool) (map[string]heartbeat, error) {
+	return liveNodes(ctx, p.nodes, now, withWorkers)
+}
+
+// liveNodes reads the heartbeats in the nodes bucket younger than
+// nodeStaleAfter; workers' only withWorkers.
+func liveNodes(ctx context.Context, nodes jetstream.KeyValue, now time.Time, withWorkers bool) (map[string]heartbeat, error) {
 	out := map[string]heartbeat{}
-	keys, err := p.nodes.ListKeys(ctx)
+	keys, err := nodes.ListKeys(ctx)
 	if err != nil {
 		return out, err
 	}
 	for k := range keys.Keys() {
-		e, err := p.nodes.Get(ctx, k)
+		e, err := nodes.Get(ctx, k)
 		if err != nil {
 			continue
 		}
 		var n heartbeat
 		if json.Unmarshal(e.Value(), &n) != nil || now.Sub(e.Created()) > nodeStaleAfter {
+			continue
+		}
+		if n.Role == roleWorker && !withWorkers {
 			continue
 		}
 		out[n.Node] = n
@@ -884,22 +904,29 @@ func (p *placement) heartbeat(ctx context.Context, now time.Time) {
 	p.mu.Lock()
 	held := len(p.owned)
 	p.mu.Unlock()
-	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(held, p.cpu(now)), LeadsLeases: p.s.bus.LeadsLeases()})
+	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(held, p.cpu.sample(now)), LeadsLeases: p.s.bus.LeadsLeases()})
 	_, _ = p.nodes.Put(ctx, p.node, b)
 }
 
-// cpu is this process's CPU use since the last heartbeat, in cores.
-func (p *placement) cpu(now time.Time) float64 {
+// cpuMeter measures this process's CPU use between two samples.
+type cpuMeter struct {
+	last time.Duration
+	at   time.Time
+}
+
+// sample is the CPU used since the previous sample, in cores (0 the first
+// time).
+func (m *cpuMeter) sample(now time.Time) float64 {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
 		return 0
 	}
 	used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	var v float64
-	if !p.cpuAt.IsZero() {
-		v = (used - p.cpuLast).Seconds() / now.Sub(p.cpuAt).Seconds()
+	if !m.at.IsZero() {
+		v = (used - m.last).Seconds() / now.Sub(m.at).Seconds()
 	}
-	p.cpuLast, p.cpuAt = used, now
+	m.last, m.at = used, now
 	return v
 }
 
@@ -916,7 +943,7 @@ func (p *placement) owner(ctx context.Context, id string) string {
 
 // list returns the live nodes, sorted by name.
 func (p *placement) list(ctx context.Context) []nodeInfo {
-	m, _ := p.liveNodes(ctx, time.Now())
+	m, _ := p.liveNodes(ctx, time.Now(), true)
 	out := make([]nodeInfo, 0, len(m))
 	for _, n := range m {
 		out = append(out, n.nodeInfo)
@@ -931,7 +958,7 @@ func (s *Server) localNode(cameras int, cpu float64) nodeInfo {
 	if s.webrtc != nil {
 		sessions = s.webrtc.Sessions()
 	}
-	return nodeInfo{Node: s.Config.Node, Cameras: cameras, Sessions: sessions, CPU: cpu,
+	return nodeInfo{Node: s.Config.Node, Role: roleServe, Cameras: cameras, Sessions: sessions, CPU: cpu,
 		UpdatedAt: time.Now().UTC(), Leader: s.bus.MetaLeader() == s.bus.ServerName(), Labels: s.Config.NodeLabels}
 }
 
@@ -1033,7 +1060,22 @@ func (s *Server) listNodes(c *fiber.Ctx) error {
 				}
 			}
 		}
-		return c.JSON(fiber.Map{"items": []nodeInfo{s.localNode(cams, 0)}})
+		items := []nodeInfo{s.localNode(cams, 0)}
+		// Workers joined through this node's client port (nats_url) beat
+		// into its nodes bucket too.
+		ctx, cancel := context.WithTimeout(c.UserContext(), listWait)
+		defer cancel()
+		var workers map[string]heartbeat
+		if kv := s.bus.KV(bus.BucketNodes); kv != nil {
+			workers, _ = liveNodes(ctx, kv, time.Now(), true)
+		}
+		for _, w := range workers {
+			if w.Role == roleWorker {
+				items = append(items, w.nodeInfo)
+			}
+		}
+		sort.Slice(items[1:], func(i, j int) bool { return items[1+i].Node < items[1+j].Node })
+		return c.JSON(fiber.Map{"items": items})
 	}
 	return c.JSON(fiber.Map{"items": s.placement.list(c.UserContext())})
 }

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/imageflowcanvas/imageflow/bus"
@@ -17,9 +20,10 @@ import (
 // startWorker starts what an `imageflow worker` runs once its bus is up:
 // batch workers on the JOBS work queue, the live pipelines of shared
 // cameras (liveshare.go), and HTTP with health, readiness and /metrics
-// only. No cameras, no ingest, no camera leases (it never runs placement
-// nor writes a heartbeat in the nodes bucket, so no camera is placed on
-// it), no REST API, no store of its own (bus.Config.NoStore).
+// only. No cameras, no ingest, no camera leases (it never runs placement;
+// its heartbeat in the nodes bucket says role "worker", so GET
+// /api/v1/nodes lists it and no camera is placed on it), no REST API, no
+// store of its own (bus.Config.NoStore).
 func (s *Server) startWorker(ctx context.Context) error {
 	s.cameras = newCameraStore(s.bus.KV(bus.BucketCameras))
 	s.pipelines = newPipelineStore(s.bus.KV(bus.BucketPipelines))
@@ -45,6 +49,11 @@ func (s *Server) startWorker(ctx context.Context) error {
 	if err := s.startWorkerHTTP(); err != nil {
 		return err
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.workerHeartbeats(s.ctx)
+	}()
 	s.listen.NATS = s.bus.ClientURL()
 	s.listen.PID = os.Getpid()
 	if err := s.writeListen(); err != nil {
@@ -75,4 +84,39 @@ func (s *Server) startWorkerHTTP() error {
 	})
 	s.goRun("http", func() error { return s.app.Listener(ln) })
 	return nil
+}
+
+// workerHeartbeats writes the worker's row of GET /api/v1/nodes into the
+// nodes bucket every nodeHeartbeat until ctx ends; the row goes stale
+// (nodeStaleAfter) when the worker stops or dies.
+func (s *Server) workerHeartbeats(ctx context.Context) {
+	var nodes jetstream.KeyValue
+	var cpu cpuMeter
+	t := time.NewTicker(nodeHeartbeat)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		b, _ := json.Marshal(heartbeat{nodeInfo: nodeInfo{Node: s.Config.Node, Role: roleWorker, CPU: cpu.sample(now),
+			UpdatedAt: now.UTC(), Labels: s.Config.NodeLabels}})
+		// A write may wait for the bucket's Raft leader: bounded, so a
+		// leader election delays one beat, not the loop.
+		wctx, cancel := context.WithTimeout(ctx, nodeHeartbeat*2)
+		var err error
+		if nodes == nil {
+			// Made by the serving nodes; an older one may lack it.
+			nodes, err = s.bus.JetStream().KeyValue(wctx, bus.BucketNodes)
+		}
+		if nodes != nil {
+			_, err = nodes.Put(wctx, s.Config.Node, b)
+		}
+		if err != nil && ctx.Err() == nil {
+			s.Logger.Debug("worker heartbeat", "error", err)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -123,6 +123,29 @@ func workerScenario(t *testing.T, servers []*clusterNode, gpu *clusterNode) {
 		}
 	}
 	front := servers[0]
+	// Every node's API lists the worker beside the serving nodes, by role.
+	for _, nd := range servers {
+		var roles map[string]string
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var list struct{ Items []struct{ Node, Role string } }
+			roles = map[string]string{}
+			if getJSON("http://"+nd.http+"/api/v1/nodes", &list) == nil {
+				for _, n := range list.Items {
+					roles[n.Node] = n.Role
+				}
+			}
+			ok := roles[gpu.name] == "worker" && len(roles) == len(servers)+1
+			for _, sv := range servers {
+				ok = ok && roles[sv.name] == "serve"
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("GET /api/v1/nodes on %s: roles %v, want %s as worker beside %d serving nodes", nd.name, roles, gpu.name, len(servers))
+			}
+		}
+	}
 	nc, err := nats.Connect(front.nats, nats.UserInfo("tool", "tool-secret"))
 	if err != nil {
 		t.Fatal(err)

@@ -908,6 +908,11 @@ export interface components {
             labels?: string[];
             meta_leader: boolean;
             node: string;
+            /**
+             * @description serve: cameras, API and processors; worker: processors only, never a camera
+             * @enum {string}
+             */
+            role: "serve" | "worker";
             sessions: number;
             /** Format: date-time */
             updated_at: string;
