@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -100,6 +101,10 @@ const (
 type heartbeat struct {
 	nodeInfo
 	LeadsLeases bool `json:"leads_leases,omitempty"`
+	// Shedding: the node has a camera it would hand away to even the load.
+	// Of the nodes shedding only the most loaded hands one away, so two do
+	// not hand cameras to the same least-loaded node at once.
+	Shedding bool `json:"shedding,omitempty"`
 }
 
 // load is the node's weight when cameras are shared: the leader of the
@@ -175,6 +180,8 @@ type placement struct {
 	cpu       cpuMeter
 	lastBeat  time.Time
 	lastPeers time.Time
+	// shedding is published in the heartbeat (set by the tick goroutine).
+	shedding atomic.Bool
 	// Tick goroutine only.
 	lastRebalance time.Time
 	lastStepdown  time.Time
@@ -544,11 +551,11 @@ func (p *placement) shouldClaim(cam *busv1.Camera, nodes map[string]heartbeat) b
 // more than a node that could take it: the camera is stopped here, then
 // its lease deleted, and the least-loaded node claims it as a free camera.
 // At most one camera per rebalanceEvery, never a pinned camera, never one
-// held for less than rebalanceEvery.
+// held for less than rebalanceEvery, and only by the most loaded of the
+// nodes that would hand one away (see heartbeat.Shedding): two nodes that
+// each handed a camera to the same least-loaded node made it the most
+// loaded, and a camera moved twice.
 func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera, nodes map[string]heartbeat, now time.Time) {
-	if now.Sub(p.lastRebalance) < rebalanceEvery {
-		return
-	}
 	mine := p.myLoad()
 	p.mu.Lock()
 	held := len(p.owned)
@@ -568,11 +575,32 @@ func (p *placement) rebalance(ctx context.Context, cams map[string]*busv1.Camera
 		if !ok || mine-n.load() < rebalanceMargin || held <= n.Cameras {
 			continue
 		}
+		p.shedding.Store(true)
+		if now.Sub(p.lastRebalance) < rebalanceEvery || !p.turnToShed(nodes, mine) {
+			return
+		}
 		p.lastRebalance = now
 		p.s.Logger.Info("camera handed away to even the load", "camera", id, "node", p.node, "load", mine, "to", n.Node, "least", n.load())
 		p.handOver(ctx, id, n.Node)
 		return
 	}
+	p.shedding.Store(false)
+}
+
+// turnToShed reports whether no other live node that would hand a camera
+// away carries more than this node's load (at equal load the lower name
+// goes first).
+func (p *placement) turnToShed(nodes map[string]heartbeat, mine int) bool {
+	routed := p.s.bus.RoutedNodes()
+	for name, n := range nodes {
+		if name == p.node || !n.Shedding || (routed != nil && !routed[name]) {
+			continue
+		}
+		if n.load() > mine || (n.load() == mine && name < p.node) {
+			return false
+		}
+	}
+	return true
 }
 
 // stepDownIfOwner asks the leases Raft group to elect another leader when
@@ -904,7 +932,8 @@ func (p *placement) heartbeat(ctx context.Context, now time.Time) {
 	p.mu.Lock()
 	held := len(p.owned)
 	p.mu.Unlock()
-	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(held, p.cpu.sample(now)), LeadsLeases: p.s.bus.LeadsLeases()})
+	b, _ := json.Marshal(heartbeat{nodeInfo: p.s.localNode(held, p.cpu.sample(now)), LeadsLeases: p.s.bus.LeadsLeases(),
+		Shedding: p.shedding.Load()})
 	_, _ = p.nodes.Put(ctx, p.node, b)
 }
 

@@ -145,6 +145,23 @@ func TestClusterSplitAndRebalance(t *testing.T) {
 	for _, nd := range nodes {
 		nd.start(t, false)
 	}
+	// On failure, each node's placement decisions, to tell a rebalancing
+	// move from a takeover after a lapsed lease.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, nd := range nodes {
+			var lines []string
+			for _, l := range strings.Split(nd.logs.String(), "\n") {
+				if strings.Contains(l, "camera taken over") || strings.Contains(l, "handed away") ||
+					strings.Contains(l, "leadership") || strings.Contains(l, "camera started") || strings.Contains(l, "lease") {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("placement lines of %s:\n%s", nd.name, strings.Join(lines, "\n"))
+		}
+	})
 	for _, nd := range nodes {
 		nd.ready(t, 3*time.Minute)
 	}
