@@ -13,6 +13,7 @@ import (
 
 	"github.com/imageflowcanvas/imageflow/ingest"
 	"github.com/imageflowcanvas/imageflow/internal/testkit"
+	"github.com/imageflowcanvas/imageflow/media/h26x"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 )
 
@@ -34,7 +35,7 @@ func (e *env) feedAV(ctx context.Context, cam string, clip [][][]byte, withAudio
 			for ; time.Duration(video)*time.Second/30 <= elapsed; video++ {
 				nalus := clip[video%len(clip)]
 				_ = sink.WriteAccessUnit(&busv1.AccessUnit{Codec: busv1.Codec_CODEC_H264, ClockRate: 90000,
-					RtpTimestamp: uint32(video * 3000), Keyframe: hasIDR(nalus), Nalus: nalus})
+					RtpTimestamp: uint32(video * 3000), Keyframe: h26x.H264HasIDR(nalus), Nalus: nalus})
 			}
 			for ; withAudio && time.Duration(audio)*20*time.Millisecond <= elapsed; audio++ {
 				// An Opus silence frame (RFC 6716 TOC 0xf8: CELT 20 ms).
@@ -48,15 +49,6 @@ func (e *env) feedAV(ctx context.Context, cam string, clip [][][]byte, withAudio
 			}
 		}
 	}()
-}
-
-func hasIDR(nalus [][]byte) bool {
-	for _, n := range nalus {
-		if len(n) > 0 && n[0]&0x1f == 5 {
-			return true
-		}
-	}
-	return false
 }
 
 // A browser's offer has an audio section. For a camera whose keyframes say
@@ -76,17 +68,7 @@ func TestWHEPAnswerDoesNotWaitForAudioOfSilentCamera(t *testing.T) {
 
 	api := clientAPI(t)
 	join := func(cam string) (string, time.Duration) {
-		pc, err := api.NewPeerConnection(webrtc.Configuration{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = pc.Close() })
-		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-			if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		offer := localOffer(t, pc)
+		offer := localOffer(t, offeringPC(t, api, webrtc.RTPTransceiverDirectionRecvonly, webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio))
 		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer rcancel()
 		req, _ := http.NewRequestWithContext(rctx, http.MethodPost, e.srv.URL+"/whep/"+cam, strings.NewReader(offer))

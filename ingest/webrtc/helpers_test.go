@@ -383,3 +383,20 @@ func doReq(t testing.TB, method, url, ctype, body string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// offeringPC is a client peer connection (closed with the test) with one
+// transceiver of each kind in dir, ready for localOffer.
+func offeringPC(t testing.TB, api *webrtc.API, dir webrtc.RTPTransceiverDirection, kinds ...webrtc.RTPCodecType) *webrtc.PeerConnection {
+	t.Helper()
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, kind := range kinds {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: dir}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pc
+}

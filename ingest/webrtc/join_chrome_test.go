@@ -95,30 +95,9 @@ func TestWHEPChromiumFirstFrameAmidJoin(t *testing.T) {
 	for msg := range errs {
 		t.Fatalf("pion viewer: %s", msg)
 	}
-	type state struct {
-		Error    string  `json:"error"`
-		Status   int     `json:"status"`
-		PostAt   float64 `json:"postAt"`
-		AnswerAt float64 `json:"answerAt"`
-		FirstAt  float64 `json:"firstAt"`
-		FirstRTP uint32  `json:"firstRTP"`
-	}
-	var st state
-	waitFor(t, 30*time.Second, "the first presented frame", func() bool {
-		var err error
-		if st, err = chromedp.Run(cctx, chromedp.Evaluate[state](`ifc`)); err != nil {
-			t.Fatal(err)
-		}
-		if st.Error != "" {
-			t.Fatalf("page error (status %d): %s", st.Status, st.Error)
-		}
-		return st.FirstAt > 0
-	})
+	st := waitFirstPresented(t, cctx)
 	if !e.published(st.FirstRTP) {
 		t.Fatalf("first frame's rtpTimestamp %d was never published", st.FirstRTP)
-	}
-	ms := func(f float64) time.Duration {
-		return time.Duration(f * float64(time.Millisecond)).Round(time.Millisecond)
 	}
 	// From the GOP kept at the join unless a newer keyframe came before it.
 	kept := true

@@ -238,6 +238,43 @@ window.ifc = {error: '', status: 0, startAt: performance.now(), postAt: 0, answe
 })();
 true`
 
+// joinState is what joinScript records (window.ifc), in performance.now()
+// milliseconds.
+type joinState struct {
+	Error    string  `json:"error"`
+	Status   int     `json:"status"`
+	StartAt  float64 `json:"startAt"`
+	PostAt   float64 `json:"postAt"`
+	AnswerAt float64 `json:"answerAt"`
+	FirstAt  float64 `json:"firstAt"`
+	FirstRTP uint32  `json:"firstRTP"`
+	LastRTP  uint32  `json:"lastRTP"`
+	Frames   int     `json:"frames"`
+}
+
+// waitFirstPresented waits for joinScript's page to present its first
+// frame and returns what it recorded; a page error fails the test.
+func waitFirstPresented(t *testing.T, cctx context.Context) joinState {
+	t.Helper()
+	var st joinState
+	waitFor(t, 30*time.Second, "the first presented frame", func() bool {
+		var err error
+		if st, err = chromedp.Run(cctx, chromedp.Evaluate[joinState](`ifc`)); err != nil {
+			t.Fatal(err)
+		}
+		if st.Error != "" {
+			t.Fatalf("page error (status %d): %s", st.Status, st.Error)
+		}
+		return st.FirstAt > 0
+	})
+	return st
+}
+
+// ms turns a page's milliseconds into a duration.
+func ms(f float64) time.Duration {
+	return time.Duration(f * float64(time.Millisecond)).Round(time.Millisecond)
+}
+
 // Headless Chromium joins a camera with an 8 s GOP a moment after a
 // keyframe and presents its first frame from the kept GOP, long before the
 // next keyframe. Prints the answer time and the time from answer to first
@@ -263,34 +300,10 @@ func TestWHEPChromiumFirstFrameFromKeptGOP(t *testing.T) {
 	if _, err := chromedp.Run(cctx, chromedp.Evaluate[bool](joinScript)); err != nil {
 		t.Fatal(err)
 	}
-	type state struct {
-		Error    string  `json:"error"`
-		Status   int     `json:"status"`
-		StartAt  float64 `json:"startAt"`
-		PostAt   float64 `json:"postAt"`
-		AnswerAt float64 `json:"answerAt"`
-		FirstAt  float64 `json:"firstAt"`
-		FirstRTP uint32  `json:"firstRTP"`
-		LastRTP  uint32  `json:"lastRTP"`
-		Frames   int     `json:"frames"`
-	}
-	var st state
-	waitFor(t, 30*time.Second, "the first presented frame", func() bool {
-		var err error
-		if st, err = chromedp.Run(cctx, chromedp.Evaluate[state](`ifc`)); err != nil {
-			t.Fatal(err)
-		}
-		if st.Error != "" {
-			t.Fatalf("page error (status %d): %s", st.Status, st.Error)
-		}
-		return st.FirstAt > 0
-	})
+	st := waitFirstPresented(t, cctx)
 	firstSeen := time.Now()
 	if !e.published(st.FirstRTP) {
 		t.Fatalf("first frame's rtpTimestamp %d was never published", st.FirstRTP)
-	}
-	ms := func(f float64) time.Duration {
-		return time.Duration(f * float64(time.Millisecond)).Round(time.Millisecond)
 	}
 	// The answer did not wait for media: it came before the camera's next
 	// keyframe (the script started after joined, so this errs late).
@@ -322,7 +335,7 @@ func TestWHEPChromiumFirstFrameFromKeptGOP(t *testing.T) {
 
 	// How far behind live the view is once the kept GOP has played out.
 	time.Sleep(2 * time.Second)
-	st, err := chromedp.Run(cctx, chromedp.Evaluate[state](`ifc`))
+	st, err := chromedp.Run(cctx, chromedp.Evaluate[joinState](`ifc`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,20 +34,11 @@ func offerSeeds(t testing.TB) []string {
 		{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio},
 	} {
 		for _, dir := range []webrtc.RTPTransceiverDirection{webrtc.RTPTransceiverDirectionRecvonly, webrtc.RTPTransceiverDirectionSendonly} {
-			pc, err := api.NewPeerConnection(webrtc.Configuration{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, k := range kinds {
-				if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: dir}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			pc := offeringPC(t, api, dir, kinds...)
 			if _, err := pc.CreateDataChannel(ResultsLabel, nil); err != nil {
 				t.Fatal(err)
 			}
 			out = append(out, localOffer(t, pc))
-			_ = pc.Close()
 		}
 	}
 	return out

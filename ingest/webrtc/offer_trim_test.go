@@ -16,17 +16,7 @@ import (
 // section and everything else kept; an offer without the codec, or with
 // nothing else, comes back as it was.
 func TestVideoOnlyCodec(t *testing.T) {
-	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer := localOffer(t, pc)
+	offer := localOffer(t, offeringPC(t, clientAPI(t), webrtc.RTPTransceiverDirectionRecvonly, webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio))
 	parse := func(s string) *sdp.SessionDescription {
 		t.Helper()
 		var sd sdp.SessionDescription
