@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/imageflowcanvas/imageflow/internal/memtrim"
 	"github.com/imageflowcanvas/imageflow/server"
 )
 
@@ -114,10 +116,32 @@ func serve(ctx context.Context, args []string) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	go trimAfterStartup(ctx, logger)
 	err = srv.Wait(ctx)
 	logger.Info("shutting down")
 	if cerr := srv.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// startupSettle is how long after start-up the pages only start-up touched
+// are given back: long enough for cameras, pipelines and the first garbage
+// collections to have started, so what they use faults back in at once.
+const startupSettle = 5 * time.Second
+
+// trimAfterStartup gives back, once, the memory start-up used and no longer
+// needs (see package memtrim).
+func trimAfterStartup(ctx context.Context, logger *slog.Logger) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(startupSettle):
+	}
+	res, err := memtrim.Trim()
+	if err != nil {
+		logger.Debug("start-up memory not trimmed", "err", err)
+		return
+	}
+	logger.Debug("start-up memory trimmed", "mappings", res.Mappings, "file_mib", res.FileBytes>>20)
 }

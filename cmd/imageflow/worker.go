@@ -21,6 +21,7 @@ func worker(ctx context.Context, args []string) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	go trimAfterStartup(ctx, logger)
 	err = srv.Wait(ctx)
 	logger.Info("shutting down")
 	if cerr := srv.Close(); cerr != nil && err == nil {

@@ -46,6 +46,7 @@ type options struct {
 	viewers       int
 	skipDetect    bool
 	onlyDetect    bool
+	onlyMemory    bool
 	// onlyJoin, when > 0, runs only the join of o.viewers, that many
 	// rounds of each server alternating.
 	onlyJoin int
@@ -83,6 +84,7 @@ func main() {
 	flag.DurationVar(&o.window, "window", 10*time.Second, "measured window of each CPU figure")
 	flag.BoolVar(&o.skipDetect, "skip-detect", false, "leave out the detection path")
 	flag.BoolVar(&o.onlyDetect, "only-detect", false, "run the detection path only")
+	flag.BoolVar(&o.onlyMemory, "only-memory", false, "run only the idle and relay rounds (RSS, relay CPU)")
 	flag.IntVar(&o.onlyJoin, "only-join", 0, "run only the join of -viewers viewers, this many rounds per server, alternating")
 	flag.StringVar(&o.perf, "perf", "", "with -only-join: perf record -g imageflow during the first round's join into this file")
 	flag.BoolVar(&o.steps, "steps", false, "with -only-join: imageflow logs at debug level and each answer step's p50/p99 is printed")
@@ -422,6 +424,10 @@ func run(o options) error {
 	if o.onlyDetect {
 		rounds = nil
 	}
+	if o.onlyMemory {
+		rounds = rounds[:2]
+		o.skipDetect = true
+	}
 	for _, round := range rounds {
 		for _, name := range []string{"imageflow", "mediamtx"} {
 			dir, err := os.MkdirTemp("", "vsmediamtx-")
@@ -465,8 +471,13 @@ func run(o options) error {
 	return detectRound(s, o)
 }
 
+// idleSettle is how long after start the idle figure is read: past
+// start-up (imageflow gives back what only start-up touched after 5 s), so
+// both servers are measured as they sit idle.
+const idleSettle = 10 * time.Second
+
 func idleRound(s *server, r results) error {
-	time.Sleep(3 * time.Second)
+	time.Sleep(idleSettle)
 	recordRSS(r, "idle_rss", s.pid())
 	return nil
 }

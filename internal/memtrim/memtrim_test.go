@@ -1,0 +1,116 @@
+package memtrim
+
+import (
+	"bytes"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const sampleSmaps = `00400000-0040d000 r--p 00000000 fe:00 10642593                           /opt/imageflow
+Size:                 52 kB
+Rss:                  48 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me dw sd
+0040d000-016c0000 r-xp 0000d000 fe:00 10642593                           /opt/imageflow
+Rss:               18880 kB
+Anonymous:             0 kB
+02d4f000-02d50000 r--p 0294f000 fe:00 10642593                           /opt/imageflow
+Rss:                   4 kB
+Anonymous:             4 kB
+02d50000-02e61000 rw-p 02950000 fe:00 10642593                           /opt/imageflow
+Rss:                 772 kB
+Anonymous:           184 kB
+02e61000-02e70000 rw-p 00000000 00:00 0
+Rss:                 100 kB
+Anonymous:           100 kB
+03000000-03100000 rw-p 00000000 00:00 0                                  [heap]
+Rss:                5272 kB
+Anonymous:          5272 kB
+7f0000000000-7f0000010000 r--p 00000000 fe:00 42                         /usr/lib/libunused.so
+Rss:                   0 kB
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0                          [vdso]
+Rss:                   8 kB
+Anonymous:             0 kB
+`
+
+func TestDroppableKeepsWhatCannotBeReread(t *testing.T) {
+	maps, err := droppable(strings.NewReader(sampleSmaps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the binary's code and its first read-only part: the relocated
+	// read-only page (a private copy), the writable data, anonymous memory,
+	// the heap, a mapping with nothing resident and the vDSO stay.
+	var got []string
+	for _, m := range maps {
+		got = append(got, strconv.FormatUint(uint64(m.start), 16)+" "+strconv.FormatInt(m.rss>>10, 10))
+	}
+	want := []string{"400000 48", "40d000 18880"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("droppable mappings %v, want %v", got, want)
+	}
+	if maps[0].path != "/opt/imageflow" {
+		t.Fatalf("path %q", maps[0].path)
+	}
+}
+
+// TestTrimGivesFilePagesBack trims this test process and checks its resident
+// file pages fell, that read-only data in the dropped pages reads back the
+// same and that code keeps running.
+func TestTrimGivesFilePagesBack(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/self/smaps is Linux's")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readOnly := strings.Clone(sampleSmaps)
+	before := statusKB(t, "RssFile")
+	res, err := Trim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := statusKB(t, "RssFile")
+	t.Logf("RssFile %d → %d kB; %d mappings dropped, %d kB", before, after, res.Mappings, res.FileBytes>>10)
+	if res.Mappings == 0 || res.FileBytes == 0 {
+		t.Fatalf("nothing dropped: %+v", res)
+	}
+	if after >= before {
+		t.Fatalf("RssFile did not fall: %d → %d kB", before, after)
+	}
+	// The binary's read-only data (this string among it) reads back from
+	// the file unchanged, and the binary on disk is what it was.
+	if sampleSmaps != readOnly {
+		t.Fatal("read-only data changed")
+	}
+	again, err := os.ReadFile(exe)
+	if err != nil || !bytes.Equal(again, want) {
+		t.Fatal("the executable changed on disk")
+	}
+}
+
+func statusKB(t *testing.T, key string) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key+":") {
+			f := strings.Fields(line)
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/self/status", key)
+	return 0
+}
