@@ -500,6 +500,32 @@ func TestExportJoinsIngestRestarts(t *testing.T) {
 	}
 }
 
+// TestRecorderSessionsNeverOverlap restarts a camera's timeline on the same
+// recorder with its first keyframe ingested 5 ms before the previous
+// segment's end (clock jitter after the hub dropped pictures, as seen in CI):
+// the new segment starts where the last ended, not before it.
+func TestRecorderSessionsNeverOverlap(t *testing.T) {
+	e := startEnv(t)
+	m := e.manager(t)
+	if err := m.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	clip := testkit.H264Clip(t, 3)
+	wall := time.Now().Add(-time.Minute).Truncate(time.Second)
+	e.publishRun(t, "cam", clip, 0, wall)
+	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(3*time.Second-5*time.Millisecond))
+	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
+	segs := completeSegments(m, "cam")
+	for i := 1; i < len(segs); i++ {
+		if segs[i].Start.Before(segs[i-1].End) {
+			t.Fatalf("segment %d starts %s before the previous one ends: %+v then %+v", i, segs[i-1].End.Sub(segs[i].Start), segs[i-1], segs[i])
+		}
+	}
+	if got, want := segs[3].Start, wall.Add(3*time.Second); got.Sub(want).Abs() > time.Millisecond {
+		t.Fatalf("the restarted session starts at %s, want %s (where the last segment ended)", got, want)
+	}
+}
+
 // TestExportJoinsNodesOverlapping records a camera on node a for 3 s, then
 // on node b (its own ingest, its own timeline) from 2.5 s to 5.5 s, as a
 // handover where both recorded for half a second; plus a segment stored with

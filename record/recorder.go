@@ -152,6 +152,7 @@ type recorder struct {
 	drops     uint64
 	lastDur   int64
 	videoBase int64 // wall ns minus pts ns of the current session
+	lastEnd   int64 // wall ns where this recorder's last stored fragment ended
 	audioBase int64
 	lastVideo time.Time
 	audio     audioFormat
@@ -370,6 +371,15 @@ func (r *recorder) startSegment(au *busv1.AccessUnit, dts int64) error {
 		return err
 	}
 	wall := r.videoBase + dts*int64(time.Second)/videoTimeScale
+	if wall < r.lastEnd {
+		// A new session of this recorder (after pictures the hub dropped,
+		// or a broken timeline) takes its wall clock from its keyframe's
+		// ingest time, which jitter can put a few milliseconds before the
+		// end the last segment got from its own timestamps. One recorder's
+		// segments never overlap: the session starts where the last ended.
+		r.videoBase += r.lastEnd - wall
+		wall = r.lastEnd
+	}
 	seg := &openSegment{
 		Segment:   Segment{Camera: r.cam, Node: r.m.Node, Start: time.Unix(0, wall).UTC(), End: time.Unix(0, wall).UTC(), Codec: vname},
 		startDTS:  dts,
@@ -434,6 +444,7 @@ func (r *recorder) flushPart() {
 	seg.Parts = n
 	seg.Size += int64(len(r.out.Bytes()))
 	seg.End = time.Unix(0, seg.wallStart+int64(seg.video.next)*int64(time.Second)/videoTimeScale).UTC()
+	r.lastEnd = seg.End.UnixNano()
 	if err := r.m.ix.put(r.m.ctx, seg.Segment); err != nil {
 		r.log.Warn("recording index not updated", "error", err)
 	}
