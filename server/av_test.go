@@ -251,7 +251,7 @@ func TestAACCameraHeardOverWHEP(t *testing.T) {
 				t.Fatalf("A/V offset %.0f ms after %d readings (last readings %v)", mean, len(offsets), last)
 			}
 			st, _ := chromedp.Run(play, chromedp.Evaluate[string](`JSON.stringify(window.view)`))
-			t.Fatalf("WHEP viewer: audio %+v video %+v offsets %v page %s", audio, video, offsets, st)
+			t.Fatalf("WHEP viewer: audio %+v video %+v offsets %v page %s; server's transcodes %+v", audio, video, offsets, st, ts.srv.webrtc.Transcodes())
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

@@ -130,8 +130,16 @@ func serve(ctx context.Context, args []string) error {
 // collections to have started, so what they use faults back in at once.
 const startupSettle = 5 * time.Second
 
+// Memory freed after a burst is given back when the process's private
+// memory stands giveBackSlack above its low point, checked every
+// giveBackEvery (see memtrim.GiveBackAfterBursts).
+const (
+	giveBackEvery = 10 * time.Second
+	giveBackSlack = 16 << 20
+)
+
 // trimAfterStartup gives back, once, the memory start-up used and no longer
-// needs (see package memtrim).
+// needs, then what bursts of work leave behind (see package memtrim).
 func trimAfterStartup(ctx context.Context, logger *slog.Logger) {
 	select {
 	case <-ctx.Done():
@@ -144,4 +152,7 @@ func trimAfterStartup(ctx context.Context, logger *slog.Logger) {
 		return
 	}
 	logger.Debug("start-up memory trimmed", "mappings", res.Mappings, "file_mib", res.FileBytes>>20)
+	memtrim.GiveBackAfterBursts(ctx, giveBackEvery, giveBackSlack, func(before, after int64) {
+		logger.Debug("freed memory given back", "from_mib", before>>20, "to_mib", after>>20)
+	})
 }

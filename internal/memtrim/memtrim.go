@@ -1,7 +1,8 @@
 // Package memtrim gives back to the kernel, once start-up is over, the pages
 // that only start-up needed: the program's and its shared libraries' code and
 // read-only data that the dynamic loader and package initialisers touched, and
-// the C and Go heap freed since.
+// the C and Go heap freed since; then, while the server runs, the heap that
+// bursts of work free.
 //
 // The server links OpenCV and libav, which pull in some 260 shared libraries
 // (Qt through highgui, GDAL through imgcodecs, codec libraries through
@@ -15,10 +16,12 @@ package memtrim
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"runtime/debug"
 	"strconv"
+	"time"
 )
 
 // Result says what one Trim gave back.
@@ -143,4 +146,64 @@ func kilobytes(line []byte) int64 {
 	}
 	n, _ := strconv.ParseInt(string(f[1]), 10, 64)
 	return n << 10
+}
+
+// GiveBackAfterBursts checks the process's private memory every interval
+// until ctx ends, and when it stands more than slack above the lowest seen
+// since the last give-back, hands the free C and Go heap back to the kernel
+// (onGiveBack, if set, hears the before and after figures in bytes).
+//
+// After a burst (a batch of pictures decoded in parallel, a flood of
+// requests) the Go heap keeps its high-water goal until the next collection,
+// up to two minutes away on a quiet server, and glibc keeps the freed
+// memory of each thread's arena; on a small box that memory is better given
+// back. A forced collection every interval while memory grows is the cost.
+func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int64, onGiveBack func(before, after int64)) {
+	floor := privateBytes()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := privateBytes()
+		if now <= 0 {
+			return
+		}
+		if now < floor {
+			floor = now
+		}
+		if now-floor <= slack {
+			continue
+		}
+		trimCHeap()
+		debug.FreeOSMemory()
+		floor = privateBytes()
+		if onGiveBack != nil {
+			onGiveBack(now, floor)
+		}
+	}
+}
+
+// privateBytes is the process's anonymous resident memory (RssAnon), or 0
+// when /proc cannot say.
+func privateBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if bytes.HasPrefix(line, []byte("RssAnon:")) {
+			return kilobytes(line)
+		}
+	}
+	return 0
 }

@@ -2,11 +2,13 @@ package memtrim
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sampleSmaps = `00400000-0040d000 r--p 00000000 fe:00 10642593                           /opt/imageflow
@@ -113,4 +115,42 @@ func statusKB(t *testing.T, key string) int64 {
 	}
 	t.Fatalf("no %s in /proc/self/status", key)
 	return 0
+}
+
+// TestGiveBackAfterBursts makes a 64 MiB burst of Go memory, lets go of it
+// and checks the watcher hands it back to the kernel.
+func TestGiveBackAfterBursts(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/self/status is Linux's")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gaveBack := make(chan [2]int64, 64)
+	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, func(before, after int64) {
+		select {
+		case gaveBack <- [2]int64{before, after}:
+		default:
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	burst := make([]byte, 64<<20)
+	for i := 0; i < len(burst); i += 4096 {
+		burst[i] = 1
+	}
+	runtime.KeepAlive(burst)
+	burst = nil
+	// A give-back may come while the burst is still being written (and
+	// still referenced); the one after it is let go must hand it back.
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case g := <-gaveBack:
+			t.Logf("RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
+			if g[0]-g[1] >= 32<<20 {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the burst was never given back")
+		}
+	}
 }
