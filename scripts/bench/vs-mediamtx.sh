@@ -12,7 +12,8 @@
 # Usage: scripts/bench/vs-mediamtx.sh [-cameras 10] [-viewers 50] [-window 10s] [-skip-detect]
 #        scripts/bench/vs-mediamtx.sh -only-join 3 [-steps] runs only the join of -viewers
 #        viewers, 3 rounds per server alternating; -steps prints where imageflow's answers
-#        spent their time (its debug log).
+#        spent their time (its debug log); -baseline bin/imageflow-before joins an
+#        earlier build in the same rounds.
 #        [-only-relay [-relay-rounds 3] [-baseline bin/imageflow-before]]: only the relay
 #        round, alternated that many times (a baseline build measured in the same rounds)
 #        MEDIAMTX=/path/to/mediamtx uses that binary instead of building one.

@@ -90,7 +90,7 @@ func main() {
 	flag.BoolVar(&o.steps, "steps", false, "with -only-join: imageflow logs at debug level and each answer step's p50/p99 is printed")
 	flag.BoolVar(&o.onlyRelay, "only-relay", false, "run the RTSP relay round only (-relay-rounds times)")
 	flag.IntVar(&o.relayRounds, "relay-rounds", 3, "relay rounds with -only-relay, each printing its ratio")
-	flag.StringVar(&o.baseline, "baseline", "", "another imageflow binary (an earlier build) measured in the same relay rounds")
+	flag.StringVar(&o.baseline, "baseline", "", "another imageflow binary (an earlier build) measured in the same relay or join rounds")
 	flag.Var(&extraEnv, "env", "KEY=VALUE added to imageflow's environment (repeatable)")
 	flag.Parse()
 	if o.mediamtx == "" || o.relayClip == "" || o.detectClip == "" {
@@ -356,8 +356,8 @@ func relayRounds(o options) error {
 	for i := range o.relayRounds {
 		r := map[string]results{}
 		// The order turns every round, so none always runs first.
-		order := append(slices.Clone(names[i%len(names):]), names[:i%len(names)]...)
-		for _, name := range order {
+		turn := append(slices.Clone(names[i%len(names):]), names[:i%len(names)]...)
+		for _, name := range turn {
 			s, stop, err := startServer(o, name)
 			if err != nil {
 				return err
@@ -883,7 +883,7 @@ func ffmpegDecodeCPU(clip string) float64 {
 }
 
 // joinRounds runs only the join of o.viewers viewers, o.onlyJoin rounds of
-// each server alternating (imageflow first), each on a fresh server, and
+// each server (and o.baseline's) alternating, each on a fresh server, and
 // prints every round's answer and first-access-unit percentiles, their
 // medians over the rounds, and with o.steps where imageflow's answers spent
 // their time.
@@ -892,20 +892,35 @@ func joinRounds(o options) error {
 	all := map[string][]round{}
 	steps := map[string][]float64{}
 	var order []string
+	names := []string{"imageflow"}
+	if o.baseline != "" {
+		names = append(names, "baseline")
+	}
+	names = append(names, "mediamtx")
 	for i := range o.onlyJoin {
-		for _, name := range []string{"imageflow", "mediamtx"} {
+		// The order turns every round, so none always runs first.
+		turn := append(slices.Clone(names[i%len(names):]), names[:i%len(names)]...)
+		for _, name := range turn {
 			dir, err := os.MkdirTemp("", "vsmediamtx-")
 			if err != nil {
 				return err
 			}
 			var s *server
-			if name == "imageflow" {
+			switch name {
+			case "imageflow", "baseline":
 				level := "warn"
-				if o.steps {
+				if o.steps && name == "imageflow" {
 					level = "debug"
 				}
-				s, err = startImageflow(o.bin, dir, level)
-			} else {
+				bin := o.bin
+				if name == "baseline" {
+					bin = o.baseline
+				}
+				s, err = startImageflow(bin, dir, level)
+				if s != nil {
+					s.name = name
+				}
+			default:
 				s, err = startMediaMTX(o.mediamtx, dir)
 			}
 			if err != nil {
@@ -946,7 +961,11 @@ func joinRounds(o options) error {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	fmt.Printf("\nmedian of %d rounds, %d viewers at once  %12s %12s %8s\n", o.onlyJoin, o.viewers, "imageflow", "mediamtx", "ratio")
+	fmt.Printf("\nmedian of %d rounds, %d viewers at once  %12s %12s %8s", o.onlyJoin, o.viewers, "imageflow", "mediamtx", "ratio")
+	if o.baseline != "" {
+		fmt.Printf(" %12s %8s", "baseline", "ratio")
+	}
+	fmt.Println()
 	for _, f := range []struct {
 		what string
 		get  func(round) float64
@@ -957,7 +976,12 @@ func joinRounds(o options) error {
 		{"answer to first access unit p99", func(r round) float64 { return r.first99 }},
 	} {
 		a, b := median(all["imageflow"], f.get), median(all["mediamtx"], f.get)
-		fmt.Printf("%-40s %9.0f ms %9.0f ms %7.2f×\n", f.what, a, b, a/b)
+		fmt.Printf("%-40s %9.0f ms %9.0f ms %7.2f×", f.what, a, b, a/b)
+		if o.baseline != "" {
+			c := median(all["baseline"], f.get)
+			fmt.Printf(" %9.0f ms %7.2f×", c, c/b)
+		}
+		fmt.Println()
 	}
 	if o.steps {
 		fmt.Printf("\nimageflow's answers step by step (%d answers, ms; handler: the HTTP handler around the engine's steps)    p50      p99\n", len(steps["total"]))
