@@ -193,6 +193,8 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	audio = e.probeAudio(ctx, audioReader, src, info, subscribed, cam)
 	audioReader = nil
 	steps.mark("audio")
+	// From here on the answer is pion's work and nothing waits for media.
+	defer answering.begin()()
 
 	v := &viewer{
 		id: NewSessionID(), cam: cam, reader: reader, first: first, codec: first.Codec, audio: audio, leaveTranscode: leaveTranscode,

@@ -205,6 +205,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		e.udpAddr = conn.LocalAddr()
 	}
 	se.SetICEUDPMux(e.udpMux)
+	se.SetDTLSConnectContextMaker(holdHandshake)
 	// Sessions on the shared port take their host candidates from the mux,
 	// whose addresses are fixed when it opens: one interface list read here
 	// spares every answer reading the host's interfaces again over netlink.

@@ -92,6 +92,7 @@ func (p *Publisher) Offer(ctx context.Context, cam, client, offerSDP string, sin
 	if err != nil {
 		return "", "", err
 	}
+	defer answering.begin()()
 	pc, err := p.cfg.API.NewPeerConnection(p.cfg.Configuration)
 	if err != nil {
 		connecting()
