@@ -667,12 +667,17 @@ func whepRound(s *server, r results, o options, n int) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	answers, firsts := make([]time.Duration, 0, len(viewers)), make([]time.Duration, 0, len(viewers))
+	// From the join's start to the first access unit: what a viewer waits
+	// in all, answer and connection together.
+	joinFirsts := make([]time.Duration, 0, len(viewers))
 	for _, v := range viewers {
 		answers = append(answers, v.answered.Sub(start))
 		if f := v.firstAU.Load(); f != 0 {
 			firsts = append(firsts, time.Unix(0, f).Sub(v.answered))
+			joinFirsts = append(joinFirsts, time.Unix(0, f).Sub(start))
 		} else {
 			firsts = append(firsts, 20*time.Second)
+			joinFirsts = append(joinFirsts, 20*time.Second)
 		}
 	}
 	if n == o.viewers && o.steps {
@@ -692,6 +697,7 @@ func whepRound(s *server, r results, o options, n int) error {
 	if n == o.viewers {
 		r["join_p50"], r["join_p99"] = ms(percentile(answers, 0.5)), ms(percentile(answers, 0.99))
 		r["first_p50"], r["first_p99"] = ms(percentile(firsts, 0.5)), ms(percentile(firsts, 0.99))
+		r["join_first_p50"], r["join_first_p99"] = ms(percentile(joinFirsts, 0.5)), ms(percentile(joinFirsts, 0.99))
 	}
 	if o.onlyJoin > 0 {
 		return nil
@@ -888,7 +894,7 @@ func ffmpegDecodeCPU(clip string) float64 {
 // medians over the rounds, and with o.steps where imageflow's answers spent
 // their time.
 func joinRounds(o options) error {
-	type round struct{ join50, join99, first50, first99 float64 }
+	type round struct{ join50, join99, first50, first99, joinFirst50, joinFirst99 float64 }
 	all := map[string][]round{}
 	steps := map[string][]float64{}
 	var order []string
@@ -941,9 +947,9 @@ func joinRounds(o options) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			all[name] = append(all[name], round{r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"]})
-			fmt.Printf("round %d %-9s answer p50 %6.0f ms p99 %6.0f ms; answer to first access unit p50 %6.0f ms p99 %6.0f ms\n",
-				i+1, name, r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"])
+			all[name] = append(all[name], round{r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"], r["join_first_p50"], r["join_first_p99"]})
+			fmt.Printf("round %d %-9s answer p50 %6.0f ms p99 %6.0f ms; answer to first access unit p50 %6.0f ms p99 %6.0f ms; join to first access unit p50 %6.0f ms p99 %6.0f ms\n",
+				i+1, name, r["join_p50"], r["join_p99"], r["first_p50"], r["first_p99"], r["join_first_p50"], r["join_first_p99"])
 			if o.steps {
 				fmt.Printf("          server, from the start until the last answer (%.0f ms): %.0f ms on CPU, %.0f ms runnable but waiting for a CPU (all threads)\n",
 					r["join_wall_ms"], r["join_server_cpu_ms"], r["join_server_wait_ms"])
@@ -974,6 +980,8 @@ func joinRounds(o options) error {
 		{"WHEP answer p99", func(r round) float64 { return r.join99 }},
 		{"answer to first access unit p50", func(r round) float64 { return r.first50 }},
 		{"answer to first access unit p99", func(r round) float64 { return r.first99 }},
+		{"join to first access unit p50", func(r round) float64 { return r.joinFirst50 }},
+		{"join to first access unit p99", func(r round) float64 { return r.joinFirst99 }},
 	} {
 		a, b := median(all["imageflow"], f.get), median(all["mediamtx"], f.get)
 		fmt.Printf("%-40s %9.0f ms %9.0f ms %7.2f×", f.what, a, b, a/b)
