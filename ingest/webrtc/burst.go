@@ -7,31 +7,49 @@ import (
 	"time"
 )
 
-// burstGCPercent is the garbage collector's target (GOGC) while answers are
-// being made. An answer allocates ~160 kB in pion and the server's live
-// heap is a few MB, so at the default 100 fifty viewers joining at once
-// started three or four collections during their answers: marking and its
-// assists took a third of the server's CPU in those tens of milliseconds,
-// and the later answers waited for it. At 400 the burst's garbage fits
-// under the goal; the collection comes once the answers are out, and the
-// extra heap is the burst's garbage only, until then.
+// burstGCPercent is the garbage collector's target (GOGC) during a burst of
+// answers. An answer allocates ~160 kB in pion and the server's live heap
+// is a few MB, so at the default 100 fifty viewers joining at once started
+// three or four collections during their answers: marking and its assists
+// took a third of the server's CPU in those tens of milliseconds, and the
+// later answers waited for it. At 400 the burst's garbage fits under the
+// goal; the collection comes once the answers are out, and the extra heap
+// is the burst's garbage only, until then.
 const burstGCPercent = 400
 
-// answering counts the answers (WHEP and WHIP) being made in the process,
+// burstSettle is how long a burst outlives its last answer. Under load the
+// HTTP server accepts a burst's connections a few at a time, so the answers
+// in progress can drop to none for a moment while more requests wait to be
+// read; a burst that ended in every such gap would let the handshakes it
+// holds back start between answers.
+const burstSettle = 25 * time.Millisecond
+
+// maxHandshakeHold bounds how long a DTLS handshake waits for a burst of
+// answers to end: answers first, but a burst that goes on and on must not
+// keep the sessions already answered from connecting.
+const maxHandshakeHold = 150 * time.Millisecond
+
+// answering tracks the answers (WHEP and WHIP) being made in the process,
 // whose garbage collector target is process-wide too.
 var answering answerBurst
 
-// answerBurst raises the garbage collector's target while at least one
-// answer is being made and restores it after the last.
+// answerBurst tracks a burst of answers: from the first answer begun until
+// burstSettle after the last one ended. During a burst the garbage
+// collector's target is raised, and DTLS handshakes wait (holdHandshake).
 type answerBurst struct {
 	mu sync.Mutex
-	n  int
-	// restore is the target before the first answer of the burst; raised
-	// says it was changed (it was lower than burstGCPercent and on).
+	// n is the answers in progress.
+	n int
+	// quiet is closed when the burst ends; nil between bursts.
+	quiet chan struct{}
+	// settle ends the burst burstSettle after its last answer; settleGen
+	// tells a stale timer (an answer began since) from the current one.
+	settle    *time.Timer
+	settleGen uint64
+	// restore is the target before the burst; raised says it was changed
+	// (it was on and lower than burstGCPercent).
 	restore int
 	raised  bool
-	// quiet is closed when the burst's last answer is out.
-	quiet chan struct{}
 }
 
 // begin counts an answer in; end counts it out and may be called any number
@@ -39,7 +57,8 @@ type answerBurst struct {
 func (b *answerBurst) begin() (end func()) {
 	b.mu.Lock()
 	b.n++
-	if b.n == 1 {
+	b.settleGen++ // a pending settle timer is stale now
+	if b.quiet == nil {
 		b.quiet = make(chan struct{})
 		prev := debug.SetGCPercent(burstGCPercent)
 		if prev < 0 || prev >= burstGCPercent {
@@ -60,22 +79,36 @@ func (b *answerBurst) end() {
 	if b.n--; b.n > 0 {
 		return
 	}
+	gen := b.settleGen
+	if b.settle != nil {
+		b.settle.Stop()
+	}
+	b.settle = time.AfterFunc(burstSettle, func() { b.finish(gen) })
+}
+
+// finish ends the burst unless an answer began since the timer was set.
+func (b *answerBurst) finish(gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.settleGen || b.n > 0 || b.quiet == nil {
+		return
+	}
 	close(b.quiet)
+	b.quiet = nil
 	if b.raised {
 		debug.SetGCPercent(b.restore)
 		b.raised = false
 	}
 }
 
-// waitQuiet returns once no answer is being made, or after max.
+// waitQuiet returns once no burst is going on, or after max.
 func (b *answerBurst) waitQuiet(max time.Duration) {
 	b.mu.Lock()
-	if b.n == 0 {
-		b.mu.Unlock()
-		return
-	}
 	quiet := b.quiet
 	b.mu.Unlock()
+	if quiet == nil {
+		return
+	}
 	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
@@ -84,27 +117,15 @@ func (b *answerBurst) waitQuiet(max time.Duration) {
 	}
 }
 
-// maxHandshakeHold bounds how long a DTLS handshake waits for a burst's
-// answers: answers first, but a burst that never ends must not keep the
-// sessions answered from connecting.
-const maxHandshakeHold = 150 * time.Millisecond
-
 // holdHandshake is pion's DTLS connect-context maker for the server's
-// sessions: it is called just before the handshake starts, and lets the
-// answers being made go first. A handshake costs the server about as much
-// CPU as an answer (ECDHE, a signature, checking the peer's); with fifty
-// viewers joining at once on two cores, the first viewers' handshakes, and
-// the catch-up video that follows them, ran beside the later answers and
-// made those wait. The handshake itself has no deadline, as with pion's
-// default: ICE failure or the connect timeout ends a session that stalls.
+// sessions: it is called just before a handshake starts, and lets a burst
+// of answers go first. A handshake costs the server about as much CPU as an
+// answer (ECDHE, a signature, checking the peer's); with fifty viewers
+// joining at once on two cores, the first viewers' handshakes, and the
+// catch-up video that follows them, ran beside the later answers and made
+// those wait. The handshake itself has no deadline, as with pion's default:
+// ICE failure or the connect timeout ends a session that stalls.
 func holdHandshake() (context.Context, func()) {
 	answering.waitQuiet(maxHandshakeHold)
 	return context.Background(), nil
-}
-
-// active is the number of answers being made.
-func (b *answerBurst) active() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.n
 }
