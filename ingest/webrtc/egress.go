@@ -70,7 +70,7 @@ type Drops struct {
 type viewer struct {
 	id, cam string
 	pc      *webrtc.PeerConnection
-	track   *webrtc.TrackLocalStaticRTP
+	track   *viewerTrack
 	reader  *hub.Reader
 	first   *busv1.AccessUnit
 	codec   busv1.Codec
@@ -213,7 +213,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	}
 	v.pc = pc
 	steps.mark("peer_connection")
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtpFor(first)}, "video", "imageflow-"+cam)
+	track, err := newViewerTrack(webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtpFor(first)}, "video", "imageflow-"+cam)
 	if err != nil {
 		_ = pc.Close()
 		return "", "", err
@@ -452,7 +452,9 @@ func (e *Engine) send(v *viewer) {
 			}
 		}
 	}
-	p := packetizer{codec: v.codec, track: v.track}
+	shared, release := e.packets.acquire(packetStream{cam: v.cam, codec: v.codec, transcoded: v.leaveTranscode != nil})
+	defer release()
+	p := packetizer{codec: v.codec, track: v.track, shared: shared}
 	t.Stop()
 	caughtUp := time.Now()
 	for i, au := range gop {
@@ -503,50 +505,37 @@ func (e *Engine) send(v *viewer) {
 // packetizer turns access units into RTP packets (RFC 6184 / RFC 7741) with
 // the camera's RTP timestamps, so a browser's requestVideoFrameCallback
 // rtpTimestamp equals AccessUnit.rtp_timestamp and overlays match frames.
+// H.264 and H.265 payloads come from the stream's sharedPackets.
 type packetizer struct {
-	codec busv1.Codec
-	track *webrtc.TrackLocalStaticRTP
-	h264  codecs.H264Payloader
-	h265  codecs.H265Payloader
-	vp8   codecs.VP8Payloader
-	vp9   codecs.VP9Payloader
-	seq   uint16
-	pkt   rtp.Packet
-	buf   [][]byte
+	codec  busv1.Codec
+	track  *viewerTrack
+	shared *sharedPackets
+	vp8    codecs.VP8Payloader
+	vp9    codecs.VP9Payloader
+	seq    uint16
 }
 
 func (p *packetizer) write(au *busv1.AccessUnit) error {
-	p.buf = p.buf[:0]
+	var payloads [][]byte
 	switch p.codec {
-	case busv1.Codec_CODEC_H264:
-		for _, n := range au.Nalus {
-			if len(n) == 0 {
-				continue
-			}
-			p.buf = append(p.buf, p.h264.Payload(rtpMTU, n)...)
-		}
-	case busv1.Codec_CODEC_H265:
-		for _, n := range au.Nalus {
-			if len(n) == 0 {
-				continue
-			}
-			p.buf = append(p.buf, p.h265.Payload(rtpMTU, n)...)
-		}
+	case busv1.Codec_CODEC_H264, busv1.Codec_CODEC_H265:
+		payloads = p.shared.payloads(au)
 	case busv1.Codec_CODEC_VP8:
-		p.buf = p.vp8.Payload(rtpMTU, au.Data)
+		payloads = p.vp8.Payload(rtpMTU, au.Data)
 	case busv1.Codec_CODEC_VP9:
-		p.buf = p.vp9.Payload(rtpMTU, au.Data)
+		payloads = p.vp9.Payload(rtpMTU, au.Data)
 	}
-	for i, payload := range p.buf {
-		p.pkt.Header = rtp.Header{
+	for i, payload := range payloads {
+		// A header of its own each time: the NACK responder keeps the
+		// header it is given for retransmission.
+		h := &rtp.Header{
 			Version:        2,
-			Marker:         i == len(p.buf)-1,
+			Marker:         i == len(payloads)-1,
 			SequenceNumber: p.seq,
 			Timestamp:      au.RtpTimestamp,
 		}
-		p.pkt.Payload = payload
 		p.seq++
-		if err := p.track.WriteRTP(&p.pkt); err != nil {
+		if err := p.track.write(h, payload); err != nil {
 			return err
 		}
 	}

@@ -100,6 +100,8 @@ type Engine struct {
 	video *videoFeeds
 	// certs is the DTLS certificate viewers share.
 	certs certCache
+	// packets cuts each H.264/H.265 access unit once for all viewers.
+	packets packetCaches
 }
 
 // NewEngine opens the UDP (and TCP) ports and builds the API.
@@ -279,7 +281,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 // NACK generation and receiver reports are for streams received, which a
 // viewer does not send, and each made loggers for every peer connection.
 func viewerInterceptors(me *webrtc.MediaEngine, lf logging.LoggerFactory) (*interceptor.Registry, error) {
-	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf))
+	// The packets sent are never written after (sharedPackets, and a new
+	// header per packet in packetizer.write through viewerTrack), so the
+	// responder keeps them as they are: a copy of each was a 1.5 kB buffer
+	// per packet and viewer, 1024 of them kept per viewer
+	// (TestWHEPNackRetransmitsTheSamePacket).
+	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf), nack.DisableCopy())
 	if err != nil {
 		return nil, err
 	}
