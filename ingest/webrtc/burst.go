@@ -38,8 +38,8 @@ var answering answerBurst
 // collector's target is raised, and DTLS handshakes wait (holdHandshake).
 type answerBurst struct {
 	mu sync.Mutex
-	// n is the answers in progress.
-	n int
+	// n is the answers in progress, begun those begun in this burst.
+	n, begun int
 	// quiet is closed when the burst ends; nil between bursts.
 	quiet chan struct{}
 	// settle ends the burst burstSettle after its last answer; settleGen
@@ -57,9 +57,11 @@ type answerBurst struct {
 func (b *answerBurst) begin() (end func()) {
 	b.mu.Lock()
 	b.n++
+	b.begun++
 	b.settleGen++ // a pending settle timer is stale now
 	if b.quiet == nil {
 		b.quiet = make(chan struct{})
+		b.begun = 1
 		prev := debug.SetGCPercent(burstGCPercent)
 		if prev < 0 || prev >= burstGCPercent {
 			// GC off, or already at least as lax: leave it.
@@ -93,20 +95,23 @@ func (b *answerBurst) finish(gen uint64) {
 	if gen != b.settleGen || b.n > 0 || b.quiet == nil {
 		return
 	}
-	close(b.quiet)
-	b.quiet = nil
 	if b.raised {
 		debug.SetGCPercent(b.restore)
 		b.raised = false
 	}
+	close(b.quiet)
+	b.quiet = nil
 }
 
-// waitQuiet returns once no burst is going on, or after max.
+// waitQuiet returns once no burst is going on, or after max. A lone
+// answer's settle time is no burst: a single viewer's handshake, which may
+// start within it, does not wait for it.
 func (b *answerBurst) waitQuiet(max time.Duration) {
 	b.mu.Lock()
 	quiet := b.quiet
+	lone := b.n == 0 && b.begun <= 1
 	b.mu.Unlock()
-	if quiet == nil {
+	if quiet == nil || lone {
 		return
 	}
 	t := time.NewTimer(max)

@@ -8,7 +8,8 @@ import (
 
 // A burst raises the GC target from its first answer until burstSettle after
 // its last, an answer begun within that settle time continues it, and
-// waitQuiet waits for its end, or gives up after its bound.
+// waitQuiet waits for its end, or gives up after its bound; after a lone
+// answer it does not wait.
 func TestAnswerBurst(t *testing.T) {
 	prev := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(prev)
@@ -66,6 +67,14 @@ func TestAnswerBurst(t *testing.T) {
 	if p := gcPercent(); p != 100 {
 		t.Fatalf("GC target after the second burst: %d, want 100", p)
 	}
+
+	// A lone answer's settle time holds nothing.
+	end6 := b.begin()
+	end6()
+	if d := waited(); d > 10*time.Millisecond {
+		t.Fatalf("waitQuiet took %v after a lone answer", d)
+	}
+	time.Sleep(2 * burstSettle)
 
 	// A target already at least as lax is left alone.
 	debug.SetGCPercent(800)
