@@ -262,7 +262,7 @@ func (e *Engine) NewViewer(ctx context.Context, cam, client, offerSDP string, sr
 	steps.mark("tracks")
 	// Narrow the codecs to the camera's so the answer names exactly what
 	// will be sent.
-	ans, err := answer(ctx, pc, info.videoOnlyCodec(first.Codec, offerSDP), steps, func() error {
+	ans, err := answer(ctx, pc, info.videoOnlyCodec(first.Codec, h264Profile(first), offerSDP), steps, func() error {
 		for _, tr := range pc.GetTransceivers() {
 			if tr.Sender() == sender {
 				if tr.Mid() == "" {
@@ -353,6 +353,20 @@ func fmtpFor(au *busv1.AccessUnit) string {
 		}
 	}
 	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+}
+
+// h264Profile is the profile_idc and constraint flags of an H264 access
+// unit's SPS, nil without one.
+func h264Profile(au *busv1.AccessUnit) []byte {
+	if au.Codec != busv1.Codec_CODEC_H264 {
+		return nil
+	}
+	for _, n := range au.Nalus {
+		if len(n) >= 4 && n[0]&0x1f == 7 {
+			return n[1:3]
+		}
+	}
+	return nil
 }
 
 // h265Fmtp is the fmtp line of an H.265 camera: its SPS's profile (Main,

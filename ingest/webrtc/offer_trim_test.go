@@ -31,7 +31,7 @@ func TestVideoOnlyCodec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := parse(info.videoOnlyCodec(busv1.Codec_CODEC_H264, offer))
+	cut := parse(info.videoOnlyCodec(busv1.Codec_CODEC_H264, nil, offer))
 	if len(cut.MediaDescriptions) != len(orig.MediaDescriptions) {
 		t.Fatalf("%d media sections, want %d", len(cut.MediaDescriptions), len(orig.MediaDescriptions))
 	}
@@ -75,13 +75,46 @@ func TestVideoOnlyCodec(t *testing.T) {
 
 	// No codec named, or an offer already down to the codec: left alone.
 	info, _ = InspectOffer(offer)
-	if got := info.videoOnlyCodec(busv1.Codec_CODEC_UNSPECIFIED, offer); got != offer {
+	if got := info.videoOnlyCodec(busv1.Codec_CODEC_UNSPECIFIED, nil, offer); got != offer {
 		t.Fatal("an offer was changed with no codec named")
 	}
 	info, _ = InspectOffer(offer)
-	once := info.videoOnlyCodec(busv1.Codec_CODEC_H264, offer)
+	once := info.videoOnlyCodec(busv1.Codec_CODEC_H264, nil, offer)
 	info, _ = InspectOffer(once)
-	if got := info.videoOnlyCodec(busv1.Codec_CODEC_H264, once); got != once {
+	if got := info.videoOnlyCodec(busv1.Codec_CODEC_H264, nil, once); got != once {
 		t.Fatalf("an offer already cut to the codec was changed:\n%s\n----\n%s", once, got)
+	}
+}
+
+// Knowing the camera's H264 profile, the cut keeps one payload type: the
+// first with the same profile and constraint flags, else the first with
+// the same profile_idc, else the first H264 one with packetization-mode=1.
+func TestVideoOnlyCodecKeepsClosestH264(t *testing.T) {
+	offer := localOffer(t, offeringPC(t, clientAPI(t), webrtc.RTPTransceiverDirectionRecvonly, webrtc.RTPCodecTypeVideo))
+	for _, c := range []struct {
+		profile []byte
+		want    string
+	}{
+		{[]byte{0x64, 0x00}, "640"},  // High: its own payload type
+		{[]byte{0x4d, 0x00}, "4d0"},  // Main
+		{[]byte{0x42, 0xe0}, "42e0"}, // Constrained Baseline as offered
+		{[]byte{0x42, 0xc0}, "4200"}, // Baseline with other flags: the first Baseline
+		{[]byte{0x58, 0x00}, "4200"}, // Extended, not offered: the first
+	} {
+		info, err := InspectOffer(offer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sd sdp.SessionDescription
+		if err := sd.UnmarshalString(info.videoOnlyCodec(busv1.Codec_CODEC_H264, c.profile, offer)); err != nil {
+			t.Fatal(err)
+		}
+		codecs := mediaCodecs(sd.MediaDescriptions[0])
+		if len(codecs) != 1 || len(sd.MediaDescriptions[0].MediaName.Formats) != 1 {
+			t.Fatalf("profile %x: kept %v (%d codecs), want one payload type", c.profile, sd.MediaDescriptions[0].MediaName.Formats, len(codecs))
+		}
+		if !strings.Contains(codecs[0].fmtp, "profile-level-id="+c.want) || videoCodecOf(codecs[0]) != busv1.Codec_CODEC_H264 {
+			t.Fatalf("profile %x: kept %s %s, want profile-level-id %s…", c.profile, codecs[0].pt, codecs[0].fmtp, c.want)
+		}
 	}
 }

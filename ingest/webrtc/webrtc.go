@@ -114,10 +114,16 @@ func InspectOffer(offer string) (*OfferInfo, error) {
 // parsing both fmtp lines each time, twice over: with a browser's 20 to 30
 // video payload types that was two thirds of a WHEP answer's CPU, and each
 // answer's CPU is what the others wait for when many viewers join at once.
-// RTX, FEC and RED go too: viewers are not sent them. A section without the
-// codec, and the audio and data sections, are left as they are. It may be
-// called once, after InspectOffer; offer is returned when nothing is cut.
-func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, offer string) string {
+// RTX, FEC and RED go too: viewers are not sent them. For H264, profile
+// (the camera's profile_idc and constraint flags, nil when unknown) keeps
+// one payload type of the offer's: the first with that profile, else the
+// first with its profile_idc, else the first; pion binds the track to such
+// a one anyway, and each H264 payload type left was another round of fmtp
+// parsing against every registered one (a browser offers four to six with
+// packetization-mode=1). A section without the codec, and the audio and
+// data sections, are left as they are. It may be called once, after
+// InspectOffer; offer is returned when nothing is cut.
+func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, profile []byte, offer string) string {
 	sd := o.parsed
 	o.parsed = nil
 	if sd == nil || codec == busv1.Codec_CODEC_UNSPECIFIED {
@@ -129,10 +135,15 @@ func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, offer string) string {
 			continue
 		}
 		keep := map[string]bool{}
+		var kept []sdpCodec
 		for _, c := range mediaCodecs(md) {
 			if videoCodecOf(c) == codec {
 				keep[c.pt] = true
+				kept = append(kept, c)
 			}
+		}
+		if codec == busv1.Codec_CODEC_H264 && len(profile) == 2 && len(kept) > 1 {
+			keep = map[string]bool{closestH264(kept, profile).pt: true}
 		}
 		if len(keep) == 0 || len(keep) == len(md.MediaName.Formats) {
 			continue
@@ -165,6 +176,46 @@ func (o *OfferInfo) videoOnlyCodec(codec busv1.Codec, offer string) string {
 		return offer
 	}
 	return string(b)
+}
+
+// closestH264 is the first of codecs (H264, at least one) with profile's
+// profile_idc and constraint flags, else the first with its profile_idc,
+// else the first.
+func closestH264(codecs []sdpCodec, profile []byte) sdpCodec {
+	sameIDC := -1
+	for i, c := range codecs {
+		p, ok := h264FmtpProfile(c.fmtp)
+		if !ok {
+			continue
+		}
+		if p[0] == profile[0] && p[1] == profile[1] {
+			return c
+		}
+		if p[0] == profile[0] && sameIDC < 0 {
+			sameIDC = i
+		}
+	}
+	if sameIDC >= 0 {
+		return codecs[sameIDC]
+	}
+	return codecs[0]
+}
+
+// h264FmtpProfile reads the profile_idc and constraint flags of an H264
+// fmtp line's profile-level-id.
+func h264FmtpProfile(fmtp string) (p [2]byte, ok bool) {
+	for _, param := range strings.Split(fmtp, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(param), "=")
+		if !strings.EqualFold(k, "profile-level-id") || len(v) != 6 {
+			continue
+		}
+		b, err := hex.DecodeString(v[:4])
+		if err != nil {
+			return p, false
+		}
+		return [2]byte{b[0], b[1]}, true
+	}
+	return p, false
 }
 
 type sdpCodec struct {
