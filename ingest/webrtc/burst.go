@@ -24,6 +24,12 @@ const burstGCPercent = 400
 // holds back start between answers.
 const burstSettle = 25 * time.Millisecond
 
+// burstGCTail is how long the garbage collector's target stays raised after
+// a burst of more than one answer: the burst's viewers connect then, and
+// the collection its garbage was spared would otherwise run beside their
+// handshakes and first video.
+const burstGCTail = 500 * time.Millisecond
+
 // maxHandshakeHold bounds how long a DTLS handshake waits for a burst of
 // answers to end: answers first, but a burst that goes on and on must not
 // keep the sessions already answered from connecting.
@@ -34,8 +40,9 @@ const maxHandshakeHold = 150 * time.Millisecond
 var answering answerBurst
 
 // answerBurst tracks a burst of answers: from the first answer begun until
-// burstSettle after the last one ended. During a burst the garbage
-// collector's target is raised, and DTLS handshakes wait (holdHandshake).
+// burstSettle after the last one ended. During a burst, and burstGCTail
+// after one of more than one answer, the garbage collector's target is
+// raised; DTLS handshakes wait for the burst's end (holdHandshake).
 type answerBurst struct {
 	mu sync.Mutex
 	// n is the answers in progress, begun those begun in this burst.
@@ -62,6 +69,8 @@ func (b *answerBurst) begin() (end func()) {
 	if b.quiet == nil {
 		b.quiet = make(chan struct{})
 		b.begun = 1
+	}
+	if !b.raised {
 		prev := debug.SetGCPercent(burstGCPercent)
 		if prev < 0 || prev >= burstGCPercent {
 			// GC off, or already at least as lax: leave it.
@@ -95,12 +104,31 @@ func (b *answerBurst) finish(gen uint64) {
 	if gen != b.settleGen || b.n > 0 || b.quiet == nil {
 		return
 	}
+	if b.begun > 1 {
+		time.AfterFunc(burstGCTail, func() { b.lowerGC(gen) })
+	} else {
+		b.restoreGC()
+	}
+	close(b.quiet)
+	b.quiet = nil
+}
+
+// lowerGC restores the garbage collector's target unless an answer began
+// since the burst ended.
+func (b *answerBurst) lowerGC(gen uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen == b.settleGen {
+		b.restoreGC()
+	}
+}
+
+// restoreGC puts back the target from before the burst; b.mu is held.
+func (b *answerBurst) restoreGC() {
 	if b.raised {
 		debug.SetGCPercent(b.restore)
 		b.raised = false
 	}
-	close(b.quiet)
-	b.quiet = nil
 }
 
 // waitQuiet returns once no burst is going on, or after max. A lone
