@@ -40,7 +40,9 @@ type Motion struct {
 	kernel     gocv.Mat
 	mask, tmp  gocv.Mat
 	// small is the frame shrunk to workWidth (reused every frame).
-	small   gocv.Mat
+	small gocv.Mat
+	// gray is the luma the background model works on (reused).
+	gray    gocv.Mat
 	seeded  bool
 	closed  bool
 	regions []region
@@ -65,6 +67,7 @@ func NewMotion(p processors.Params) (processors.Processor, error) {
 		mask:   gocv.NewMat(),
 		tmp:    gocv.NewMat(),
 		small:  gocv.NewMat(),
+		gray:   gocv.NewMat(),
 	}, nil
 }
 
@@ -82,7 +85,11 @@ func (m *Motion) Process(_ context.Context, in *processors.Input, out *processor
 		gocv.Resize(in.Image, &m.small, image.Pt(m.workWidth, h), 0, 0, gocv.InterpolationArea)
 		src = m.small
 	}
-	m.mog.Apply(src, &m.mask)
+	// The model works on luma: MOG2 keeps its mixtures per channel, so one
+	// channel costs a third of three, and a person walking over a floor
+	// differs from it in brightness far more often than in hue alone.
+	gocv.CvtColor(src, &m.gray, gocv.ColorBGRToGray)
+	m.mog.Apply(m.gray, &m.mask)
 	if !m.seeded {
 		m.seeded = true
 		setValue(out, "motion", "false")
@@ -144,6 +151,6 @@ func (m *Motion) Close() error {
 		m.closed = true
 		m.mog.Close()
 	}
-	closeMats(&m.kernel, &m.mask, &m.tmp, &m.small)
+	closeMats(&m.kernel, &m.mask, &m.tmp, &m.small, &m.gray)
 	return nil
 }
