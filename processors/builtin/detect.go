@@ -355,6 +355,9 @@ func (d *Detect) Process(ctx context.Context, in *processors.Input, out *process
 			// Smaller than one detection window: nobody can be found.
 			return nil
 		}
+		// OpenCV's HOG computes its gradient on every channel and keeps
+		// the strongest: on gray that work is a third, and as many people
+		// are found.
 		gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 		d.out = out
 		err := d.hog.detect(&d.gray, d.hogP, d.addHOG)
@@ -389,8 +392,8 @@ func (d *Detect) processRegions(in *processors.Input, out *processors.Output) er
 	if len(d.rois) == 0 {
 		return nil
 	}
-	// Both detectors work on gray pictures, converted once for the whole
-	// frame.
+	// Both detectors work on gray pictures (for HOG a third of the
+	// gradient work, see Process), converted once for the whole frame.
 	gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 	if d.backend == "haar" {
 		// Equalised once for the whole frame, as in full mode, so a face
