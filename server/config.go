@@ -20,6 +20,7 @@ import (
 
 	"github.com/imageflowcanvas/imageflow/bus"
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
+	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	"github.com/imageflowcanvas/imageflow/redact"
 	"github.com/imageflowcanvas/imageflow/server/rest"
 )
@@ -221,6 +222,11 @@ type Config struct {
 	DetectFPS float64 `yaml:"detect_fps"`
 	// DetectWidth is the width frames are scaled to for processing.
 	DetectWidth int `yaml:"detect_width"`
+	// OpenCVThreads is how many threads each of OpenCV's parallel loops
+	// uses (builtin.SetOpenCVThreads): 1 spends the least CPU per camera,
+	// 0 lets OpenCV use every core for one frame (lower latency for a
+	// single camera with a heavy model).
+	OpenCVThreads int `yaml:"opencv_threads"`
 	// ModelsDir is the only directory pipeline steps read model, class-list
 	// and cascade files from (besides OpenCV's shipped cascades and the
 	// models the setup installs, modelfiles.Installed, which a file of the
@@ -305,6 +311,7 @@ func Defaults() Config {
 		BatchRetention:        7 * 24 * time.Hour,
 		RecordSegment:         10 * time.Second,
 		DetectWidth:           640,
+		OpenCVThreads:         1,
 		Demo:                  true,
 		LogLevel:              "info",
 	}
@@ -618,6 +625,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DetectWidth < 64 || c.DetectWidth > 4096 {
 		return bad("detect_width", c.DetectWidth, "want 64..4096")
+	}
+	if c.OpenCVThreads < 0 || c.OpenCVThreads > builtin.MaxOpenCVThreads {
+		return bad("opencv_threads", c.OpenCVThreads, fmt.Sprintf("want 0..%d", builtin.MaxOpenCVThreads))
 	}
 	if c.BodyLimit < 1024 {
 		return bad("body_limit", c.BodyLimit, "must be at least 1024")

@@ -28,6 +28,7 @@ import (
 	"github.com/imageflowcanvas/imageflow/ingest/rtsp"
 	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/processors"
+	"github.com/imageflowcanvas/imageflow/processors/builtin"
 	"github.com/imageflowcanvas/imageflow/processors/remote"
 	busv1 "github.com/imageflowcanvas/imageflow/proto/busv1"
 	pb "github.com/imageflowcanvas/imageflow/proto/processorv1"
@@ -127,6 +128,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.Registry == nil {
 		s.Registry = processors.NewRegistry()
 		registerBuiltins(s.Registry, s.Config.ModelsPath())
+	}
+	if err := builtin.SetOpenCVThreads(s.Config.OpenCVThreads); err != nil {
+		// Only a second server in one process (tests) with another count
+		// gets here; the first count stays in force.
+		s.Logger.Warn("opencv_threads not applied", "error", err)
 	}
 	s.keys = newKeyring(&s.Config)
 	s.jwt = newJWKSVerifier(&s.Config)

@@ -547,6 +547,8 @@ func TestConfigPipeline(t *testing.T) {
 		{func(c *Config) { c.WebRTCConnectTimeout = -time.Second }, "webrtc_connect_timeout"},
 		{func(c *Config) { c.WebRTCTranscodeWidth = 1281 }, "webrtc_transcode_width: 1281"},
 		{func(c *Config) { c.WebRTCTranscodeBitrate = -1 }, "webrtc_transcode_bitrate: -1"},
+		{func(c *Config) { c.OpenCVThreads = -1 }, "opencv_threads: -1"},
+		{func(c *Config) { c.OpenCVThreads = 257 }, "opencv_threads: 257"},
 	}
 	for _, tc := range bad {
 		c := Defaults()

@@ -355,8 +355,12 @@ func (d *Detect) Process(ctx context.Context, in *processors.Input, out *process
 			// Smaller than one detection window: nobody can be found.
 			return nil
 		}
+		// OpenCV's HOG computes its gradient on every channel and keeps
+		// the strongest: on gray that work is a third, and as many people
+		// are found.
+		gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 		d.out = out
-		err := d.hog.detect(&in.Image, d.hogP, d.addHOG)
+		err := d.hog.detect(&d.gray, d.hogP, d.addHOG)
 		d.out = nil
 		return err
 	case "haar":
@@ -388,14 +392,15 @@ func (d *Detect) processRegions(in *processors.Input, out *processors.Output) er
 	if len(d.rois) == 0 {
 		return nil
 	}
-	src := &in.Image
+	// Both detectors work on gray pictures (for HOG a third of the
+	// gradient work, see Process), converted once for the whole frame.
+	gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 	if d.backend == "haar" {
 		// Equalised once for the whole frame, as in full mode, so a face
 		// scores the same whichever region it falls in.
-		gocv.CvtColor(in.Image, &d.gray, gocv.ColorBGRToGray)
 		gocv.EqualizeHist(d.gray, &d.gray)
-		src = &d.gray
 	}
+	src := &d.gray
 	if d.bySize {
 		d.roiSizes = motionSpans(d.roiSizes[:0], d.rois, in.Detections, d.regionLabel)
 	}

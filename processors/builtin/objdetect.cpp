@@ -2,8 +2,27 @@
 #include <string>
 #include <vector>
 #include <opencv2/core/persistence.hpp>
+#include <opencv2/core/utility.hpp>
 #include <opencv2/objdetect.hpp>
 #include "objdetect.h"
+
+int ifc_cv_set_threads(int n) {
+    try {
+        // cv::setNumThreads takes -1 for its default; 0 would mean serial.
+        cv::setNumThreads(n > 0 ? n : -1);
+        return cv::getNumThreads();
+    } catch (...) {
+        return -1;
+    }
+}
+
+int ifc_cv_get_threads(void) {
+    try {
+        return cv::getNumThreads();
+    } catch (...) {
+        return -1;
+    }
+}
 
 void* ifc_hog_new(void) {
     try {

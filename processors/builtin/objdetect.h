@@ -8,6 +8,12 @@
 extern "C" {
 #endif
 
+// ifc_cv_set_threads sets the threads of OpenCV's parallel loops for the
+// whole process (0: OpenCV's default, one per core) and returns the count
+// now in force, or -1 when OpenCV threw.
+int ifc_cv_set_threads(int n);
+int ifc_cv_get_threads(void);
+
 void* ifc_hog_new(void);
 void ifc_hog_close(void* hog);
 
