@@ -160,5 +160,5 @@ func (b *answerBurst) waitQuiet(max time.Duration) {
 // ICE failure or the connect timeout ends a session that stalls.
 func holdHandshake() (context.Context, func()) {
 	answering.waitQuiet(maxHandshakeHold)
-	return context.Background(), nil
+	return context.Background(), func() {}
 }
