@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	iwebrtc "github.com/imageflowcanvas/imageflow/ingest/webrtc"
 	"github.com/imageflowcanvas/imageflow/internal/memtrim"
 	"github.com/imageflowcanvas/imageflow/server"
 )
@@ -152,7 +153,7 @@ func trimAfterStartup(ctx context.Context, logger *slog.Logger) {
 		return
 	}
 	logger.Debug("start-up memory trimmed", "mappings", res.Mappings, "file_mib", res.FileBytes>>20)
-	memtrim.GiveBackAfterBursts(ctx, giveBackEvery, giveBackSlack, func(before, after int64) {
+	memtrim.GiveBackAfterBursts(ctx, giveBackEvery, giveBackSlack, iwebrtc.InBurst, func(before, after int64) {
 		logger.Debug("freed memory given back", "from_mib", before>>20, "to_mib", after>>20)
 	})
 }

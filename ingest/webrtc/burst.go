@@ -150,6 +150,15 @@ func (b *answerBurst) waitQuiet(max time.Duration) {
 	}
 }
 
+// InBurst reports whether a burst of answers, or the garbage collector's
+// raised target after one, is going on in this process: a good moment for
+// nothing else to force a collection (see memtrim.GiveBackAfterBursts).
+func InBurst() bool {
+	answering.mu.Lock()
+	defer answering.mu.Unlock()
+	return answering.quiet != nil || answering.raised
+}
+
 // holdHandshake is pion's DTLS connect-context maker for the server's
 // sessions: it is called just before a handshake starts, and lets a burst
 // of answers go first. A handshake costs the server about as much CPU as an

@@ -158,7 +158,10 @@ func kilobytes(line []byte) int64 {
 // up to two minutes away on a quiet server, and glibc keeps the freed
 // memory of each thread's arena; on a small box that memory is better given
 // back. A forced collection every interval while memory grows is the cost.
-func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int64, onGiveBack func(before, after int64)) {
+//
+// busy, if set, postpones a give-back to the next check while it reports
+// true (the WebRTC engine's burst of answers, which puts collections off).
+func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int64, busy func() bool, onGiveBack func(before, after int64)) {
 	floor := privateBytes()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -175,7 +178,7 @@ func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int6
 		if now < floor {
 			floor = now
 		}
-		if now-floor <= slack {
+		if now-floor <= slack || (busy != nil && busy()) {
 			continue
 		}
 		trimCHeap()

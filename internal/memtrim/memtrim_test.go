@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -118,7 +119,8 @@ func statusKB(t *testing.T, key string) int64 {
 }
 
 // TestGiveBackAfterBursts makes a 64 MiB burst of Go memory, lets go of it
-// and checks the watcher hands it back to the kernel.
+// and checks the watcher hands it back to the kernel, not while busy says
+// to wait.
 func TestGiveBackAfterBursts(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("/proc/self/status is Linux's")
@@ -126,7 +128,9 @@ func TestGiveBackAfterBursts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	gaveBack := make(chan [2]int64, 64)
-	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, func(before, after int64) {
+	var busy atomic.Bool
+	busy.Store(true)
+	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, busy.Load, func(before, after int64) {
 		select {
 		case gaveBack <- [2]int64{before, after}:
 		default:
@@ -139,6 +143,12 @@ func TestGiveBackAfterBursts(t *testing.T) {
 	}
 	runtime.KeepAlive(burst)
 	burst = nil
+	select {
+	case g := <-gaveBack:
+		t.Fatalf("gave back while busy: %d → %d MiB", g[0]>>20, g[1]>>20)
+	case <-time.After(200 * time.Millisecond):
+	}
+	busy.Store(false)
 	// A give-back may come while the burst is still being written (and
 	// still referenced); the one after it is let go must hand it back.
 	deadline := time.After(10 * time.Second)
