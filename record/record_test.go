@@ -470,20 +470,29 @@ func probeExport(t *testing.T, mp4 []byte) (duration float64, packets int, monot
 	return duration, packets, monotonic
 }
 
+// recordTwoSessions records camera "cam": 3 s of a 30 fps clip from wall,
+// then 2 s of it on a decode timeline counting from 1000 s (an ingest
+// restart), its first picture ingested restartAfter after wall.
+func recordTwoSessions(t *testing.T, restartAfter time.Duration) (m *Manager, wall time.Time) {
+	t.Helper()
+	e := startEnv(t)
+	m = e.manager(t)
+	if err := m.Record("cam", Settings{}); err != nil {
+		t.Fatal(err)
+	}
+	clip := testkit.H264Clip(t, 3)
+	wall = time.Now().Add(-time.Minute).Truncate(time.Second)
+	e.publishRun(t, "cam", clip, 0, wall)
+	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(restartAfter))
+	return m, wall
+}
+
 // TestExportJoinsIngestRestarts records two ingest sessions of one camera
 // whose decode timelines have nothing in common (the second counts from
 // 1000 s), 2 s apart on the wall clock, and exports a range over both: the
 // hole is closed, every picture is there once and decode times only grow.
 func TestExportJoinsIngestRestarts(t *testing.T) {
-	e := startEnv(t)
-	m := e.manager(t)
-	if err := m.Record("cam", Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	clip := testkit.H264Clip(t, 3)
-	wall := time.Now().Add(-time.Minute).Truncate(time.Second)
-	e.publishRun(t, "cam", clip, 0, wall)
-	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(5*time.Second))
+	m, wall := recordTwoSessions(t, 5*time.Second)
 	testkit.WaitFor(t, 20*time.Second, "5 complete segments", func() bool { return len(completeSegments(m, "cam")) == 5 })
 	near := func(a, b time.Time) bool { return a.Sub(b).Abs() < time.Millisecond }
 	if g := Gaps(completeSegments(m, "cam")); len(g) != 1 || !near(g[0].Start, wall.Add(3*time.Second)) || !near(g[0].End, wall.Add(5*time.Second)) {
@@ -505,15 +514,7 @@ func TestExportJoinsIngestRestarts(t *testing.T) {
 // segment's end (clock jitter after the hub dropped pictures, as seen in CI):
 // the new segment starts where the last ended, not before it.
 func TestRecorderSessionsNeverOverlap(t *testing.T) {
-	e := startEnv(t)
-	m := e.manager(t)
-	if err := m.Record("cam", Settings{}); err != nil {
-		t.Fatal(err)
-	}
-	clip := testkit.H264Clip(t, 3)
-	wall := time.Now().Add(-time.Minute).Truncate(time.Second)
-	e.publishRun(t, "cam", clip, 0, wall)
-	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(3*time.Second-5*time.Millisecond))
+	m, wall := recordTwoSessions(t, 3*time.Second-5*time.Millisecond)
 	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
 	segs := completeSegments(m, "cam")
 	for i := 1; i < len(segs); i++ {
