@@ -88,17 +88,10 @@ func TestClusterReplicatesState(t *testing.T) {
 		// Just after start a node's JetStream API may still lack a
 		// responder for the bucket (seen on a loaded machine): poll.
 		var e jetstream.KeyValueEntry
-		var err error
-		deadline := time.Now().Add(15 * time.Second)
-		for tries := 1; ; tries++ {
-			if e, err = b.KV(BucketCameras).Get(ctx, "front"); err == nil || time.Now().After(deadline) {
-				if tries > 1 {
-					t.Logf("node %d: read after %d tries (%v)", i+1, tries, err)
-				}
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		err := retryJetStream(t, fmt.Sprintf("node %d: read", i+1), func() (err error) {
+			e, err = b.KV(BucketCameras).Get(ctx, "front")
+			return err
+		})
 		if err != nil || string(e.Value()) != "v1" {
 			t.Fatalf("node %d reads %v %v", i+1, e, err)
 		}
@@ -114,11 +107,38 @@ func TestClusterReplicatesState(t *testing.T) {
 		t.Fatalf("JOBS replicas %d", got)
 	}
 	buses[0].Close()
-	if _, err := buses[1].KV(BucketCameras).Put(ctx, "back", []byte("v2")); err != nil {
+	// The survivors elect new leaders for what node 1 led; until then
+	// JetStream answers "temporarily unavailable" (ci18): poll.
+	if err := retryJetStream(t, "write with one node down", func() error {
+		_, err := buses[1].KV(BucketCameras).Put(ctx, "back", []byte("v2"))
+		return err
+	}); err != nil {
 		t.Fatalf("write with one node down: %v", err)
 	}
-	if e, err := buses[2].KV(BucketCameras).Get(ctx, "front"); err != nil || string(e.Value()) != "v1" {
+	var e jetstream.KeyValueEntry
+	err = retryJetStream(t, "survivor read", func() (err error) {
+		e, err = buses[2].KV(BucketCameras).Get(ctx, "front")
+		return err
+	})
+	if err != nil || string(e.Value()) != "v1" {
 		t.Fatalf("survivor reads %v %v", e, err)
+	}
+}
+
+// retryJetStream calls op every 100 ms until it succeeds or 15 s have
+// passed, and logs how many tries it took when more than one.
+func retryJetStream(t *testing.T, what string, op func() error) error {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for tries := 1; ; tries++ {
+		err := op()
+		if err == nil || time.Now().After(deadline) {
+			if tries > 1 {
+				t.Logf("%s after %d tries (%v)", what, tries, err)
+			}
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
