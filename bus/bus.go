@@ -324,7 +324,7 @@ func (b *Bus) setup(ctx context.Context) error {
 	replicas := max(b.Cluster.Replicas, 1)
 	for _, cfg := range b.streamSpecs() {
 		cfg.Replicas = replicas
-		if err := b.retry(ctx, func(ctx context.Context) error {
+		if err := b.retry(ctx, "stream "+cfg.Name, func(ctx context.Context) error {
 			_, err := b.js.CreateOrUpdateStream(ctx, cfg)
 			if err != nil && strings.Contains(err.Error(), "storage type") && (cfg.Name == "RESULTS" || cfg.Name == "METRICS") {
 				// A box that becomes a leaf (or stops being one) moves these
@@ -362,7 +362,7 @@ func (b *Bus) setup(ctx context.Context) error {
 			cfg.Storage = jetstream.MemoryStorage
 		}
 		var kv jetstream.KeyValue
-		if err := b.retry(ctx, func(ctx context.Context) (err error) {
+		if err := b.retry(ctx, "kv "+name, func(ctx context.Context) (err error) {
 			if replicas == 1 || name == BucketLeases || name == BucketNodes {
 				kv, err = b.js.CreateOrUpdateKeyValue(ctx, cfg)
 				return err
@@ -374,7 +374,7 @@ func (b *Bus) setup(ctx context.Context) error {
 		b.kv[name] = kv
 	}
 	var obj jetstream.ObjectStore
-	if err := b.retry(ctx, func(ctx context.Context) (err error) {
+	if err := b.retry(ctx, "object store "+ObjectStoreBlobs, func(ctx context.Context) (err error) {
 		obj, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ObjectStoreBlobs, Storage: jetstream.FileStorage, Replicas: replicas})
 		return err
 	}); err != nil {
@@ -423,7 +423,7 @@ func (b *Bus) leaderReadBucket(ctx context.Context, cfg jetstream.KeyValueConfig
 // retry runs op until it succeeds or ctx ends: while a cluster forms (a
 // peer restarting, a leader being elected) JetStream answers with timeouts
 // and "no suitable peers" for a while. A single server is answered at once.
-func (b *Bus) retry(ctx context.Context, op func(ctx context.Context) error) error {
+func (b *Bus) retry(ctx context.Context, what string, op func(ctx context.Context) error) error {
 	for {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		err := op(actx)
@@ -431,7 +431,7 @@ func (b *Bus) retry(ctx context.Context, op func(ctx context.Context) error) err
 		if err == nil || !b.Cluster.Clustered() {
 			return err
 		}
-		b.Logger.Info("jetstream not ready, retrying", "error", err)
+		b.Logger.Info("jetstream not ready, retrying", "what", what, "error", err)
 		select {
 		case <-ctx.Done():
 			return err

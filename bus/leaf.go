@@ -193,7 +193,7 @@ func (b *Bus) setupLeafSources(ctx context.Context) error {
 					External: &jetstream.ExternalStream{APIPrefix: "$JS." + leaf + ".API"},
 				}},
 			}
-			if err := b.retry(ctx, func(ctx context.Context) error {
+			if err := b.retry(ctx, "stream "+cfg.Name, func(ctx context.Context) error {
 				_, err := b.js.CreateOrUpdateStream(ctx, cfg)
 				return err
 			}); err != nil {
