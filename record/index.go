@@ -233,6 +233,20 @@ func (ix *index) between(cam string, since, until time.Time) []Segment {
 	return out
 }
 
+// lastEnd is where the latest of cam's segments written by node ends, or
+// the zero time when node wrote none.
+func (ix *index) lastEnd(cam, node string) time.Time {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	var end time.Time
+	for _, s := range ix.cams[cam] {
+		if s.Node == node && s.End.After(end) {
+			end = s.End
+		}
+	}
+	return end
+}
+
 // all returns a copy of every camera's segments.
 func (ix *index) all() map[string][]Segment {
 	ix.mu.Lock()

@@ -272,6 +272,13 @@ func (m *Manager) Record(cam string, s Settings) error {
 	}
 	r := &recorder{m: m, cam: cam, reader: reader, done: make(chan struct{}),
 		log: m.Logger.With("camera", cam), audioCh: make(chan *nats.Msg, 1024)}
+	// A camera that comes back to this node (its lease lost and won again)
+	// gets a new recorder; it goes on from this node's last segment, whose
+	// end came from timestamps a source delivering ahead of the clock can
+	// put past now.
+	if end := m.ix.lastEnd(cam, m.Node); !end.IsZero() {
+		r.lastEnd = end.UnixNano()
+	}
 	if m.Conn != nil {
 		sub, err := m.Conn.ChanSubscribe(m.Subjects.Audio(cam), r.audioCh)
 		if err != nil {

@@ -473,7 +473,7 @@ func probeExport(t *testing.T, mp4 []byte) (duration float64, packets int, monot
 // recordTwoSessions records camera "cam": 3 s of a 30 fps clip from wall,
 // then 2 s of it on a decode timeline counting from 1000 s (an ingest
 // restart), its first picture ingested restartAfter after wall.
-func recordTwoSessions(t *testing.T, restartAfter time.Duration) (m *Manager, wall time.Time) {
+func recordTwoSessions(t *testing.T, restartAfter time.Duration, newRecorder bool) (m *Manager, wall time.Time) {
 	t.Helper()
 	e := startEnv(t)
 	m = e.manager(t)
@@ -483,6 +483,14 @@ func recordTwoSessions(t *testing.T, restartAfter time.Duration) (m *Manager, wa
 	clip := testkit.H264Clip(t, 3)
 	wall = time.Now().Add(-time.Minute).Truncate(time.Second)
 	e.publishRun(t, "cam", clip, 0, wall)
+	if newRecorder {
+		// As when the camera's lease is lost and won again on this node.
+		testkit.WaitFor(t, 20*time.Second, "the first session's 3 segments", func() bool { return len(completeSegments(m, "cam")) == 3 })
+		m.Stop("cam")
+		if err := m.Record("cam", Settings{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.publishRun(t, "cam", clip[:60], 1000*time.Second, wall.Add(restartAfter))
 	return m, wall
 }
@@ -492,7 +500,7 @@ func recordTwoSessions(t *testing.T, restartAfter time.Duration) (m *Manager, wa
 // 1000 s), 2 s apart on the wall clock, and exports a range over both: the
 // hole is closed, every picture is there once and decode times only grow.
 func TestExportJoinsIngestRestarts(t *testing.T) {
-	m, wall := recordTwoSessions(t, 5*time.Second)
+	m, wall := recordTwoSessions(t, 5*time.Second, false)
 	testkit.WaitFor(t, 20*time.Second, "5 complete segments", func() bool { return len(completeSegments(m, "cam")) == 5 })
 	near := func(a, b time.Time) bool { return a.Sub(b).Abs() < time.Millisecond }
 	if g := Gaps(completeSegments(m, "cam")); len(g) != 1 || !near(g[0].Start, wall.Add(3*time.Second)) || !near(g[0].End, wall.Add(5*time.Second)) {
@@ -509,21 +517,26 @@ func TestExportJoinsIngestRestarts(t *testing.T) {
 	}
 }
 
-// TestRecorderSessionsNeverOverlap restarts a camera's timeline on the same
-// recorder with its first keyframe ingested 5 ms before the previous
-// segment's end (clock jitter after the hub dropped pictures, as seen in CI):
-// the new segment starts where the last ended, not before it.
+// TestRecorderSessionsNeverOverlap restarts a camera's timeline with its
+// first keyframe ingested 5 ms before the previous segment's end (clock
+// jitter after the hub dropped pictures, or a source ahead of the clock, as
+// seen in CI), on the same recorder and on a new one of the same node: the
+// new segment starts where the last ended, not before it.
 func TestRecorderSessionsNeverOverlap(t *testing.T) {
-	m, wall := recordTwoSessions(t, 3*time.Second-5*time.Millisecond)
-	testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
-	segs := completeSegments(m, "cam")
-	for i := 1; i < len(segs); i++ {
-		if segs[i].Start.Before(segs[i-1].End) {
-			t.Fatalf("segment %d starts %s before the previous one ends: %+v then %+v", i, segs[i-1].End.Sub(segs[i].Start), segs[i-1], segs[i])
-		}
-	}
-	if got, want := segs[3].Start, wall.Add(3*time.Second); got.Sub(want).Abs() > time.Millisecond {
-		t.Fatalf("the restarted session starts at %s, want %s (where the last segment ended)", got, want)
+	for _, newRecorder := range []bool{false, true} {
+		t.Run(fmt.Sprintf("newRecorder=%v", newRecorder), func(t *testing.T) {
+			m, wall := recordTwoSessions(t, 3*time.Second-5*time.Millisecond, newRecorder)
+			testkit.WaitFor(t, 20*time.Second, "4 complete segments", func() bool { return len(completeSegments(m, "cam")) == 4 })
+			segs := completeSegments(m, "cam")
+			for i := 1; i < len(segs); i++ {
+				if segs[i].Start.Before(segs[i-1].End) {
+					t.Fatalf("segment %d starts %s before the previous one ends: %+v then %+v", i, segs[i-1].End.Sub(segs[i].Start), segs[i-1], segs[i])
+				}
+			}
+			if got, want := segs[3].Start, wall.Add(3*time.Second); got.Sub(want).Abs() > time.Millisecond {
+				t.Fatalf("the restarted session starts at %s, want %s (where the last segment ended)", got, want)
+			}
+		})
 	}
 }
 

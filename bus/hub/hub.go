@@ -194,7 +194,7 @@ func (h *Hub) subscribeVideo(cam, kind string, depth int, latest bool) (*Reader,
 	if h.videoErr != nil {
 		return nil, h.videoErr
 	}
-	c, err := h.videoCamera(cam)
+	c, err := h.videoCamera(cam, true)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (h *Hub) Keep(cam string) (release func()) {
 	if h.closed || h.videoErr != nil {
 		return func() {}
 	}
-	c, err := h.videoCamera(cam)
+	c, err := h.videoCamera(cam, true)
 	if err != nil {
 		return func() {}
 	}
@@ -241,9 +241,9 @@ func (h *Hub) Keep(cam string) (release func()) {
 	}
 }
 
-// videoCamera returns cam's video state, subscribing to its video and
-// asking peers for its GOP when it is new; h.mu is held.
-func (h *Hub) videoCamera(cam string) (*camera, error) {
+// videoCamera returns cam's video state, subscribing to its video (when
+// viaBus) and asking peers for its GOP when it is new; h.mu is held.
+func (h *Hub) videoCamera(cam string, viaBus bool) (*camera, error) {
 	if c := h.cams[cam]; c != nil {
 		if c.linger != nil {
 			c.linger.Stop()
@@ -252,8 +252,10 @@ func (h *Hub) videoCamera(cam string) (*camera, error) {
 		return c, nil
 	}
 	c := &camera{id: cam, isVideo: true, readers: make(map[*Reader]struct{})}
-	if err := h.subscribeBusVideo(c); err != nil {
-		return nil, err
+	if viaBus {
+		if err := h.subscribeBusVideo(c); err != nil {
+			return nil, err
+		}
 	}
 	c.fetching = true
 	h.cams[cam] = c
@@ -294,7 +296,9 @@ func (h *Hub) KeepLocal(cam string) (feed func(data []byte) bool, release func()
 	if h.closed || h.videoErr != nil {
 		return off, func() {}
 	}
-	c, err := h.videoCamera(cam)
+	// A new camera never subscribes: a SUB and UNSUB in flight would show
+	// the server interest for the first access units (bus.Bus.Interest).
+	c, err := h.videoCamera(cam, false)
 	if err != nil {
 		return off, func() {}
 	}
