@@ -100,3 +100,30 @@ func BenchmarkDecodeScale1080pTo640(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
 }
+
+// BenchmarkScaleBGR1080pTo640 is the frame source's scale of one decoded
+// 1080p picture to 640 wide BGR24, alone.
+func BenchmarkScaleBGR1080pTo640(b *testing.B) {
+	_, pkts := readPackets(b, benchClip(b))
+	d, err := NewDecoder(CodecH264, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	for i := 0; i < len(pkts); i++ {
+		if _, err := d.Decode(pkts[i].Data, int64(i), pkts[i].Keyframe); err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := d.Picture(); ok {
+			break
+		}
+	}
+	var buf []byte
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if buf, _, _, err = d.ScaleBGR(buf, 640); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

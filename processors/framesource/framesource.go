@@ -100,6 +100,13 @@ type Runner struct {
 	lastKey  int64 // PTS of the previous keyframe
 	haveKey  bool
 	gop      int64 // keyframe interval
+	// steadyGOP is set while the last two keyframe intervals were equal:
+	// the next keyframe's time is then known (see pastLastSample).
+	steadyGOP bool
+	// toKey is set from the first access unit left undecoded after the
+	// GOP's last sample until the next keyframe: what follows it cannot
+	// be decoded without it.
+	toKey bool
 	frameDur int64 // average access unit interval
 	// sized is set once the decoder's picture size is known and the loop
 	// filter chosen for it.
@@ -149,6 +156,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
+			if r.pastLastSample(au) {
+				r.observeTiming(au)
+				r.Counters.Skipped.Add(1)
+				continue
+			}
 			if r.canWait(au) {
 				r.waiting = append(r.waiting, au)
 				if len(r.waiting) == 1 {
@@ -187,6 +199,26 @@ func (r *Runner) canWait(au *busv1.AccessUnit) bool {
 		return false
 	}
 	return au.Pts+r.frameDur+r.frameDur/2 < r.nextDue
+}
+
+// pastLastSample reports whether au, not a keyframe, comes after the last
+// picture of its GOP due for sampling: the next due picture is the next
+// keyframe's or later, and nothing decoded from here to that keyframe
+// would be published. A 1080p30 camera with a keyframe every second,
+// sampled at 5 fps, needs pictures 0 to 24 of each 30: a sixth of the
+// decoding, its largest cost, is saved. Only while the last two keyframe
+// intervals were equal (steadyGOP); a keyframe later than that said costs
+// the samples until it comes, and ends the skipping until the intervals
+// agree again.
+func (r *Runner) pastLastSample(au *busv1.AccessUnit) bool {
+	if au.Keyframe || r.dec == nil {
+		r.toKey = false
+		return false
+	}
+	if !r.toKey && r.steadyGOP && r.frameDur > 0 && r.dec.Skip() != media.SkipNonKey {
+		r.toKey = au.Pts > r.lastKey && r.nextDue >= r.lastKey+r.gop-r.frameDur/2
+	}
+	return r.toKey
 }
 
 // decodeWaiting decodes the access units held back, in order.
@@ -249,23 +281,14 @@ func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
 			return
 		}
 		r.dec = dec
-		r.nextDue, r.haveKey, r.haveLast, r.gop, r.frameDur, r.sized = au.Pts, false, false, 0, 0, false
+		r.nextDue, r.haveKey, r.haveLast, r.gop, r.steadyGOP, r.frameDur, r.sized = au.Pts, false, false, 0, false, 0, false
 	}
-	if r.haveLast && (au.Pts < r.lastPTS-int64(time.Second) || au.Pts > r.lastPTS+10*int64(time.Second)) {
-		// The source restarted its clock: sample from here.
-		r.nextDue, r.haveKey, r.gop = au.Pts, false, 0
-	}
-	if d := au.Pts - r.lastPTS; r.haveLast && d > 0 && d < int64(time.Second) {
-		if r.frameDur == 0 {
-			r.frameDur = d
-		} else {
-			r.frameDur += (d - r.frameDur) / 8
-		}
-	}
-	r.lastPTS, r.haveLast = au.Pts, true
+	r.observeTiming(au)
 	if au.Keyframe {
 		if r.haveKey && au.Pts > r.lastKey {
-			r.gop = au.Pts - r.lastKey
+			gop := au.Pts - r.lastKey
+			r.steadyGOP = r.gop > 0 && abs(gop-r.gop) <= r.frameDur/2
+			r.gop = gop
 		}
 		r.lastKey, r.haveKey = au.Pts, true
 		// Modes change only at keyframes: leaving keyframe-only decoding in
@@ -314,15 +337,42 @@ func (r *Runner) handle(au *busv1.AccessUnit, subject string) {
 		r.Counters.Skipped.Add(1)
 		return
 	}
-	if src.pts < r.nextDue {
+	// Due from half a picture early: a clock in whole nanoseconds puts
+	// 30 fps picture 6 at 199.99 ms, and sampling it, not picture 7, keeps
+	// the samples on the keyframes' grid (see pastLastSample).
+	if src.pts < r.nextDue-r.frameDur/2 {
 		r.Counters.Skipped.Add(1)
 		return
 	}
 	r.nextDue += r.interval()
-	if r.nextDue <= src.pts {
+	if r.nextDue <= src.pts+r.frameDur/2 {
 		r.nextDue = src.pts + r.interval()
 	}
 	r.publish(src, pic, subject)
+}
+
+// observeTiming follows the stream's clock (restarts, the access unit
+// interval) for every access unit, decoded or not.
+func (r *Runner) observeTiming(au *busv1.AccessUnit) {
+	if r.haveLast && (au.Pts < r.lastPTS-int64(time.Second) || au.Pts > r.lastPTS+10*int64(time.Second)) {
+		// The source restarted its clock: sample from here.
+		r.nextDue, r.haveKey, r.gop, r.steadyGOP = au.Pts, false, 0, false
+	}
+	if d := au.Pts - r.lastPTS; r.haveLast && d > 0 && d < int64(time.Second) {
+		if r.frameDur == 0 {
+			r.frameDur = d
+		} else {
+			r.frameDur += (d - r.frameDur) / 8
+		}
+	}
+	r.lastPTS, r.haveLast = au.Pts, true
+}
+
+func abs(d int64) int64 {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 func (r *Runner) publish(src *auTimes, pic media.Picture, subject string) {

@@ -2,6 +2,7 @@ package framesource
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -99,6 +100,12 @@ func (hs *harness) start(t *testing.T, r *Runner) func() {
 // bus sink, paced at speed× real time; it returns the AUs' rtp timestamps by pts.
 func (hs *harness) encodeAndWrite(t *testing.T, w, h, fps, gop, n int, speed float64) map[int64]uint32 {
 	t.Helper()
+	return hs.encodeKeysAndWrite(t, w, h, fps, gop, n, speed, nil)
+}
+
+// encodeKeysAndWrite is encodeAndWrite with keyframes also where keys says.
+func (hs *harness) encodeKeysAndWrite(t *testing.T, w, h, fps, gop, n int, speed float64, keys map[int]bool) map[int64]uint32 {
+	t.Helper()
 	enc, err := media.NewH264Encoder(w, h, fps, 1_000_000, gop)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +118,9 @@ func (hs *harness) encodeAndWrite(t *testing.T, w, h, fps, gop, n int, speed flo
 	for i := 0; i < n; i++ {
 		picture(pic, w, h, i)
 		pts := int64(i) * int64(step)
+		if keys[i] {
+			enc.ForceKeyframe()
+		}
 		out, err := enc.EncodeBGR(pic, w, h, 0, pts)
 		if err != nil || out == nil {
 			t.Fatalf("encode %d: %v", i, err)
@@ -188,6 +198,74 @@ func TestRunnerSamplesAndScales(t *testing.T) {
 	f := frames[len(frames)-1]
 	if min, max := minMax(f.Data); max-min < 100 {
 		t.Fatalf("flat picture %d..%d", min, max)
+	}
+}
+
+// waitHandled waits until n access units were decoded or left undecoded,
+// then stops the runner.
+func waitHandled(t *testing.T, r *Runner, n uint64, stop func()) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Counters.Decoded.Load()+r.Counters.Skipped.Load()-r.Counters.Published.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+}
+
+// Six seconds of 30 fps with a keyframe every second, sampled at 5 fps:
+// once two GOPs were one second long, the five pictures after each GOP's
+// last sample (24) are left undecoded, and the samples are the same
+// pictures, 200 ms apart, as decoding everything gives.
+func TestRunnerSkipsTheGOPAfterItsLastSample(t *testing.T) {
+	hs := newHarness(t)
+	r := &Runner{Camera: "cam", Hub: hs.h, Conn: hs.b.Conn(), Subjects: hs.b.Subjects(), Width: 320}
+	stop := hs.start(t, r)
+	hs.encodeAndWrite(t, 640, 360, 30, 30, 180, 2)
+	waitHandled(t, r, 180, stop)
+	frames := hs.waitFrames(t, r, r.Counters.Published.Load())
+	c := &r.Counters
+	// GOPs 1 and 2 whole, GOPs 3 to 6 up to picture 24.
+	if c.Decoded.Load() != 30+30+4*25 || c.Errors.Load() != 0 {
+		t.Fatalf("decoded %d pictures (want 160), errors %d", c.Decoded.Load(), c.Errors.Load())
+	}
+	step := int64(time.Second / 30)
+	if len(frames) != 30 {
+		t.Fatalf("%d frames for 6 s at 5 fps", len(frames))
+	}
+	for i, f := range frames {
+		if want := int64(i) * 6 * step; f.Pts != want {
+			t.Fatalf("frame %d is picture %.1f, want %d", i, float64(f.Pts)/float64(step), i*6)
+		}
+	}
+}
+
+// A keyframe later than the steady GOPs said (picture 126 instead of 120)
+// costs the samples until it comes, never a damaged picture; then
+// everything is decoded until two GOPs agree again.
+func TestRunnerLateKeyframeAfterSkipping(t *testing.T) {
+	hs := newHarness(t)
+	r := &Runner{Camera: "cam", Hub: hs.h, Conn: hs.b.Conn(), Subjects: hs.b.Subjects(), Width: 320}
+	stop := hs.start(t, r)
+	keys := map[int]bool{0: true, 30: true, 60: true, 90: true, 126: true, 156: true, 186: true}
+	hs.encodeKeysAndWrite(t, 640, 360, 30, 1000, 216, 2, keys)
+	waitHandled(t, r, 216, stop)
+	frames := hs.waitFrames(t, r, r.Counters.Published.Load())
+	c := &r.Counters
+	// GOP 90-125: 90..114 decoded, 115..125 not; GOP 126-155 (36 after 30:
+	// not steady) whole; 156-185 whole (the intervals agree at 186); 186-215
+	// up to 210.
+	if want := uint64(30 + 30 + 25 + 25 + 30 + 30 + 25); c.Decoded.Load() != want || c.Errors.Load() != 0 {
+		t.Fatalf("decoded %d pictures (want %d), errors %d", c.Decoded.Load(), want, c.Errors.Load())
+	}
+	step := int64(time.Second / 30)
+	var got []int64
+	for _, f := range frames {
+		got = append(got, f.Pts/step)
+	}
+	want := []int64{0, 6, 12, 18, 24, 30, 36, 42, 48, 54, 60, 66, 72, 78, 84, 90, 96, 102, 108, 114,
+		126, 132, 138, 144, 150, 156, 162, 168, 174, 180, 186, 192, 198, 204, 210}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sampled pictures %v, want %v", got, want)
 	}
 }
 
