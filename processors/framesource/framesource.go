@@ -106,7 +106,7 @@ type Runner struct {
 	// toKey is set from the first access unit left undecoded after the
 	// GOP's last sample until the next keyframe: what follows it cannot
 	// be decoded without it.
-	toKey bool
+	toKey    bool
 	frameDur int64 // average access unit interval
 	// sized is set once the decoder's picture size is known and the loop
 	// filter chosen for it.
