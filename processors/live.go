@@ -62,6 +62,12 @@ type LiveRunner struct {
 	Queue string
 	// Node names this process in every Result (Result.node).
 	Node string
+	// Local, when set, takes the frames from Offer (the camera's frame
+	// source in this process) instead of a bus subscription: a 640x360
+	// frame crossing the in-process NATS connection was marshalled,
+	// copied through the server and unmarshalled into a new buffer, five
+	// times a second, and its garbage made most of the collector's work.
+	Local bool
 
 	pl      *Pipeline
 	sub     *nats.Subscription
@@ -74,6 +80,11 @@ type LiveRunner struct {
 	mu        sync.Mutex
 	pending   *nats.Msg
 	pendingAt time.Time
+	// offered is set while offer holds a frame from Offer not yet
+	// processed; run swaps offer and work, so Offer never writes the
+	// frame being processed.
+	offered     bool
+	offer, work *busv1.Frame
 
 	skipped, processed, failed atomic.Uint64
 
@@ -128,6 +139,11 @@ func (r *LiveRunner) Start() error {
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.done = make(chan struct{})
 	r.wake = make(chan struct{}, 1)
+	if r.Local {
+		r.offer, r.work = &busv1.Frame{}, &busv1.Frame{}
+		go r.run()
+		return nil
+	}
 	var sub *nats.Subscription
 	if r.Queue != "" {
 		sub, err = r.Conn.QueueSubscribe(r.Subjects.Frames(r.Camera), r.Queue, r.onFrame)
@@ -139,6 +155,7 @@ func (r *LiveRunner) Start() error {
 		r.pl.Close()
 		r.img.Close()
 		r.stage.Close()
+		r.done = nil // nothing for Close to stop
 		return fmt.Errorf("subscribe to frames: %w", err)
 	}
 	// Frames can be large; never let the client's default pending limit
@@ -147,6 +164,38 @@ func (r *LiveRunner) Start() error {
 	r.sub = sub
 	go r.run()
 	return nil
+}
+
+// Offer hands the runner a frame of its camera (Local); f is copied, so
+// the caller may reuse it and its data once Offer returns. A frame still
+// waiting is replaced and counted as skipped, as on the bus.
+func (r *LiveRunner) Offer(f *busv1.Frame) {
+	r.mu.Lock()
+	if r.offer == nil {
+		r.mu.Unlock()
+		return
+	}
+	if r.offered {
+		r.skipped.Add(1)
+		if r.skippedC != nil {
+			r.skippedC.Inc()
+		}
+	}
+	copyFrame(r.offer, f)
+	r.offered, r.pendingAt = true, time.Now()
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// copyFrame makes dst a copy of src, reusing dst's data buffer.
+func copyFrame(dst, src *busv1.Frame) {
+	dst.Camera, dst.Pts, dst.RtpTimestamp = src.Camera, src.Pts, src.RtpTimestamp
+	dst.Width, dst.Height, dst.Format, dst.Stride = src.Width, src.Height, src.Format, src.Stride
+	dst.Sequence, dst.IngestUnixNano = src.Sequence, src.IngestUnixNano
+	dst.Data = append(dst.Data[:0], src.Data...)
 }
 
 // onFrame runs on the subscription's goroutine: it only parks the message.
@@ -175,13 +224,29 @@ func (r *LiveRunner) run() {
 		case <-r.wake:
 		}
 		r.mu.Lock()
-		m, at := r.pending, r.pendingAt
-		r.pending = nil
+		m, at, offered := r.pending, r.pendingAt, r.offered
+		r.pending, r.offered = nil, false
+		if offered {
+			r.offer, r.work = r.work, r.offer
+		}
 		r.mu.Unlock()
-		if m == nil {
+		var f *busv1.Frame
+		var err error
+		switch {
+		case offered:
+			f = r.work
+		case m != nil:
+			f = &r.frame
+			if uerr := proto.Unmarshal(m.Data, f); uerr != nil {
+				err = fmt.Errorf("%w: %v", ErrBadFrame, uerr)
+			}
+		default:
 			continue
 		}
-		if err := r.process(m, at); err != nil {
+		if err == nil {
+			err = r.process(f, at)
+		}
+		if err != nil {
 			r.failed.Add(1)
 			if msg := err.Error(); msg != r.lastErr {
 				// Log changes only: a broken camera would flood the log
@@ -195,11 +260,8 @@ func (r *LiveRunner) run() {
 	}
 }
 
-func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
-	if err := proto.Unmarshal(m.Data, &r.frame); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadFrame, err)
-	}
-	img, err := r.decode(&r.frame)
+func (r *LiveRunner) process(f *busv1.Frame, at time.Time) error {
+	img, err := r.decode(f)
 	if err != nil {
 		return err
 	}
@@ -212,7 +274,7 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	}
 	out := &r.result
 	out.Camera, out.Pipeline, out.Node = r.Camera, r.Pipeline.GetId(), r.Node
-	out.Pts, out.RtpTimestamp, out.Sequence = r.frame.Pts, r.frame.RtpTimestamp, r.frame.Sequence
+	out.Pts, out.RtpTimestamp, out.Sequence = f.Pts, f.RtpTimestamp, f.Sequence
 	out.Width, out.Height = uint32(img.Cols()), uint32(img.Rows())
 	out.Detections, out.Values = res.Detections, res.Values
 	out.LatencyNs = res.Duration.Nanoseconds()
@@ -228,7 +290,7 @@ func (r *LiveRunner) process(m *nats.Msg, at time.Time) error {
 	if r.resultsC != nil {
 		r.resultsC.Inc()
 		r.latencyH.Observe(time.Since(at).Seconds())
-		if ns := r.frame.IngestUnixNano; ns > 0 {
+		if ns := f.IngestUnixNano; ns > 0 {
 			r.ingestH.Observe(float64(time.Now().UnixNano()-ns) / 1e9)
 		}
 	}
@@ -351,12 +413,14 @@ func (r *LiveRunner) Wait() error {
 func (r *LiveRunner) Close() error {
 	var err error
 	r.closeMu.Do(func() {
-		if r.sub == nil {
-			return
+		if r.done == nil {
+			return // never started
 		}
-		err = r.sub.Unsubscribe()
-		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
-			err = nil
+		if r.sub != nil {
+			err = r.sub.Unsubscribe()
+			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+				err = nil
+			}
 		}
 		r.cancel()
 		<-r.done
@@ -364,7 +428,7 @@ func (r *LiveRunner) Close() error {
 		r.img.Close()
 		r.stage.Close()
 		r.mu.Lock()
-		r.pending = nil
+		r.pending, r.offered, r.offer, r.work = nil, false, nil, nil
 		r.mu.Unlock()
 	})
 	return err

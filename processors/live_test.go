@@ -183,7 +183,21 @@ func blockSpec(started chan<- uint64, release <-chan struct{}) processors.Spec {
 	}}
 }
 
+// TestLiveRunnerSkipsWhileBusy: frames arriving while the pipeline is busy
+// replace each other, the newest is processed next; the same whether they
+// come over the bus or from Offer (a frame source in this process, which
+// reuses its frame: Offer copies it).
 func TestLiveRunnerSkipsWhileBusy(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		name := "bus"
+		if local {
+			name = "offer"
+		}
+		t.Run(name, func(t *testing.T) { testLiveRunnerSkipsWhileBusy(t, local) })
+	}
+}
+
+func testLiveRunnerSkipsWhileBusy(t *testing.T, local bool) {
 	b := startBus(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	reg := builtins()
@@ -193,7 +207,7 @@ func TestLiveRunnerSkipsWhileBusy(t *testing.T) {
 	m := processors.NewMetrics(prometheus.NewRegistry())
 	r := &processors.LiveRunner{
 		Camera: "cam2", Pipeline: pipe("slow", st(t, "b", "block", nil)),
-		Registry: reg, Conn: b.Conn(), Subjects: b.Subjects(), Metrics: m,
+		Registry: reg, Conn: b.Conn(), Subjects: b.Subjects(), Metrics: m, Local: local,
 	}
 	results, err := b.Conn().SubscribeSync(b.Subjects().Results("cam2"))
 	if err != nil {
@@ -207,9 +221,16 @@ func TestLiveRunnerSkipsWhileBusy(t *testing.T) {
 
 	img := gocv.NewMatWithSize(48, 64, gocv.MatTypeCV8UC3)
 	defer img.Close()
+	reused := bgrFrame(t, img, 0, 0)
 	publish := func(seq uint64) {
 		fr := bgrFrame(t, img, seq, 0)
 		fr.Camera = "cam2"
+		if local {
+			// One frame reused for every offer, as the frame source does.
+			reused.Sequence, reused.RtpTimestamp, reused.Camera = fr.Sequence, fr.RtpTimestamp, fr.Camera
+			r.Offer(reused)
+			return
+		}
 		if err := bus.Publish(b.Conn(), b.Subjects().Frames("cam2"), fr); err != nil {
 			t.Fatal(err)
 		}

@@ -319,7 +319,7 @@ func (l *liveShare) reconcile(ctx context.Context) {
 			}
 			cam = c
 		}
-		stop := l.s.startPipeline(cam, l.s.Logger.With("camera", id, "pipeline", cam.Pipeline), liveQueueGroup)
+		stop, _ := l.s.startPipeline(cam, l.s.Logger.With("camera", id, "pipeline", cam.Pipeline), liveQueueGroup)
 		if stop == nil {
 			l.failed[id+"/"+w.version] = now
 			continue

@@ -96,12 +96,14 @@ func (s *Server) startLive(cam *busv1.Camera) []func() {
 	}
 	log := s.Logger.With("camera", cam.Id, "pipeline", cam.Pipeline)
 	var stops []func()
+	var deliver func(*busv1.Frame)
 	if cam.Pipeline != "" && s.live != nil {
 		// live_pipelines: shared: a worker runs it while one is up.
 		stops = append(stops, s.live.offer(cam, s.pipelineRev(cam.Pipeline)))
 	} else if cam.Pipeline != "" {
-		if stop := s.startPipeline(cam, log, ""); stop != nil {
+		if stop, offer := s.startPipeline(cam, log, ""); stop != nil {
 			stops = append(stops, stop)
+			deliver = offer
 		}
 	}
 	if cam.Archive {
@@ -117,6 +119,7 @@ func (s *Server) startLive(cam *busv1.Camera) []func() {
 	frames := &framesource.Runner{
 		Camera: cam.Id, Hub: s.hub, Conn: s.bus.Conn(), Subjects: s.bus.Subjects(),
 		FPS: s.Config.DetectFPS, Width: s.Config.DetectWidth, Logger: log,
+		Deliver: deliver, Interest: s.bus.Interest,
 	}
 	fctx, fcancel := context.WithCancel(s.ctx)
 	done := make(chan struct{})
@@ -141,21 +144,23 @@ func (s *Server) pipelineRev(id string) uint64 {
 
 // startPipeline runs a camera's pipeline on its sampled frames; with a
 // queue group its runner shares each frame with the group's other members
-// (live_pipelines: shared) instead of taking every one.
-func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger, queue string) func() {
+// (live_pipelines: shared) over the bus instead of taking every one.
+// Without, the runner takes its frames from offer, which the camera's
+// frame source in this process calls.
+func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger, queue string) (stop func(), offer func(*busv1.Frame)) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	p, _, err := s.pipelines.get(ctx, cam.Pipeline)
 	cancel()
 	if err != nil {
 		log.Warn("pipeline not started", "error", err)
-		return nil
+		return nil, nil
 	}
 	rec := s.newRecorder(cam, log)
 	runner := &processors.LiveRunner{
 		Camera: cam.Id, Pipeline: p, Registry: s.Registry,
 		Conn: s.bus.Conn(), Subjects: s.bus.Subjects(), Metrics: s.procMetrics, Logger: log,
 		Options: []processors.Option{processors.WithRemote(s.remoteFactory)},
-		Queue:   queue, Node: s.Config.Node,
+		Queue:   queue, Node: s.Config.Node, Local: queue == "",
 	}
 	if rec != nil {
 		runner.Observer = rec
@@ -165,7 +170,7 @@ func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger, queue string
 		if rec != nil {
 			rec.Close()
 		}
-		return nil
+		return nil, nil
 	}
 	return func() {
 		_ = runner.Close()
@@ -173,7 +178,7 @@ func (s *Server) startPipeline(cam *busv1.Camera, log *slog.Logger, queue string
 		if rec != nil {
 			rec.Close()
 		}
-	}
+	}, runner.Offer
 }
 
 // startRTSP serves RTSP publishers and readers.

@@ -48,7 +48,7 @@ type Hub interface {
 type Counters struct {
 	// Decoded counts pictures out of the decoder.
 	Decoded atomic.Uint64
-	// Published counts frames put on the bus.
+	// Published counts frames put out (delivered or put on the bus).
 	Published atomic.Uint64
 	// Skipped counts access units left undecoded (keyframe-only mode) and
 	// decoded pictures not due for the sampling rate.
@@ -79,6 +79,15 @@ type Runner struct {
 	Depth int
 	// Logger; slog.Default() when nil.
 	Logger *slog.Logger
+	// Deliver, when set, hands each frame to a consumer in this process
+	// (processors.LiveRunner.Offer) before it is published; the frame and
+	// its data are valid only during the call.
+	Deliver func(f *busv1.Frame)
+	// Interest, with Deliver, reports whether anyone else subscribes to
+	// the frames subject (bus.Bus.Interest: an archiver, a "try" request,
+	// another node); the frame is published on the bus only then. Nil
+	// means always.
+	Interest func(subject string) bool
 	// Counters are updated while running.
 	Counters Counters
 
@@ -400,9 +409,14 @@ func (r *Runner) publish(src *auTimes, pic media.Picture, subject string) {
 		Sequence:       r.seq,
 		IngestUnixNano: src.ingest,
 	}
-	if err := bus.Publish(r.Conn, subject, f); err != nil {
-		r.Counters.Errors.Add(1)
-		return
+	if r.Deliver != nil {
+		r.Deliver(f)
+	}
+	if r.Deliver == nil || r.Interest == nil || r.Interest(subject) {
+		if err := bus.Publish(r.Conn, subject, f); err != nil {
+			r.Counters.Errors.Add(1)
+			return
+		}
 	}
 	r.Counters.Published.Add(1)
 }

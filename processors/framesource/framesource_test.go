@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,9 @@ type harness struct {
 	mu     sync.Mutex
 	frames []*busv1.Frame
 	sub    *nats.Subscription
+	// clock is where the next written access unit's pts starts: a second
+	// write goes on from the first.
+	clock int64
 }
 
 func newHarness(t *testing.T) *harness {
@@ -117,7 +121,7 @@ func (hs *harness) encodeKeysAndWrite(t *testing.T, w, h, fps, gop, n int, speed
 	step := time.Second / time.Duration(fps)
 	for i := 0; i < n; i++ {
 		picture(pic, w, h, i)
-		pts := int64(i) * int64(step)
+		pts := hs.clock + int64(i)*int64(step)
 		if keys[i] {
 			enc.ForceKeyframe()
 		}
@@ -135,6 +139,7 @@ func (hs *harness) encodeKeysAndWrite(t *testing.T, w, h, fps, gop, n int, speed
 			time.Sleep(wait) // pacing the producer like a camera, not waiting for a result
 		}
 	}
+	hs.clock += int64(n) * int64(step)
 	return rtps
 }
 
@@ -266,6 +271,36 @@ func TestRunnerLateKeyframeAfterSkipping(t *testing.T) {
 		126, 132, 138, 144, 150, 156, 162, 168, 174, 180, 186, 192, 198, 204, 210}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("sampled pictures %v, want %v", got, want)
+	}
+}
+
+// With Deliver, every frame goes to the consumer in this process, and on
+// the bus only while Interest reports another subscriber.
+func TestRunnerDeliversLocallyAndPublishesOnInterest(t *testing.T) {
+	hs := newHarness(t)
+	var delivered atomic.Uint64
+	var others atomic.Bool
+	r := &Runner{Camera: "cam", Hub: hs.h, Conn: hs.b.Conn(), Subjects: hs.b.Subjects(), Width: 320,
+		Deliver: func(f *busv1.Frame) {
+			if f.Camera == "cam" && f.Width == 320 && len(f.Data) == 320*180*3 {
+				delivered.Add(1)
+			}
+		},
+		Interest: func(subject string) bool { return subject == hs.b.Subjects().Frames("cam") && others.Load() },
+	}
+	stop := hs.start(t, r)
+	hs.encodeAndWrite(t, 640, 360, 30, 30, 30, 1)
+	waitHandled(t, r, 30, func() {})
+	if n := len(hs.waitFrames(t, r, 0)); n != 0 || delivered.Load() != r.Counters.Published.Load() || delivered.Load() < 4 {
+		t.Fatalf("no one else subscribed: %d frames on the bus, %d delivered of %d", n, delivered.Load(), r.Counters.Published.Load())
+	}
+	others.Store(true)
+	before := delivered.Load()
+	hs.encodeAndWrite(t, 640, 360, 30, 30, 30, 1)
+	waitHandled(t, r, 60, stop)
+	frames := hs.waitFrames(t, r, r.Counters.Published.Load()-before)
+	if uint64(len(frames)) != delivered.Load()-before || len(frames) < 4 {
+		t.Fatalf("with a subscriber: %d frames on the bus, %d delivered", len(frames), delivered.Load()-before)
 	}
 }
 
