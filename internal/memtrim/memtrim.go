@@ -159,10 +159,19 @@ func kilobytes(line []byte) int64 {
 // memory of each thread's arena; on a small box that memory is better given
 // back. A forced collection every interval while memory grows is the cost.
 //
+// A give-back in the middle of a burst finds most of it still in use and
+// leaves the lowest point since then high, so what the burst leaves behind
+// once it ends would stay: memory more than slack above the lowest seen
+// since start is also given back every three intervals (a forced
+// collection every 30 s on a server whose pipelines legitimately hold
+// more, the price of not keeping a flood's garbage).
+//
 // busy, if set, postpones a give-back to the next check while it reports
 // true (the WebRTC engine's burst of answers, which puts collections off).
 func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int64, busy func() bool, onGiveBack func(before, after int64)) {
-	floor := privateBytes()
+	low := privateBytes()
+	floor := low
+	var last time.Time
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -175,15 +184,15 @@ func GiveBackAfterBursts(ctx context.Context, interval time.Duration, slack int6
 		if now <= 0 {
 			return
 		}
-		if now < floor {
-			floor = now
-		}
-		if now-floor <= slack || (busy != nil && busy()) {
+		low, floor = min(low, now), min(floor, now)
+		grew := now-floor > slack
+		settled := now-low > slack && time.Since(last) >= 3*interval
+		if !grew && !settled || (busy != nil && busy()) {
 			continue
 		}
 		trimCHeap()
 		debug.FreeOSMemory()
-		floor = privateBytes()
+		floor, last = privateBytes(), time.Now()
 		if onGiveBack != nil {
 			onGiveBack(now, floor)
 		}

@@ -164,3 +164,53 @@ func TestGiveBackAfterBursts(t *testing.T) {
 		}
 	}
 }
+
+// A give-back in the middle of a burst, while the burst's memory is still
+// in use, must not keep the process from giving that memory back once the
+// burst lets it go.
+func TestGiveBackAfterBurstThatOutlivedAGiveBack(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/self/status is Linux's")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gaveBack := make(chan [2]int64, 64)
+	var busy atomic.Bool
+	busy.Store(true)
+	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, busy.Load, func(before, after int64) {
+		select {
+		case gaveBack <- [2]int64{before, after}:
+		default:
+		}
+	})
+	time.Sleep(200 * time.Millisecond)
+	burst := make([]byte, 64<<20)
+	for i := 0; i < len(burst); i += 4096 {
+		burst[i] = 1
+	}
+	// The give-back that sees the whole burst finds it in use.
+	busy.Store(false)
+	select {
+	case g := <-gaveBack:
+		t.Logf("during the burst: RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
+		if g[0]-g[1] >= 32<<20 {
+			t.Fatalf("gave back memory still in use: %d → %d MiB", g[0]>>20, g[1]>>20)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no give-back while memory grew")
+	}
+	runtime.KeepAlive(burst)
+	burst = nil
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case g := <-gaveBack:
+			t.Logf("RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
+			if g[0]-g[1] >= 32<<20 {
+				return
+			}
+		case <-deadline:
+			t.Fatal("the burst, let go after a give-back, was never given back")
+		}
+	}
+}
