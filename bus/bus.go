@@ -322,9 +322,15 @@ func (b *Bus) setup(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	replicas := max(b.Cluster.Replicas, 1)
+	// Streams, buckets and the object store do not depend on each other,
+	// and in a cluster each is a Raft group that elects a leader before
+	// JetStream answers its creation: made one after another, three nodes
+	// started at once spent 15-60 s here, each first request timing out.
+	// They are made at once; a task sets only its own result.
+	var tasks []setupTask
 	for _, cfg := range b.streamSpecs() {
 		cfg.Replicas = replicas
-		if err := b.retry(ctx, "stream "+cfg.Name, func(ctx context.Context) error {
+		tasks = append(tasks, setupTask{what: "stream " + cfg.Name, op: func(ctx context.Context) error {
 			_, err := b.js.CreateOrUpdateStream(ctx, cfg)
 			if err != nil && strings.Contains(err.Error(), "storage type") && (cfg.Name == "RESULTS" || cfg.Name == "METRICS") {
 				// A box that becomes a leaf (or stops being one) moves these
@@ -337,51 +343,77 @@ func (b *Bus) setup(ctx context.Context) error {
 				_, err = b.js.CreateStream(ctx, cfg)
 			}
 			return err
-		}); err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
+		}})
 	}
-	if b.VideoWindow <= 0 {
-		// A window switched off after a previous run must not keep storing.
-		if err := b.js.DeleteStream(ctx, "VIDEO"); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("stream VIDEO: %w", err)
-		}
-	}
-	b.kv = make(map[string]jetstream.KeyValue)
 	// Nodes also on one node: `imageflow worker`s joined through its client
 	// port beat there, so its API lists them.
 	buckets := []string{BucketCameras, BucketPipelines, BucketExecutions, BucketInWork, BucketRecordings, BucketProcessors, BucketNodes}
 	if b.Cluster.Clustered() {
 		buckets = append(buckets, BucketLeases)
 	}
-	for _, name := range buckets {
+	kvs := make([]jetstream.KeyValue, len(buckets))
+	for i, name := range buckets {
 		cfg := jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
 		if name == BucketLeases || name == BucketNodes {
 			// Leases and heartbeats are rewritten every second: memory is
 			// enough, and a whole-cluster restart starts placement afresh.
 			cfg.Storage = jetstream.MemoryStorage
 		}
-		var kv jetstream.KeyValue
-		if err := b.retry(ctx, "kv "+name, func(ctx context.Context) (err error) {
+		tasks = append(tasks, setupTask{what: "kv " + name, op: func(ctx context.Context) (err error) {
 			if replicas == 1 || name == BucketLeases || name == BucketNodes {
-				kv, err = b.js.CreateOrUpdateKeyValue(ctx, cfg)
+				kvs[i], err = b.js.CreateOrUpdateKeyValue(ctx, cfg)
 				return err
 			}
-			return b.leaderReadBucket(ctx, cfg, &kv)
-		}); err != nil {
-			return fmt.Errorf("kv %s: %w", name, err)
-		}
-		b.kv[name] = kv
+			return b.leaderReadBucket(ctx, cfg, &kvs[i])
+		}})
 	}
 	var obj jetstream.ObjectStore
-	if err := b.retry(ctx, "object store "+ObjectStoreBlobs, func(ctx context.Context) (err error) {
+	tasks = append(tasks, setupTask{what: "object store " + ObjectStoreBlobs, op: func(ctx context.Context) (err error) {
 		obj, err = b.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: ObjectStoreBlobs, Storage: jetstream.FileStorage, Replicas: replicas})
 		return err
-	}); err != nil {
-		return fmt.Errorf("object store %s: %w", ObjectStoreBlobs, err)
+	}})
+	if b.VideoWindow <= 0 {
+		// A window switched off after a previous run must not keep storing.
+		tasks = append(tasks, setupTask{what: "stream VIDEO removal", op: func(ctx context.Context) error {
+			if err := b.js.DeleteStream(ctx, "VIDEO"); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				return err
+			}
+			return nil
+		}})
+	}
+	if err := b.runSetup(ctx, tasks); err != nil {
+		return err
+	}
+	b.kv = make(map[string]jetstream.KeyValue, len(buckets))
+	for i, name := range buckets {
+		b.kv[name] = kvs[i]
 	}
 	b.objects = obj
 	return nil
+}
+
+// setupTask is one stream, bucket or object store of setup.
+type setupTask struct {
+	what string
+	op   func(ctx context.Context) error
+}
+
+// runSetup runs the tasks at once, each retried (retry) until it succeeds
+// or ctx ends, and returns the first failure.
+func (b *Bus) runSetup(ctx context.Context, tasks []setupTask) error {
+	errs := make([]error, len(tasks))
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.retry(ctx, t.what, t.op); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", t.what, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // leaderReadBucket creates or binds a replicated bucket whose reads go to
