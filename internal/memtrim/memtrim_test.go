@@ -118,29 +118,61 @@ func statusKB(t *testing.T, key string) int64 {
 	return 0
 }
 
-// TestGiveBackAfterBursts makes a 64 MiB burst of Go memory, lets go of it
-// and checks the watcher hands it back to the kernel, not while busy says
-// to wait.
-func TestGiveBackAfterBursts(t *testing.T) {
+// watchGiveBacks runs GiveBackAfterBursts every 20 ms with a 16 MiB slack
+// until the test ends and returns the before and after figures of each
+// give-back.
+func watchGiveBacks(t *testing.T, busy func() bool) <-chan [2]int64 {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("/proc/self/status is Linux's")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	gaveBack := make(chan [2]int64, 64)
-	var busy atomic.Bool
-	busy.Store(true)
-	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, busy.Load, func(before, after int64) {
+	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, busy, func(before, after int64) {
 		select {
 		case gaveBack <- [2]int64{before, after}:
 		default:
 		}
 	})
-	time.Sleep(200 * time.Millisecond)
+	return gaveBack
+}
+
+// burst64 makes 64 MiB of Go memory resident.
+func burst64() []byte {
 	burst := make([]byte, 64<<20)
 	for i := 0; i < len(burst); i += 4096 {
 		burst[i] = 1
 	}
+	return burst
+}
+
+// waitGivenBack waits (10 s at most) for a give-back of at least 32 MiB.
+func waitGivenBack(t *testing.T, gaveBack <-chan [2]int64, failure string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case g := <-gaveBack:
+			t.Logf("RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
+			if g[0]-g[1] >= 32<<20 {
+				return
+			}
+		case <-deadline:
+			t.Fatal(failure)
+		}
+	}
+}
+
+// TestGiveBackAfterBursts makes a 64 MiB burst of Go memory, lets go of it
+// and checks the watcher hands it back to the kernel, not while busy says
+// to wait.
+func TestGiveBackAfterBursts(t *testing.T) {
+	var busy atomic.Bool
+	busy.Store(true)
+	gaveBack := watchGiveBacks(t, busy.Load)
+	time.Sleep(200 * time.Millisecond)
+	burst := burst64()
 	runtime.KeepAlive(burst)
 	burst = nil
 	select {
@@ -151,43 +183,18 @@ func TestGiveBackAfterBursts(t *testing.T) {
 	busy.Store(false)
 	// A give-back may come while the burst is still being written (and
 	// still referenced); the one after it is let go must hand it back.
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case g := <-gaveBack:
-			t.Logf("RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
-			if g[0]-g[1] >= 32<<20 {
-				return
-			}
-		case <-deadline:
-			t.Fatal("the burst was never given back")
-		}
-	}
+	waitGivenBack(t, gaveBack, "the burst was never given back")
 }
 
 // A give-back in the middle of a burst, while the burst's memory is still
 // in use, must not keep the process from giving that memory back once the
 // burst lets it go.
 func TestGiveBackAfterBurstThatOutlivedAGiveBack(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("/proc/self/status is Linux's")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gaveBack := make(chan [2]int64, 64)
 	var busy atomic.Bool
 	busy.Store(true)
-	go GiveBackAfterBursts(ctx, 20*time.Millisecond, 16<<20, busy.Load, func(before, after int64) {
-		select {
-		case gaveBack <- [2]int64{before, after}:
-		default:
-		}
-	})
+	gaveBack := watchGiveBacks(t, busy.Load)
 	time.Sleep(200 * time.Millisecond)
-	burst := make([]byte, 64<<20)
-	for i := 0; i < len(burst); i += 4096 {
-		burst[i] = 1
-	}
+	burst := burst64()
 	// The give-back that sees the whole burst finds it in use.
 	busy.Store(false)
 	select {
@@ -201,16 +208,5 @@ func TestGiveBackAfterBurstThatOutlivedAGiveBack(t *testing.T) {
 	}
 	runtime.KeepAlive(burst)
 	burst = nil
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case g := <-gaveBack:
-			t.Logf("RssAnon %d → %d MiB", g[0]>>20, g[1]>>20)
-			if g[0]-g[1] >= 32<<20 {
-				return
-			}
-		case <-deadline:
-			t.Fatal("the burst, let go after a give-back, was never given back")
-		}
-	}
+	waitGivenBack(t, gaveBack, "the burst, let go after a give-back, was never given back")
 }
