@@ -385,9 +385,9 @@ func (d *Detect) processRegions(in *processors.Input, out *processors.Output) er
 	if d.bySize {
 		// Padded and merged only: each region grows to the window once its
 		// scale is known (detectRegionBySize).
-		d.rois = mergeRegions(d.rois[:0], in.Detections, d.regionLabel, d.regionPad, 1, 1, W, H)
+		d.rois = mergeRegions(d.rois[:0], in.Detections, d.regionLabel, d.regionPad, sizedMergeOverlap, 1, 1, W, H)
 	} else {
-		d.rois = mergeRegions(d.rois[:0], in.Detections, d.regionLabel, d.regionPad, d.winW, d.winH, W, H)
+		d.rois = mergeRegions(d.rois[:0], in.Detections, d.regionLabel, d.regionPad, 0, d.winW, d.winH, W, H)
 	}
 	if len(d.rois) == 0 {
 		return nil
@@ -504,16 +504,12 @@ func motionSpans(dst []motionSpan, rois []image.Rectangle, dets []*busv1.Detecti
 // keeps the searched picture small: a small mover costs a window or two,
 // not a window-sized region enlarged.
 func (d *Detect) detectRegionBySize(src *gocv.Mat, r image.Rectangle, span motionSpan) error {
-	s := min(hogPersonH/max(span.lo*personMotionLo, 1), maxRegionUpscale)
-	// Grow to the window (at this scale) and to its aspect ratio, then keep
-	// inside the picture; a picture too small for that raises the scale.
-	minW := max(float64(d.winW)/s, float64(r.Dy())*float64(d.winW)/float64(d.winH))
-	r = fitInside(growTo(r, int(math.Ceil(minW)), int(math.Ceil(float64(d.winH)/s))), d.bounds)
+	p := d.hogP
+	r, w, h, levels := sizeRegion(r, span, d.bounds, d.winW, d.winH, p.scale)
 	if r.Empty() {
 		return nil
 	}
-	s = max(s, float64(d.winW)/float64(r.Dx()), float64(d.winH)/float64(r.Dy()))
-	w, h := max(int(float64(r.Dx())*s+0.5), d.winW), max(int(float64(r.Dy())*s+0.5), d.winH)
+	p.levels = levels
 	roi := src.Region(r)
 	defer roi.Close()
 	img := roi
@@ -533,25 +529,58 @@ func (d *Detect) detectRegionBySize(src *gocv.Mat, r image.Rectangle, span motio
 		img = dst
 	}
 	d.offX, d.offY, d.inv = r.Min.X, r.Min.Y, float64(r.Dx())/float64(w)
-	// Level k finds people hogPersonH*scale^k tall in the scaled region.
-	p := d.hogP
-	tallest := span.hi * personMotionHi * float64(w) / float64(r.Dx())
-	p.levels = 1
-	if tallest > hogPersonH && p.scale > 1 {
-		// HOG stops at the window's size anyway; the bound keeps the
-		// conversion defined.
-		p.levels += int(min(math.Ceil(math.Log(tallest/hogPersonH)/math.Log(p.scale)), maxHOGLevels))
-	}
 	return d.hog.detect(&img, p, d.addHOG)
 }
+
+// sizeRegion is the geometry of detectRegionBySize: r grown to the winW x
+// winH window at the scale that fits span's people to it and kept inside
+// bounds (empty when nothing fits), the w x h it is scaled to, and the
+// pyramid levels (ratio scale) that reach its tallest person.
+func sizeRegion(r image.Rectangle, span motionSpan, bounds image.Rectangle, winW, winH int, scale float64) (image.Rectangle, int, int, int) {
+	s := min(hogPersonH/max(span.lo*personMotionLo, 1), maxRegionUpscale)
+	// Grow to the window (at this scale) and to its aspect ratio, then keep
+	// inside the picture; a picture too small for that raises the scale.
+	minW := max(float64(winW)/s, float64(r.Dy())*float64(winW)/float64(winH))
+	r = fitInside(growTo(r, int(math.Ceil(minW)), int(math.Ceil(float64(winH)/s))), bounds)
+	if r.Empty() {
+		return r, 0, 0, 0
+	}
+	s = max(s, float64(winW)/float64(r.Dx()), float64(winH)/float64(r.Dy()))
+	w, h := max(int(float64(r.Dx())*s+0.5), winW), max(int(float64(r.Dy())*s+0.5), winH)
+	// Level k finds people hogPersonH*scale^k tall in the scaled region.
+	tallest := span.hi * personMotionHi * float64(w) / float64(r.Dx())
+	levels := 1
+	if tallest > hogPersonH && scale > 1 {
+		// HOG stops at the window's size anyway; the bound keeps the
+		// conversion defined.
+		levels += int(min(math.Ceil(math.Log(tallest/hogPersonH)/math.Log(scale)), maxHOGLevels))
+	}
+	return r, w, h, levels
+}
+
+// sizedMergeOverlap is how much of the smaller of two padded regions their
+// overlap must cover for region_sizing=motion_height to merge them. Two
+// walkers whose padded boxes only touch would make one region: its empty
+// corners searched, and all of it scaled up for the shorter walker and
+// searched up to the taller. Searched apart, where one holds a fragment
+// of the other's motion the overlap is large and they still merge. On
+// vtest.avi's walkers at 640x360 HOG searched 17 % fewer pixels and took
+// 7.0-9.5 against 12.2-13.4 ms of CPU a frame (640x480: 7.4-7.9 against
+// 10.4-10.6), finding 718 against 727 people, 499 against 512 of the 654
+// the min_height reference found (640x480: 785 against 786, 616 against
+// 630 of 802), with people in as many frames
+// (TestDetectRegionsByMotionHeight, TestSizedRegionsSearchFewerPixels).
+const sizedMergeOverlap = 0.25
 
 // mergeRegions appends to dst the regions to search: each input detection
 // labelled label, padded by pad of its size on every side, grown to at least
 // the detector's window (and, for a tall window, to its aspect ratio, so a
 // person-shaped region holds a person-shaped window), clamped to the W x H
-// picture; overlapping regions are merged into their bounding box until none
-// overlap.
-func mergeRegions(dst []image.Rectangle, dets []*busv1.Detection, label string, pad float64, winW, winH, W, H int) []image.Rectangle {
+// picture; regions whose overlap covers at least minOverlap of the smaller
+// one's area (any overlap when 0) are merged into their bounding box until
+// no two do. A person in the overlap of two regions is found in both;
+// the cross-region NMS keeps one.
+func mergeRegions(dst []image.Rectangle, dets []*busv1.Detection, label string, pad, minOverlap float64, winW, winH, W, H int) []image.Rectangle {
 	bounds := image.Rect(0, 0, W, H)
 	for _, det := range dets {
 		if det == nil || det.Label != label || !(det.W > 0) || !(det.H > 0) {
@@ -580,7 +609,7 @@ func mergeRegions(dst []image.Rectangle, dets []*busv1.Detection, label string, 
 		merged = false
 		for i := 0; i < len(dst); i++ {
 			for j := i + 1; j < len(dst); j++ {
-				if dst[i].Overlaps(dst[j]) {
+				if overlapsBy(dst[i], dst[j], minOverlap) {
 					dst[i] = dst[i].Union(dst[j])
 					dst[j] = dst[len(dst)-1]
 					dst = dst[:len(dst)-1]
@@ -591,6 +620,17 @@ func mergeRegions(dst []image.Rectangle, dets []*busv1.Detection, label string, 
 		}
 	}
 	return dst
+}
+
+// overlapsBy reports whether a and b overlap over at least frac of the
+// smaller one's area (at all when frac is 0).
+func overlapsBy(a, b image.Rectangle, frac float64) bool {
+	if !a.Overlaps(b) {
+		return false
+	}
+	in := a.Intersect(b)
+	smaller := min(a.Dx()*a.Dy(), b.Dx()*b.Dy())
+	return float64(in.Dx()*in.Dy()) >= frac*float64(smaller)
 }
 
 // growTo widens and heightens r around its centre to at least w x h.
