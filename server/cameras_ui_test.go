@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -13,8 +14,10 @@ import (
 // TestCameraEditTestAndDelete manages cameras from the dashboard as a user
 // does: the demo camera's source is tested on the server (codec, size and
 // rate shown), the camera is switched to another pipeline and saved (the API
-// then has it, and its live page draws that pipeline's boxes), and a second
-// camera is deleted after the confirmation click (the API no longer has it).
+// then has it, with the recording and the zone the form does not show, and
+// its live page draws that pipeline's boxes, and saving its zones there
+// keeps the recording too), and a second camera is deleted after the
+// confirmation click (the API no longer has it).
 func TestCameraEditTestAndDelete(t *testing.T) {
 	needBrowser(t)
 	cfg := testConfig(t.TempDir())
@@ -28,6 +31,18 @@ func TestCameraEditTestAndDelete(t *testing.T) {
 	}
 	if st, b, _ := ts.do("POST", "/api/v1/cameras", "", map[string]any{"id": "spare", "source": "publish"}); st != 201 {
 		t.Fatalf("camera: %d %s", st, b)
+	}
+	// The demo camera records and has a zone, which the edit form does not
+	// show: PUT replaces the whole camera, so the form's save must send them.
+	_, b, _ := ts.do("GET", "/api/v1/cameras/demo", "", nil)
+	var demo cameraView
+	if err := json.Unmarshal(b, &demo); err != nil {
+		t.Fatal(err)
+	}
+	porch := []zoneJSON{{Name: "porch", Points: [][2]float32{{0, 0.5}, {1, 0.5}, {1, 1}, {0, 1}}, Labels: []string{"person"}, MinDwellMS: 500}}
+	if st, b, _ := ts.do("PUT", "/api/v1/cameras/demo", "", map[string]any{"id": "demo", "name": demo.Name, "source": demo.Source,
+		"pipeline": demo.Pipeline, "record": true, "record_retention": "72h", "record_max_bytes": 1 << 30, "zones": porch}); st != 200 {
+		t.Fatalf("demo camera: %d %s", st, b)
 	}
 
 	tab, cancel := chromedp.NewContext(newBrowser(t))
@@ -56,13 +71,21 @@ func TestCameraEditTestAndDelete(t *testing.T) {
 	if err := chromedp.Do(tab, chromedp.Click(`[data-testid="edit-camera-submit"]`)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	getDemo := func() (cameraView, []byte) {
 		_, b, _ := ts.do("GET", "/api/v1/cameras/demo", "", nil)
 		var cam cameraView
 		_ = json.Unmarshal(b, &cam)
+		return cam, b
+	}
+	kept := func(cam cameraView) bool {
+		return cam.Enabled && cam.Source == "file://"+demoVideo && cam.Record && cam.RecordRetention == "72h0m0s" &&
+			cam.RecordMaxBytes == 1<<30 && reflect.DeepEqual(cam.Zones, porch)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		cam, b := getDemo()
 		if cam.Pipeline == "walkers" {
-			if !cam.Enabled || cam.Source != "file://"+demoVideo {
+			if !kept(cam) {
 				t.Errorf("the edit changed more than the pipeline: %+v", cam)
 			}
 			break
@@ -95,4 +118,25 @@ func TestCameraEditTestAndDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitJS(t, tab, `!!(window.__ifc && window.__ifc.lastDrawn && window.__ifc.lastDrawn.count > 0)`, 60*time.Second)
+
+	// Saving the zones there sends the rest of the camera too.
+	before, _ := getDemo()
+	waitJS(t, tab, `!!document.querySelector('[data-testid="zone-save"]')`, 15*time.Second)
+	if err := chromedp.Do(tab, chromedp.Click(`[data-testid="zone-save"]`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		cam, b := getDemo()
+		if !cam.UpdatedAt.Equal(before.UpdatedAt) {
+			if !kept(cam) || cam.Pipeline != "walkers" {
+				t.Errorf("saving the zones changed the camera: %+v", cam)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the zones were never saved: %s", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -139,6 +139,30 @@ export function unwrap<D>(r: { data?: D; error?: unknown; response: Response }):
   return r.data;
 }
 
+/**
+ * The writable part of a camera as the API shows it. PUT replaces the whole
+ * camera, so a save that changes a few fields starts from this one: what the
+ * form does not show (zones, recording, placement) keeps its value instead
+ * of going back to the default. The redacted source, sent back unchanged,
+ * keeps the stored one.
+ */
+export function cameraInputOf(c: Camera): CameraInput {
+  return {
+    id: c.id,
+    name: c.name,
+    source: c.source,
+    enabled: c.enabled,
+    pipeline: c.pipeline,
+    archive: c.archive,
+    record: c.record,
+    record_retention: c.record_retention,
+    record_max_bytes: c.record_max_bytes,
+    zones: c.zones,
+    node: c.node,
+    labels: c.labels,
+  };
+}
+
 export const cameraPath = (id: string) => `${API}/cameras/${encodeURIComponent(id)}`;
 
 export async function listCameras(): Promise<Camera[]> {

@@ -1,6 +1,6 @@
 // Event helpers: the list, one event, delete, the live stream and the
 // camera zones, over the generated client.
-import { client, getToken, unwrap, type Camera, type Schemas } from './api';
+import { cameraInputOf, client, getToken, unwrap, type Camera, type Schemas } from './api';
 
 /** One event as GET /api/v1/events lists it. */
 export type EventItem = Schemas['Event'];
@@ -52,7 +52,7 @@ export async function saveZones(cam: Camera, zones: Zone[]): Promise<Camera> {
   return unwrap(
     await client.PUT('/api/v1/cameras/{id}', {
       params: { path: { id: cam.id } },
-      body: { id: cam.id, name: cam.name, source: cam.source, enabled: cam.enabled, pipeline: cam.pipeline, archive: cam.archive, zones, node: cam.node, labels: cam.labels },
+      body: { ...cameraInputOf(cam), zones },
     }),
   );
 }

@@ -1,7 +1,7 @@
 // The camera form: adds a camera, or edits one (id fixed), and tests its
 // source on the server before saving.
 import { useState, type FormEvent } from 'react';
-import { createCamera, errorMessage, formatBitrate, testSource, updateCamera, type Camera, type Pipeline, type Schemas } from '../api';
+import { cameraInputOf, createCamera, errorMessage, formatBitrate, testSource, updateCamera, type Camera, type Pipeline, type Schemas } from '../api';
 
 export function CameraForm({ camera, pipelines, onSaved }: { camera?: Camera; pipelines: Pipeline[]; onSaved: () => void }) {
   const editing = camera !== undefined;
@@ -25,7 +25,9 @@ export function CameraForm({ camera, pipelines, onSaved }: { camera?: Camera; pi
     setDone(null);
     try {
       const cid = id.trim();
-      const body = { id: cid, name: name.trim() || cid, source: source.trim(), enabled, pipeline, archive };
+      // An edit keeps what this form does not show (zones, recording,
+      // placement): the API replaces the whole camera.
+      const body = { ...(camera ? cameraInputOf(camera) : {}), id: cid, name: name.trim() || cid, source: source.trim(), enabled, pipeline, archive };
       if (editing) await updateCamera(cid, body);
       else await createCamera(body);
       setDone(editing ? `Camera “${cid}” saved.` : `Camera “${cid}” added.`);
