@@ -4,7 +4,8 @@
 // pion viewers at once (answer p50/p99, answer to first complete access unit),
 // WHEP CPU and RSS per viewer at 10 and 50 viewers, and imageflow's
 // detection path (decode, convert, motion, HOG people detection at 5 fps)
-// with its breakdown. Figures only: it never fails on timing. Run through
+// with its breakdown, then -detect-cameras such cameras at once (CPU per
+// camera, and whether each still gets 5 frames a second). Figures only: it never fails on timing. Run through
 // scripts/bench/vs-mediamtx.sh.
 package main
 
@@ -17,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -46,6 +48,9 @@ type options struct {
 	viewers       int
 	skipDetect    bool
 	onlyDetect    bool
+	// detectCameras is how many cameras the detection path's load round
+	// runs at once (0 leaves the round out).
+	detectCameras int
 	onlyMemory    bool
 	// onlyJoin, when > 0, runs only the join of o.viewers, that many
 	// rounds of each server alternating.
@@ -84,6 +89,7 @@ func main() {
 	flag.DurationVar(&o.window, "window", 10*time.Second, "measured window of each CPU figure")
 	flag.BoolVar(&o.skipDetect, "skip-detect", false, "leave out the detection path")
 	flag.BoolVar(&o.onlyDetect, "only-detect", false, "run the detection path only")
+	flag.IntVar(&o.detectCameras, "detect-cameras", 8, "cameras with the detection pipeline at once in the detection path's load round (0: none)")
 	flag.BoolVar(&o.onlyMemory, "only-memory", false, "run only the idle and relay rounds (RSS, relay CPU)")
 	flag.IntVar(&o.onlyJoin, "only-join", 0, "run only the join of -viewers viewers, this many rounds per server, alternating")
 	flag.StringVar(&o.perf, "perf", "", "with -only-join: perf record -g imageflow during the first round's join into this file")
@@ -295,6 +301,15 @@ func cpuPercent(s *server, window time.Duration) float64 {
 // time, until ctx ends.
 func publisher(ctx context.Context, s *server, cam, clip string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
+		"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
+	_ = cmd.Start()
+	return cmd
+}
+
+// publisherFrom is publisher starting the clip at offset.
+func publisherFrom(ctx context.Context, s *server, cam, clip string, offset time.Duration) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
+		"-ss", strconv.FormatFloat(offset.Seconds(), 'f', 3, 64), "-i", clip,
 		"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
 	_ = cmd.Start()
 	return cmd
@@ -878,6 +893,57 @@ func detectRound(s *server, o options) error {
 		perFrame(motionS-motionS0, motionN-motionN0), perFrame(detectS-detectS0, detectN-detectN0),
 		0.5*perFrame(motionS-motionS0, motionN-motionN0), 0.5*perFrame(detectS-detectS0, detectN-detectN0))
 	fmt.Println("  (stage CPU figures are differences between phases run one after another: on a busy machine run a longer -window)")
+	return detectLoad(s, o)
+}
+
+// detectLoad runs o.detectCameras such cameras at once, each clip started
+// at another point, as a machine full of cameras runs them: the CPU per
+// camera with the cores kept busy (a lone camera's core idles between
+// pictures, and each picture after a pause costs more), and whether every
+// camera still gets its 5 frames a second with none skipped or dropped:
+// how many cameras the machine holds, measured instead of divided out.
+func detectLoad(s *server, o options) error {
+	if o.detectCameras <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cams := make([]string, o.detectCameras)
+	var pubs []*exec.Cmd
+	for i := range cams {
+		cams[i] = fmt.Sprintf("load%d", i)
+		if err := s.addCamera(cams[i], "people"); err != nil {
+			return err
+		}
+		pubs = append(pubs, publisherFrom(ctx, s, cams[i], o.detectClip, time.Duration(i)*7*time.Second))
+	}
+	time.Sleep(8 * time.Second)
+	published := func() []float64 {
+		out := make([]float64, len(cams))
+		for i, cam := range cams {
+			out[i] = metric(s, "imageflow_decoder_frames_total", `camera="`+cam+`"`, `event="published"`)
+		}
+		return out
+	}
+	pub0 := published()
+	skip0 := metric(s, "imageflow_live_frames_skipped_total", `camera="load`)
+	drop0 := metric(s, "imageflow_live_dropped_total", `camera="load`)
+	t0 := time.Now()
+	cpu := cpuPercent(s, o.window)
+	seconds := time.Since(t0).Seconds()
+	pub1 := published()
+	skipped := metric(s, "imageflow_live_frames_skipped_total", `camera="load`) - skip0
+	dropped := metric(s, "imageflow_live_dropped_total", `camera="load`) - drop0
+	cancel()
+	for _, p := range pubs {
+		_ = p.Wait()
+	}
+	slowest := math.Inf(1)
+	for i := range cams {
+		slowest = min(slowest, (pub1[i]-pub0[i])/seconds)
+	}
+	fmt.Printf("  %d such cameras at once: %.1f %% of a core in all, %.1f %% per camera; frames to the pipelines %.1f per second for the slowest camera; pipeline frames skipped %.0f, access units dropped %.0f\n",
+		len(cams), cpu, cpu/float64(len(cams)), slowest, skipped, dropped)
 	return nil
 }
 
