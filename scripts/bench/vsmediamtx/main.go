@@ -5,8 +5,8 @@
 // WHEP CPU and RSS per viewer at 10 and 50 viewers, and imageflow's
 // detection path (decode, convert, motion, HOG people detection at 5 fps)
 // with its breakdown, then -detect-cameras such cameras at once (CPU per
-// camera, and whether each still gets 5 frames a second). Figures only: it never fails on timing. Run through
-// scripts/bench/vs-mediamtx.sh.
+// camera, and whether each still gets 5 frames a second). Figures only: it
+// never fails on timing. Run through scripts/bench/vs-mediamtx.sh.
 package main
 
 import (
@@ -300,17 +300,17 @@ func cpuPercent(s *server, window time.Duration) float64 {
 // publisher pushes clip to the server's RTSP path cam in a loop, in real
 // time, until ctx ends.
 func publisher(ctx context.Context, s *server, cam, clip string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", clip,
-		"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
-	_ = cmd.Start()
-	return cmd
+	return publisherFrom(ctx, s, cam, clip, 0)
 }
 
 // publisherFrom is publisher starting the clip at offset.
 func publisherFrom(ctx context.Context, s *server, cam, clip string, offset time.Duration) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1",
-		"-ss", strconv.FormatFloat(offset.Seconds(), 'f', 3, 64), "-i", clip,
-		"-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
+	args := []string{"-hide_banner", "-loglevel", "error", "-re", "-stream_loop", "-1"}
+	if offset > 0 {
+		args = append(args, "-ss", strconv.FormatFloat(offset.Seconds(), 'f', 3, 64))
+	}
+	args = append(args, "-i", clip, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", "rtsp://"+s.rtsp+"/"+cam)
+	cmd := exec.CommandContext(ctx, "ffmpeg", args...)
 	_ = cmd.Start()
 	return cmd
 }
